@@ -1,0 +1,1 @@
+//! chunked: work in progress.

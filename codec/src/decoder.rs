@@ -1,0 +1,4 @@
+//! decoder: work in progress.
+/// The decoder (placeholder).
+#[derive(Debug)]
+pub struct Decoder;

@@ -1,0 +1,1 @@
+//! head: work in progress.

@@ -1,0 +1,28 @@
+//! # icaptap
+//!
+//! A transparent ICAP diagnostic proxy. It sits between an ICAP client (a web
+//! proxy) and an ICAP server (an anti-malware sensor), forwards every byte
+//! unchanged, decodes every exchange on a side path, records a mirrored pcap
+//! of both legs and structured session logs, and flags missing or malformed
+//! verdicts. The same observer analyses tcpdump captures offline, and the
+//! toolkit simulates a sensor and a client for regression tests.
+//!
+//! Layout, one folder per concern:
+//! - [`forward`]: the hot path, bytes in and the same bytes out;
+//! - [`tap`]: what a connection reports to the side paths;
+//! - [`observe`]: decoding, verdicts and anomaly rules, live and offline;
+//! - [`record`]: pcapng/pcap writing with synthesized TCP/IP;
+//! - [`output`]: JSONL records and the run summary;
+//! - [`analyze`]: capture reading and TCP reassembly into taps;
+//! - [`evidence`]: the report and the support-ticket bundle;
+//! - [`toolkit`]: mock sensor, client, replay, vendor checks and the demo.
+
+pub mod analyze;
+pub mod cli;
+pub mod evidence;
+pub mod forward;
+pub mod observe;
+pub mod output;
+pub mod record;
+pub mod tap;
+pub mod toolkit;

@@ -1,0 +1,1 @@
+//! observe: work in progress.

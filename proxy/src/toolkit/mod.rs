@@ -1,0 +1,1 @@
+//! toolkit: work in progress.
