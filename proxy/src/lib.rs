@@ -19,6 +19,7 @@
 
 pub mod analyze;
 pub mod cli;
+pub mod config;
 pub mod evidence;
 pub mod forward;
 pub mod observe;

@@ -1,1 +1,37 @@
-//! forward: work in progress.
+//! The forwarding hot path: bytes in, the same bytes out.
+//!
+//! icaptap sits between an ICAP client and an ICAP server (RFC 3507
+//! section 4) as a plain TCP relay: it never parses, buffers for parsing,
+//! or alters what it forwards, whatever the bytes are (valid ICAP, broken
+//! ICAP, TLS, garbage). Each chunk it reads is written on unchanged and, as a
+//! refcounted `Bytes`, offered to the side paths without waiting (see
+//! [`crate::tap`]); a side path that falls behind loses taps, never slows
+//! traffic.
+//!
+//! Use: [`ForwardArgs::into_config`] -> [`bind`] (start-up errors happen
+//! here, before serving) -> [`Listener::counters`] for live figures ->
+//! [`serve`] until the shutdown token is cancelled.
+//!
+//! - `options`: flags, environment variables, defaults, resolution;
+//! - `listener`: accepting, the connection limit, shutdown and drain;
+//! - `session`: one connection's two copy loops and mirrored close/reset;
+//! - `counters`: live counters for the status line and metrics.
+
+mod counters;
+mod listener;
+mod options;
+mod session;
+
+pub use counters::{ForwardCounters, ForwardStats};
+pub use listener::{
+    bind, serve, ForwardError, Listener, ACCEPT_ERROR_BACKOFF, FD_LIMIT_BACKOFF,
+    FD_LIMIT_WARN_EVERY, LISTEN_BACKLOG,
+};
+pub use options::{
+    parse_buffer_size, parse_duration, ConfigError, ForwardArgs, ForwardConfig,
+    DEFAULT_ICAP_PORT, MAX_BUFFER_SIZE, MAX_CONNECTIONS_LIMIT, MIN_BUFFER_SIZE,
+};
+pub use session::END_TAP_WAIT;
+/// The shutdown signal [`serve`] takes, re-exported so callers need no
+/// direct dependency on tokio-util.
+pub use tokio_util::sync::CancellationToken;

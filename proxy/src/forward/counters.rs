@@ -1,0 +1,93 @@
+//! Live counters of the forwarding path. Sessions bump them with relaxed
+//! atomics (one add per read, no lock); the status line and the metrics
+//! endpoint read them at any time through a shared [`ForwardCounters`], and
+//! [`ForwardStats`] is a plain snapshot for the summary at exit.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Counters shared by the listener, its sessions and whoever reports on them.
+#[derive(Debug, Default)]
+pub struct ForwardCounters {
+    /// Client connections accepted since start.
+    pub connections_total: AtomicU64,
+    /// Client connections being served now.
+    pub connections_open: AtomicU64,
+    /// Connections whose sensor leg could not be opened (refused, timed out...).
+    pub connect_failures: AtomicU64,
+    /// Bytes forwarded from ICAP clients to the sensor.
+    pub bytes_client_to_sensor: AtomicU64,
+    /// Bytes forwarded from the sensor to ICAP clients.
+    pub bytes_sensor_to_client: AtomicU64,
+    /// Connections that ended in a reset (from either side), passed on.
+    pub resets: AtomicU64,
+    /// Connections still open when the drain period ran out, closed by icaptap.
+    pub cut_at_shutdown: AtomicU64,
+    /// Accepts or connects that failed on the open-file limit.
+    pub fd_limit_hits: AtomicU64,
+    /// Accepts that failed for another reason.
+    pub accept_errors: AtomicU64,
+    /// End-of-connection taps (`Closed`, `ConnectFailed`, `Finished`) a side
+    /// path did not take in time.
+    pub end_taps_lost: AtomicU64,
+}
+
+impl ForwardCounters {
+    pub(crate) fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The counters' values now.
+    pub fn snapshot(&self) -> ForwardStats {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        ForwardStats {
+            connections_total: get(&self.connections_total),
+            connections_open: get(&self.connections_open),
+            connect_failures: get(&self.connect_failures),
+            bytes_client_to_sensor: get(&self.bytes_client_to_sensor),
+            bytes_sensor_to_client: get(&self.bytes_sensor_to_client),
+            resets: get(&self.resets),
+            cut_at_shutdown: get(&self.cut_at_shutdown),
+            fd_limit_hits: get(&self.fd_limit_hits),
+            accept_errors: get(&self.accept_errors),
+            end_taps_lost: get(&self.end_taps_lost),
+        }
+    }
+}
+
+/// A snapshot of [`ForwardCounters`]; field meanings are the same.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+#[allow(missing_docs)]
+pub struct ForwardStats {
+    pub connections_total: u64,
+    pub connections_open: u64,
+    pub connect_failures: u64,
+    pub bytes_client_to_sensor: u64,
+    pub bytes_sensor_to_client: u64,
+    pub resets: u64,
+    pub cut_at_shutdown: u64,
+    pub fd_limit_hits: u64,
+    pub accept_errors: u64,
+    pub end_taps_lost: u64,
+}
+
+/// Counts a connection as open for as long as it lives, even if its task
+/// ends early.
+#[derive(Debug)]
+pub(crate) struct OpenConnection<'a> {
+    open: &'a AtomicU64,
+}
+
+impl<'a> OpenConnection<'a> {
+    pub(crate) fn new(counters: &'a ForwardCounters) -> OpenConnection<'a> {
+        counters.connections_open.fetch_add(1, Ordering::Relaxed);
+        OpenConnection {
+            open: &counters.connections_open,
+        }
+    }
+}
+
+impl Drop for OpenConnection<'_> {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}

@@ -1,0 +1,296 @@
+//! The forwarding options: what `icaptap proxy` listens on, where it
+//! forwards to, and the limits of the hot path. [`ForwardArgs`] is what the
+//! user types (flags, `ICAPTAP_*` environment variables, or keys of a
+//! `--config` file, see [`crate::config`]); [`ForwardConfig`] is the checked,
+//! resolved result the listener runs with.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::time::Duration;
+
+/// The ICAP port (RFC 3507 section 4.2), used when `--upstream` names no port.
+pub const DEFAULT_ICAP_PORT: u16 = 1344;
+
+/// The most connections one icaptap can be told to hold. Each needs two
+/// file descriptors, and the semaphore counts permits in a `u32`.
+pub const MAX_CONNECTIONS_LIMIT: usize = 1_000_000;
+
+/// The smallest read buffer accepted: smaller buffers only add system calls.
+pub const MIN_BUFFER_SIZE: usize = 512;
+
+/// The largest read buffer accepted: every open direction may hold one.
+pub const MAX_BUFFER_SIZE: usize = 16 * 1024 * 1024;
+
+/// Options of the forwarding path, as given on the command line.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ForwardArgs {
+    /// Address to accept ICAP clients on (the web proxy connects here).
+    #[arg(long, env = "ICAPTAP_LISTEN", default_value = "0.0.0.0:1344", value_name = "ADDR")]
+    pub listen: SocketAddr,
+
+    /// The ICAP server (sensor) to forward to, as HOST:PORT (port 1344 when omitted).
+    #[arg(long, env = "ICAPTAP_UPSTREAM", value_name = "HOST:PORT")]
+    pub upstream: String,
+
+    /// How long to wait for the sensor to accept a connection (e.g. 5s, 250ms, 2m).
+    #[arg(long, env = "ICAPTAP_CONNECT_TIMEOUT", default_value = "5s", value_name = "DURATION",
+          value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// Connections held at once; more wait in the listen backlog.
+    #[arg(long, env = "ICAPTAP_MAX_CONNECTIONS", default_value_t = 10_000, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(1..=MAX_CONNECTIONS_LIMIT as i64))]
+    pub max_connections: u32,
+
+    /// Read buffer per direction of each connection (e.g. 65536, 64KiB, 1MiB).
+    #[arg(long, env = "ICAPTAP_BUFFER_SIZE", default_value = "64KiB", value_name = "BYTES",
+          value_parser = parse_buffer_size)]
+    pub buffer_size: usize,
+
+    /// At shutdown, how long open connections may go on before they are cut.
+    #[arg(long, env = "ICAPTAP_DRAIN", default_value = "10s", value_name = "DURATION",
+          value_parser = parse_duration)]
+    pub drain: Duration,
+}
+
+/// Checked and resolved forwarding options.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ForwardConfig {
+    /// Address to accept ICAP clients on.
+    pub listen: SocketAddr,
+    /// The sensor's address, resolved once at start-up.
+    pub upstream: SocketAddr,
+    /// The sensor as the user named it (for messages).
+    pub upstream_name: String,
+    /// Limit on connecting to the sensor.
+    pub connect_timeout: Duration,
+    /// Connections held at once.
+    pub max_connections: usize,
+    /// Read buffer per direction.
+    pub buffer_size: usize,
+    /// Grace period for open connections at shutdown.
+    pub drain: Duration,
+}
+
+impl ForwardConfig {
+    /// A configuration with the documented defaults, forwarding to `upstream`
+    /// and listening on `listen` (handy for tests and the demo).
+    pub fn new(listen: SocketAddr, upstream: SocketAddr) -> ForwardConfig {
+        ForwardConfig {
+            listen,
+            upstream,
+            upstream_name: upstream.to_string(),
+            connect_timeout: Duration::from_secs(5),
+            max_connections: 10_000,
+            buffer_size: 64 * 1024,
+            drain: Duration::from_secs(10),
+        }
+    }
+}
+
+/// A forwarding option that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The upstream name did not resolve.
+    #[error("cannot resolve --upstream `{upstream}`: {source}; check the host name and DNS, or give the sensor's IP address")]
+    UpstreamUnresolvable {
+        /// As given.
+        upstream: String,
+        /// The resolver's answer.
+        source: std::io::Error,
+    },
+    /// The upstream name resolved to nothing.
+    #[error("--upstream `{upstream}` resolved to no address; give the sensor's IP address")]
+    UpstreamNoAddress {
+        /// As given.
+        upstream: String,
+    },
+    /// The upstream is icaptap's own listening address: every connection
+    /// would loop back into icaptap.
+    #[error("--upstream {upstream} is icaptap's own --listen address; point it at the sensor")]
+    UpstreamIsListen {
+        /// The resolved address.
+        upstream: SocketAddr,
+    },
+}
+
+impl ForwardArgs {
+    /// Checks the options and resolves the upstream name (once, now: a
+    /// name that stops resolving later does not break a running proxy).
+    pub fn into_config(self) -> Result<ForwardConfig, ConfigError> {
+        let upstream = resolve_upstream(&self.upstream)?;
+        if upstream == self.listen {
+            return Err(ConfigError::UpstreamIsListen { upstream });
+        }
+        Ok(ForwardConfig {
+            listen: self.listen,
+            upstream,
+            upstream_name: self.upstream,
+            connect_timeout: self.connect_timeout,
+            max_connections: self.max_connections as usize,
+            buffer_size: self.buffer_size,
+            drain: self.drain,
+        })
+    }
+}
+
+/// Resolves `HOST:PORT`, or `HOST` with the ICAP port.
+fn resolve_upstream(upstream: &str) -> Result<SocketAddr, ConfigError> {
+    let with_port = if upstream.parse::<SocketAddr>().is_ok() || has_port(upstream) {
+        upstream.to_string()
+    } else if upstream.contains(':') && !upstream.starts_with('[') {
+        // A bare IPv6 address: bracket it before adding the port.
+        format!("[{upstream}]:{DEFAULT_ICAP_PORT}")
+    } else {
+        format!("{upstream}:{DEFAULT_ICAP_PORT}")
+    };
+    let mut addrs =
+        with_port
+            .to_socket_addrs()
+            .map_err(|source| ConfigError::UpstreamUnresolvable {
+                upstream: upstream.to_string(),
+                source,
+            })?;
+    addrs.next().ok_or_else(|| ConfigError::UpstreamNoAddress {
+        upstream: upstream.to_string(),
+    })
+}
+
+/// Whether `s` ends in `:PORT` after a host name or a bracketed IPv6 address.
+fn has_port(s: &str) -> bool {
+    match s.rsplit_once(':') {
+        Some((host, port)) => {
+            port.parse::<u16>().is_ok() && (!host.contains(':') || host.ends_with(']'))
+        }
+        None => false,
+    }
+}
+
+/// Parses a duration written for people: a number and a unit
+/// (`ms`, `s`, `m`, `h`), several terms allowed (`1m30s`); a bare number is
+/// seconds.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let expected = "expected a number and a unit: 250ms, 5s, 2m, 1h or 1m30s";
+    let text = text.trim();
+    if text.is_empty() {
+        return Err(format!("empty duration; {expected}"));
+    }
+    if let Ok(secs) = text.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = text;
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        if digits == 0 {
+            return Err(format!("`{text}`: {expected}"));
+        }
+        let (number, tail) = rest.split_at(digits);
+        let value: u64 = number
+            .parse()
+            .map_err(|_| format!("`{text}`: number too large"))?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit())
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let term = match unit.trim() {
+            "ms" => Duration::from_millis(value),
+            "s" | "sec" | "secs" => Duration::from_secs(value),
+            "m" | "min" | "mins" => Duration::from_secs(value.saturating_mul(60)),
+            "h" => Duration::from_secs(value.saturating_mul(3600)),
+            _ => return Err(format!("`{text}`: unknown unit `{unit}`; {expected}")),
+        };
+        total = total.saturating_add(term);
+        rest = tail;
+    }
+    Ok(total)
+}
+
+/// Parses a byte count: a number, optionally with `K`/`KiB`/`KB` or
+/// `M`/`MiB`/`MB` (all binary multiples), within the accepted buffer range.
+pub fn parse_buffer_size(text: &str) -> Result<usize, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let value: usize = number
+        .parse()
+        .map_err(|_| format!("`{text}`: expected a byte count such as 65536, 64KiB or 1MiB"))?;
+    let multiple = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kb" | "kib" => 1024,
+        "m" | "mb" | "mib" => 1024 * 1024,
+        _ => {
+            return Err(format!(
+                "`{text}`: unknown unit `{unit}`; expected B, KiB or MiB"
+            ))
+        }
+    };
+    let bytes = value.saturating_mul(multiple);
+    if !(MIN_BUFFER_SIZE..=MAX_BUFFER_SIZE).contains(&bytes) {
+        return Err(format!(
+            "`{text}`: buffer size must be between {MIN_BUFFER_SIZE} bytes and {} MiB",
+            MAX_BUFFER_SIZE / (1024 * 1024)
+        ));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_read_like_people_write_them() {
+        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
+        assert!(parse_duration("5 parsecs").is_err());
+        assert!(parse_duration("s").is_err());
+        assert!(parse_duration("").is_err());
+    }
+
+    #[test]
+    fn buffer_sizes_accept_binary_units_and_refuse_silly_ones() {
+        assert_eq!(parse_buffer_size("64KiB").unwrap(), 65536);
+        assert_eq!(parse_buffer_size("65536").unwrap(), 65536);
+        assert_eq!(parse_buffer_size("1MiB").unwrap(), 1 << 20);
+        assert!(parse_buffer_size("1").is_err());
+        assert!(parse_buffer_size("1GiB").is_err());
+        assert!(parse_buffer_size("lots").is_err());
+    }
+
+    #[test]
+    fn upstream_without_port_gets_the_icap_port() {
+        assert_eq!(
+            resolve_upstream("127.0.0.1").unwrap(),
+            "127.0.0.1:1344".parse().unwrap()
+        );
+        assert_eq!(
+            resolve_upstream("127.0.0.1:11344").unwrap(),
+            "127.0.0.1:11344".parse().unwrap()
+        );
+        assert_eq!(
+            resolve_upstream("::1").unwrap(),
+            "[::1]:1344".parse().unwrap()
+        );
+        assert_eq!(
+            resolve_upstream("localhost:9").unwrap().port(),
+            9
+        );
+    }
+
+    #[test]
+    fn unresolvable_upstream_says_what_to_do() {
+        // An empty host fails inside the resolver without asking DNS: tests
+        // send nothing off loopback.
+        let err = resolve_upstream(":1344").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("`:1344`"), "{text}");
+        assert!(text.contains("IP address"), "{text}");
+    }
+}

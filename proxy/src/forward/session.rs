@@ -1,0 +1,380 @@
+//! One proxied connection: the client leg accepted by the listener, the
+//! sensor leg opened here, and two copy loops that move the same bytes from
+//! each leg to the other while offering every chunk, as a refcounted
+//! [`Bytes`], to the side paths (see [`crate::tap`]).
+//!
+//! Connection semantics are mirrored so that the peers see what they would
+//! see without icaptap in between: a FIN becomes a FIN (half-close, the
+//! other direction keeps flowing), a reset becomes a reset, a sensor that
+//! refuses the connection makes the client's connection reset.
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio::sync::OwnedSemaphorePermit;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::counters::{ForwardCounters, OpenConnection};
+use super::listener::FdLimitAlarm;
+use super::options::ForwardConfig;
+use crate::tap::{self, CloseKind, ConnId, ConnMeta, Direction, Tap, TapEvent, TapQueue, TapSinks};
+
+/// How long an end-of-connection tap may wait for room in a side path's
+/// queue. Forwarding is over by then, but a side path that stopped reading
+/// must not keep the connection's permit forever.
+pub const END_TAP_WAIT: Duration = Duration::from_secs(10);
+
+/// What every session of one listener shares.
+#[derive(Debug)]
+pub(crate) struct SessionShared {
+    pub(crate) cfg: ForwardConfig,
+    pub(crate) sinks: TapSinks,
+    pub(crate) counters: Arc<ForwardCounters>,
+    pub(crate) fd_alarm: FdLimitAlarm,
+    /// Cancelled when the drain period is over: open sessions are cut.
+    pub(crate) hard_stop: CancellationToken,
+}
+
+/// One client connection and its sensor leg.
+#[derive(Debug)]
+pub(crate) struct Session {
+    shared: Arc<SessionShared>,
+    id: ConnId,
+    client: TcpStream,
+    client_addr: SocketAddr,
+    /// Held for the session's whole life: it is the connection limit.
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Why one copy loop stopped.
+#[derive(Debug)]
+enum PumpEnd {
+    /// The sending leg closed its side (FIN), passed on as a FIN.
+    Fin,
+    /// Reading from the sending leg failed: it was reset or broke.
+    ReadFailed(io::Error),
+    /// Writing to the receiving leg failed: that leg was reset or broke.
+    WriteFailed(io::Error),
+    /// The other copy loop hit a reset; this one stopped with it.
+    Aborted,
+    /// The drain period at shutdown is over.
+    Shutdown,
+}
+
+impl Session {
+    pub(crate) fn new(
+        shared: Arc<SessionShared>,
+        id: ConnId,
+        client: TcpStream,
+        client_addr: SocketAddr,
+        permit: OwnedSemaphorePermit,
+    ) -> Session {
+        Session {
+            shared,
+            id,
+            client,
+            client_addr,
+            _permit: permit,
+        }
+    }
+
+    /// Serves the connection to its end; never fails: every failure is
+    /// mirrored to the peers, reported as taps and counted.
+    pub(crate) async fn run(self) {
+        let Session {
+            shared,
+            id,
+            client,
+            client_addr,
+            _permit,
+        } = self;
+        let _open = OpenConnection::new(&shared.counters);
+        let opened = tap::now_micros();
+        let cfg = &shared.cfg;
+        let listen = client.local_addr().unwrap_or(cfg.listen);
+
+        let connected = tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(cfg.upstream)).await;
+        let server = match connected {
+            Ok(Ok(server)) => server,
+            Ok(Err(e)) => {
+                let meta = Arc::new(ConnMeta {
+                    id,
+                    client: client_addr,
+                    listen,
+                    upstream_local: None,
+                    server: cfg.upstream,
+                    opened,
+                });
+                if FdLimitAlarm::is_fd_limit(&e) {
+                    shared.fd_alarm.raise(&shared.counters);
+                }
+                // A refusal is passed on as a reset: that is what the client
+                // would have seen connecting to the sensor itself.
+                let refused = e.kind() == io::ErrorKind::ConnectionRefused;
+                if refused {
+                    let _ = client.set_zero_linger();
+                }
+                drop(client);
+                let error = format!("connecting to sensor {} ({}): {e}", cfg.upstream, cfg.upstream_name);
+                connect_failed(&shared, meta, error).await;
+                return;
+            }
+            Err(_elapsed) => {
+                let meta = Arc::new(ConnMeta {
+                    id,
+                    client: client_addr,
+                    listen,
+                    upstream_local: None,
+                    server: cfg.upstream,
+                    opened,
+                });
+                drop(client);
+                let error = format!(
+                    "sensor {} ({}) did not accept the connection within {:?}",
+                    cfg.upstream, cfg.upstream_name, cfg.connect_timeout
+                );
+                connect_failed(&shared, meta, error).await;
+                return;
+            }
+        };
+
+        // Both legs carry small request/response heads that must not wait
+        // for Nagle's algorithm: icaptap adds no latency of its own.
+        let _ = client.set_nodelay(true);
+        let _ = server.set_nodelay(true);
+        let meta = Arc::new(ConnMeta {
+            id,
+            client: client_addr,
+            listen,
+            upstream_local: server.local_addr().ok(),
+            server: server.peer_addr().unwrap_or(cfg.upstream),
+            opened,
+        });
+        debug!(conn = id, client = %client_addr, sensor = %meta.server, "connection open");
+        shared.sinks.offer(Tap {
+            conn: meta.clone(),
+            at: tap::now_micros(),
+            frame: None,
+            event: TapEvent::Open,
+        });
+        forward(&shared, meta, client, server).await;
+    }
+}
+
+/// Reports a connection whose sensor leg never came up.
+async fn connect_failed(shared: &SessionShared, meta: Arc<ConnMeta>, error: String) {
+    ForwardCounters::add(&shared.counters.connect_failures, 1);
+    warn!(conn = meta.id, client = %meta.client, "{error}; client connection closed");
+    let at = tap::now_micros();
+    deliver_end(shared, &meta, at, TapEvent::ConnectFailed { error }).await;
+    deliver_end(shared, &meta, at, TapEvent::Finished).await;
+}
+
+/// Runs both copy loops to their end, then mirrors how they ended.
+async fn forward(shared: &SessionShared, meta: Arc<ConnMeta>, mut client: TcpStream, mut server: TcpStream) {
+    // A child of the hard stop: cancelling it stops this session only.
+    let abort = shared.hard_stop.child_token();
+    let (up, down) = {
+        let (mut client_read, mut client_write) = client.split();
+        let (mut server_read, mut server_write) = server.split();
+        tokio::join!(
+            pump(shared, &meta, Direction::Request, &mut client_read, &mut server_write, &abort),
+            pump(shared, &meta, Direction::Response, &mut server_read, &mut client_write, &abort),
+        )
+    };
+
+    let broken = [&up, &down]
+        .iter()
+        .any(|end| matches!(end, PumpEnd::ReadFailed(_) | PumpEnd::WriteFailed(_)));
+    let cut = [&up, &down].iter().any(|end| matches!(end, PumpEnd::Shutdown));
+    if broken || cut {
+        // Closing with a zero linger sends a reset: a peer cut off midway
+        // must not mistake the end for a complete message.
+        let _ = client.set_zero_linger();
+        let _ = server.set_zero_linger();
+    }
+    drop(client);
+    drop(server);
+
+    let at = tap::now_micros();
+    let mut closes = Vec::with_capacity(2);
+    if broken {
+        ForwardCounters::add(&shared.counters.resets, 1);
+        // Every direction still open ends in a reset; the one whose sender
+        // broke is reported first, so a reader of the taps can tell who reset.
+        let mut culprit = None;
+        for (dir, end) in [(Direction::Request, &up), (Direction::Response, &down)] {
+            match end {
+                PumpEnd::ReadFailed(e) => {
+                    debug!(conn = meta.id, "{} reset the connection: {e}", sender_name(dir));
+                    culprit.get_or_insert(dir);
+                }
+                PumpEnd::WriteFailed(e) => {
+                    debug!(conn = meta.id, "{} reset the connection: {e}", receiver_name(dir));
+                    culprit.get_or_insert(opposite(dir));
+                }
+                PumpEnd::Fin | PumpEnd::Aborted | PumpEnd::Shutdown => {}
+            }
+            if !matches!(end, PumpEnd::Fin) {
+                closes.push(dir);
+            }
+        }
+        if let Some(pos) = closes.iter().position(|d| Some(*d) == culprit) {
+            closes.swap(0, pos);
+        }
+        for dir in closes {
+            let event = TapEvent::Closed { dir, how: CloseKind::Reset };
+            deliver_end(shared, &meta, at, event).await;
+        }
+    } else if cut {
+        ForwardCounters::add(&shared.counters.cut_at_shutdown, 1);
+        for (dir, end) in [(Direction::Request, &up), (Direction::Response, &down)] {
+            if !matches!(end, PumpEnd::Fin) {
+                let event = TapEvent::Closed { dir, how: CloseKind::Shutdown };
+                deliver_end(shared, &meta, at, event).await;
+            }
+        }
+    }
+    debug!(conn = meta.id, ?up, ?down, "connection finished");
+    deliver_end(shared, &meta, at, TapEvent::Finished).await;
+}
+
+/// Copies one direction: read into a buffer, offer the chunk to the side
+/// paths, write the same bytes to the other leg. Offsets count from 0.
+async fn pump<R, W>(
+    shared: &SessionShared,
+    meta: &Arc<ConnMeta>,
+    dir: Direction,
+    reader: &mut R,
+    writer: &mut W,
+    abort: &CancellationToken,
+) -> PumpEnd
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin,
+{
+    let buffer_size = shared.cfg.buffer_size;
+    // Small reads share one allocation until it runs low; the side paths
+    // keep their chunks alive by refcount, so the buffer is only reused
+    // (rather than reallocated) once they let go.
+    let refill_below = (buffer_size / 4).max(1);
+    let byte_counter = match dir {
+        Direction::Request => &shared.counters.bytes_client_to_sensor,
+        Direction::Response => &shared.counters.bytes_sensor_to_client,
+    };
+    let stopped = || {
+        if shared.hard_stop.is_cancelled() {
+            PumpEnd::Shutdown
+        } else {
+            PumpEnd::Aborted
+        }
+    };
+    let mut buf = BytesMut::with_capacity(buffer_size);
+    let mut offset: u64 = 0;
+    loop {
+        if buf.capacity() < refill_below {
+            buf.reserve(buffer_size);
+        }
+        let read = tokio::select! {
+            biased;
+            _ = abort.cancelled() => return stopped(),
+            read = reader.read_buf(&mut buf) => read,
+        };
+        match read {
+            Ok(0) => {
+                let shut = tokio::select! {
+                    biased;
+                    _ = abort.cancelled() => return stopped(),
+                    shut = writer.shutdown() => shut,
+                };
+                if let Err(e) = shut {
+                    abort.cancel();
+                    return PumpEnd::WriteFailed(e);
+                }
+                debug!(conn = meta.id, ?dir, offset, "{} closed its side (FIN), passed on", sender_name(dir));
+                shared.sinks.offer(Tap {
+                    conn: meta.clone(),
+                    at: tap::now_micros(),
+                    frame: None,
+                    event: TapEvent::Closed { dir, how: CloseKind::Fin },
+                });
+                return PumpEnd::Fin;
+            }
+            Ok(n) => {
+                let at = tap::now_micros();
+                let bytes: Bytes = buf.split().freeze();
+                ForwardCounters::add(byte_counter, n as u64);
+                shared.sinks.offer(Tap {
+                    conn: meta.clone(),
+                    at,
+                    frame: None,
+                    event: TapEvent::Data {
+                        dir,
+                        offset,
+                        bytes: bytes.clone(),
+                    },
+                });
+                offset += n as u64;
+                let written = tokio::select! {
+                    biased;
+                    _ = abort.cancelled() => return stopped(),
+                    written = writer.write_all(&bytes) => written,
+                };
+                if let Err(e) = written {
+                    abort.cancel();
+                    return PumpEnd::WriteFailed(e);
+                }
+            }
+            Err(e) => {
+                abort.cancel();
+                return PumpEnd::ReadFailed(e);
+            }
+        }
+    }
+}
+
+/// Delivers a tap that marks the end of (part of) a connection to every
+/// side path, waiting at most [`END_TAP_WAIT`] for each.
+async fn deliver_end(shared: &SessionShared, meta: &Arc<ConnMeta>, at: tap::Micros, event: TapEvent) {
+    let tap = Tap {
+        conn: meta.clone(),
+        at,
+        frame: None,
+        event,
+    };
+    let queues: [&Option<TapQueue>; 2] = [&shared.sinks.recorder, &shared.sinks.observer];
+    for queue in queues.into_iter().flatten() {
+        if tokio::time::timeout(END_TAP_WAIT, queue.deliver(tap.clone()))
+            .await
+            .is_err()
+        {
+            ForwardCounters::add(&shared.counters.end_taps_lost, 1);
+        }
+    }
+}
+
+fn opposite(dir: Direction) -> Direction {
+    match dir {
+        Direction::Request => Direction::Response,
+        Direction::Response => Direction::Request,
+    }
+}
+
+/// Who sends in `dir`.
+fn sender_name(dir: Direction) -> &'static str {
+    match dir {
+        Direction::Request => "client",
+        Direction::Response => "sensor",
+    }
+}
+
+/// Who receives in `dir`.
+fn receiver_name(dir: Direction) -> &'static str {
+    sender_name(opposite(dir))
+}
