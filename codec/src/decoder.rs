@@ -1,4 +1,884 @@
-//! decoder: work in progress.
-/// The decoder (placeholder).
+//! The incremental decoder for one direction of an ICAP connection (RFC 3507
+//! sections 4.3 to 4.5, 4.8 to 4.10): ICAP heads, the encapsulated HTTP heads
+//! they announce, chunked bodies and previews, as a stream of [`Event`]s.
+//!
+//! Sans-I/O: it is fed `Bytes` of any size and hands body data back as
+//! slices of them. Every violation becomes an anomaly event and decoding goes
+//! on; when the framing is lost it skips to the next plausible start line.
+//! Memory is bounded by [`Limits`] whatever the body size.
+
+use bytes::Bytes;
+
+use crate::anomaly::{Anomaly, AnomalyCode, Side};
+use crate::chunked::{ChunkStep, ChunkedBody};
+use crate::encapsulated::{Encapsulated, EntityKind, FormContext};
+use crate::event::{Direction, Event, Headers, Method, MessageEnd, RequestHead, ResponseHead};
+use crate::head::{
+    is_known_status, is_plausible_start, istag_problem, looks_like_icap_start, parse_decimal,
+    parse_header_lines, parse_http_head, parse_request_line, parse_status_line, Finding,
+    HeadCollector, Line, LineReader, LineStatus, StartLineError,
+};
+use crate::limits::Limits;
+
+/// The first byte of a TLS handshake record, and the major version byte
+/// that follows it.
+const TLS_HANDSHAKE: [u8; 2] = [0x16, 0x03];
+
+/// Where in the stream the decoder is.
 #[derive(Debug)]
-pub struct Decoder;
+enum State {
+    /// Between messages: the next line should be a start line.
+    Idle,
+    /// Skipping bytes up to the next plausible start line. `quiet` when the
+    /// skipped bytes were already reported (a broken message, a gap).
+    Resync { from: u64, quiet: bool },
+    /// Collecting the ICAP header block.
+    IcapHead,
+    /// Collecting an encapsulated HTTP header block.
+    HttpHead,
+    /// Inside the chunked body.
+    Body(ChunkedBody),
+    /// A preview ended without `ieof`: either the remainder follows (after
+    /// the server's 100 Continue) or a new message starts.
+    PreviewPaused,
+    /// A TLS handshake on a plain port: the rest of the stream is ignored.
+    Tls,
+}
+
+/// Which part of a request body is flowing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BodyPhase {
+    /// No preview: the whole body.
+    Whole,
+    /// The preview of at most this many bytes.
+    Preview(u64),
+    /// The remainder after a preview.
+    Remainder,
+}
+
+/// What the decoder knows about the message in progress.
+#[derive(Debug)]
+struct Message {
+    /// Stream offset where the encapsulated section starts (just after the
+    /// ICAP head); `Encapsulated` offsets count from here.
+    section_start: u64,
+    /// Header entities (`req-hdr`, `res-hdr`) still to come, in listed order.
+    header_entities: Vec<(EntityKind, u64)>,
+    next_header: usize,
+    /// The body entity, `null-body` included.
+    body: Option<(EntityKind, u64)>,
+    phase: BodyPhase,
+    body_bytes: u64,
+    /// Content-Length and chunked of the last encapsulated HTTP head.
+    declared: Option<(Option<u64>, bool)>,
+    overrun_reported: bool,
+}
+
+/// An incremental decoder for one direction of an ICAP connection.
+#[derive(Debug)]
+pub struct Decoder {
+    direction: Direction,
+    side: Side,
+    limits: Limits,
+    pos: u64,
+    state: State,
+    line: LineReader,
+    head: HeadCollector,
+    msg: Option<Message>,
+}
+
+impl Decoder {
+    /// A decoder for the stream going in `direction`, with default limits.
+    pub fn new(direction: Direction) -> Decoder {
+        Decoder::with_limits(direction, Limits::DEFAULT)
+    }
+
+    /// A decoder for the stream going in `direction`, bounded by `limits`.
+    pub fn with_limits(direction: Direction, limits: Limits) -> Decoder {
+        Decoder {
+            direction,
+            side: Side::of(direction),
+            limits,
+            pos: 0,
+            state: State::Idle,
+            line: LineReader::default(),
+            head: HeadCollector::default(),
+            msg: None,
+        }
+    }
+
+    /// The direction this decoder reads.
+    pub fn direction(&self) -> Direction {
+        self.direction
+    }
+
+    /// Bytes consumed so far (stream offset).
+    pub fn offset(&self) -> u64 {
+        self.pos
+    }
+
+    /// Whether the decoder is between messages.
+    pub fn is_idle(&self) -> bool {
+        match self.state {
+            State::Idle => self.line.is_empty(),
+            State::Resync { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// Feed the next bytes of the stream; events are appended to `out` in
+    /// stream order.
+    pub fn decode(&mut self, mut input: Bytes, out: &mut Vec<Event>) {
+        while !input.is_empty() {
+            match self.state {
+                State::Tls => {
+                    self.pos += input.len() as u64;
+                    return;
+                }
+                State::Idle => self.idle(&mut input, out),
+                State::Resync { from, quiet } => self.resync(&mut input, from, quiet, out),
+                State::IcapHead => self.icap_head(&mut input, out),
+                State::HttpHead => self.http_head(&mut input, out),
+                State::Body(_) => self.body(&mut input, out),
+                State::PreviewPaused => self.preview_paused(&input, out),
+            }
+        }
+    }
+
+    /// `len` bytes of the stream were lost (capture gap, observer drop):
+    /// reports message-truncated if inside a message, stream-gap always,
+    /// then resynchronises at the next plausible start line.
+    pub fn gap(&mut self, len: u64, out: &mut Vec<Event>) {
+        if self.in_message() {
+            self.anomaly(
+                out,
+                AnomalyCode::MessageTruncated,
+                self.pos,
+                "bytes were lost inside this message; its end was not seen".to_string(),
+            );
+        }
+        self.anomaly(
+            out,
+            AnomalyCode::StreamGap,
+            self.pos,
+            format!("{len} bytes of the stream were not seen; decoding resumes at the next message"),
+        );
+        self.pos += len;
+        self.line.reset();
+        self.msg = None;
+        if !matches!(self.state, State::Tls) {
+            self.state = State::Resync {
+                from: self.pos,
+                quiet: true,
+            };
+        }
+    }
+
+    /// The stream ended (FIN/RST): reports a truncated message if inside one.
+    pub fn finish(&mut self, out: &mut Vec<Event>) {
+        let state = std::mem::replace(&mut self.state, State::Idle);
+        let at = self.pos;
+        let truncated = "the stream ended inside this message".to_string();
+        match state {
+            State::Idle if !self.line.is_empty() => {
+                self.anomaly(out, AnomalyCode::MessageTruncated, at, truncated);
+            }
+            State::Idle | State::Tls => {}
+            State::Resync { from, quiet } => {
+                if !quiet && at > from {
+                    self.stray(out, from, at);
+                }
+            }
+            State::IcapHead => self.anomaly(out, AnomalyCode::MessageTruncated, at, truncated),
+            State::HttpHead => {
+                if self.head.is_empty() && self.line.is_empty() {
+                    self.entity_absent(out, at);
+                }
+                self.anomaly(out, AnomalyCode::MessageTruncated, at, truncated);
+            }
+            State::Body(body) => {
+                if body.is_untouched() {
+                    self.entity_absent(out, at);
+                } else if !body.in_trailer() {
+                    self.anomaly(
+                        out,
+                        AnomalyCode::ChunkFinalMissing,
+                        at,
+                        "the stream ended inside a chunked body, before its zero chunk"
+                            .to_string(),
+                    );
+                }
+                self.anomaly(out, AnomalyCode::MessageTruncated, at, truncated);
+            }
+            State::PreviewPaused => self.end_message(out, MessageEnd::PreviewOnly, None),
+        }
+        self.line.reset();
+        self.msg = None;
+        self.state = State::Idle;
+    }
+
+    fn in_message(&self) -> bool {
+        match self.state {
+            State::Idle => !self.line.is_empty(),
+            State::Resync { .. } | State::Tls => false,
+            _ => true,
+        }
+    }
+
+    fn anomaly(&self, out: &mut Vec<Event>, code: AnomalyCode, offset: u64, detail: String) {
+        out.push(Event::Anomaly(Anomaly::new(code, self.side, offset, detail)));
+    }
+
+    fn findings(&self, out: &mut Vec<Event>, findings: Vec<Finding>) {
+        for (code, offset, detail) in findings {
+            self.anomaly(out, code, offset, detail);
+        }
+    }
+
+    fn stray(&self, out: &mut Vec<Event>, from: u64, to: u64) {
+        self.anomaly(
+            out,
+            AnomalyCode::StrayBytes,
+            from,
+            format!("{} bytes between messages do not start a message; skipped", to - from),
+        );
+    }
+
+    fn entity_absent(&self, out: &mut Vec<Event>, at: u64) {
+        let what = self.msg.as_ref().and_then(|m| {
+            m.header_entities
+                .get(m.next_header)
+                .or(m.body.as_ref())
+                .map(|(k, _)| k.as_str())
+        });
+        self.anomaly(
+            out,
+            AnomalyCode::EncapsulatedEntityAbsent,
+            at,
+            format!(
+                "`{}` is declared in Encapsulated but never arrived",
+                what.unwrap_or("entity")
+            ),
+        );
+    }
+
+    fn idle(&mut self, input: &mut Bytes, out: &mut Vec<Event>) {
+        let pending = self.line.pending();
+        if pending.len() < 2 {
+            let first = pending.first().or(input.first()).copied();
+            let second = if pending.is_empty() {
+                input.get(1)
+            } else {
+                input.first()
+            }
+            .copied();
+            if first == Some(TLS_HANDSHAKE[0]) && second == Some(TLS_HANDSHAKE[1]) {
+                let start = self.pos - pending.len() as u64;
+                self.anomaly(
+                    out,
+                    AnomalyCode::TlsOnPlainPort,
+                    start,
+                    "a TLS handshake arrived on a plain ICAP port: the peer is set up for \
+                     ICAPS (TLS); the rest of the stream is not decoded"
+                        .to_string(),
+                );
+                self.line.reset();
+                self.pos += input.len() as u64;
+                input.clear();
+                self.state = State::Tls;
+                return;
+            }
+        }
+        match self.line.read(input, &mut self.pos, self.limits.max_line_len) {
+            LineStatus::Partial => {}
+            LineStatus::TooLong { start } => {
+                self.anomaly(
+                    out,
+                    AnomalyCode::LimitExceeded,
+                    start,
+                    format!(
+                        "start line longer than {} bytes; skipped to the next message",
+                        self.limits.max_line_len
+                    ),
+                );
+                self.state = State::Resync {
+                    from: start,
+                    quiet: true,
+                };
+            }
+            LineStatus::Complete(line) => self.start_line(line, out),
+        }
+    }
+
+    /// Handles the first line of what should be a message.
+    fn start_line(&mut self, line: Line, out: &mut Vec<Event>) {
+        let verdict = match self.direction {
+            Direction::Request => parse_request_line(&line.bytes).map(|_| ()),
+            Direction::Response => parse_status_line(&line.bytes).map(|_| ()),
+        };
+        match verdict {
+            Ok(()) => {
+                self.head.begin(line.start);
+                self.head.push(&line, self.limits.max_head_len);
+                self.state = State::IcapHead;
+            }
+            Err(StartLineError::NotAStartLine) => {
+                self.state = State::Resync {
+                    from: line.start,
+                    quiet: false,
+                };
+            }
+            Err(StartLineError::Malformed(why)) => {
+                self.anomaly(
+                    out,
+                    AnomalyCode::StartLineInvalid,
+                    line.start,
+                    format!(
+                        "{why}: {:?}; skipped to the next message",
+                        String::from_utf8_lossy(&line.bytes[..line.bytes.len().min(80)])
+                    ),
+                );
+                self.state = State::Resync {
+                    from: self.pos,
+                    quiet: true,
+                };
+            }
+        }
+    }
+
+    fn resync(&mut self, input: &mut Bytes, from: u64, quiet: bool, out: &mut Vec<Event>) {
+        loop {
+            match self.line.read(input, &mut self.pos, self.limits.max_line_len) {
+                LineStatus::Partial => return,
+                LineStatus::TooLong { .. } => {}
+                LineStatus::Complete(line) => {
+                    if is_plausible_start(self.direction, &line.bytes) {
+                        if !quiet && line.start > from {
+                            self.stray(out, from, line.start);
+                        }
+                        self.state = State::Idle;
+                        self.start_line(line, out);
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    fn icap_head(&mut self, input: &mut Bytes, out: &mut Vec<Event>) {
+        loop {
+            match self.line.read(input, &mut self.pos, self.limits.max_line_len) {
+                LineStatus::Partial => return,
+                LineStatus::TooLong { start } => {
+                    self.head.count(self.pos - start);
+                    self.anomaly(
+                        out,
+                        AnomalyCode::LimitExceeded,
+                        start,
+                        format!(
+                            "ICAP header line longer than {} bytes; skipped",
+                            self.limits.max_line_len
+                        ),
+                    );
+                }
+                LineStatus::Complete(line) if line.bytes.is_empty() => {
+                    self.head.count(line.wire_len);
+                    self.icap_head_done(out);
+                    return;
+                }
+                LineStatus::Complete(line) => {
+                    if self.head.push(&line, self.limits.max_head_len) {
+                        self.anomaly(
+                            out,
+                            AnomalyCode::LimitExceeded,
+                            line.start,
+                            format!(
+                                "ICAP head longer than {} bytes; the rest of it is ignored",
+                                self.limits.max_head_len
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn icap_head_done(&mut self, out: &mut Vec<Event>) {
+        let head_start = self.head.start;
+        let head_len = self.head.len;
+        let (_, lines) = self.head.finish();
+        let Some((start, header_lines)) = lines.split_first() else {
+            return;
+        };
+        let mut findings = Vec::new();
+        let headers = parse_header_lines(header_lines, &self.limits, &mut findings);
+        let header_at = |name: &str| {
+            header_lines
+                .iter()
+                .find(|l| {
+                    l.bytes.len() > name.len()
+                        && l.bytes[..name.len()].eq_ignore_ascii_case(name.as_bytes())
+                })
+                .map_or(head_start, |l| l.start)
+        };
+        let (encapsulated, parsed_entities) = match headers.get("Encapsulated") {
+            Some(value) => {
+                let (enc, error) = Encapsulated::parse(value);
+                let at = header_at("Encapsulated");
+                if let Some(error) = error {
+                    findings.push((AnomalyCode::EncapsulatedSyntax, at, error));
+                }
+                (Some(enc), at)
+            }
+            None => (None, head_start),
+        };
+        let version_ok;
+        let mut preview = None;
+        let is_interim;
+        let needs_encapsulated;
+        let context_method;
+        match self.direction {
+            Direction::Request => {
+                let Ok(rl) = parse_request_line(&start.bytes) else {
+                    return;
+                };
+                if let Method::Other(m) = &rl.method {
+                    findings.push((
+                        AnomalyCode::MethodUnknown,
+                        head_start,
+                        format!(
+                            "method `{}` is not OPTIONS, REQMOD or RESPMOD",
+                            String::from_utf8_lossy(m)
+                        ),
+                    ));
+                }
+                version_ok = &rl.version[..] == b"ICAP/1.0";
+                let uri = &rl.uri[..];
+                let scheme_ok = [&b"icap://"[..], b"icaps://"].iter().any(|s| {
+                    uri.len() >= s.len() && uri[..s.len()].eq_ignore_ascii_case(s)
+                });
+                if !scheme_ok {
+                    findings.push((
+                        AnomalyCode::UriInvalid,
+                        head_start,
+                        format!(
+                            "request URI {:?} is not icap:// or icaps://",
+                            String::from_utf8_lossy(&uri[..uri.len().min(80)])
+                        ),
+                    ));
+                }
+                if let Some(value) = headers.get("Preview") {
+                    preview = parse_decimal(value);
+                    if preview.is_none() {
+                        findings.push((
+                            AnomalyCode::PreviewInvalid,
+                            header_at("Preview"),
+                            format!(
+                                "Preview {:?} is not a non-negative integer",
+                                String::from_utf8_lossy(value)
+                            ),
+                        ));
+                    }
+                }
+                is_interim = false;
+                needs_encapsulated = rl.method != Method::Options;
+                let (allow_204, allow_206) = allows(&headers);
+                let head = RequestHead {
+                    offset: head_start,
+                    method: rl.method.clone(),
+                    uri: rl.uri,
+                    version: rl.version,
+                    headers,
+                    encapsulated: encapsulated.clone().filter(|_| {
+                        !findings
+                            .iter()
+                            .any(|f| f.0 == AnomalyCode::EncapsulatedSyntax)
+                    }),
+                    preview,
+                    allow_204,
+                    allow_206,
+                    head_len,
+                };
+                out.push(Event::RequestHead(Box::new(head)));
+                context_method = Some(rl.method);
+            }
+            Direction::Response => {
+                let Ok(sl) = parse_status_line(&start.bytes) else {
+                    return;
+                };
+                version_ok = &sl.version[..] == b"ICAP/1.0";
+                if !is_known_status(sl.status) {
+                    findings.push((
+                        AnomalyCode::StatusUnknown,
+                        head_start,
+                        format!("status {} is not an ICAP status code", sl.status),
+                    ));
+                }
+                is_interim = (100..200).contains(&sl.status);
+                needs_encapsulated = matches!(sl.status, 200 | 206);
+                let istag = headers.get("ISTag").cloned();
+                match &istag {
+                    None if !is_interim => findings.push((
+                        AnomalyCode::IstagMissing,
+                        head_start,
+                        format!("a {} response without ISTag", sl.status),
+                    )),
+                    Some(tag) => {
+                        if let Some(problem) = istag_problem(tag) {
+                            findings.push((AnomalyCode::IstagInvalid, header_at("ISTag"), problem));
+                        }
+                    }
+                    None => {}
+                }
+                let head = ResponseHead {
+                    offset: head_start,
+                    status: sl.status,
+                    reason: sl.reason,
+                    version: sl.version,
+                    headers,
+                    encapsulated: encapsulated.clone().filter(|_| {
+                        !findings
+                            .iter()
+                            .any(|f| f.0 == AnomalyCode::EncapsulatedSyntax)
+                    }),
+                    istag,
+                    head_len,
+                };
+                out.push(Event::ResponseHead(Box::new(head)));
+                context_method = None;
+            }
+        }
+        if !version_ok {
+            findings.push((
+                AnomalyCode::VersionUnsupported,
+                head_start,
+                "the protocol version is not ICAP/1.0".to_string(),
+            ));
+        }
+        match &encapsulated {
+            Some(enc) => {
+                let context = match &context_method {
+                    Some(m) => FormContext::Request(m),
+                    None => FormContext::Response,
+                };
+                if !is_interim {
+                    for (code, detail) in enc.check(context) {
+                        findings.push((code, parsed_entities, detail));
+                    }
+                }
+            }
+            None if needs_encapsulated => findings.push((
+                AnomalyCode::EncapsulatedMissing,
+                head_start,
+                "no Encapsulated header; the message is taken to have no body".to_string(),
+            )),
+            None => {}
+        }
+        findings.sort_by_key(|f| f.1);
+        self.findings(out, findings);
+
+        let entities = encapsulated.map(|e| e.entities).unwrap_or_default();
+        let body = entities.iter().copied().find(|(k, _)| k.is_body());
+        let phase = match (preview, body) {
+            (Some(n), Some((kind, _))) if kind != EntityKind::NullBody => BodyPhase::Preview(n),
+            _ => BodyPhase::Whole,
+        };
+        self.msg = Some(Message {
+            section_start: self.pos,
+            header_entities: entities.into_iter().filter(|(k, _)| !k.is_body()).collect(),
+            next_header: 0,
+            body,
+            phase,
+            body_bytes: 0,
+            declared: None,
+            overrun_reported: false,
+        });
+        if is_interim {
+            self.end_message(out, MessageEnd::Complete, None);
+        } else {
+            self.next_entity(out);
+        }
+    }
+
+    /// Checks that the entity declared at `offset` starts here.
+    fn check_offset(&self, out: &mut Vec<Event>, kind: EntityKind, offset: u64) {
+        let Some(msg) = &self.msg else { return };
+        let actual = self.pos - msg.section_start;
+        if actual != offset {
+            self.anomaly(
+                out,
+                AnomalyCode::EncapsulatedOffsetMismatch,
+                self.pos,
+                format!(
+                    "Encapsulated says {}={offset}, but it starts at {actual} (the end of the \
+                     preceding header block)",
+                    kind.as_str()
+                ),
+            );
+        }
+    }
+
+    /// Moves on to the next declared entity, or ends the message.
+    fn next_entity(&mut self, out: &mut Vec<Event>) {
+        let Some(msg) = &self.msg else {
+            self.state = State::Idle;
+            return;
+        };
+        if let Some(&(kind, offset)) = msg.header_entities.get(msg.next_header) {
+            self.check_offset(out, kind, offset);
+            self.head.begin(self.pos);
+            self.state = State::HttpHead;
+            return;
+        }
+        match msg.body {
+            Some((EntityKind::NullBody, offset)) => {
+                let declared = msg.declared;
+                self.check_offset(out, EntityKind::NullBody, offset);
+                if self.direction == Direction::Request {
+                    if let Some((length, chunked)) = declared {
+                        if chunked || length.is_some_and(|n| n > 0) {
+                            self.anomaly(
+                                out,
+                                AnomalyCode::NullBodyWithContent,
+                                self.pos,
+                                format!(
+                                    "null-body although the HTTP head declares {}: the body \
+                                     never reaches the ICAP server",
+                                    if chunked {
+                                        "a chunked body".to_string()
+                                    } else {
+                                        format!("Content-Length {}", length.unwrap_or(0))
+                                    }
+                                ),
+                            );
+                        }
+                    }
+                }
+                self.end_message(out, MessageEnd::Complete, None);
+            }
+            Some((kind, offset)) => {
+                self.check_offset(out, kind, offset);
+                self.state = State::Body(ChunkedBody::new());
+            }
+            None => self.end_message(out, MessageEnd::Complete, None),
+        }
+    }
+
+    fn http_head(&mut self, input: &mut Bytes, out: &mut Vec<Event>) {
+        loop {
+            match self.line.read(input, &mut self.pos, self.limits.max_line_len) {
+                LineStatus::Partial => return,
+                LineStatus::TooLong { start } => {
+                    self.head.count(self.pos - start);
+                    self.anomaly(
+                        out,
+                        AnomalyCode::LimitExceeded,
+                        start,
+                        format!(
+                            "HTTP header line longer than {} bytes; skipped",
+                            self.limits.max_line_len
+                        ),
+                    );
+                }
+                LineStatus::Complete(line)
+                    if self.head.is_empty() && looks_like_icap_start(&line.bytes) =>
+                {
+                    self.entity_absent(out, line.start);
+                    self.msg = None;
+                    self.state = State::Idle;
+                    self.start_line(line, out);
+                    return;
+                }
+                LineStatus::Complete(line) if line.bytes.is_empty() => {
+                    self.head.count(line.wire_len);
+                    self.http_head_done(out);
+                    return;
+                }
+                LineStatus::Complete(line) => {
+                    if self.head.push(&line, self.limits.max_head_len) {
+                        self.anomaly(
+                            out,
+                            AnomalyCode::LimitExceeded,
+                            line.start,
+                            format!(
+                                "HTTP head longer than {} bytes; the rest of it is ignored",
+                                self.limits.max_head_len
+                            ),
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn http_head_done(&mut self, out: &mut Vec<Event>) {
+        let (start, len) = (self.head.start, self.head.len);
+        let (block, _) = self.head.finish();
+        let Some(msg) = self.msg.as_mut() else { return };
+        let kind = msg
+            .header_entities
+            .get(msg.next_header)
+            .map_or(EntityKind::ReqHdr, |(k, _)| *k);
+        msg.next_header += 1;
+        match parse_http_head(kind, &block, start, len, &self.limits) {
+            Ok(head) => {
+                msg.declared = Some((head.content_length, head.chunked));
+                out.push(Event::HttpHead(Box::new(head)));
+            }
+            Err((code, detail)) => {
+                msg.declared = None;
+                self.anomaly(out, code, start, detail);
+            }
+        }
+        self.next_entity(out);
+    }
+
+    fn body(&mut self, input: &mut Bytes, out: &mut Vec<Event>) {
+        loop {
+            let State::Body(chunked) = &mut self.state else {
+                return;
+            };
+            match chunked.step(input, &mut self.pos, &self.limits) {
+                ChunkStep::NeedMore => return,
+                ChunkStep::Data(data) => {
+                    let len = data.len() as u64;
+                    out.push(Event::Body(data));
+                    let Some(msg) = self.msg.as_mut() else { return };
+                    msg.body_bytes += len;
+                    if let BodyPhase::Preview(n) = msg.phase {
+                        if msg.body_bytes > n && !msg.overrun_reported {
+                            msg.overrun_reported = true;
+                            let at = self.pos - (msg.body_bytes - n);
+                            self.anomaly(
+                                out,
+                                AnomalyCode::PreviewOverrun,
+                                at,
+                                format!("more than the announced Preview: {n} bytes before the preview's zero chunk"),
+                            );
+                        }
+                    }
+                }
+                ChunkStep::Finding((code, at, detail)) => self.anomaly(out, code, at, detail),
+                ChunkStep::End {
+                    ieof,
+                    use_original_body,
+                } => {
+                    self.body_end(out, ieof, use_original_body);
+                    return;
+                }
+                ChunkStep::Broken((code, at, detail)) => {
+                    self.anomaly(out, code, at, format!("{detail}; skipped to the next message"));
+                    self.msg = None;
+                    self.state = State::Resync {
+                        from: self.pos,
+                        quiet: true,
+                    };
+                    return;
+                }
+                ChunkStep::NotABody(line) => {
+                    self.entity_absent(out, line.start);
+                    self.msg = None;
+                    self.state = State::Idle;
+                    self.start_line(line, out);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn body_end(&mut self, out: &mut Vec<Event>, ieof: bool, use_original_body: Option<u64>) {
+        let Some(msg) = self.msg.as_mut() else {
+            self.state = State::Idle;
+            return;
+        };
+        match msg.phase {
+            BodyPhase::Preview(n) => {
+                if !ieof && msg.body_bytes < n {
+                    let short = msg.body_bytes;
+                    self.anomaly(
+                        out,
+                        AnomalyCode::PreviewShortWithoutIeof,
+                        self.pos,
+                        format!("a {short}-byte preview (Preview: {n}) ended without ieof although the body seems to have ended"),
+                    );
+                }
+                out.push(Event::PreviewEnd {
+                    offset: self.pos,
+                    ieof,
+                });
+                if ieof {
+                    self.end_message(out, MessageEnd::Complete, use_original_body);
+                } else {
+                    if let Some(msg) = self.msg.as_mut() {
+                        msg.phase = BodyPhase::Remainder;
+                    }
+                    self.state = State::PreviewPaused;
+                }
+            }
+            BodyPhase::Whole | BodyPhase::Remainder => {
+                if ieof {
+                    self.anomaly(
+                        out,
+                        AnomalyCode::IeofOutsidePreview,
+                        self.pos,
+                        "a zero chunk with ieof outside a preview".to_string(),
+                    );
+                }
+                self.end_message(out, MessageEnd::Complete, use_original_body);
+            }
+        }
+    }
+
+    /// After a preview without `ieof`: a chunk-size line (a hex digit)
+    /// continues the body; anything else means the server answered without
+    /// asking for the rest, and the request ended with its preview.
+    fn preview_paused(&mut self, input: &Bytes, out: &mut Vec<Event>) {
+        if input.first().is_some_and(u8::is_ascii_hexdigit) {
+            self.state = State::Body(ChunkedBody::new());
+        } else {
+            self.end_message(out, MessageEnd::PreviewOnly, None);
+        }
+    }
+
+    fn end_message(&mut self, out: &mut Vec<Event>, end: MessageEnd, uob: Option<u64>) {
+        self.state = State::Idle;
+        let Some(msg) = self.msg.take() else { return };
+        let real_body = matches!(msg.body, Some((k, _)) if k != EntityKind::NullBody);
+        if end == MessageEnd::Complete && real_body && uob.is_none() {
+            if let Some((Some(length), _)) = msg.declared {
+                if length != msg.body_bytes {
+                    self.anomaly(
+                        out,
+                        AnomalyCode::BodyLengthMismatch,
+                        self.pos,
+                        format!(
+                            "the body has {} bytes but the HTTP head says Content-Length: {length}",
+                            msg.body_bytes
+                        ),
+                    );
+                }
+            }
+        }
+        out.push(Event::MessageEnd {
+            offset: self.pos,
+            end,
+            body_bytes: msg.body_bytes,
+            use_original_body: uob,
+        });
+    }
+}
+
+/// Whether `Allow:` lists 204 and 206.
+fn allows(headers: &Headers) -> (bool, bool) {
+    let mut found = (false, false);
+    for value in headers.get_all("Allow") {
+        for item in value.split(|&b| b == b',') {
+            match item.trim_ascii() {
+                b"204" => found.0 = true,
+                b"206" => found.1 = true,
+                _ => {}
+            }
+        }
+    }
+    found
+}
