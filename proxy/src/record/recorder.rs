@@ -1,0 +1,534 @@
+//! The recorder's state machine: turns taps into synthesized TCP segments
+//! on each recorded leg, holds them back briefly so late annotations can
+//! still land on the packet that carries their byte, and hands them to the
+//! capture writer.
+//!
+//! How taps map onto the capture (the TCP side of RFC 3507 section 4.3):
+//! - `Open`: a three-way handshake on each leg (the sensor leg from icaptap's
+//!   upstream socket). `ConnectFailed`: the client leg's handshake and
+//!   icaptap's FIN to the client; on the sensor leg a SYN answered by RST.
+//! - `Data`: segments of at most one MSS with `seq` derived from the stream
+//!   offset, each acknowledging everything the other side sent, and a pure
+//!   ACK from the receiver after each read (and every [`ACK_EVERY`] segments)
+//!   so Wireshark never sees unacknowledged or "ACKed unseen" data. A tap that
+//!   starts past what was recorded (the queue dropped taps) advances the
+//!   sequence numbers by the gap, which Wireshark shows as lost segments.
+//! - `Closed{dir, how}`: a FIN from the sender of `dir` (acknowledged by
+//!   the other side) on both legs; `Reset` is an RST instead and ends the
+//!   legs. `Timeout` and `Shutdown` (icaptap closed it) are shown as a FIN of
+//!   that stream: who closed is in connections.jsonl.
+//! - `Finished`: a FIN for any stream still open, then the state is dropped.
+//!
+//! Annotation fallbacks: a note whose packet was already written goes, with
+//! its stream offset spelled out, on the next packet written for that
+//! connection; a note for a connection already finished and written is
+//! dropped and counted.
+
+use std::collections::{HashMap, VecDeque};
+use std::ops::Range;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+
+use super::annotate::Annotation;
+use super::body::BodyCutter;
+use super::synth::{dir_index, other, stand_in_local, Flags, Flow, Frame, Leg, SynthError};
+use super::writer::CaptureWriter;
+use super::{PcapFormat, RecordCounters, RecordOptions};
+use crate::tap::{CloseKind, ConnId, ConnMeta, Direction, Tap, TapEvent};
+
+/// A receiver acknowledges at least once per this many data segments.
+pub const ACK_EVERY: usize = 32;
+/// Most annotations kept for connections the recorder has not seen yet.
+const EARLY_ANNOTATIONS: usize = 4096;
+
+const DIRS: [Direction; 2] = [Direction::Request, Direction::Response];
+
+/// A frame waiting in the hold-back buffer.
+#[derive(Debug)]
+struct Held {
+    conn: ConnId,
+    /// The stream whose bytes it carries, for data segments.
+    dir: Option<Direction>,
+    range: Range<u64>,
+    since: Instant,
+    frame: Frame,
+}
+
+/// What the recorder knows of one connection.
+#[derive(Debug)]
+struct ConnState {
+    /// Per leg; `None` when the leg is not recorded or was reset.
+    flows: [Option<Flow>; 2],
+    /// Next stream offset per direction.
+    next: [u64; 2],
+    /// Whether a FIN was written per direction (it takes one sequence number).
+    fin: [bool; 2],
+    cutters: [Option<BodyCutter>; 2],
+    /// Annotations for bytes not recorded yet.
+    ahead: Vec<Annotation>,
+    /// Comments whose packet was already written.
+    late: Vec<String>,
+}
+
+impl ConnState {
+    /// The acknowledgement number the receiver of `dir` sends on `flow`.
+    fn ack_of(&self, flow: &Flow, dir: Direction) -> u32 {
+        let i = dir_index(dir);
+        flow.seq(dir, self.next[i]).wrapping_add(self.fin[i] as u32)
+    }
+}
+
+/// Turns taps into frames and writes them.
+#[derive(Debug)]
+pub(crate) struct Recorder {
+    opts: RecordOptions,
+    conns: HashMap<ConnId, ConnState>,
+    highest_conn: ConnId,
+    early: HashMap<ConnId, Vec<Annotation>>,
+    early_count: usize,
+    /// Frames of the tap being handled, before they are held.
+    out: Vec<Held>,
+    held: VecDeque<Held>,
+    held_bytes: usize,
+    cuts: Vec<Range<u64>>,
+    writer: CaptureWriter,
+    counters: Arc<RecordCounters>,
+    last_flush: Instant,
+    last_synth_warning: Option<Instant>,
+}
+
+impl Recorder {
+    pub fn new(opts: RecordOptions, writer: CaptureWriter, counters: Arc<RecordCounters>) -> Self {
+        Recorder {
+            opts,
+            conns: HashMap::new(),
+            highest_conn: 0,
+            early: HashMap::new(),
+            early_count: 0,
+            out: Vec::new(),
+            held: VecDeque::new(),
+            held_bytes: 0,
+            cuts: Vec::new(),
+            writer,
+            counters,
+            last_flush: Instant::now(),
+            last_synth_warning: None,
+        }
+    }
+
+    fn holds_back(&self) -> bool {
+        self.opts.format == PcapFormat::Pcapng && !self.opts.hold.is_zero()
+    }
+
+    /// Handles one tap.
+    pub fn on_tap(&mut self, tap: Tap) {
+        let id = tap.conn.id;
+        self.highest_conn = self.highest_conn.max(id);
+        match tap.event {
+            TapEvent::Open => self.open(&tap.conn, tap.at, true),
+            TapEvent::ConnectFailed { .. } => self.connect_failed(&tap.conn, tap.at),
+            TapEvent::Data { dir, offset, bytes } => {
+                self.ensure(&tap.conn, tap.at);
+                self.data(id, dir, offset, bytes, tap.at);
+            }
+            TapEvent::Closed { dir, how } => {
+                self.ensure(&tap.conn, tap.at);
+                self.closed(id, dir, how, tap.at);
+            }
+            TapEvent::Finished => {
+                if self.conns.contains_key(&id) {
+                    for dir in DIRS {
+                        self.closed(id, dir, CloseKind::Fin, tap.at);
+                    }
+                    if let Some(mut st) = self.conns.remove(&id) {
+                        // Notes for bytes that never came go on the last packet.
+                        if let Some(last) = self.held.iter_mut().rev().find(|h| h.conn == id) {
+                            for a in st.ahead.drain(..) {
+                                last.frame.comments.push(a.comment);
+                                self.counters.annotations.fetch_add(1, Ordering::Relaxed);
+                            }
+                        }
+                        let lost = st.ahead.len() + st.late.len();
+                        self.counters
+                            .annotations_dropped
+                            .fetch_add(lost as u64, Ordering::Relaxed);
+                    }
+                }
+            }
+        }
+        self.release(false);
+    }
+
+    /// Periodic work when taps are quiet: release aged frames, flush the file.
+    pub fn tick(&mut self) {
+        self.release(false);
+        if self.last_flush.elapsed() >= Duration::from_secs(1) {
+            self.writer.flush();
+            self.last_flush = Instant::now();
+        }
+    }
+
+    /// Writes everything held and closes the file.
+    pub fn finish(&mut self) {
+        self.release(true);
+        self.writer.finish();
+    }
+
+    /// Attaches `note` to the packet carrying its byte, or keeps it for later.
+    pub fn annotate(&mut self, note: Annotation) {
+        if self.opts.format != PcapFormat::Pcapng {
+            return;
+        }
+        let mut hit = false;
+        for h in self.held.iter_mut() {
+            if h.conn == note.conn && h.dir == Some(note.dir) && h.range.contains(&note.offset) {
+                h.frame.comments.push(note.comment.clone());
+                hit = true;
+            }
+        }
+        if hit {
+            self.counters.annotations.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        if let Some(st) = self.conns.get_mut(&note.conn) {
+            if note.offset >= st.next[dir_index(note.dir)] {
+                st.ahead.push(note);
+            } else {
+                st.late.push(late_comment(&note));
+            }
+        } else if note.conn > self.highest_conn && self.early_count < EARLY_ANNOTATIONS {
+            self.early_count += 1;
+            self.early.entry(note.conn).or_default().push(note);
+        } else {
+            self.counters
+                .annotations_dropped
+                .fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn new_state(&mut self, meta: &ConnMeta) -> ConnState {
+        let legs = self.opts.legs;
+        let mtu = self.opts.mtu;
+        let client = legs
+            .includes(Leg::Client)
+            .then(|| Flow::new(Leg::Client, meta.client, meta.listen, meta.id * 2, mtu));
+        let local = meta
+            .upstream_local
+            .unwrap_or_else(|| stand_in_local(meta.listen, meta.server, meta.id));
+        let sensor = legs
+            .includes(Leg::Sensor)
+            .then(|| Flow::new(Leg::Sensor, local, meta.server, meta.id * 2 + 1, mtu));
+        let cutter = |dir| BodyCutter::new(dir, self.opts.body, self.opts.body_preview_bytes);
+        let ahead = match self.early.remove(&meta.id) {
+            Some(v) => {
+                self.early_count -= v.len();
+                v
+            }
+            None => Vec::new(),
+        };
+        ConnState {
+            flows: [client, sensor],
+            next: [0, 0],
+            fin: [false, false],
+            cutters: [cutter(Direction::Request), cutter(Direction::Response)],
+            ahead,
+            late: Vec::new(),
+        }
+    }
+
+    /// State for a connection whose `Open` never arrived: recorded from the
+    /// middle, without a handshake, as tcpdump started late would show it.
+    fn ensure(&mut self, meta: &ConnMeta, at: u64) {
+        if !self.conns.contains_key(&meta.id) {
+            self.open(meta, at, false);
+        }
+    }
+
+    fn open(&mut self, meta: &ConnMeta, at: u64, handshake: bool) {
+        let st = self.new_state(meta);
+        if handshake {
+            for flow in st.flows.iter().flatten() {
+                let frames = [
+                    flow.syn(Direction::Request, None, at),
+                    flow.syn(
+                        Direction::Response,
+                        Some(flow.after_syn(Direction::Request)),
+                        at,
+                    ),
+                    flow.segment(
+                        Direction::Request,
+                        flow.after_syn(Direction::Request),
+                        flow.after_syn(Direction::Response),
+                        ACK,
+                        &[],
+                        at,
+                    ),
+                ];
+                for f in frames {
+                    self.push(meta.id, None, 0..0, f);
+                }
+            }
+        }
+        self.conns.insert(meta.id, st);
+        self.commit(meta.id);
+    }
+
+    fn connect_failed(&mut self, meta: &ConnMeta, at: u64) {
+        let mut st = self.new_state(meta);
+        if let Some(flow) = &st.flows[Leg::Client.index()] {
+            let (req, resp) = (
+                flow.after_syn(Direction::Request),
+                flow.after_syn(Direction::Response),
+            );
+            let fin = Flags { fin: true, ..ACK };
+            let frames = [
+                flow.syn(Direction::Request, None, at),
+                flow.syn(Direction::Response, Some(req), at),
+                flow.segment(Direction::Request, req, resp, ACK, &[], at),
+                flow.segment(Direction::Response, resp, req, fin, &[], at),
+                flow.segment(Direction::Request, req, resp.wrapping_add(1), ACK, &[], at),
+            ];
+            for f in frames {
+                self.push(meta.id, None, 0..0, f);
+            }
+            st.fin[dir_index(Direction::Response)] = true;
+        }
+        if let Some(flow) = st.flows[Leg::Sensor.index()].take() {
+            let rst = Flags { rst: true, ..ACK };
+            let frames = [
+                flow.syn(Direction::Request, None, at),
+                flow.segment(
+                    Direction::Response,
+                    0,
+                    flow.after_syn(Direction::Request),
+                    rst,
+                    &[],
+                    at,
+                ),
+            ];
+            for f in frames {
+                self.push(meta.id, None, 0..0, f);
+            }
+        }
+        self.conns.insert(meta.id, st);
+        self.commit(meta.id);
+    }
+
+    fn data(&mut self, id: ConnId, dir: Direction, offset: u64, mut bytes: Bytes, at: u64) {
+        let Some(mut st) = self.conns.remove(&id) else {
+            return;
+        };
+        let i = dir_index(dir);
+        let mut offset = offset;
+        if offset > st.next[i] {
+            let gap = offset - st.next[i];
+            self.counters
+                .dropped_bytes
+                .fetch_add(gap, Ordering::Relaxed);
+            if let Some(c) = st.cutters[i].as_mut() {
+                c.gap(gap);
+            }
+            st.next[i] = offset;
+        } else if offset < st.next[i] {
+            // Bytes already recorded (a repeated tap): keep only the new part.
+            let seen = (st.next[i] - offset).min(bytes.len() as u64);
+            bytes = bytes.slice(seen as usize..);
+            offset += seen;
+        }
+        if bytes.is_empty() || st.fin[i] {
+            self.conns.insert(id, st);
+            return;
+        }
+        let end = offset + bytes.len() as u64;
+        self.cuts.clear();
+        if let Some(c) = st.cutters[i].as_mut() {
+            c.cuts(offset, &bytes, &mut self.cuts);
+        }
+        let cuts = std::mem::take(&mut self.cuts);
+        for flow in st.flows.iter().flatten() {
+            let ack = st.ack_of(flow, other(dir));
+            let mut pos = offset;
+            let mut since_ack = 0;
+            while pos < end {
+                let cut = cuts.iter().find(|c| c.end > pos);
+                let (seg_end, is_cut) = match cut {
+                    Some(c) if c.start <= pos => (c.end, true),
+                    Some(c) => (c.start, false),
+                    None => (end, false),
+                };
+                let seg_end = seg_end.min(end).min(pos + flow.mss() as u64);
+                let payload = &bytes[(pos - offset) as usize..(seg_end - offset) as usize];
+                let flags = Flags {
+                    psh: seg_end == end,
+                    ..ACK
+                };
+                let mut frame = flow.segment(dir, flow.seq(dir, pos), ack, flags, payload, at);
+                if is_cut {
+                    if let Ok(f) = frame.as_mut() {
+                        f.captured = flow.header_len();
+                    }
+                }
+                self.push(id, Some(dir), pos..seg_end, frame);
+                pos = seg_end;
+                since_ack += 1;
+                if since_ack == ACK_EVERY || pos == end {
+                    since_ack = 0;
+                    // The receiver's own position is what the sender acknowledges.
+                    let ack_frame = flow.segment(other(dir), ack, flow.seq(dir, pos), ACK, &[], at);
+                    self.push(id, None, 0..0, ack_frame);
+                }
+            }
+        }
+        self.cuts = cuts;
+        st.next[i] = end;
+        self.conns.insert(id, st);
+        self.commit(id);
+    }
+
+    fn closed(&mut self, id: ConnId, dir: Direction, how: CloseKind, at: u64) {
+        let Some(mut st) = self.conns.remove(&id) else {
+            return;
+        };
+        let i = dir_index(dir);
+        if !st.fin[i] {
+            for slot in 0..2 {
+                let Some(flow) = &st.flows[slot] else {
+                    continue;
+                };
+                let seq = flow.seq(dir, st.next[i]);
+                let ack = st.ack_of(flow, other(dir));
+                if how == CloseKind::Reset {
+                    let rst = Flags { rst: true, ..ACK };
+                    let f = flow.segment(dir, seq, ack, rst, &[], at);
+                    self.push(id, None, 0..0, f);
+                    st.flows[slot] = None;
+                } else {
+                    let fin = Flags { fin: true, ..ACK };
+                    let f = flow.segment(dir, seq, ack, fin, &[], at);
+                    self.push(id, None, 0..0, f);
+                    let reply = flow.segment(other(dir), ack, seq.wrapping_add(1), ACK, &[], at);
+                    self.push(id, None, 0..0, reply);
+                }
+            }
+            st.fin[i] = true;
+        }
+        self.conns.insert(id, st);
+        self.commit(id);
+    }
+
+    fn push(
+        &mut self,
+        conn: ConnId,
+        dir: Option<Direction>,
+        range: Range<u64>,
+        frame: Result<Frame, SynthError>,
+    ) {
+        match frame {
+            Ok(frame) => self.out.push(Held {
+                conn,
+                dir,
+                range,
+                since: Instant::now(),
+                frame,
+            }),
+            Err(e) => {
+                self.counters
+                    .unwritten_bytes
+                    .fetch_add(range.end - range.start, Ordering::Relaxed);
+                if self
+                    .last_synth_warning
+                    .is_none_or(|t| t.elapsed() >= Duration::from_secs(60))
+                {
+                    self.last_synth_warning = Some(Instant::now());
+                    tracing::warn!("{e}");
+                }
+            }
+        }
+    }
+
+    /// Attaches pending notes of connection `id` to the frames just made
+    /// and moves them into the hold-back buffer.
+    fn commit(&mut self, id: ConnId) {
+        let mut out = std::mem::take(&mut self.out);
+        if let Some(st) = self.conns.get_mut(&id) {
+            let mut attached = 0u64;
+            if !st.ahead.is_empty() {
+                let mut keep = Vec::with_capacity(st.ahead.len());
+                for note in st.ahead.drain(..) {
+                    let mut hit = false;
+                    for h in out.iter_mut() {
+                        if h.dir == Some(note.dir) && h.range.contains(&note.offset) {
+                            h.frame.comments.push(note.comment.clone());
+                            hit = true;
+                        }
+                    }
+                    if hit {
+                        attached += 1;
+                    } else if note.offset < st.next[dir_index(note.dir)] {
+                        // Its byte fell into a gap: say so on the next packet.
+                        st.late.push(late_comment(&note));
+                    } else {
+                        keep.push(note);
+                    }
+                }
+                st.ahead = keep;
+            }
+            if let Some(first) = out.first_mut() {
+                attached += st.late.len() as u64;
+                first.frame.comments.append(&mut st.late);
+            }
+            self.counters
+                .annotations
+                .fetch_add(attached, Ordering::Relaxed);
+        }
+        for h in out.drain(..) {
+            self.held_bytes += h.frame.data.len();
+            self.held.push_back(h);
+        }
+        self.out = out;
+    }
+
+    /// Writes held frames that are old enough, or all of them.
+    fn release(&mut self, all: bool) {
+        let hold = if self.holds_back() {
+            self.opts.hold
+        } else {
+            Duration::ZERO
+        };
+        while let Some(front) = self.held.front() {
+            let due = all
+                || hold.is_zero()
+                || self.held_bytes > self.opts.hold_bytes
+                || front.since.elapsed() >= hold;
+            if !due {
+                break;
+            }
+            if let Some(h) = self.held.pop_front() {
+                self.held_bytes -= h.frame.data.len();
+                self.writer.write(&h.frame);
+            }
+        }
+    }
+}
+
+const ACK: Flags = Flags {
+    syn: false,
+    ack: true,
+    fin: false,
+    rst: false,
+    psh: false,
+};
+
+fn late_comment(note: &Annotation) -> String {
+    let stream = match note.dir {
+        Direction::Request => "request",
+        Direction::Response => "response",
+    };
+    format!(
+        "{} [refers to byte {} of the {stream} stream, in an earlier packet]",
+        note.comment, note.offset
+    )
+}

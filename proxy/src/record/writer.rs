@@ -1,0 +1,407 @@
+//! Capture files: pcapng (one interface per leg, packet comments) or
+//! classic pcap, rotated like tcpdump's `-C`/`-G`/`-W`, and never in the way.
+//!
+//! Every block is built whole in a staging buffer (at least 64 KiB before it
+//! goes to disk), so a file only ever ends at a block boundary. When a write
+//! fails (ENOSPC, EIO, a removed directory) the file is truncated back to the
+//! last block that was written completely, the staged bytes are counted as
+//! lost, a warning is logged at most once a minute, and recording goes on:
+//! the recorder keeps draining its queue whatever the disk does.
+
+use std::borrow::Cow;
+use std::collections::VecDeque;
+use std::fs::{File, OpenOptions};
+use std::io::{Seek, SeekFrom, Write};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use pcap_file::pcapng::blocks::enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption};
+use pcap_file::pcapng::blocks::interface_description::{
+    InterfaceDescriptionBlock, InterfaceDescriptionOption,
+};
+use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeaderOption};
+use pcap_file::pcapng::PcapNgWriter;
+use pcap_file::DataLink;
+
+use super::synth::{Frame, Leg};
+use super::{PcapFormat, RecordCounters};
+
+/// Staged bytes that trigger a write to disk (the "BufWriter" size).
+pub const WRITE_BUFFER_BYTES: usize = 256 * 1024;
+/// Largest frame stored; also the snaplen announced in file headers.
+pub const SNAPLEN: u32 = 262_144;
+/// At most one warning about write failures per this interval.
+const WARN_INTERVAL: Duration = Duration::from_secs(60);
+/// After a file could not be created, wait this long before trying again.
+const REOPEN_INTERVAL: Duration = Duration::from_secs(1);
+
+/// When to start a new file, and how many to keep.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Rotation {
+    /// Start a new file before one would grow past this many bytes.
+    pub size: Option<u64>,
+    /// Start a new file when the first packet of the current one is this
+    /// many seconds older than the next packet (packet time, not wall time).
+    pub seconds: Option<u64>,
+    /// Keep only the newest N files (a ring); older ones are deleted.
+    pub keep: Option<usize>,
+}
+
+impl Rotation {
+    fn enabled(&self) -> bool {
+        self.size.is_some() || self.seconds.is_some()
+    }
+}
+
+/// The block encoder of the current file: pcap-file's pcapng writer over an
+/// in-memory buffer, or classic pcap records written by hand (16-byte
+/// record headers; pcap-file's classic writer cannot hand its buffer back).
+enum Staging {
+    PcapNg(PcapNgWriter<Vec<u8>>),
+    Pcap(Vec<u8>),
+}
+
+impl std::fmt::Debug for Staging {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Staging::PcapNg(w) => write!(f, "PcapNg({} bytes staged)", w.get_ref().len()),
+            Staging::Pcap(v) => write!(f, "Pcap({} bytes staged)", v.len()),
+        }
+    }
+}
+
+impl Staging {
+    fn buffer(&mut self) -> &mut Vec<u8> {
+        match self {
+            Staging::PcapNg(w) => w.get_mut(),
+            Staging::Pcap(v) => v,
+        }
+    }
+}
+
+#[derive(Debug)]
+struct OpenFile {
+    file: File,
+    path: PathBuf,
+    /// Bytes known to be on disk, each ending at a block boundary.
+    good_len: u64,
+    /// Timestamp of the first packet written to it.
+    first_packet: Option<u64>,
+    packets: u64,
+}
+
+/// Writes frames into rotating capture files in one directory.
+#[derive(Debug)]
+pub struct CaptureWriter {
+    dir: PathBuf,
+    format: PcapFormat,
+    legs: Vec<Leg>,
+    rotation: Rotation,
+    counters: Arc<RecordCounters>,
+    staging: Staging,
+    file: Option<OpenFile>,
+    /// Number of the newest file (for capture-NNNN names).
+    index: u32,
+    kept: VecDeque<PathBuf>,
+    last_warning: Option<Instant>,
+    last_open_attempt: Option<Instant>,
+}
+
+impl CaptureWriter {
+    /// A writer into `dir` for the given `legs` (one pcapng interface each,
+    /// in this order). The first file is created on the first frame.
+    pub fn new(
+        dir: &Path,
+        format: PcapFormat,
+        legs: Vec<Leg>,
+        rotation: Rotation,
+        counters: Arc<RecordCounters>,
+    ) -> CaptureWriter {
+        CaptureWriter {
+            dir: dir.to_path_buf(),
+            format,
+            legs,
+            rotation,
+            counters,
+            staging: Staging::Pcap(Vec::new()),
+            file: None,
+            index: 0,
+            kept: VecDeque::new(),
+            last_warning: None,
+            last_open_attempt: None,
+        }
+    }
+
+    /// The path of file number `index`.
+    pub fn file_name(&self, index: u32) -> PathBuf {
+        let ext = match self.format {
+            PcapFormat::Pcapng => "pcapng",
+            PcapFormat::Pcap => "pcap",
+        };
+        if self.rotation.enabled() {
+            self.dir.join(format!("capture-{index:04}.{ext}"))
+        } else {
+            self.dir.join(format!("capture.{ext}"))
+        }
+    }
+
+    /// Stages one frame, rotating first when it is time, and writes the
+    /// staging buffer out when it is full.
+    pub fn write(&mut self, frame: &Frame) {
+        let Some(interface) = self.legs.iter().position(|l| *l == frame.leg) else {
+            return;
+        };
+        let block_len = frame.captured as u64 + 64;
+        if self.rotation_due(frame.at, block_len) {
+            self.rotate();
+        }
+        if self.file.is_none() && !self.open_next() {
+            self.lost(frame.captured as u64);
+            return;
+        }
+        if self.staging.buffer().is_empty() && self.file.as_ref().is_some_and(|f| f.good_len == 0) {
+            self.staging = self.header();
+        }
+        let captured = frame.captured.min(frame.data.len()).min(SNAPLEN as usize);
+        let timestamp = Duration::from_micros(frame.at);
+        let staged = match &mut self.staging {
+            Staging::PcapNg(w) => {
+                let block = EnhancedPacketBlock {
+                    interface_id: interface as u32,
+                    timestamp,
+                    original_len: frame.data.len() as u32,
+                    data: Cow::Borrowed(&frame.data[..captured]),
+                    options: frame
+                        .comments
+                        .iter()
+                        .map(|c| EnhancedPacketOption::Comment(Cow::Borrowed(c.as_str())))
+                        .collect(),
+                };
+                w.write_pcapng_block(block).is_ok()
+            }
+            Staging::Pcap(buf) => {
+                let secs = (frame.at / 1_000_000) as u32;
+                let usecs = (frame.at % 1_000_000) as u32;
+                buf.extend_from_slice(&secs.to_ne_bytes());
+                buf.extend_from_slice(&usecs.to_ne_bytes());
+                buf.extend_from_slice(&(captured as u32).to_ne_bytes());
+                buf.extend_from_slice(&(frame.data.len() as u32).to_ne_bytes());
+                buf.extend_from_slice(&frame.data[..captured]);
+                true
+            }
+        };
+        if !staged {
+            self.lost(frame.captured as u64);
+            return;
+        }
+        self.counters.packets.fetch_add(1, Ordering::Relaxed);
+        if let Some(f) = self.file.as_mut() {
+            f.packets += 1;
+            f.first_packet.get_or_insert(frame.at);
+        }
+        if self.staging.buffer().len() >= WRITE_BUFFER_BYTES {
+            self.flush();
+        }
+    }
+
+    /// Writes what is staged to the current file.
+    pub fn flush(&mut self) {
+        let buf = std::mem::take(self.staging.buffer());
+        if buf.is_empty() {
+            return;
+        }
+        let Some(f) = self.file.as_mut() else {
+            self.lost(buf.len() as u64);
+            return;
+        };
+        match f.file.write_all(&buf) {
+            Ok(()) => {
+                f.good_len += buf.len() as u64;
+                self.counters
+                    .bytes_written
+                    .fetch_add(buf.len() as u64, Ordering::Relaxed);
+            }
+            Err(e) => {
+                // A short write may have left part of a block: cut it off so
+                // the file still ends at a block boundary.
+                let truncated = f.file.set_len(f.good_len).is_ok()
+                    && f.file.seek(SeekFrom::Start(f.good_len)).is_ok();
+                let what = format!(
+                    "recorder: write of {} bytes to {} at byte offset {} failed: {e}; {}",
+                    buf.len(),
+                    f.path.display(),
+                    f.good_len,
+                    if truncated {
+                        "the file was cut back to its last whole block"
+                    } else {
+                        "the file could not be cut back and may end in a partial block"
+                    }
+                );
+                self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
+                self.lost(buf.len() as u64);
+                self.warn(&what);
+            }
+        }
+    }
+
+    /// Flushes and closes the current file.
+    pub fn finish(&mut self) {
+        self.flush();
+        if let Some(f) = self.file.take() {
+            if let Err(e) = f.file.sync_data() {
+                self.warn(&format!(
+                    "recorder: syncing {} failed: {e}; the end of the capture may be missing",
+                    f.path.display()
+                ));
+            }
+        }
+    }
+
+    fn rotation_due(&self, at: u64, block_len: u64) -> bool {
+        let Some(f) = &self.file else { return false };
+        if f.packets == 0 {
+            return false;
+        }
+        let size = f.good_len + self.staged_len() + block_len;
+        let by_size = self.rotation.size.is_some_and(|max| size > max);
+        let by_time = match (self.rotation.seconds, f.first_packet) {
+            (Some(secs), Some(first)) => at.saturating_sub(first) >= secs * 1_000_000,
+            _ => false,
+        };
+        by_size || by_time
+    }
+
+    fn staged_len(&self) -> u64 {
+        match &self.staging {
+            Staging::PcapNg(w) => w.get_ref().len() as u64,
+            Staging::Pcap(v) => v.len() as u64,
+        }
+    }
+
+    fn rotate(&mut self) {
+        self.finish();
+    }
+
+    /// Creates the next file (mode 0600) and stages its header. Returns
+    /// whether a file is open.
+    fn open_next(&mut self) -> bool {
+        if let Some(t) = self.last_open_attempt {
+            if t.elapsed() < REOPEN_INTERVAL {
+                return false;
+            }
+        }
+        self.last_open_attempt = Some(Instant::now());
+        let index = self.index + 1;
+        let path = self.file_name(index);
+        let opened = OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .mode(0o600)
+            .open(&path);
+        let file = match opened {
+            Ok(file) => file,
+            Err(e) => {
+                self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
+                self.warn(&format!(
+                    "recorder: cannot create capture file {}: {e}; packets are dropped (and counted) until it can be; check the output directory exists and has space",
+                    path.display()
+                ));
+                return false;
+            }
+        };
+        self.last_open_attempt = None;
+        self.index = index;
+        self.counters.files.fetch_add(1, Ordering::Relaxed);
+        self.kept.push_back(path.clone());
+        if let Some(keep) = self.rotation.keep {
+            while self.kept.len() > keep.max(1) {
+                if let Some(old) = self.kept.pop_front() {
+                    // Already gone (removed by an operator) is as good as deleted.
+                    let _ = std::fs::remove_file(old);
+                }
+            }
+        }
+        self.file = Some(OpenFile {
+            file,
+            path,
+            good_len: 0,
+            first_packet: None,
+            packets: 0,
+        });
+        self.staging = self.header();
+        true
+    }
+
+    /// A staging buffer holding a file header: SHB and one IDB per leg in
+    /// pcapng, the global header in classic pcap.
+    fn header(&self) -> Staging {
+        match self.format {
+            PcapFormat::Pcapng => {
+                let section = SectionHeaderBlock {
+                    options: vec![SectionHeaderOption::UserApplication(Cow::Borrowed(
+                        concat!("icaptap ", env!("CARGO_PKG_VERSION")),
+                    ))],
+                    ..SectionHeaderBlock::default()
+                };
+                let mut w = match PcapNgWriter::with_section_header(Vec::new(), section) {
+                    Ok(w) => w,
+                    // Writing into a Vec cannot fail; fall back to a bare section.
+                    Err(_) => return Staging::Pcap(Vec::new()),
+                };
+                for leg in &self.legs {
+                    let idb = InterfaceDescriptionBlock {
+                        linktype: DataLink::ETHERNET,
+                        snaplen: SNAPLEN,
+                        options: vec![
+                            InterfaceDescriptionOption::IfName(Cow::Borrowed(leg.if_name())),
+                            InterfaceDescriptionOption::IfDescription(Cow::Borrowed(match leg {
+                                Leg::Client => "icaptap: ICAP client <-> icaptap (synthesized from forwarded bytes)",
+                                Leg::Sensor => "icaptap: icaptap <-> ICAP server (synthesized from forwarded bytes)",
+                            })),
+                            // pcap-file writes EPB timestamps in nanoseconds.
+                            InterfaceDescriptionOption::IfTsResol(9),
+                        ],
+                    };
+                    if w.write_pcapng_block(idb).is_err() {
+                        return Staging::Pcap(Vec::new());
+                    }
+                }
+                Staging::PcapNg(w)
+            }
+            PcapFormat::Pcap => {
+                let mut v = Vec::with_capacity(WRITE_BUFFER_BYTES);
+                v.extend_from_slice(&0xa1b2_c3d4u32.to_ne_bytes());
+                v.extend_from_slice(&2u16.to_ne_bytes());
+                v.extend_from_slice(&4u16.to_ne_bytes());
+                v.extend_from_slice(&0i32.to_ne_bytes());
+                v.extend_from_slice(&0u32.to_ne_bytes());
+                v.extend_from_slice(&SNAPLEN.to_ne_bytes());
+                v.extend_from_slice(&1u32.to_ne_bytes()); // LINKTYPE_ETHERNET
+                Staging::Pcap(v)
+            }
+        }
+    }
+
+    fn lost(&self, bytes: u64) {
+        self.counters
+            .unwritten_bytes
+            .fetch_add(bytes, Ordering::Relaxed);
+    }
+
+    fn warn(&mut self, what: &str) {
+        if self
+            .last_warning
+            .is_some_and(|t| t.elapsed() < WARN_INTERVAL)
+        {
+            return;
+        }
+        self.last_warning = Some(Instant::now());
+        tracing::warn!(
+            "{what} (forwarding is not affected; further warnings are held back for a minute)"
+        );
+    }
+}
