@@ -25,7 +25,12 @@ use clap::{ArgAction, ArgMatches, Command};
 pub struct ConfigFileArg {
     /// TOML file of options: keys are the long option names, e.g.
     /// `upstream = "sensor:1344"`; flags and ICAPTAP_* variables win over it.
-    #[arg(long = "config", id = "config", env = "ICAPTAP_CONFIG", value_name = "FILE")]
+    #[arg(
+        long = "config",
+        id = "config",
+        env = "ICAPTAP_CONFIG",
+        value_name = "FILE"
+    )]
     pub config: Option<PathBuf>,
 }
 
@@ -99,10 +104,7 @@ where
     let table = read_table(&file)?;
     let extra = file_arguments(sub, sub_matches, &path, &file, &table)?;
     // Options must come before a `--`, after which everything is positional.
-    let at = argv
-        .iter()
-        .position(|a| a == "--")
-        .unwrap_or(argv.len());
+    let at = argv.iter().position(|a| a == "--").unwrap_or(argv.len());
     argv.splice(at..at, extra);
     Ok(argv)
 }
@@ -206,7 +208,7 @@ fn file_arguments(
                 (0..*n).map(|_| OsString::from(&flag)).collect()
             }
             (ArgAction::Count, _) => return Err(bad("expected a count (0, 1, 2...)".to_string())),
-            (action, toml::Value::Array(items)) if matches!(action, ArgAction::Append) => {
+            (ArgAction::Append, toml::Value::Array(items)) => {
                 let mut tokens = Vec::new();
                 for item in items {
                     tokens.push(OsString::from(&flag));
@@ -256,7 +258,8 @@ fn check_alone(sub: &Command, tokens: &[OsString]) -> Result<(), String> {
         .mut_args(|a| a.required(false))
         .subcommand_required(false)
         .arg_required_else_help(false);
-    let argv = std::iter::once(OsStr::new(sub.get_name())).chain(tokens.iter().map(OsString::as_os_str));
+    let argv =
+        std::iter::once(OsStr::new(sub.get_name())).chain(tokens.iter().map(OsString::as_os_str));
     match alone.try_get_matches_from(argv) {
         Ok(_) => Ok(()),
         Err(e) => {
@@ -273,7 +276,10 @@ fn valid_keys(sub: &Command) -> String {
         .get_arguments()
         .filter(|a| a.get_id() != "config")
         .filter(|a| {
-            !matches!(a.get_action(), ArgAction::Help | ArgAction::HelpShort | ArgAction::HelpLong | ArgAction::Version)
+            !matches!(
+                a.get_action(),
+                ArgAction::Help | ArgAction::HelpShort | ArgAction::HelpLong | ArgAction::Version
+            )
         })
         .filter_map(|a| a.get_long())
         .collect();
@@ -319,7 +325,9 @@ mod tests {
     }
 
     fn run(argv: &[&str]) -> Result<RunArgs, ConfigFileError> {
-        let Tool { command: Job::Run(args) } = parse_with_config_file::<Tool, _, _>(argv)?;
+        let Tool {
+            command: Job::Run(args),
+        } = parse_with_config_file::<Tool, _, _>(argv)?;
         Ok(args)
     }
 
@@ -333,15 +341,24 @@ mod tests {
         assert!(args.loud);
         assert_eq!(args.tag, vec!["a", "b"]);
 
-        let args = run(&["tool", "run", "--config", path, "--level", "7", "--name", "cli"]).unwrap();
+        let args = run(&[
+            "tool", "run", "--config", path, "--level", "7", "--name", "cli",
+        ])
+        .unwrap();
         assert_eq!(args.level, 7);
         assert_eq!(args.name, "cli");
     }
 
     #[test]
     fn without_a_file_nothing_changes() {
-        let argv: Vec<OsString> = ["tool", "run", "--name", "x"].iter().map(OsString::from).collect();
-        assert_eq!(args_with_config_file(&Tool::command(), argv.clone()).unwrap(), argv);
+        let argv: Vec<OsString> = ["tool", "run", "--name", "x"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        assert_eq!(
+            args_with_config_file(&Tool::command(), argv.clone()).unwrap(),
+            argv
+        );
     }
 
     #[test]
@@ -364,16 +381,25 @@ mod tests {
         assert!(text.contains("high"), "{text}");
 
         let f = file("name = \"n\"\nloud = \"yes\"\n");
-        let text = run(&["tool", "run", "--config", f.path().to_str().unwrap()]).unwrap_err().to_string();
-        assert!(text.contains("`loud`") && text.contains("true or false"), "{text}");
+        let text = run(&["tool", "run", "--config", f.path().to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            text.contains("`loud`") && text.contains("true or false"),
+            "{text}"
+        );
     }
 
     #[test]
     fn broken_toml_and_missing_files_say_so() {
         let f = file("name = \n");
-        let text = run(&["tool", "run", "--config", f.path().to_str().unwrap()]).unwrap_err().to_string();
+        let text = run(&["tool", "run", "--config", f.path().to_str().unwrap()])
+            .unwrap_err()
+            .to_string();
         assert!(text.contains("not valid TOML"), "{text}");
-        let text = run(&["tool", "run", "--config", "/nonexistent/icaptap.toml"]).unwrap_err().to_string();
+        let text = run(&["tool", "run", "--config", "/nonexistent/icaptap.toml"])
+            .unwrap_err()
+            .to_string();
         assert!(text.contains("/nonexistent/icaptap.toml"), "{text}");
     }
 }

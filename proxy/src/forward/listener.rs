@@ -120,7 +120,9 @@ pub async fn bind(cfg: &ForwardConfig) -> Result<Listener, ForwardError> {
     let socket = socket
         .listen(LISTEN_BACKLOG)
         .map_err(|e| ForwardError::new(addr, e))?;
-    let local = socket.local_addr().map_err(|e| ForwardError::new(addr, e))?;
+    let local = socket
+        .local_addr()
+        .map_err(|e| ForwardError::new(addr, e))?;
     Ok(Listener {
         socket,
         local,
@@ -219,7 +221,10 @@ pub async fn serve(
         .is_err()
     {
         let open = counters.connections_open.load(Ordering::Relaxed);
-        warn!(open, "drain period of {:?} is over; closing the connections still open", cfg.drain);
+        warn!(
+            open,
+            "drain period of {:?} is over; closing the connections still open", cfg.drain
+        );
         hard_stop.cancel();
         // Cut sessions only need to hand their last taps over.
         let grace = END_TAP_WAIT * 3;

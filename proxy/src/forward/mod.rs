@@ -28,8 +28,8 @@ pub use listener::{
     FD_LIMIT_WARN_EVERY, LISTEN_BACKLOG,
 };
 pub use options::{
-    parse_buffer_size, parse_duration, ConfigError, ForwardArgs, ForwardConfig,
-    DEFAULT_ICAP_PORT, MAX_BUFFER_SIZE, MAX_CONNECTIONS_LIMIT, MIN_BUFFER_SIZE,
+    parse_buffer_size, parse_duration, ConfigError, ForwardArgs, ForwardConfig, DEFAULT_ICAP_PORT,
+    MAX_BUFFER_SIZE, MAX_CONNECTIONS_LIMIT, MIN_BUFFER_SIZE,
 };
 pub use session::END_TAP_WAIT;
 /// The shutdown signal [`serve`] takes, re-exported so callers need no

@@ -24,7 +24,12 @@ pub const MAX_BUFFER_SIZE: usize = 16 * 1024 * 1024;
 #[derive(Clone, Debug, clap::Args)]
 pub struct ForwardArgs {
     /// Address to accept ICAP clients on (the web proxy connects here).
-    #[arg(long, env = "ICAPTAP_LISTEN", default_value = "0.0.0.0:1344", value_name = "ADDR")]
+    #[arg(
+        long,
+        env = "ICAPTAP_LISTEN",
+        default_value = "0.0.0.0:1344",
+        value_name = "ADDR"
+    )]
     pub listen: SocketAddr,
 
     /// The ICAP server (sensor) to forward to, as HOST:PORT (port 1344 when omitted).
@@ -278,10 +283,7 @@ mod tests {
             resolve_upstream("::1").unwrap(),
             "[::1]:1344".parse().unwrap()
         );
-        assert_eq!(
-            resolve_upstream("localhost:9").unwrap().port(),
-            9
-        );
+        assert_eq!(resolve_upstream("localhost:9").unwrap().port(), 9);
     }
 
     #[test]

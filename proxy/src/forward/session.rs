@@ -99,7 +99,8 @@ impl Session {
         let cfg = &shared.cfg;
         let listen = client.local_addr().unwrap_or(cfg.listen);
 
-        let connected = tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(cfg.upstream)).await;
+        let connected =
+            tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(cfg.upstream)).await;
         let server = match connected {
             Ok(Ok(server)) => server,
             Ok(Err(e)) => {
@@ -121,7 +122,10 @@ impl Session {
                     let _ = client.set_zero_linger();
                 }
                 drop(client);
-                let error = format!("connecting to sensor {} ({}): {e}", cfg.upstream, cfg.upstream_name);
+                let error = format!(
+                    "connecting to sensor {} ({}): {e}",
+                    cfg.upstream, cfg.upstream_name
+                );
                 connect_failed(&shared, meta, error).await;
                 return;
             }
@@ -177,22 +181,43 @@ async fn connect_failed(shared: &SessionShared, meta: Arc<ConnMeta>, error: Stri
 }
 
 /// Runs both copy loops to their end, then mirrors how they ended.
-async fn forward(shared: &SessionShared, meta: Arc<ConnMeta>, mut client: TcpStream, mut server: TcpStream) {
+async fn forward(
+    shared: &SessionShared,
+    meta: Arc<ConnMeta>,
+    mut client: TcpStream,
+    mut server: TcpStream,
+) {
     // A child of the hard stop: cancelling it stops this session only.
     let abort = shared.hard_stop.child_token();
     let (up, down) = {
         let (mut client_read, mut client_write) = client.split();
         let (mut server_read, mut server_write) = server.split();
         tokio::join!(
-            pump(shared, &meta, Direction::Request, &mut client_read, &mut server_write, &abort),
-            pump(shared, &meta, Direction::Response, &mut server_read, &mut client_write, &abort),
+            pump(
+                shared,
+                &meta,
+                Direction::Request,
+                &mut client_read,
+                &mut server_write,
+                &abort
+            ),
+            pump(
+                shared,
+                &meta,
+                Direction::Response,
+                &mut server_read,
+                &mut client_write,
+                &abort
+            ),
         )
     };
 
     let broken = [&up, &down]
         .iter()
         .any(|end| matches!(end, PumpEnd::ReadFailed(_) | PumpEnd::WriteFailed(_)));
-    let cut = [&up, &down].iter().any(|end| matches!(end, PumpEnd::Shutdown));
+    let cut = [&up, &down]
+        .iter()
+        .any(|end| matches!(end, PumpEnd::Shutdown));
     if broken || cut {
         // Closing with a zero linger sends a reset: a peer cut off midway
         // must not mistake the end for a complete message.
@@ -212,11 +237,19 @@ async fn forward(shared: &SessionShared, meta: Arc<ConnMeta>, mut client: TcpStr
         for (dir, end) in [(Direction::Request, &up), (Direction::Response, &down)] {
             match end {
                 PumpEnd::ReadFailed(e) => {
-                    debug!(conn = meta.id, "{} reset the connection: {e}", sender_name(dir));
+                    debug!(
+                        conn = meta.id,
+                        "{} reset the connection: {e}",
+                        sender_name(dir)
+                    );
                     culprit.get_or_insert(dir);
                 }
                 PumpEnd::WriteFailed(e) => {
-                    debug!(conn = meta.id, "{} reset the connection: {e}", receiver_name(dir));
+                    debug!(
+                        conn = meta.id,
+                        "{} reset the connection: {e}",
+                        receiver_name(dir)
+                    );
                     culprit.get_or_insert(opposite(dir));
                 }
                 PumpEnd::Fin | PumpEnd::Aborted | PumpEnd::Shutdown => {}
@@ -229,14 +262,20 @@ async fn forward(shared: &SessionShared, meta: Arc<ConnMeta>, mut client: TcpStr
             closes.swap(0, pos);
         }
         for dir in closes {
-            let event = TapEvent::Closed { dir, how: CloseKind::Reset };
+            let event = TapEvent::Closed {
+                dir,
+                how: CloseKind::Reset,
+            };
             deliver_end(shared, &meta, at, event).await;
         }
     } else if cut {
         ForwardCounters::add(&shared.counters.cut_at_shutdown, 1);
         for (dir, end) in [(Direction::Request, &up), (Direction::Response, &down)] {
             if !matches!(end, PumpEnd::Fin) {
-                let event = TapEvent::Closed { dir, how: CloseKind::Shutdown };
+                let event = TapEvent::Closed {
+                    dir,
+                    how: CloseKind::Shutdown,
+                };
                 deliver_end(shared, &meta, at, event).await;
             }
         }
@@ -297,12 +336,21 @@ where
                     abort.cancel();
                     return PumpEnd::WriteFailed(e);
                 }
-                debug!(conn = meta.id, ?dir, offset, "{} closed its side (FIN), passed on", sender_name(dir));
+                debug!(
+                    conn = meta.id,
+                    ?dir,
+                    offset,
+                    "{} closed its side (FIN), passed on",
+                    sender_name(dir)
+                );
                 shared.sinks.offer(Tap {
                     conn: meta.clone(),
                     at: tap::now_micros(),
                     frame: None,
-                    event: TapEvent::Closed { dir, how: CloseKind::Fin },
+                    event: TapEvent::Closed {
+                        dir,
+                        how: CloseKind::Fin,
+                    },
                 });
                 return PumpEnd::Fin;
             }
@@ -341,7 +389,12 @@ where
 
 /// Delivers a tap that marks the end of (part of) a connection to every
 /// side path, waiting at most [`END_TAP_WAIT`] for each.
-async fn deliver_end(shared: &SessionShared, meta: &Arc<ConnMeta>, at: tap::Micros, event: TapEvent) {
+async fn deliver_end(
+    shared: &SessionShared,
+    meta: &Arc<ConnMeta>,
+    at: tap::Micros,
+    event: TapEvent,
+) {
     let tap = Tap {
         conn: meta.clone(),
         at,
