@@ -12,7 +12,7 @@ use bytes::Bytes;
 use crate::anomaly::{Anomaly, AnomalyCode, Side};
 use crate::chunked::{ChunkStep, ChunkedBody};
 use crate::encapsulated::{Encapsulated, EntityKind, FormContext};
-use crate::event::{Direction, Event, Headers, Method, MessageEnd, RequestHead, ResponseHead};
+use crate::event::{Direction, Event, Headers, MessageEnd, Method, RequestHead, ResponseHead};
 use crate::head::{
     is_known_status, is_plausible_start, istag_problem, looks_like_icap_start, parse_decimal,
     parse_header_lines, parse_http_head, parse_request_line, parse_status_line, Finding,
@@ -84,6 +84,9 @@ pub struct Decoder {
     state: State,
     line: LineReader,
     head: HeadCollector,
+    /// Findings made while an ICAP head is collected, reported after the
+    /// head event so that they belong to its message.
+    deferred: Vec<Finding>,
     msg: Option<Message>,
 }
 
@@ -103,6 +106,7 @@ impl Decoder {
             state: State::Idle,
             line: LineReader::default(),
             head: HeadCollector::default(),
+            deferred: Vec::new(),
             msg: None,
         }
     }
@@ -161,10 +165,13 @@ impl Decoder {
             out,
             AnomalyCode::StreamGap,
             self.pos,
-            format!("{len} bytes of the stream were not seen; decoding resumes at the next message"),
+            format!(
+                "{len} bytes of the stream were not seen; decoding resumes at the next message"
+            ),
         );
         self.pos += len;
         self.line.reset();
+        self.deferred.clear();
         self.msg = None;
         if !matches!(self.state, State::Tls) {
             self.state = State::Resync {
@@ -204,8 +211,7 @@ impl Decoder {
                         out,
                         AnomalyCode::ChunkFinalMissing,
                         at,
-                        "the stream ended inside a chunked body, before its zero chunk"
-                            .to_string(),
+                        "the stream ended inside a chunked body, before its zero chunk".to_string(),
                     );
                 }
                 self.anomaly(out, AnomalyCode::MessageTruncated, at, truncated);
@@ -213,6 +219,7 @@ impl Decoder {
             State::PreviewPaused => self.end_message(out, MessageEnd::PreviewOnly, None),
         }
         self.line.reset();
+        self.deferred.clear();
         self.msg = None;
         self.state = State::Idle;
     }
@@ -226,7 +233,9 @@ impl Decoder {
     }
 
     fn anomaly(&self, out: &mut Vec<Event>, code: AnomalyCode, offset: u64, detail: String) {
-        out.push(Event::Anomaly(Anomaly::new(code, self.side, offset, detail)));
+        out.push(Event::Anomaly(Anomaly::new(
+            code, self.side, offset, detail,
+        )));
     }
 
     fn findings(&self, out: &mut Vec<Event>, findings: Vec<Finding>) {
@@ -240,7 +249,10 @@ impl Decoder {
             out,
             AnomalyCode::StrayBytes,
             from,
-            format!("{} bytes between messages do not start a message; skipped", to - from),
+            format!(
+                "{} bytes between messages do not start a message; skipped",
+                to - from
+            ),
         );
     }
 
@@ -289,7 +301,10 @@ impl Decoder {
                 return;
             }
         }
-        match self.line.read(input, &mut self.pos, self.limits.max_line_len) {
+        match self
+            .line
+            .read(input, &mut self.pos, self.limits.max_line_len)
+        {
             LineStatus::Partial => {}
             LineStatus::TooLong { start } => {
                 self.anomaly(
@@ -348,7 +363,10 @@ impl Decoder {
 
     fn resync(&mut self, input: &mut Bytes, from: u64, quiet: bool, out: &mut Vec<Event>) {
         loop {
-            match self.line.read(input, &mut self.pos, self.limits.max_line_len) {
+            match self
+                .line
+                .read(input, &mut self.pos, self.limits.max_line_len)
+            {
                 LineStatus::Partial => return,
                 LineStatus::TooLong { .. } => {}
                 LineStatus::Complete(line) => {
@@ -367,19 +385,21 @@ impl Decoder {
 
     fn icap_head(&mut self, input: &mut Bytes, out: &mut Vec<Event>) {
         loop {
-            match self.line.read(input, &mut self.pos, self.limits.max_line_len) {
+            match self
+                .line
+                .read(input, &mut self.pos, self.limits.max_line_len)
+            {
                 LineStatus::Partial => return,
                 LineStatus::TooLong { start } => {
                     self.head.count(self.pos - start);
-                    self.anomaly(
-                        out,
+                    self.deferred.push((
                         AnomalyCode::LimitExceeded,
                         start,
                         format!(
                             "ICAP header line longer than {} bytes; skipped",
                             self.limits.max_line_len
                         ),
-                    );
+                    ));
                 }
                 LineStatus::Complete(line) if line.bytes.is_empty() => {
                     self.head.count(line.wire_len);
@@ -388,15 +408,14 @@ impl Decoder {
                 }
                 LineStatus::Complete(line) => {
                     if self.head.push(&line, self.limits.max_head_len) {
-                        self.anomaly(
-                            out,
+                        self.deferred.push((
                             AnomalyCode::LimitExceeded,
                             line.start,
                             format!(
                                 "ICAP head longer than {} bytes; the rest of it is ignored",
                                 self.limits.max_head_len
                             ),
-                        );
+                        ));
                     }
                 }
             }
@@ -404,13 +423,14 @@ impl Decoder {
     }
 
     fn icap_head_done(&mut self, out: &mut Vec<Event>) {
+        self.state = State::Idle;
         let head_start = self.head.start;
-        let head_len = self.head.len;
+        let head_len = self.pos - head_start;
         let (_, lines) = self.head.finish();
         let Some((start, header_lines)) = lines.split_first() else {
             return;
         };
-        let mut findings = Vec::new();
+        let mut findings = std::mem::take(&mut self.deferred);
         let headers = parse_header_lines(header_lines, &self.limits, &mut findings);
         let header_at = |name: &str| {
             header_lines
@@ -454,9 +474,9 @@ impl Decoder {
                 }
                 version_ok = &rl.version[..] == b"ICAP/1.0";
                 let uri = &rl.uri[..];
-                let scheme_ok = [&b"icap://"[..], b"icaps://"].iter().any(|s| {
-                    uri.len() >= s.len() && uri[..s.len()].eq_ignore_ascii_case(s)
-                });
+                let scheme_ok = [&b"icap://"[..], b"icaps://"]
+                    .iter()
+                    .any(|s| uri.len() >= s.len() && uri[..s.len()].eq_ignore_ascii_case(s));
                 if !scheme_ok {
                     findings.push((
                         AnomalyCode::UriInvalid,
@@ -666,7 +686,10 @@ impl Decoder {
 
     fn http_head(&mut self, input: &mut Bytes, out: &mut Vec<Event>) {
         loop {
-            match self.line.read(input, &mut self.pos, self.limits.max_line_len) {
+            match self
+                .line
+                .read(input, &mut self.pos, self.limits.max_line_len)
+            {
                 LineStatus::Partial => return,
                 LineStatus::TooLong { start } => {
                     self.head.count(self.pos - start);
@@ -712,7 +735,8 @@ impl Decoder {
     }
 
     fn http_head_done(&mut self, out: &mut Vec<Event>) {
-        let (start, len) = (self.head.start, self.head.len);
+        self.state = State::Idle;
+        let (start, len) = (self.head.start, self.pos - self.head.start);
         let (block, _) = self.head.finish();
         let Some(msg) = self.msg.as_mut() else { return };
         let kind = msg
@@ -740,23 +764,40 @@ impl Decoder {
             };
             match chunked.step(input, &mut self.pos, &self.limits) {
                 ChunkStep::NeedMore => return,
-                ChunkStep::Data(data) => {
-                    let len = data.len() as u64;
-                    out.push(Event::Body(data));
-                    let Some(msg) = self.msg.as_mut() else { return };
-                    msg.body_bytes += len;
-                    if let BodyPhase::Preview(n) = msg.phase {
-                        if msg.body_bytes > n && !msg.overrun_reported {
+                ChunkStep::Data(mut data) => {
+                    let Some(msg) = self.msg.as_mut() else {
+                        out.push(Event::Body(data));
+                        continue;
+                    };
+                    let before = msg.body_bytes;
+                    msg.body_bytes += data.len() as u64;
+                    let overrun = match msg.phase {
+                        BodyPhase::Preview(n) if msg.body_bytes > n && !msg.overrun_reported => {
                             msg.overrun_reported = true;
-                            let at = self.pos - (msg.body_bytes - n);
-                            self.anomaly(
-                                out,
-                                AnomalyCode::PreviewOverrun,
-                                at,
-                                format!("more than the announced Preview: {n} bytes before the preview's zero chunk"),
-                            );
+                            Some(n)
                         }
+                        _ => None,
+                    };
+                    let Some(n) = overrun else {
+                        out.push(Event::Body(data));
+                        continue;
+                    };
+                    // Split at the preview's limit so the anomaly sits at the
+                    // same place in the events however the input was cut.
+                    let within = n.saturating_sub(before) as usize;
+                    let at = self.pos - (data.len() - within) as u64;
+                    if within > 0 {
+                        out.push(Event::Body(data.split_to(within)));
                     }
+                    self.anomaly(
+                        out,
+                        AnomalyCode::PreviewOverrun,
+                        at,
+                        format!(
+                            "more than the announced Preview: {n} bytes before the preview's zero chunk"
+                        ),
+                    );
+                    out.push(Event::Body(data));
                 }
                 ChunkStep::Finding((code, at, detail)) => self.anomaly(out, code, at, detail),
                 ChunkStep::End {
@@ -767,7 +808,12 @@ impl Decoder {
                     return;
                 }
                 ChunkStep::Broken((code, at, detail)) => {
-                    self.anomaly(out, code, at, format!("{detail}; skipped to the next message"));
+                    self.anomaly(
+                        out,
+                        code,
+                        at,
+                        format!("{detail}; skipped to the next message"),
+                    );
                     self.msg = None;
                     self.state = State::Resync {
                         from: self.pos,
