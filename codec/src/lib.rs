@@ -25,7 +25,7 @@ pub mod limits;
 pub mod options;
 
 pub use anomaly::{Anomaly, AnomalyCode, Severity, Side};
-pub use correlator::{Correlator, Exchange};
+pub use correlator::{BodyStats, Correlator, Exchange, PreviewFacts, Stamp, Timings};
 pub use decoder::Decoder;
 pub use encapsulated::{Encapsulated, EntityKind};
 pub use event::{Direction, Event, Header, Headers, HttpHead, Method, RequestHead, ResponseHead};

@@ -1,26 +1,81 @@
 //! The command line: one subcommand per job (proxy, demo, analyze, report,
 //! bundle, sensor, client, replay, check). Each job's options live beside the
-//! code that uses them; this file only dispatches.
+//! code that uses them; this file only dispatches and sets up logging.
 
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 
 /// icaptap: see every ICAP exchange between a web proxy and its sensor.
 #[derive(Debug, Parser)]
 #[command(name = "icaptap", version, about, long_about = None)]
 pub struct Cli {
+    /// Format of operational logs on stderr (RUST_LOG sets the level).
+    #[arg(long, global = true, env = "ICAPTAP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
 }
 
+/// How operational logs are written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    /// One human-readable line per event.
+    Text,
+    /// One JSON object per event.
+    Json,
+}
+
 /// The jobs icaptap does.
 #[derive(Debug, Subcommand)]
-pub enum Command {}
+pub enum Command {
+    /// Forward ICAP between a client and a sensor, decoding and recording
+    /// every exchange (the main job).
+    Proxy(crate::inline::ProxyArgs),
+    /// A mock ICAP sensor answering by scenario, misbehaving on purpose.
+    Sensor(crate::toolkit::SensorArgs),
+    /// Send ICAP requests and print a readable verdict, or generate load.
+    Client(crate::toolkit::ClientArgs),
+}
+
+/// Sets up operational logging on stderr: `RUST_LOG` picks the level
+/// (default `info` for icaptap, `warn` for everything else).
+pub fn init_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,icaptap=info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match format {
+        LogFormat::Text => builder.try_init(),
+        LogFormat::Json => builder.json().try_init(),
+    };
+}
+
+/// Prints an error the way every job reports a failure, and picks the exit
+/// status (2 for a failure to start or run).
+fn fail(error: &dyn std::error::Error) -> ExitCode {
+    eprintln!("icaptap: error: {error}");
+    let mut source = error.source();
+    while let Some(cause) = source {
+        eprintln!("  caused by: {cause}");
+        source = cause.source();
+    }
+    ExitCode::from(2)
+}
 
 /// Entry point of the `icaptap` binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    match cli.command {}
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Proxy(args) => match crate::inline::run(args) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
+        Command::Sensor(args) => crate::toolkit::sensor_main(args),
+        Command::Client(args) => crate::toolkit::client_main(args),
+    }
 }

@@ -22,6 +22,7 @@ pub mod cli;
 pub mod config;
 pub mod evidence;
 pub mod forward;
+pub mod inline;
 pub mod observe;
 pub mod output;
 pub mod record;

@@ -1,1 +1,89 @@
-//! observe: work in progress.
+//! Observation: decoding every exchange on a side path, classifying its
+//! verdict and applying the anomaly rules. One observer serves the live
+//! proxy (fed from the forwarding path's tap queue on its own thread) and
+//! offline analysis (fed from reassembled captures).
+
+pub mod describe;
+pub mod finding;
+pub mod observer;
+pub mod rules;
+pub mod services;
+pub mod verdict;
+
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+
+pub use finding::{Finding, RuleCode};
+pub use observer::{Note, NoteSink, Observer, ObserverConfig};
+pub use verdict::Verdict;
+
+use crate::tap::{now_micros, Tap};
+
+/// Options of the observer's clock rules.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ObserveArgs {
+    /// Record a request as `missing` when no response head came this long
+    /// after it was sent (the connection is left alone).
+    #[arg(long, env = "ICAPTAP_VERDICT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    pub verdict_timeout: Duration,
+    /// Report a stall or deadlock when both sides are silent mid-message
+    /// this long.
+    #[arg(long, env = "ICAPTAP_STALL_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    pub stall_timeout: Duration,
+    /// Report a client that closes this long after its last answer as one
+    /// that waited for EOF.
+    #[arg(long, env = "ICAPTAP_EOF_WAIT", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub eof_wait: Duration,
+}
+
+impl ObserveArgs {
+    /// The observer configuration these options describe.
+    pub fn config(&self) -> ObserverConfig {
+        ObserverConfig {
+            verdict_timeout: self.verdict_timeout,
+            stall_timeout: self.stall_timeout,
+            eof_wait: self.eof_wait,
+        }
+    }
+}
+
+/// How often the live observer runs its clock rules when no tap arrives.
+const LIVE_TICK: Duration = Duration::from_millis(250);
+
+/// Runs `observer` on its own thread, fed by `taps`, until every sender of
+/// the queue is gone; then finishes every connection and returns the
+/// observer. Decoding never runs on the forwarding runtime's workers.
+pub fn spawn_live(
+    mut observer: Observer,
+    mut taps: mpsc::Receiver<Tap>,
+    runtime: tokio::runtime::Handle,
+) -> std::io::Result<JoinHandle<Observer>> {
+    std::thread::Builder::new()
+        .name("icaptap-observer".to_string())
+        .spawn(move || {
+            let mut last_tick = now_micros();
+            loop {
+                let next =
+                    runtime.block_on(async { tokio::time::timeout(LIVE_TICK, taps.recv()).await });
+                match next {
+                    Ok(Some(tap)) => {
+                        observer.handle(tap);
+                        while let Ok(tap) = taps.try_recv() {
+                            observer.handle(tap);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(_) => {}
+                }
+                let now = now_micros();
+                if now >= last_tick + LIVE_TICK.as_micros() as u64 {
+                    observer.tick(now);
+                    last_tick = now;
+                }
+            }
+            observer.finish(now_micros());
+            observer
+        })
+}

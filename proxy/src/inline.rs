@@ -1,0 +1,242 @@
+//! `icaptap proxy`: the main job. Wires the forwarding path to its side
+//! paths (observer, recorder) and the run's output directory, handles
+//! SIGINT/SIGTERM (stop accepting, drain, flush, write summary.json), and
+//! shows a status line on a terminal.
+//!
+//! Start-up checks happen before anything listens: the output directory is
+//! writable, the sensor's name resolves, the port is free.
+
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use crate::forward::{self, CancellationToken, ForwardArgs, ForwardConfig};
+use crate::observe::{self, ObserveArgs, Observer, ObserverConfig};
+use crate::output::console::{status_line, summary_table};
+use crate::output::directory::default_dir_name;
+use crate::output::run::RunOutput;
+use crate::output::summary::{Drops, Summary};
+use crate::tap::{TapQueue, TapSinks};
+
+/// Taps the observer's queue holds before the forwarding path starts
+/// dropping them (for the observer only).
+pub const DEFAULT_OBSERVER_QUEUE: usize = 16 * 1024;
+
+/// Options of `icaptap proxy`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ProxyArgs {
+    /// Forwarding options.
+    #[command(flatten)]
+    pub forward: ForwardArgs,
+    /// Observer options.
+    #[command(flatten)]
+    pub observe: ObserveArgs,
+    /// Output directory (default: ./icaptap-YYYYMMDD-HHMMSS).
+    #[arg(long, env = "ICAPTAP_OUT", value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Taps the observer may fall behind by before it loses some (it never
+    /// slows forwarding).
+    #[arg(long, env = "ICAPTAP_OBSERVER_QUEUE", default_value_t = DEFAULT_OBSERVER_QUEUE, value_name = "TAPS")]
+    pub observer_queue: usize,
+    /// Seconds between status lines on a terminal (0: none).
+    #[arg(long, env = "ICAPTAP_STATUS_EVERY", default_value = "5s", value_parser = humantime::parse_duration)]
+    pub status_every: Duration,
+    /// Stop by itself after this long (e.g. 30m, 2h).
+    #[arg(long, env = "ICAPTAP_DURATION", value_parser = humantime::parse_duration)]
+    pub duration: Option<Duration>,
+}
+
+/// Why the proxy could not start or finish.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// A forwarding option is unusable.
+    #[error(transparent)]
+    Config(#[from] forward::ConfigError),
+    /// The listening socket could not be opened.
+    #[error(transparent)]
+    Bind(#[from] forward::ForwardError),
+    /// The output directory could not be used.
+    #[error(transparent)]
+    Output(#[from] crate::output::run::OutputError),
+    /// The runtime or a worker thread could not start.
+    #[error("cannot start icaptap's workers: {0}")]
+    Runtime(#[source] std::io::Error),
+}
+
+/// A proxy that runs in-process (demo, tests): everything `icaptap proxy`
+/// does, started on an existing runtime.
+#[derive(Debug)]
+pub struct RunningProxy {
+    /// The address clients connect to.
+    pub listen: SocketAddr,
+    /// The output directory.
+    pub out: PathBuf,
+    shutdown: CancellationToken,
+    task: tokio::task::JoinHandle<Result<Summary, ProxyError>>,
+}
+
+impl RunningProxy {
+    /// Stops accepting, drains, writes every record and summary.json.
+    pub async fn stop(self) -> Result<Summary, ProxyError> {
+        self.shutdown.cancel();
+        match self.task.await {
+            Ok(result) => result,
+            Err(e) => Err(ProxyError::Runtime(std::io::Error::other(e))),
+        }
+    }
+
+    /// The token that stops this proxy.
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+}
+
+/// Everything a proxy run needs besides the forwarding configuration.
+#[derive(Clone, Debug)]
+pub struct ProxyPlan {
+    /// Forwarding.
+    pub forward: ForwardConfig,
+    /// Observer timers.
+    pub observer: ObserverConfig,
+    /// Output directory.
+    pub out: PathBuf,
+    /// Observer queue capacity.
+    pub observer_queue: usize,
+    /// Status line period on a terminal, if any.
+    pub status_every: Option<Duration>,
+}
+
+/// Starts a proxy on the current runtime; start-up errors are returned
+/// before anything listens.
+pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
+    let mut output = RunOutput::create(&plan.out)?;
+    let listener = forward::bind(&plan.forward).await?;
+    let listen = listener.local_addr();
+    let counters = listener.counters();
+    let (observer_queue, observer_rx) = TapQueue::bounded(plan.observer_queue);
+    let observer = Observer::new(plan.observer, output.take_sink());
+    let observer_thread =
+        observe::spawn_live(observer, observer_rx, tokio::runtime::Handle::current())
+            .map_err(ProxyError::Runtime)?;
+    let sinks = TapSinks {
+        observer: Some(observer_queue.clone()),
+        recorder: None,
+    };
+    let shutdown = CancellationToken::new();
+    let token = shutdown.clone();
+    let out = plan.out.clone();
+    let summary = output.summary();
+    let status_every = plan.status_every;
+    let status_counters = counters.clone();
+    let task = tokio::spawn(async move {
+        let status = status_every.map(|every| {
+            let token = token.clone();
+            tokio::spawn(async move {
+                let mut last = 0u64;
+                let mut interval = tokio::time::interval(every);
+                interval.tick().await;
+                loop {
+                    tokio::select! {
+                        _ = token.cancelled() => break,
+                        _ = interval.tick() => {
+                            let s = summary.snapshot();
+                            let rate = (s.exchanges - last) as f64 / every.as_secs_f64();
+                            last = s.exchanges;
+                            let open = status_counters.connections_open.load(Ordering::Relaxed);
+                            eprintln!("{}", status_line(&s, open, rate));
+                        }
+                    }
+                }
+            })
+        });
+        let forward_config = plan.forward.clone();
+        let stats = forward::serve(listener, &forward_config, sinks, token).await;
+        if let Some(status) = status {
+            status.abort();
+        }
+        let observer_drops = observer_queue.drops().clone();
+        drop(observer_queue);
+        // Sessions are over and every sender is gone: the observer drains
+        // its queue, finishes the connections and hands itself back.
+        let join = tokio::task::spawn_blocking(move || observer_thread.join());
+        if let Ok(Ok(mut observer)) = join.await {
+            observer.sink_mut().flush();
+        }
+        tracing::info!(?stats, "forwarding stopped");
+        let drops = Drops {
+            observer_taps: observer_drops.taps.load(Ordering::Relaxed),
+            observer_bytes: observer_drops.bytes.load(Ordering::Relaxed),
+            ..Drops::default()
+        };
+        Ok(output.finish("proxy", drops)?)
+    });
+    Ok(RunningProxy {
+        listen,
+        out,
+        shutdown,
+        task,
+    })
+}
+
+/// Runs `icaptap proxy` until SIGINT/SIGTERM or `--duration`.
+pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("icaptap-forward")
+        .build()
+        .map_err(ProxyError::Runtime)?;
+    let out = args.out.clone().unwrap_or_else(default_dir_name);
+    let plan = ProxyPlan {
+        forward: args.forward.into_config()?,
+        observer: args.observe.config(),
+        out: out.clone(),
+        observer_queue: args.observer_queue,
+        status_every: (std::io::stderr().is_terminal() && !args.status_every.is_zero())
+            .then_some(args.status_every),
+    };
+    let duration = args.duration;
+    runtime.block_on(async move {
+        let proxy = start(plan).await?;
+        eprintln!(
+            "icaptap: listening on {}, forwarding to the sensor; output in {}",
+            proxy.listen,
+            proxy.out.display()
+        );
+        wait_for_stop(duration).await;
+        eprintln!("icaptap: stopping: no new connections; open ones may finish (drain)");
+        let summary = proxy.stop().await?;
+        print!("{}", summary_table(&summary, &out));
+        Ok(summary)
+    })
+}
+
+/// Waits for SIGINT, SIGTERM or the end of `duration`.
+async fn wait_for_stop(duration: Option<Duration>) {
+    let timer = async {
+        match duration {
+            Some(d) => tokio::time::sleep(d).await,
+            None => std::future::pending().await,
+        }
+    };
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                    _ = timer => {}
+                }
+            }
+            Err(_) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = timer => {}
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! Turns a decoded exchange (and the connection it came from) into its
+//! `exchanges.jsonl` record: the keys DESIGN.md requires plus the facts a
+//! support engineer needs (encapsulated HTTP, bodies, preview, identity,
+//! timings, frames).
+
+use icap_codec::{EntityKind, Exchange, Headers};
+
+use super::finding::Finding;
+use super::rules::decode_identity;
+use super::verdict::Verdict;
+use crate::output::records::{
+    AnomalyRecord, ExchangeRecord, FramesRecord, IdentityRecord, PreviewRecord, TimingsRecord,
+};
+use crate::output::{rfc3339, SCHEMA_VERSION};
+use crate::tap::ConnMeta;
+
+/// Converts a finding into its record form.
+pub fn anomaly_record(f: &Finding) -> AnomalyRecord {
+    AnomalyRecord {
+        code: f.code.to_string(),
+        side: f.side.as_str().to_string(),
+        severity: f.severity.as_str().to_string(),
+        detail: f.detail.clone(),
+        offset: f.offset,
+    }
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn identity(headers: Option<&Headers>) -> IdentityRecord {
+    let Some(h) = headers else {
+        return IdentityRecord::default();
+    };
+    let plain = |name: &str| h.get(name).map(|v| text(v));
+    let decoded = |name: &str| {
+        h.get(name)
+            .map(|v| decode_identity(v).unwrap_or_else(|| text(v)))
+    };
+    IdentityRecord {
+        client_ip: plain("X-Client-IP"),
+        server_ip: plain("X-Server-IP"),
+        client_username: plain("X-Client-Username"),
+        authenticated_user: decoded("X-Authenticated-User"),
+        authenticated_groups: decoded("X-Authenticated-Groups"),
+    }
+}
+
+/// The record of `x` on connection `meta`.
+pub fn exchange_record(
+    meta: &ConnMeta,
+    x: &Exchange,
+    verdict: Verdict,
+    threat: Option<String>,
+    findings: &[Finding],
+) -> ExchangeRecord {
+    let req = x.request.as_ref();
+    let resp = x.response.as_ref();
+    let start = x
+        .timings
+        .request_head
+        .or(x.timings.response_head)
+        .map_or(meta.opened, |s| s.at);
+    let rel = |s: Option<icap_codec::Stamp>| s.map(|s| s.at.saturating_sub(start));
+    let t = &x.timings;
+    let sent = t.request_sent.or(t.request_complete);
+    let latency_us = match (sent, t.response_head) {
+        (Some(a), Some(b)) => Some(b.at.saturating_sub(a.at)),
+        _ => None,
+    };
+    let req_hdr = x.request_http(EntityKind::ReqHdr);
+    let original = x.request_http(EntityKind::ResHdr);
+    let returned = x.response_http(EntityKind::ResHdr);
+    let uri = req.map(|r| text(&r.uri));
+    let frames = (t.request_head.and_then(|s| s.frame).is_some()
+        || t.response_head.and_then(|s| s.frame).is_some())
+    .then(|| FramesRecord {
+        request: t.request_head.and_then(|s| s.frame),
+        response: t.response_head.and_then(|s| s.frame),
+    });
+    ExchangeRecord {
+        schema: SCHEMA_VERSION,
+        ts: rfc3339(start),
+        conn: meta.id,
+        seq: x.seq,
+        client: meta.client.to_string(),
+        server: meta.server.to_string(),
+        method: req.map(|r| r.method.as_str().to_string()),
+        service: uri.as_deref().map(super::services::service_path),
+        uri,
+        icap_status: resp.map(|r| r.status),
+        verdict: verdict.as_str().to_string(),
+        threat,
+        anomalies: findings.iter().map(anomaly_record).collect(),
+        latency_us,
+        istag: resp.and_then(|r| r.istag.as_ref()).map(|v| text(v)),
+        http_method: req_hdr.and_then(|h| h.method.as_ref()).map(|v| text(v)),
+        http_url: req_hdr.and_then(|h| h.target.as_ref()).map(|v| text(v)),
+        http_status: original.and_then(|h| h.status),
+        http_status_returned: returned.and_then(|h| h.status),
+        request_body_bytes: x.request_body.bytes,
+        response_body_bytes: x.response_body.bytes,
+        request_body_sha256: x.request_body.sha256.map(hex),
+        preview: x.preview.map(|p| PreviewRecord {
+            size: p.declared,
+            sent: p.sent,
+            ieof: p.ieof,
+            continued: x.continues > 0,
+        }),
+        identity: identity(req.map(|r| &r.headers)),
+        timings: TimingsRecord {
+            request_head_us: rel(t.request_head),
+            request_sent_us: rel(t.request_sent),
+            request_complete_us: rel(t.request_complete),
+            continue_us: rel(t.continue_),
+            response_head_us: rel(t.response_head),
+            response_complete_us: rel(t.response_complete),
+        },
+        frames,
+        decode_complete: !x.incomplete,
+    }
+}
+
+/// Lower-case hex of a digest.
+pub fn hex(bytes: [u8; 32]) -> String {
+    use std::fmt::Write;
+    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
+        let _ = write!(s, "{b:02x}");
+        s
+    })
+}

@@ -1,0 +1,511 @@
+//! The observer: one for the live proxy and for offline analysis. It takes
+//! [`Tap`]s, runs a request decoder, a response decoder and a correlator per
+//! connection, classifies each exchange, applies the rules, and hands every
+//! record to a [`RecordSink`]. It knows nothing of sockets or files.
+//!
+//! Every exchange that started gets exactly one record: when it is over, when
+//! its connection ends, or, for a verdict that never comes, when the verdict
+//! timeout passes (the connection itself is left alone).
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use icap_codec::{Correlator, Decoder, Direction, Event, Exchange, Stamp};
+
+use super::describe::{anomaly_record, exchange_record};
+use super::finding::{Finding, RuleCode};
+use super::rules::{exchange_rules, missing_cause, stuck};
+use super::services::{service_path, ServiceBook, ServiceKey};
+use super::verdict::{classify, Verdict};
+use crate::output::records::{CloseRecord, ConnectionRecord};
+use crate::output::writer::RecordSink;
+use crate::output::{rfc3339, SCHEMA_VERSION};
+use crate::tap::{CloseKind, ConnId, ConnMeta, Micros, Tap, TapEvent};
+
+/// Timers of the clock rules.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObserverConfig {
+    /// A request complete without a response head for this long is recorded
+    /// as `missing` (the connection is left alone).
+    pub verdict_timeout: Duration,
+    /// Both sides silent mid-message for this long is a stall or deadlock.
+    pub stall_timeout: Duration,
+    /// A client that closes this long after its last answer, with nothing
+    /// else sent, looks like it waited for EOF.
+    pub eof_wait: Duration,
+}
+
+impl Default for ObserverConfig {
+    fn default() -> Self {
+        ObserverConfig {
+            verdict_timeout: Duration::from_secs(30),
+            stall_timeout: Duration::from_secs(10),
+            eof_wait: Duration::from_secs(5),
+        }
+    }
+}
+
+/// A request for a packet comment in the capture: the recorder attaches
+/// `comment` to the packet carrying byte `offset` of `dir` on `conn`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Note {
+    /// The connection.
+    pub conn: ConnId,
+    /// The stream the byte belongs to.
+    pub dir: Direction,
+    /// The byte's stream offset.
+    pub offset: u64,
+    /// The comment text.
+    pub comment: String,
+}
+
+/// Where notes go (the recorder, when recording).
+pub type NoteSink = Box<dyn FnMut(Note) + Send>;
+
+/// One connection's decoding state.
+struct Conn {
+    meta: Arc<ConnMeta>,
+    decoders: [Decoder; 2],
+    correlator: Correlator,
+    /// Next expected stream offset per direction (gaps show as jumps).
+    expected: [u64; 2],
+    last_data: [Micros; 2],
+    closed: [Option<CloseKind>; 2],
+    /// The side that ended its stream first, and how.
+    first_close: Option<(icap_codec::Side, CloseKind)>,
+    unobserved: u64,
+    exchanges: u64,
+    findings: Vec<Finding>,
+    connect_error: Option<String>,
+    /// Exchanges already written by the verdict timeout.
+    timed_out: HashSet<u64>,
+    /// Clock findings per open exchange (written with its record).
+    pending: HashMap<u64, Vec<Finding>>,
+    /// When the last final response ended, and no request followed yet.
+    answered_at: Option<Micros>,
+    counted_open: bool,
+}
+
+fn index(dir: Direction) -> usize {
+    match dir {
+        Direction::Request => 0,
+        Direction::Response => 1,
+    }
+}
+
+impl Conn {
+    fn new(meta: Arc<ConnMeta>) -> Conn {
+        let opened = meta.opened;
+        Conn {
+            meta,
+            decoders: [
+                Decoder::new(Direction::Request),
+                Decoder::new(Direction::Response),
+            ],
+            correlator: Correlator::new(),
+            expected: [0, 0],
+            last_data: [opened, opened],
+            closed: [None, None],
+            first_close: None,
+            unobserved: 0,
+            exchanges: 0,
+            findings: Vec::new(),
+            connect_error: None,
+            timed_out: HashSet::new(),
+            pending: HashMap::new(),
+            answered_at: None,
+            counted_open: false,
+        }
+    }
+
+    fn feed(&mut self, dir: Direction, events: &mut Vec<Event>, stamp: Stamp) {
+        for event in events.drain(..) {
+            match dir {
+                Direction::Request => self.correlator.on_request(event, stamp),
+                Direction::Response => self.correlator.on_response(event, stamp),
+            }
+        }
+    }
+}
+
+/// Decodes taps into records.
+pub struct Observer {
+    config: ObserverConfig,
+    conns: HashMap<ConnId, Conn>,
+    services: ServiceBook,
+    sink: Box<dyn RecordSink>,
+    notes: Option<NoteSink>,
+    scratch: Vec<Event>,
+    last_tick: Micros,
+}
+
+impl std::fmt::Debug for Observer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Observer")
+            .field("config", &self.config)
+            .field("connections", &self.conns.len())
+            .finish()
+    }
+}
+
+impl Observer {
+    /// An observer writing to `sink`.
+    pub fn new(config: ObserverConfig, sink: Box<dyn RecordSink>) -> Observer {
+        Observer {
+            config,
+            conns: HashMap::new(),
+            services: ServiceBook::default(),
+            sink,
+            notes: None,
+            scratch: Vec::new(),
+            last_tick: 0,
+        }
+    }
+
+    /// Sends a packet comment for every anomaly and non-clean verdict.
+    pub fn with_notes(mut self, notes: NoteSink) -> Observer {
+        self.notes = Some(notes);
+        self
+    }
+
+    /// Connections currently open.
+    pub fn open_connections(&self) -> usize {
+        self.conns.len()
+    }
+
+    /// Handles one tap. Clock rules run at most once a second of tap time.
+    pub fn handle(&mut self, tap: Tap) {
+        let now = tap.at;
+        let id = tap.conn.id;
+        let conn = self
+            .conns
+            .entry(id)
+            .or_insert_with(|| Conn::new(tap.conn.clone()));
+        if !conn.counted_open {
+            conn.counted_open = true;
+            let open = self.services.connection_opened(conn.meta.server);
+            if let Some(max) = self.services.max_connections(conn.meta.server) {
+                if open > max {
+                    conn.findings.push(Finding::rule(
+                        RuleCode::MaxConnectionsExceeded,
+                        format!(
+                            "{open} connections open to {} which advertised Max-Connections: {max}",
+                            conn.meta.server
+                        ),
+                    ));
+                }
+            }
+        }
+        let stamp = Stamp {
+            at: now,
+            frame: tap.frame,
+        };
+        match tap.event {
+            TapEvent::Open => {}
+            TapEvent::ConnectFailed { error } => {
+                conn.findings.push(Finding::rule(
+                    RuleCode::SensorUnreachable,
+                    format!("cannot connect to the sensor {}: {error}", conn.meta.server),
+                ));
+                conn.connect_error = Some(error);
+            }
+            TapEvent::Data { dir, offset, bytes } => {
+                let i = index(dir);
+                let mut bytes = bytes;
+                if offset > conn.expected[i] {
+                    let gap = offset - conn.expected[i];
+                    conn.unobserved += gap;
+                    conn.decoders[i].gap(gap, &mut self.scratch);
+                    conn.correlator.mark_gap();
+                    conn.feed(dir, &mut self.scratch, stamp);
+                    let live = tap.frame.is_none();
+                    if live
+                        && !conn
+                            .findings
+                            .iter()
+                            .any(|f| f.is(RuleCode::ObserverDropped))
+                    {
+                        conn.findings.push(
+                            Finding::rule(
+                                RuleCode::ObserverDropped,
+                                format!("the observer fell behind and missed {gap} bytes; forwarding was not affected"),
+                            )
+                            .at(conn.expected[i]),
+                        );
+                    }
+                } else if offset < conn.expected[i] {
+                    let seen = (conn.expected[i] - offset) as usize;
+                    if seen >= bytes.len() {
+                        return;
+                    }
+                    bytes = bytes.slice(seen..);
+                }
+                conn.expected[i] = offset.max(conn.expected[i]) + bytes.len() as u64;
+                conn.last_data[i] = now;
+                if dir == Direction::Request {
+                    conn.answered_at = None;
+                }
+                conn.decoders[i].decode(bytes, &mut self.scratch);
+                conn.feed(dir, &mut self.scratch, stamp);
+            }
+            TapEvent::Closed { dir, how } => {
+                let i = index(dir);
+                if dir == Direction::Request && how == CloseKind::Fin && conn.closed[1].is_none() {
+                    if let Some(answered) = conn.answered_at {
+                        let waited = now.saturating_sub(answered);
+                        if waited >= self.config.eof_wait.as_micros() as u64 {
+                            conn.findings.push(Finding::rule(
+                                RuleCode::ClientWaitedForEof,
+                                format!(
+                                    "the last response was complete; the client sent nothing and closed {:.1} s later \
+                                     (an idle keep-alive connection looks the same: check the client's log for a timeout)",
+                                    waited as f64 / 1e6
+                                ),
+                            ));
+                        }
+                    }
+                }
+                conn.closed[i].get_or_insert(how);
+                conn.first_close
+                    .get_or_insert((icap_codec::Side::of(dir), how));
+                conn.decoders[i].finish(&mut self.scratch);
+                conn.feed(dir, &mut self.scratch, stamp);
+            }
+            TapEvent::Finished => {
+                self.drain(id);
+                self.finish_connection(id, now);
+                return;
+            }
+        }
+        self.drain(id);
+        if now >= self.last_tick + 1_000_000 {
+            self.tick(now);
+        }
+    }
+
+    /// Runs the clock rules at time `now`: verdict timeouts, stalls and
+    /// deadlocks. The live proxy calls it periodically; taps call it as
+    /// their time advances.
+    pub fn tick(&mut self, now: Micros) {
+        self.last_tick = now;
+        let verdict_us = self.config.verdict_timeout.as_micros() as u64;
+        let stall_us = self.config.stall_timeout.as_micros() as u64;
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            let mut late: Vec<Exchange> = Vec::new();
+            if let Some(conn) = self.conns.get_mut(&id) {
+                let idle = now.saturating_sub(conn.last_data[0].max(conn.last_data[1]));
+                let offsets = conn.expected;
+                for x in conn.correlator.open() {
+                    let flagged = conn.pending.get(&x.seq).is_some_and(|f| !f.is_empty());
+                    if !flagged {
+                        if let Some(f) = stuck(x, idle, stall_us, offsets) {
+                            conn.pending.entry(x.seq).or_default().push(f);
+                        }
+                    }
+                    let waiting = x.response.is_none()
+                        && x.request.is_some()
+                        && x.timings
+                            .request_sent
+                            .is_some_and(|s| now.saturating_sub(s.at) >= verdict_us);
+                    if waiting && !conn.timed_out.contains(&x.seq) {
+                        late.push(x.clone());
+                    }
+                }
+            }
+            for x in late {
+                let waited = self.config.verdict_timeout.as_secs_f64();
+                if let Some(conn) = self.conns.get_mut(&id) {
+                    conn.timed_out.insert(x.seq);
+                    conn.pending.entry(x.seq).or_default().push(Finding::rule(
+                        RuleCode::VerdictTimeout,
+                        format!("no response head {waited:.1} s after the request was sent"),
+                    ));
+                }
+                self.write_exchange(id, &x);
+            }
+        }
+        self.sink.flush();
+    }
+
+    /// Ends the run: every connection still open is finished as it is.
+    pub fn finish(&mut self, now: Micros) {
+        let ids: Vec<ConnId> = self.conns.keys().copied().collect();
+        for id in ids {
+            if let Some(conn) = self.conns.get_mut(&id) {
+                for i in 0..2 {
+                    conn.decoders[i].finish(&mut self.scratch);
+                    let dir = if i == 0 {
+                        Direction::Request
+                    } else {
+                        Direction::Response
+                    };
+                    conn.feed(
+                        dir,
+                        &mut self.scratch,
+                        Stamp {
+                            at: now,
+                            frame: None,
+                        },
+                    );
+                }
+            }
+            self.drain(id);
+            self.finish_connection(id, now);
+        }
+        self.sink.flush();
+    }
+
+    /// The record sink, to flush or read at the end.
+    pub fn sink_mut(&mut self) -> &mut dyn RecordSink {
+        self.sink.as_mut()
+    }
+
+    /// Writes every exchange of `id` that is over.
+    fn drain(&mut self, id: ConnId) {
+        loop {
+            let Some(conn) = self.conns.get_mut(&id) else {
+                return;
+            };
+            let Some(x) = conn.correlator.pop() else {
+                return;
+            };
+            if x.response_ended {
+                conn.answered_at = Some(x.timings.response_complete.map_or(0, |s| s.at));
+            }
+            if conn.timed_out.remove(&x.seq) {
+                if let Some(status) = x.status() {
+                    conn.findings.push(Finding::rule(
+                        RuleCode::VerdictLate,
+                        format!(
+                            "exchange {} was answered ICAP {status} after the verdict timeout",
+                            x.seq
+                        ),
+                    ));
+                }
+                conn.pending.remove(&x.seq);
+                continue;
+            }
+            self.write_exchange(id, &x);
+        }
+    }
+
+    fn write_exchange(&mut self, id: ConnId, x: &Exchange) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let (verdict, threat) = classify(x);
+        let uri = x
+            .request
+            .as_ref()
+            .map(|r| String::from_utf8_lossy(&r.uri).into_owned());
+        let key: ServiceKey = (
+            conn.meta.server,
+            uri.as_deref().map(service_path).unwrap_or_default(),
+        );
+        let mut findings: Vec<Finding> = x.anomalies.iter().map(Finding::from).collect();
+        findings.extend(exchange_rules(x, verdict, &key, &mut self.services));
+        findings.extend(conn.pending.remove(&x.seq).unwrap_or_default());
+        if verdict == Verdict::Missing && !conn.timed_out.contains(&x.seq) && x.request.is_some() {
+            findings.extend(missing_cause(x, conn.first_close));
+        }
+        conn.exchanges += 1;
+        let record = exchange_record(&conn.meta, x, verdict, threat, &findings);
+        if let Some(notes) = self.notes.as_mut() {
+            for note in notes_for(&conn.meta, x, verdict, &findings) {
+                notes(note);
+            }
+        }
+        self.sink.exchange(&record);
+    }
+
+    fn finish_connection(&mut self, id: ConnId, now: Micros) {
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let leftovers = conn.correlator.close();
+        conn.findings.extend(leftovers.iter().map(Finding::from));
+        self.drain(id);
+        let Some(conn) = self.conns.remove(&id) else {
+            return;
+        };
+        self.services.connection_closed(conn.meta.server);
+        let meta = &conn.meta;
+        let record = ConnectionRecord {
+            schema: SCHEMA_VERSION,
+            ts: rfc3339(meta.opened),
+            ts_close: rfc3339(now),
+            conn: meta.id,
+            client: meta.client.to_string(),
+            server: meta.server.to_string(),
+            listen: meta.listen.to_string(),
+            upstream_local: meta.upstream_local.map(|a| a.to_string()),
+            connect_error: conn.connect_error.clone(),
+            bytes_client_to_server: conn.expected[0],
+            bytes_server_to_client: conn.expected[1],
+            exchanges: conn.exchanges,
+            close: CloseRecord {
+                client: conn.closed[0].map(|c| c.as_str().to_string()),
+                server: conn.closed[1].map(|c| c.as_str().to_string()),
+            },
+            duration_us: now.saturating_sub(meta.opened),
+            unobserved_bytes: conn.unobserved,
+            anomalies: conn.findings.iter().map(anomaly_record).collect(),
+        };
+        self.sink.connection(&record);
+    }
+}
+
+/// Packet comments for an exchange: one per finding, and one for a verdict
+/// a reader should look at.
+fn notes_for(meta: &ConnMeta, x: &Exchange, verdict: Verdict, findings: &[Finding]) -> Vec<Note> {
+    let response_at = x.response.as_ref().map(|r| r.offset);
+    let request_at = x.request.as_ref().map_or(0, |r| r.offset);
+    let mut out: Vec<Note> = findings
+        .iter()
+        .map(|f| {
+            let dir = match f.side {
+                icap_codec::Side::Client => Direction::Request,
+                icap_codec::Side::Server => Direction::Response,
+            };
+            let fallback = if dir == Direction::Response {
+                response_at.unwrap_or(0)
+            } else {
+                request_at
+            };
+            Note {
+                conn: meta.id,
+                dir,
+                offset: f.offset.unwrap_or(fallback),
+                comment: format!(
+                    "icaptap {} ({}): exchange {}/{} verdict {}: {}",
+                    f.code,
+                    f.severity.as_str(),
+                    meta.id,
+                    x.seq,
+                    verdict.as_str(),
+                    f.detail
+                ),
+            }
+        })
+        .collect();
+    if !matches!(verdict, Verdict::Clean | Verdict::Options) {
+        let (dir, offset) = match response_at {
+            Some(o) => (Direction::Response, o),
+            None => (Direction::Request, request_at),
+        };
+        out.push(Note {
+            conn: meta.id,
+            dir,
+            offset,
+            comment: format!(
+                "icaptap verdict {}: exchange {}/{}",
+                verdict.as_str(),
+                meta.id,
+                x.seq
+            ),
+        });
+    }
+    out
+}

@@ -1,0 +1,209 @@
+//! The run's summary (`summary.json`): totals by method, verdict and anomaly
+//! code, latency percentiles, and what the side paths missed. It is built
+//! from the records themselves, so a live run, an offline analysis and a
+//! report re-reading a directory all count the same way.
+
+use std::collections::btree_map::Entry;
+use std::collections::BTreeMap;
+
+use hdrhistogram::Histogram;
+use serde::{Deserialize, Serialize};
+
+use super::records::{ConnectionRecord, ExchangeRecord};
+use super::writer::RecordSink;
+use super::SCHEMA_VERSION;
+
+/// Latency percentiles in microseconds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Percentiles {
+    /// How many latencies were measured.
+    pub count: u64,
+    /// Median.
+    pub p50: u64,
+    /// 90th percentile.
+    pub p90: u64,
+    /// 99th percentile.
+    pub p99: u64,
+    /// 99.9th percentile.
+    pub p999: u64,
+    /// Largest.
+    pub max: u64,
+}
+
+/// What the side paths could not keep up with or store.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Drops {
+    /// Taps the observer's queue dropped.
+    pub observer_taps: u64,
+    /// Payload bytes in taps the observer's queue dropped.
+    pub observer_bytes: u64,
+    /// Taps the recorder's queue dropped.
+    pub recorder_taps: u64,
+    /// Payload bytes the recorder could not write (queue full, disk errors).
+    pub recorder_bytes: u64,
+    /// Records that could not be written to disk.
+    pub record_write_errors: u64,
+}
+
+/// `summary.json`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Summary {
+    /// Schema version.
+    pub schema: u32,
+    /// icaptap's version.
+    pub icaptap_version: String,
+    /// `proxy` or `analyze`.
+    pub mode: String,
+    /// The command line.
+    pub command: Vec<String>,
+    /// First record time (RFC 3339), or run start.
+    pub started: Option<String>,
+    /// Run end (RFC 3339).
+    pub ended: Option<String>,
+    /// Connections seen.
+    pub connections: u64,
+    /// Connections whose sensor leg could not be opened.
+    pub connect_failures: u64,
+    /// Exchanges seen.
+    pub exchanges: u64,
+    /// Exchanges by ICAP method.
+    pub by_method: BTreeMap<String, u64>,
+    /// Exchanges by verdict.
+    pub by_verdict: BTreeMap<String, u64>,
+    /// Anomalies by code (exchange and connection anomalies together).
+    pub by_anomaly: BTreeMap<String, u64>,
+    /// Anomalies by severity.
+    pub by_severity: BTreeMap<String, u64>,
+    /// Latency (request sent to response head) over all exchanges.
+    pub latency_us: Percentiles,
+    /// Latency by `METHOD service`.
+    pub latency_by_service: BTreeMap<String, Percentiles>,
+    /// Bytes from clients to servers.
+    pub bytes_client_to_server: u64,
+    /// Bytes from servers to clients.
+    pub bytes_server_to_client: u64,
+    /// Bytes forwarded that the observer never saw.
+    pub unobserved_bytes: u64,
+    /// What the side paths dropped.
+    pub drops: Drops,
+    /// Exchanges whose decoding is incomplete.
+    pub incomplete_exchanges: u64,
+}
+
+/// Builds a [`Summary`] from records as they are written.
+#[derive(Debug)]
+pub struct SummaryBuilder {
+    summary: Summary,
+    latency: Option<Histogram<u64>>,
+    by_service: BTreeMap<String, Histogram<u64>>,
+}
+
+impl Default for SummaryBuilder {
+    fn default() -> Self {
+        SummaryBuilder::new()
+    }
+}
+
+fn histogram() -> Option<Histogram<u64>> {
+    // Three significant digits from 1 us up to one hour.
+    Histogram::new_with_bounds(1, 3_600_000_000, 3).ok()
+}
+
+fn percentiles(h: &Histogram<u64>) -> Percentiles {
+    Percentiles {
+        count: h.len(),
+        p50: h.value_at_quantile(0.5),
+        p90: h.value_at_quantile(0.9),
+        p99: h.value_at_quantile(0.99),
+        p999: h.value_at_quantile(0.999),
+        max: h.max(),
+    }
+}
+
+impl SummaryBuilder {
+    /// An empty summary.
+    pub fn new() -> Self {
+        SummaryBuilder {
+            summary: Summary {
+                schema: SCHEMA_VERSION,
+                icaptap_version: env!("CARGO_PKG_VERSION").to_string(),
+                ..Summary::default()
+            },
+            latency: histogram(),
+            by_service: BTreeMap::new(),
+        }
+    }
+
+    /// The summary so far; `drops` and the run facts are the caller's.
+    pub fn snapshot(&self) -> Summary {
+        let mut s = self.summary.clone();
+        if let Some(h) = &self.latency {
+            s.latency_us = percentiles(h);
+        }
+        s.latency_by_service = self
+            .by_service
+            .iter()
+            .map(|(k, h)| (k.clone(), percentiles(h)))
+            .collect();
+        s
+    }
+
+    fn count_anomaly(&mut self, code: &str, severity: &str) {
+        *self.summary.by_anomaly.entry(code.to_string()).or_default() += 1;
+        *self
+            .summary
+            .by_severity
+            .entry(severity.to_string())
+            .or_default() += 1;
+    }
+}
+
+impl RecordSink for SummaryBuilder {
+    fn exchange(&mut self, r: &ExchangeRecord) {
+        let s = &mut self.summary;
+        s.exchanges += 1;
+        if s.started.as_deref().is_none_or(|t| r.ts.as_str() < t) {
+            s.started = Some(r.ts.clone());
+        }
+        let method = r.method.clone().unwrap_or_else(|| "-".to_string());
+        *s.by_method.entry(method.clone()).or_default() += 1;
+        *s.by_verdict.entry(r.verdict.clone()).or_default() += 1;
+        if !r.decode_complete {
+            s.incomplete_exchanges += 1;
+        }
+        for a in &r.anomalies {
+            self.count_anomaly(&a.code, &a.severity);
+        }
+        if let Some(us) = r.latency_us {
+            let us = us.max(1);
+            if let Some(h) = self.latency.as_mut() {
+                let _ = h.record(us);
+            }
+            let key = format!("{} {}", method, r.service.as_deref().unwrap_or("-"));
+            let slot = match self.by_service.entry(key) {
+                Entry::Occupied(e) => Some(e.into_mut()),
+                Entry::Vacant(v) => histogram().map(|h| v.insert(h)),
+            };
+            if let Some(h) = slot {
+                let _ = h.record(us);
+            }
+        }
+    }
+
+    fn connection(&mut self, r: &ConnectionRecord) {
+        let s = &mut self.summary;
+        s.connections += 1;
+        if r.connect_error.is_some() {
+            s.connect_failures += 1;
+        }
+        s.bytes_client_to_server += r.bytes_client_to_server;
+        s.bytes_server_to_client += r.bytes_server_to_client;
+        s.unobserved_bytes += r.unobserved_bytes;
+        if s.started.as_deref().is_none_or(|t| r.ts.as_str() < t) {
+            s.started = Some(r.ts.clone());
+        }
+        for a in &r.anomalies {
+            self.count_anomaly(&a.code, &a.severity);
+        }
+    }
+}
