@@ -1,0 +1,259 @@
+//! The mock ICAP sensor (`icaptap sensor`): an ICAP server (RFC 3507) that
+//! answers OPTIONS, REQMOD and RESPMOD on any service path according to a
+//! [`Scenario`], including deliberate misbehaviour, so proxy vendors and
+//! icaptap itself can be tested against a sensor that fails on purpose.
+//!
+//! The server has the mini-redis shape: a semaphore bounds the connections
+//! served at once, a cancellation token stops the accept loop and every
+//! handler, and `run` waits for handlers to drain. Parsing is
+//! `icap_codec::Decoder`'s; this module only decides and answers.
+
+mod answers;
+mod connection;
+mod malformed;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::scenario::{Scenario, ScenarioError, DEFAULT_SCENARIO};
+
+pub use answers::reason_phrase;
+
+/// How long `run` waits for connection handlers after shutdown is asked.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Pause after a failed `accept` (e.g. out of file descriptors) so the loop
+/// does not spin while the condition lasts.
+const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Why the sensor could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum SensorError {
+    /// The listening socket could not be opened.
+    #[error("cannot listen on {addr}: {source}; is another ICAP server using the port, or is the address not local?")]
+    Bind {
+        /// The address asked for.
+        addr: SocketAddr,
+        /// The socket error.
+        source: std::io::Error,
+    },
+    /// The listening socket's address could not be read.
+    #[error("cannot read the sensor's listening address: {0}")]
+    LocalAddr(std::io::Error),
+    /// The scenario is invalid.
+    #[error(transparent)]
+    Scenario(#[from] ScenarioError),
+    /// The async runtime could not start.
+    #[error("cannot start the async runtime: {0}")]
+    Runtime(std::io::Error),
+}
+
+/// Counters of what the sensor did, readable while it runs.
+#[derive(Debug, Default)]
+pub struct SensorStats {
+    /// Connections accepted.
+    pub connections: AtomicU64,
+    /// REQMOD/RESPMOD requests decided (this also drives ISTag changes).
+    pub requests: AtomicU64,
+    /// OPTIONS requests answered.
+    pub options: AtomicU64,
+    /// `100 Continue` answers sent.
+    pub continues: AtomicU64,
+    /// Requests refused as malformed (400) or unsupported (404/405/501/505).
+    pub refused: AtomicU64,
+}
+
+impl SensorStats {
+    /// A counter's current value.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
+    }
+}
+
+/// A bound, not yet running mock sensor.
+#[derive(Debug)]
+pub struct Sensor {
+    listener: TcpListener,
+    addr: SocketAddr,
+    scenario: Arc<Scenario>,
+    stats: Arc<SensorStats>,
+}
+
+impl Sensor {
+    /// Opens the listening socket (port 0 picks a free port).
+    pub async fn bind(addr: SocketAddr, scenario: Scenario) -> Result<Sensor, SensorError> {
+        let listener = TcpListener::bind(addr)
+            .await
+            .map_err(|source| SensorError::Bind { addr, source })?;
+        let addr = listener.local_addr().map_err(SensorError::LocalAddr)?;
+        Ok(Sensor {
+            listener,
+            addr,
+            scenario: Arc::new(scenario),
+            stats: Arc::new(SensorStats::default()),
+        })
+    }
+
+    /// The address the sensor listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The sensor's counters.
+    pub fn stats(&self) -> Arc<SensorStats> {
+        Arc::clone(&self.stats)
+    }
+
+    /// Serves until `shutdown` is cancelled, then closes every connection
+    /// (waiting at most a few seconds for handlers to finish).
+    pub async fn run(self, shutdown: CancellationToken) {
+        let limit = Arc::new(Semaphore::new(self.scenario.limits.max_connections));
+        let mut handlers = JoinSet::new();
+        loop {
+            while handlers.try_join_next().is_some() {}
+            let permit = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                permit = Arc::clone(&limit).acquire_owned() => match permit {
+                    Ok(p) => p,
+                    Err(_) => break,
+                },
+            };
+            let (stream, peer) = tokio::select! {
+                _ = shutdown.cancelled() => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok(pair) => pair,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "sensor: accept failed; retrying");
+                        tokio::time::sleep(ACCEPT_BACKOFF).await;
+                        continue;
+                    }
+                },
+            };
+            self.stats.connections.fetch_add(1, Ordering::Relaxed);
+            let scenario = Arc::clone(&self.scenario);
+            let stats = Arc::clone(&self.stats);
+            let token = shutdown.child_token();
+            handlers.spawn(async move {
+                connection::serve(stream, peer, scenario, stats, token).await;
+                drop(permit);
+            });
+        }
+        drop(self.listener);
+        let drained = tokio::time::timeout(DRAIN_TIMEOUT, async {
+            while handlers.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            handlers.abort_all();
+        }
+    }
+
+    /// Runs the sensor on the current runtime; the handle stops it.
+    pub fn spawn(self) -> SensorHandle {
+        let addr = self.addr;
+        let stats = self.stats();
+        let token = CancellationToken::new();
+        let task = tokio::spawn(self.run(token.clone()));
+        SensorHandle {
+            addr,
+            stats,
+            token,
+            task,
+        }
+    }
+}
+
+/// A running sensor, for tests and the demo.
+#[derive(Debug)]
+pub struct SensorHandle {
+    addr: SocketAddr,
+    stats: Arc<SensorStats>,
+    token: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl SensorHandle {
+    /// The address the sensor listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The sensor's counters.
+    pub fn stats(&self) -> &SensorStats {
+        &self.stats
+    }
+
+    /// Stops the sensor and waits until every connection is closed.
+    pub async fn shutdown(self) {
+        self.token.cancel();
+        // A handler that panicked is already reported by the runtime;
+        // nothing more to do with the join result here.
+        let _ = self.task.await;
+    }
+}
+
+/// `icaptap sensor`: a mock ICAP server driven by a scenario.
+#[derive(Debug, clap::Args)]
+pub struct SensorArgs {
+    /// Address to listen on (loopback by default; port 0 picks a free port).
+    #[arg(long, default_value = "127.0.0.1:1344")]
+    pub listen: SocketAddr,
+    /// Scenario file (TOML); the built-in scenario when absent.
+    #[arg(long)]
+    pub scenario: Option<PathBuf>,
+    /// Print the built-in scenario and exit.
+    #[arg(long)]
+    pub print_scenario: bool,
+}
+
+/// Runs `icaptap sensor` until Ctrl-C.
+pub fn sensor_main(args: SensorArgs) -> ExitCode {
+    if args.print_scenario {
+        print!("{DEFAULT_SCENARIO}");
+        return ExitCode::SUCCESS;
+    }
+    match run_standalone(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("icaptap sensor: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run_standalone(args: SensorArgs) -> Result<(), SensorError> {
+    let scenario = match &args.scenario {
+        Some(path) => Scenario::load(path)?,
+        None => Scenario::default_scenario()?,
+    };
+    let runtime = tokio::runtime::Runtime::new().map_err(SensorError::Runtime)?;
+    runtime.block_on(async {
+        let sensor = Sensor::bind(args.listen, scenario).await?;
+        let addr = sensor.local_addr();
+        let origin = args
+            .scenario
+            .as_ref()
+            .map(|p| p.display().to_string())
+            .unwrap_or_else(|| "built-in".to_owned());
+        println!("icaptap sensor listening on icap://{addr}/ (services /av/reqmod, /av/respmod, /echo; scenario {origin}); Ctrl-C stops it");
+        let token = CancellationToken::new();
+        let stopper = token.clone();
+        tokio::spawn(async move {
+            // If Ctrl-C cannot be watched the sensor runs until killed.
+            if tokio::signal::ctrl_c().await.is_ok() {
+                stopper.cancel();
+            }
+        });
+        sensor.run(token).await;
+        Ok(())
+    })
+}
