@@ -928,3 +928,53 @@ fn allows(headers: &Headers) -> (bool, bool) {
     }
     found
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Whatever arrives, the decoder holds at most one line and one head.
+    #[test]
+    fn memory_stays_bounded_without_line_ends() {
+        let limits = Limits::DEFAULT;
+        for direction in [Direction::Request, Direction::Response] {
+            let mut decoder = Decoder::new(direction);
+            let mut out = Vec::new();
+            let junk = Bytes::from(vec![b'A'; 64 * 1024]);
+            for _ in 0..160 {
+                decoder.decode(junk.clone(), &mut out);
+                assert!(decoder.line.pending().len() <= limits.max_line_len);
+            }
+            assert_eq!(decoder.offset(), 160 * 64 * 1024);
+            assert!(out.len() <= 2, "{out:?}");
+        }
+    }
+
+    #[test]
+    fn memory_stays_bounded_with_endless_headers() {
+        let mut decoder = Decoder::new(Direction::Response);
+        let mut out = Vec::new();
+        decoder.decode(Bytes::from_static(b"ICAP/1.0 200 OK\r\n"), &mut out);
+        let header = Bytes::from_static(b"X-Filler: 0123456789abcdef0123456789abcdef\r\n");
+        for _ in 0..100_000 {
+            decoder.decode(header.clone(), &mut out);
+        }
+        assert!(decoder.head.len > 4_000_000);
+        assert!(decoder.head.overflowed);
+        // Only the head that fitted is kept.
+        let (block, lines) = decoder.head.finish();
+        assert!(block.len() <= Limits::DEFAULT.max_head_len + 2);
+        assert!(lines.len() < 2000);
+    }
+
+    #[test]
+    fn a_head_fed_byte_by_byte_is_decoded_once_complete() {
+        let mut decoder = Decoder::new(Direction::Response);
+        let mut out = Vec::new();
+        for &b in b"ICAP/1.0 204 No Content\r\nISTag: \"x\"\r\n\r\n" {
+            decoder.decode(Bytes::copy_from_slice(&[b]), &mut out);
+        }
+        assert!(decoder.is_idle());
+        assert_eq!(out.len(), 2);
+    }
+}

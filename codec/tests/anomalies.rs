@@ -83,7 +83,10 @@ fn each_decoder_code_is_raised_by_its_malformed_fixture() {
         assert!(!found.is_empty(), "{name}: {:#?}", summary(&events));
         for a in &found {
             assert_eq!(a.side, Side::of(direction), "{name}: side");
-            assert!(a.offset <= input.len() as u64, "{name}: offset past the end");
+            assert!(
+                a.offset <= input.len() as u64,
+                "{name}: offset past the end"
+            );
             assert!(!a.detail.is_empty(), "{name}: detail");
         }
         if !NOTHING_FOLLOWS.contains(&code) {
@@ -166,7 +169,10 @@ fn classic_cases_in_detail() {
                 "END Complete 0 @285",
             ],
         ),
-        ("malformed/tls-on-plain-port.req", &["! tls-on-plain-port @0"]),
+        (
+            "malformed/tls-on-plain-port.req",
+            &["! tls-on-plain-port @0"],
+        ),
     ];
     for (name, expected) in table {
         let events = decode_all_ways(direction_of(name), &fixture(name));
@@ -220,7 +226,10 @@ fn severities_match_the_catalogue() {
             Severity::Info | Severity::Warn | Severity::Error
         ));
     }
-    assert_eq!(AnomalyCode::ChunkExtensionUnknown.severity(), Severity::Info);
+    assert_eq!(
+        AnomalyCode::ChunkExtensionUnknown.severity(),
+        Severity::Info
+    );
     assert_eq!(AnomalyCode::StrayBytes.severity(), Severity::Warn);
 }
 
@@ -230,10 +239,10 @@ fn catalogue_documents_every_decoder_code() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/anomalies.md"),
     )
     .unwrap();
-    for code in DECODER_CODES
-        .iter()
-        .chain(&[AnomalyCode::OptionsTransferInvalid, AnomalyCode::OptionsHeaderInvalid])
-    {
+    for code in DECODER_CODES.iter().chain(&[
+        AnomalyCode::OptionsTransferInvalid,
+        AnomalyCode::OptionsHeaderInvalid,
+    ]) {
         assert!(
             doc.contains(&format!("### `{}`", code.as_str())),
             "docs/anomalies.md has no section for {}",
