@@ -324,7 +324,9 @@ mod tests {
             Some(42)
         );
         assert_eq!(
-            parse_chunk_line(b"5;foo=bar", &l).unwrap().unknown_extension,
+            parse_chunk_line(b"5;foo=bar", &l)
+                .unwrap()
+                .unknown_extension,
             Some("foo=bar".into())
         );
         assert_eq!(parse_chunk_line(b"zz", &l), Err(ChunkLineError::NotHex));

@@ -235,9 +235,21 @@ mod tests {
     fn invalid_forms() {
         let req = FormContext::Request(&Method::Reqmod);
         let table: &[(&str, FormContext<'_>, AnomalyCode)] = &[
-            ("req-body=0, req-hdr=10", req, AnomalyCode::EncapsulatedOrder),
-            ("req-hdr=0, req-body=10, null-body=20", req, AnomalyCode::EncapsulatedOrder),
-            ("req-hdr=50, req-body=10", req, AnomalyCode::EncapsulatedOffsetOrder),
+            (
+                "req-body=0, req-hdr=10",
+                req,
+                AnomalyCode::EncapsulatedOrder,
+            ),
+            (
+                "req-hdr=0, req-body=10, null-body=20",
+                req,
+                AnomalyCode::EncapsulatedOrder,
+            ),
+            (
+                "req-hdr=50, req-body=10",
+                req,
+                AnomalyCode::EncapsulatedOffsetOrder,
+            ),
             ("req-hdr=0, res-body=10", req, AnomalyCode::EncapsulatedForm),
             ("req-hdr=0", req, AnomalyCode::EncapsulatedForm),
             (

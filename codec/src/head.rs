@@ -229,7 +229,9 @@ pub(crate) enum StartLineError {
 const KNOWN_METHODS: [&[u8]; 3] = [b"OPTIONS", b"REQMOD", b"RESPMOD"];
 
 /// The status codes RFC 3507 section 4.3.3 (and the 206 draft) define.
-const KNOWN_STATUSES: [u16; 13] = [100, 200, 204, 206, 400, 404, 405, 408, 500, 501, 502, 503, 505];
+const KNOWN_STATUSES: [u16; 13] = [
+    100, 200, 204, 206, 400, 404, 405, 408, 500, 501, 502, 503, 505,
+];
 
 /// Whether `line` can start a message when resynchronising: a known method
 /// followed by a space (requests) or `ICAP/` (responses).
@@ -322,10 +324,14 @@ pub(crate) fn parse_status_line(line: &Bytes) -> Result<StatusLine, StartLineErr
     let rest = &line[sp1 + 1..];
     let code = rest.get(..3).unwrap_or(rest);
     if code.len() != 3 || !code.iter().all(u8::is_ascii_digit) {
-        return Err(StartLineError::Malformed("the status code is not three digits"));
+        return Err(StartLineError::Malformed(
+            "the status code is not three digits",
+        ));
     }
     if rest.len() > 3 && rest[3] != b' ' {
-        return Err(StartLineError::Malformed("the status code is not three digits"));
+        return Err(StartLineError::Malformed(
+            "the status code is not three digits",
+        ));
     }
     let status = code.iter().fold(0u16, |n, &d| n * 10 + u16::from(d - b'0'));
     let reason = if rest.len() > 4 {
@@ -471,9 +477,9 @@ pub(crate) fn parse_decimal(value: &[u8]) -> Option<u64> {
     if value.is_empty() || value.len() > 19 || !value.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    value
-        .iter()
-        .try_fold(0u64, |n, &d| n.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+    value.iter().try_fold(0u64, |n, &d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 /// The most header fields httparse is given room for in one HTTP head.
@@ -573,9 +579,21 @@ mod tests {
     #[test]
     fn request_lines() {
         let ok = parse_request_line(&Bytes::from_static(b"REQMOD icap://h/s ICAP/1.0"));
-        assert!(matches!(ok, Ok(RequestLine { method: Method::Reqmod, .. })));
+        assert!(matches!(
+            ok,
+            Ok(RequestLine {
+                method: Method::Reqmod,
+                ..
+            })
+        ));
         let other = parse_request_line(&Bytes::from_static(b"FOO icap://h/s ICAP/1.0"));
-        assert!(matches!(other, Ok(RequestLine { method: Method::Other(_), .. })));
+        assert!(matches!(
+            other,
+            Ok(RequestLine {
+                method: Method::Other(_),
+                ..
+            })
+        ));
         assert_eq!(
             parse_request_line(&Bytes::from_static(b"0")).err(),
             Some(StartLineError::NotAStartLine)

@@ -54,7 +54,11 @@ impl OptionsInfo {
         let mut invalid = |code: AnomalyCode, detail: String| {
             anomalies.push(Anomaly::new(code, Side::Server, offset, detail));
         };
-        let text = |name: &str| headers.get(name).map(|v| String::from_utf8_lossy(v).into_owned());
+        let text = |name: &str| {
+            headers
+                .get(name)
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+        };
         let list = |name: &str| -> Vec<String> {
             headers
                 .get_all(name)
@@ -190,16 +194,36 @@ mod tests {
             (&[("Methods", "REQMOD")], &[]),
             (&[], &[OptionsHeaderInvalid]),
             (&[("Methods", "")], &[OptionsHeaderInvalid]),
-            (&[("Methods", "REQMOD"), ("Max-Connections", "many")], &[OptionsHeaderInvalid]),
-            (&[("Methods", "REQMOD"), ("Options-TTL", "-1")], &[OptionsHeaderInvalid]),
-            (&[("Methods", "REQMOD"), ("Preview", "1k")], &[OptionsHeaderInvalid]),
-            (&[("Methods", "REQMOD"), ("Transfer-Preview", "exe")], &[OptionsTransferInvalid]),
             (
-                &[("Methods", "REQMOD"), ("Transfer-Preview", "*"), ("Transfer-Complete", "*")],
+                &[("Methods", "REQMOD"), ("Max-Connections", "many")],
+                &[OptionsHeaderInvalid],
+            ),
+            (
+                &[("Methods", "REQMOD"), ("Options-TTL", "-1")],
+                &[OptionsHeaderInvalid],
+            ),
+            (
+                &[("Methods", "REQMOD"), ("Preview", "1k")],
+                &[OptionsHeaderInvalid],
+            ),
+            (
+                &[("Methods", "REQMOD"), ("Transfer-Preview", "exe")],
                 &[OptionsTransferInvalid],
             ),
             (
-                &[("Methods", "REQMOD"), ("Transfer-Ignore", "jpg"), ("Transfer-Complete", "*")],
+                &[
+                    ("Methods", "REQMOD"),
+                    ("Transfer-Preview", "*"),
+                    ("Transfer-Complete", "*"),
+                ],
+                &[OptionsTransferInvalid],
+            ),
+            (
+                &[
+                    ("Methods", "REQMOD"),
+                    ("Transfer-Ignore", "jpg"),
+                    ("Transfer-Complete", "*"),
+                ],
                 &[],
             ),
         ];
