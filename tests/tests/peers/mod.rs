@@ -1,0 +1,292 @@
+//! Real peers for integration tests, from Debian packages, on loopback:
+//! c-icap (ICAP server, built-in `echo` service), Squid (ICAP client), a
+//! small HTTP origin, and curl. Each runs in its own temporary directory on
+//! free ports and is stopped when dropped.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free TCP port on 127.0.0.1 (bound and released).
+pub fn free_port() -> u16 {
+    StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Waits until something accepts connections on `addr`.
+pub fn wait_listening(addr: SocketAddr, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while Instant::now() < deadline {
+        if std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("{what} did not start listening on {addr}");
+}
+
+/// Whether a program is installed (the tests need the Debian packages that
+/// .ci/run installs).
+pub fn have(program: &str) -> bool {
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {program}"))
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// A child process killed on drop.
+pub struct Daemon {
+    child: Child,
+    pub dir: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// c-icap on a free loopback port with its built-in `echo` service.
+pub struct CIcap {
+    pub addr: SocketAddr,
+    pub daemon: Daemon,
+}
+
+impl CIcap {
+    /// Starts c-icap; `extra` lines are appended to its configuration.
+    pub fn start(dir: &Path, extra: &str) -> CIcap {
+        std::fs::create_dir_all(dir).unwrap();
+        let port = free_port();
+        let base = std::fs::read_to_string("/etc/c-icap/c-icap.conf")
+            .expect("c-icap is installed (.ci/run)");
+        let mut conf = String::new();
+        for line in base.lines() {
+            let key = line.split_whitespace().next().unwrap_or("");
+            let replaced = match key {
+                "Port" => format!("Port 127.0.0.1:{port}"),
+                "PidFile" => format!("PidFile {}/c-icap.pid", dir.display()),
+                "CommandsSocket" => format!("CommandsSocket {}/c-icap.ctl", dir.display()),
+                "ServerLog" => format!("ServerLog {}/server.log", dir.display()),
+                "AccessLog" => format!("AccessLog {}/access.log", dir.display()),
+                "User" => "User root".to_string(),
+                "Group" => "Group root".to_string(),
+                "StartServers" => "StartServers 1".to_string(),
+                "MaxKeepAliveRequests" => "MaxKeepAliveRequests 10000".to_string(),
+                _ => line.to_string(),
+            };
+            conf.push_str(&replaced);
+            conf.push('\n');
+        }
+        conf.push_str(extra);
+        let path = dir.join("c-icap.conf");
+        std::fs::write(&path, conf).unwrap();
+        let log = std::fs::File::create(dir.join("c-icap.out")).unwrap();
+        let child = Command::new("c-icap")
+            .args(["-f", path.to_str().unwrap(), "-N", "-D"])
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("run c-icap");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let daemon = Daemon {
+            child,
+            dir: dir.to_path_buf(),
+        };
+        wait_listening(addr, "c-icap");
+        CIcap { addr, daemon }
+    }
+}
+
+/// Squid as the ICAP client, sending REQMOD and RESPMOD for every request to
+/// `icap` (icaptap or c-icap), with preview and persistent connections on.
+pub struct Squid {
+    pub addr: SocketAddr,
+    pub daemon: Daemon,
+}
+
+/// How Squid talks to its ICAP service.
+pub struct SquidIcap {
+    pub icap: SocketAddr,
+    pub reqmod_service: String,
+    pub respmod_service: String,
+    /// `bypass=1`: fail open when the ICAP service is down.
+    pub bypass: bool,
+    pub preview_size: usize,
+}
+
+impl Squid {
+    /// Starts Squid and waits until it accepts HTTP.
+    pub fn start(dir: &Path, icap: &SquidIcap) -> Squid {
+        std::fs::create_dir_all(dir).unwrap();
+        let port = free_port();
+        let d = dir.display();
+        let bypass = u8::from(icap.bypass);
+        let conf = format!(
+            "http_port 127.0.0.1:{port}\n\
+             pid_filename {d}/squid.pid\n\
+             cache deny all\n\
+             cache_mem 8 MB\n\
+             access_log stdio:{d}/access.log\n\
+             cache_log {d}/cache.log\n\
+             icap_log stdio:{d}/icap.log icap_squid\n\
+             coredump_dir {d}\n\
+             shutdown_lifetime 1 seconds\n\
+             http_access allow all\n\
+             via off\n\
+             forwarded_for delete\n\
+             dns_v4_first on\n\
+             icap_enable on\n\
+             icap_preview_enable on\n\
+             icap_preview_size {preview}\n\
+             icap_persistent_connections on\n\
+             icap_send_client_ip on\n\
+             icap_service_failure_limit -1\n\
+             icap_service svc_req reqmod_precache icap://{ia}{req} bypass={bypass}\n\
+             icap_service svc_resp respmod_precache icap://{ia}{resp} bypass={bypass}\n\
+             adaptation_access svc_req allow all\n\
+             adaptation_access svc_resp allow all\n",
+            preview = icap.preview_size,
+            ia = icap.icap,
+            req = icap.reqmod_service,
+            resp = icap.respmod_service,
+        );
+        let path = dir.join("squid.conf");
+        std::fs::write(&path, conf).unwrap();
+        // Squid drops privileges to `proxy`, which must be able to write its logs.
+        let _ = Command::new("chown")
+            .args(["-R", "proxy:proxy", dir.to_str().unwrap()])
+            .status();
+        let out = std::fs::File::create(dir.join("squid.out")).unwrap();
+        let child = Command::new("squid")
+            .args(["-f", path.to_str().unwrap(), "-N"])
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("run squid");
+        let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
+        let daemon = Daemon {
+            child,
+            dir: dir.to_path_buf(),
+        };
+        wait_listening(addr, "squid");
+        Squid { addr, daemon }
+    }
+
+    /// Lines of Squid's icap_log so far (one per ICAP transaction).
+    pub fn icap_log(&self) -> Vec<String> {
+        std::fs::read_to_string(self.daemon.dir.join("icap.log"))
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+}
+
+/// Fetches `url` through the HTTP proxy `proxy` with curl; returns the HTTP
+/// status and the body.
+pub fn curl_via(proxy: SocketAddr, url: &str) -> (u16, Vec<u8>) {
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "-S",
+            "--max-time",
+            "30",
+            "-x",
+            &format!("http://{proxy}"),
+            "-o",
+            "-",
+            "-w",
+            "\n%{http_code}",
+            url,
+        ])
+        .output()
+        .expect("run curl");
+    let mut body = out.stdout;
+    let split = body.iter().rposition(|b| *b == b'\n').unwrap_or(0);
+    let code = String::from_utf8_lossy(&body[split + 1..])
+        .trim()
+        .parse()
+        .unwrap_or(0);
+    body.truncate(split);
+    (code, body)
+}
+
+/// A tiny HTTP/1.1 origin server on loopback serving fixed objects by path
+/// (keep-alive, Content-Length).
+pub struct Origin {
+    pub addr: SocketAddr,
+}
+
+impl Origin {
+    /// Serves `objects` (path, body) on a free port, on its own thread.
+    pub fn start(objects: Vec<(String, Vec<u8>)>) -> Origin {
+        let listener = StdListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let objects = std::sync::Arc::new(objects);
+            for stream in listener.incoming().flatten() {
+                let objects = objects.clone();
+                std::thread::spawn(move || serve_http(stream, &objects));
+            }
+        });
+        Origin { addr }
+    }
+
+    /// The URL of `path` on this origin.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+}
+
+fn serve_http(mut stream: std::net::TcpStream, objects: &[(String, Vec<u8>)]) {
+    use std::io::{Read, Write};
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 8192];
+    loop {
+        while let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&buf[..end]).to_string();
+            buf.drain(..end + 4);
+            let path = head.split_whitespace().nth(1).unwrap_or("/").to_string();
+            let path = path.split_once("://").map_or(path.clone(), |(_, rest)| {
+                rest.find('/')
+                    .map_or("/".to_string(), |i| rest[i..].to_string())
+            });
+            let found = objects.iter().find(|(p, _)| *p == path);
+            let (status, body): (&str, &[u8]) = match found {
+                Some((_, b)) => ("200 OK", b),
+                None => ("404 Not Found", b"not found"),
+            };
+            let head = format!("HTTP/1.1 {status}\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n", body.len());
+            if stream
+                .write_all(head.as_bytes())
+                .and_then(|_| stream.write_all(body))
+                .is_err()
+            {
+                return;
+            }
+        }
+        match stream.read(&mut chunk) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+}
