@@ -1,0 +1,281 @@
+//! Offline analysis of captures tcpdump made of real c-icap traffic on
+//! loopback: `-i lo` (Ethernet frames) and `-i any` (Linux cooked v2), on a
+//! non-default port given with `--port`. The reassembled streams must hold
+//! every request and response c-icap-client and c-icap exchanged, with no
+//! gaps.
+
+use std::io::{BufRead, BufReader};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use icaptap::analyze::{read_captures, AnalyzeOptions, CaptureStats};
+use icaptap::tap::{Direction, Tap, TapEvent};
+
+/// Kills a process this test started, by its id, when dropped.
+struct Started(Child);
+
+impl Drop for Started {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn need(tool: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .unwrap()
+        .status
+        .success();
+    assert!(
+        found,
+        "{tool} is not installed: run .ci/run (it installs c-icap and tcpdump)"
+    );
+}
+
+fn start_c_icap(dir: &Path, port: u16) -> Started {
+    let conf = std::fs::read_to_string("/etc/c-icap/c-icap.conf").unwrap();
+    let d = dir.display();
+    let conf: String = conf
+        .lines()
+        .map(|l| {
+            let key = l.split_whitespace().next().unwrap_or("");
+            match key {
+                "Port" => format!("Port 127.0.0.1:{port}"),
+                "PidFile" => format!("PidFile {d}/c-icap.pid"),
+                "CommandsSocket" => format!("CommandsSocket {d}/c-icap.ctl"),
+                "ServerLog" => format!("ServerLog {d}/server.log"),
+                "AccessLog" => format!("AccessLog {d}/access.log"),
+                "User" => "User root".to_string(),
+                "Group" => "Group root".to_string(),
+                _ => l.to_string(),
+            }
+        })
+        .map(|l| l + "\n")
+        .collect();
+    let path = dir.join("c-icap.conf");
+    std::fs::write(&path, conf).unwrap();
+    let child = Command::new("c-icap")
+        .args(["-f", path.to_str().unwrap(), "-N", "-D"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Started(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "c-icap did not listen on {port}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    started
+}
+
+/// Starts tcpdump and waits until it says it is listening.
+fn start_tcpdump(iface: &str, port: u16, out: &Path) -> Started {
+    let mut child = Command::new("tcpdump")
+        .args(["-i", iface, "-nn", "-s", "0", "-B", "65536", "-U", "-w"])
+        .arg(out)
+        .arg(format!("tcp port {port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if line.contains("listening on") {
+                let _ = tx.send(());
+            }
+        }
+    });
+    rx.recv_timeout(Duration::from_secs(10))
+        .expect("tcpdump did not start listening");
+    Started(child)
+}
+
+/// Waits until a capture file written with `-U` stops growing.
+fn wait_until_written(path: &Path) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last = 0;
+    let mut stable = 0;
+    while stable < 4 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(150));
+        let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        if len == last {
+            stable += 1;
+        } else {
+            stable = 0;
+            last = len;
+        }
+    }
+}
+
+/// Stops tcpdump with SIGTERM so it flushes and closes its file.
+fn stop_tcpdump(mut t: Started) {
+    let pid = t.0.id().to_string();
+    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    let _ = t.0.wait();
+}
+
+/// One c-icap-client run; it refuses to overwrite its output file, so each
+/// run writes its own.
+fn c_icap_client(port: u16, file: &Path, reqmod: bool, run: usize) {
+    let mut cmd = Command::new("c-icap-client");
+    cmd.args([
+        "-i",
+        "127.0.0.1",
+        "-p",
+        &port.to_string(),
+        "-s",
+        "echo",
+        "-f",
+    ])
+    .arg(file)
+    .arg("-o")
+    .arg(file.with_extension(format!("out{run}")));
+    if reqmod {
+        cmd.args(["-req", "http://origin.example/upload"]);
+    }
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "c-icap-client failed: {out:?}");
+}
+
+/// Every direction's stream of every connection, rebuilt; the number of
+/// gaps (offset jumps) over all of them.
+fn streams(taps: &[Tap]) -> (Vec<u8>, Vec<u8>, usize) {
+    let mut req = Vec::new();
+    let mut resp = Vec::new();
+    let mut next: std::collections::HashMap<(u64, Direction), u64> = Default::default();
+    let mut gaps = 0;
+    for t in taps {
+        if let TapEvent::Data { dir, offset, bytes } = &t.event {
+            let n = next.entry((t.conn.id, *dir)).or_insert(0);
+            if *offset != *n {
+                gaps += 1;
+            }
+            *n = offset + bytes.len() as u64;
+            match dir {
+                Direction::Request => req.extend_from_slice(bytes),
+                Direction::Response => resp.extend_from_slice(bytes),
+            }
+        }
+    }
+    (req, resp, gaps)
+}
+
+fn count(hay: &[u8], needle: &[u8]) -> usize {
+    memchr::memmem::find_iter(hay, needle).count()
+}
+
+fn analyze(path: PathBuf, port: u16) -> (Vec<Tap>, CaptureStats) {
+    let mut taps = Vec::new();
+    let stats = read_captures(&[path], &AnalyzeOptions::with_ports(&[port]), &mut |t| {
+        taps.push(t)
+    })
+    .unwrap();
+    (taps, stats)
+}
+
+#[test]
+fn real_c_icap_traffic_captured_on_lo_and_any_reassembles_without_gaps() {
+    need("c-icap");
+    need("c-icap-client");
+    need("tcpdump");
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _server = start_c_icap(dir.path(), port);
+    let lo = dir.path().join("lo.pcap");
+    let any = dir.path().join("any.pcap");
+    let dump_lo = start_tcpdump("lo", port, &lo);
+    let dump_any = start_tcpdump("any", port, &any);
+
+    // Bodies large enough to span many segments and several windows.
+    let mut body = Vec::with_capacity(1_500_000);
+    let mut x: u32 = 12345;
+    while body.len() < 1_500_000 {
+        x = x.wrapping_mul(1_103_515_245).wrapping_add(12345);
+        body.push(b'a' + (x >> 16) as u8 % 26);
+    }
+    let file = dir.path().join("body.txt");
+    std::fs::write(&file, &body).unwrap();
+    let respmods = 3;
+    let reqmods = 2;
+    for run in 0..respmods + reqmods {
+        c_icap_client(port, &file, run >= respmods, run);
+    }
+    // tcpdump drains the kernel buffer after the traffic is over; stopping
+    // it earlier loses the tail of the capture.
+    wait_until_written(&lo);
+    wait_until_written(&any);
+    stop_tcpdump(dump_lo);
+    stop_tcpdump(dump_any);
+
+    for (name, path) in [("lo", lo), ("any", any)] {
+        let (taps, stats) = analyze(path, port);
+        let (req, resp, gaps) = streams(&taps);
+        let runs = respmods + reqmods;
+        assert_eq!(
+            stats.flows.flows, runs as u64,
+            "{name}: one connection per client run"
+        );
+        assert_eq!(gaps, 0, "{name}: {:?}", stats.flows.reassembly);
+        assert_eq!(stats.flows.reassembly.gaps, 0, "{name}");
+        assert_eq!(count(&req, b"OPTIONS icap://"), runs, "{name}");
+        assert_eq!(count(&req, b"RESPMOD icap://"), respmods, "{name}");
+        assert_eq!(count(&req, b"REQMOD icap://"), reqmods, "{name}");
+        // One final response per request: 200 to each OPTIONS, and 200 or
+        // 204 (echo answers 204 when nothing changed and Allow: 204 was
+        // sent) to each RESPMOD and REQMOD; 100 Continue comes in between
+        // when the server wants more than the preview.
+        assert_eq!(
+            count(&resp, b"ICAP/1.0 200 ") + count(&resp, b"ICAP/1.0 204 "),
+            2 * runs,
+            "{name}"
+        );
+        assert!(
+            count(&resp, b"ICAP/1.0 200 ") >= runs,
+            "{name}: OPTIONS answers"
+        );
+        // Bodies went out: at least the previews of every request, and
+        // the whole body for each request the server did not cut short.
+        assert!(req.len() > body.len(), "{name}: {} bytes", req.len());
+        eprintln!("{name}: {:?}", stats.flows);
+        for t in &taps {
+            if !matches!(t.event, TapEvent::Data { .. }) {
+                eprintln!(
+                    "{name} conn {} frame {:?} {:?}",
+                    t.conn.id, t.frame, t.event
+                );
+            }
+        }
+        // Every connection closed orderly in both directions.
+        let fins = taps
+            .iter()
+            .filter(|t| matches!(t.event, TapEvent::Closed { .. }))
+            .count();
+        assert_eq!(fins, 2 * runs, "{name}");
+        let finished = taps
+            .iter()
+            .filter(|t| t.event == TapEvent::Finished)
+            .count();
+        assert_eq!(finished, runs, "{name}");
+        // Frame numbers and times are those of the capture.
+        assert!(taps.iter().all(|t| t.frame.unwrap_or(0) >= 1));
+        assert!(taps
+            .windows(2)
+            .all(|w| w[0].at <= w[1].at || w[0].conn.id != w[1].conn.id));
+    }
+}
