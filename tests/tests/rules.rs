@@ -550,3 +550,98 @@ async fn max_connections_exceeded() {
         "{conns:#?}"
     );
 }
+
+#[tokio::test]
+async fn options_reply_invalid() {
+    let out = run_case(
+        vec![vec![Step::AwaitMessage, no_content(), Step::AwaitEof]],
+        vec![then_close(vec![Step::Send(options("/av/respmod")), Step::AwaitMessage])],
+        quick_timers(),
+    )
+    .await;
+    assert!(out.has("options-reply-invalid"), "{:?}", out.codes());
+}
+
+#[tokio::test]
+async fn continue_unrequested() {
+    let body = vec![b'q'; 2000];
+    let out = run_case(
+        vec![vec![Step::AwaitMessage, ms(300), Step::AwaitMessage, no_content(), Step::AwaitEof]],
+        vec![then_close(vec![
+            Step::Send(respmod("/av/respmod", "Allow: 204\r\n", &body, Some(512))),
+            ms(100),
+            Step::Send(remainder(&body, 512)),
+            Step::AwaitMessage,
+        ])],
+        quick_timers(),
+    )
+    .await;
+    assert!(out.has("continue-unrequested"), "{:?}", out.codes());
+}
+
+#[tokio::test]
+async fn status_206_not_allowed() {
+    let answer = format!("ICAP/1.0 206 Partial Content\r\n{ISTAG}Encapsulated: res-hdr=0, res-body=19\r\n\r\nHTTP/1.1 200 OK\r\n\r\n0; use-original-body=0\r\n\r\n");
+    let out = run_case(
+        vec![vec![Step::AwaitMessage, send(&answer), Step::AwaitEof]],
+        vec![then_close(vec![Step::Send(respmod("/av/respmod", "Allow: 204\r\n", b"abc", None)), Step::AwaitMessage])],
+        quick_timers(),
+    )
+    .await;
+    assert!(out.has("status-206-not-allowed"), "{:?}", out.codes());
+}
+
+/// The observer itself, fed taps with a hole in the offsets as when its
+/// queue overflowed: the exchange is marked incomplete and the connection
+/// carries `observer-dropped`.
+#[test]
+fn observer_dropped() {
+    use std::sync::{Arc, Mutex};
+
+    use icaptap::observe::{Observer, ObserverConfig};
+    use icaptap::output::records::{ConnectionRecord, ExchangeRecord};
+    use icaptap::output::writer::RecordSink;
+    use icaptap::tap::{ConnMeta, Direction, Tap, TapEvent};
+
+    #[derive(Clone, Default)]
+    struct Shared(Arc<Mutex<(Vec<ExchangeRecord>, Vec<ConnectionRecord>)>>);
+    impl RecordSink for Shared {
+        fn exchange(&mut self, r: &ExchangeRecord) {
+            self.0.lock().unwrap().0.push(r.clone());
+        }
+        fn connection(&mut self, r: &ConnectionRecord) {
+            self.0.lock().unwrap().1.push(r.clone());
+        }
+    }
+
+    let sink = Shared::default();
+    let mut observer = Observer::new(ObserverConfig::default(), Box::new(sink.clone()));
+    let conn = Arc::new(ConnMeta {
+        id: 1,
+        client: "127.0.0.1:40000".parse().unwrap(),
+        listen: "127.0.0.1:1344".parse().unwrap(),
+        upstream_local: Some("127.0.0.1:40001".parse().unwrap()),
+        server: "127.0.0.1:11344".parse().unwrap(),
+        opened: 1_000_000,
+    });
+    let request = respmod("/av/respmod", "Allow: 204\r\n", &[b'x'; 4000], None);
+    let tap = |at: u64, event: TapEvent| Tap { conn: conn.clone(), at, frame: None, event };
+    observer.handle(tap(1_000_000, TapEvent::Open));
+    observer.handle(tap(
+        1_000_100,
+        TapEvent::Data { dir: Direction::Request, offset: 0, bytes: bytes::Bytes::copy_from_slice(&request[..300]) },
+    ));
+    // Bytes 300..1000 were dropped by the queue.
+    observer.handle(tap(
+        1_000_200,
+        TapEvent::Data { dir: Direction::Request, offset: 1000, bytes: bytes::Bytes::copy_from_slice(&request[1000..]) },
+    ));
+    observer.handle(tap(1_000_300, TapEvent::Closed { dir: Direction::Request, how: icaptap::tap::CloseKind::Fin }));
+    observer.handle(tap(1_000_400, TapEvent::Finished));
+    let (exchanges, connections) = sink.0.lock().unwrap().clone();
+    assert_eq!(connections.len(), 1);
+    assert_eq!(connections[0].unobserved_bytes, 700);
+    assert!(connections[0].anomalies.iter().any(|a| a.code == "observer-dropped"), "{connections:?}");
+    assert!(!exchanges.is_empty());
+    assert!(!exchanges[0].decode_complete, "{exchanges:?}");
+}
