@@ -138,6 +138,9 @@ struct Connection {
     shutdown: CancellationToken,
     pending: Option<Pending>,
     close_after_answer: bool,
+    /// Stream offset where the last request ended: bytes the decoder skips
+    /// after it without starting a request are garbage.
+    idle_from: u64,
 }
 
 /// Serves one connection until the client leaves, an action closes it, or
@@ -159,6 +162,7 @@ pub(super) async fn serve(
         shutdown,
         pending: None,
         close_after_answer: false,
+        idle_from: 0,
     };
     if let Err(e) = conn.run().await {
         tracing::debug!(peer = %conn.peer, error = %e, "sensor: connection ended with an error");
@@ -193,14 +197,22 @@ impl Connection {
                 }
                 return Ok(());
             }
-            decoder.decode(buf.split().freeze(), &mut events);
+            let chunk = buf.split().freeze();
+            let chunk_start = decoder.offset();
+            decoder.decode(chunk.clone(), &mut events);
             let batch = std::mem::take(&mut events);
             let mut flow = Flow::Continue;
             for event in batch {
+                if let Event::MessageEnd { offset, .. } = &event {
+                    self.idle_from = *offset;
+                }
                 flow = self.handle(event).await?;
                 if flow != Flow::Continue {
                     break;
                 }
+            }
+            if flow == Flow::Continue && self.skipped_garbage(&decoder, &chunk, chunk_start) {
+                flow = self.refuse_garbage().await?;
             }
             match flow {
                 Flow::Continue => {}
@@ -216,6 +228,31 @@ impl Connection {
                 Flow::Silence => return self.stay_silent().await,
             }
         }
+    }
+
+    /// Whether the decoder skipped bytes of this read that start no request
+    /// (it resynchronises silently until a plausible start line). Blank
+    /// lines between messages are tolerated, as real servers do.
+    fn skipped_garbage(&self, decoder: &Decoder, chunk: &[u8], chunk_start: u64) -> bool {
+        if self.pending.is_some() || !decoder.is_idle() {
+            return false;
+        }
+        let from = self.idle_from.max(chunk_start).saturating_sub(chunk_start);
+        let to = decoder.offset().saturating_sub(chunk_start);
+        let (Ok(from), Ok(to)) = (usize::try_from(from), usize::try_from(to)) else {
+            return false;
+        };
+        chunk
+            .get(from..to.min(chunk.len()))
+            .is_some_and(|skipped| skipped.iter().any(|b| !matches!(b, b'\r' | b'\n')))
+    }
+
+    async fn refuse_garbage(&mut self) -> std::io::Result<Flow> {
+        self.stats.refused.fetch_add(1, Ordering::Relaxed);
+        let istag = self.istag_now();
+        self.write(&answers::error(400, None, Some(&istag), After::Close))
+            .await?;
+        Ok(Flow::Close)
     }
 
     /// Reads and discards until the client closes or the sensor stops.
@@ -286,7 +323,15 @@ impl Connection {
             }
             Event::Anomaly(a) => {
                 tracing::debug!(peer = %self.peer, code = a.code.as_str(), offset = a.offset, detail = %a.detail, "sensor: request anomaly");
-                if a.side == icap_codec::Side::Client && breaks_framing(a.code) {
+                // A request already refused (unknown method, version) is
+                // answered with its own status; a missing or odd
+                // Encapsulated on it is no reason for a 400.
+                let refused = self.pending.as_ref().is_some_and(|p| p.refusal.is_some());
+                let about_encapsulated = a.code.as_str().starts_with("encapsulated-");
+                if a.side == icap_codec::Side::Client
+                    && breaks_framing(a.code)
+                    && !(refused && about_encapsulated)
+                {
                     self.stats.refused.fetch_add(1, Ordering::Relaxed);
                     let istag = self.istag_now();
                     self.write(&answers::error(400, None, Some(&istag), After::Close))
@@ -474,7 +519,13 @@ impl Connection {
         for part in bytes {
             self.write(&part).await?;
         }
-        Ok(Flow::Continue)
+        match action {
+            // After an answer whose framing is broken the client cannot
+            // find the next message; closing lets it see the end instead
+            // of waiting for bytes that never come.
+            Action::Malformed { defect } if malformed::breaks_framing(defect) => Ok(Flow::Close),
+            _ => Ok(Flow::Continue),
+        }
     }
 
     async fn continue_preview(&mut self, p: &mut Pending) -> std::io::Result<Flow> {

@@ -34,6 +34,15 @@ pub fn answer(
     }
 }
 
+/// Whether the answer for `defect` leaves the client unable to find the
+/// end of the message, so the sensor closes the connection after it.
+pub fn breaks_framing(defect: Defect) -> bool {
+    matches!(
+        defect,
+        Defect::BadEncapsulatedOffsets | Defect::BrokenChunking
+    )
+}
+
 /// A 200 echo whose body offset lies `OFFSET_ERROR` bytes past the end of
 /// the HTTP head, so it does not fall on the head's CRLFCRLF.
 fn bad_encapsulated_offsets(original: &Original<'_>, istag: &str) -> BytesMut {
