@@ -272,10 +272,24 @@ fn real_c_icap_traffic_captured_on_lo_and_any_reassembles_without_gaps() {
             .filter(|t| t.event == TapEvent::Finished)
             .count();
         assert_eq!(finished, runs, "{name}");
-        // Frame numbers and times are those of the capture.
-        assert!(taps.iter().all(|t| t.frame.unwrap_or(0) >= 1));
-        assert!(taps
-            .windows(2)
-            .all(|w| w[0].at <= w[1].at || w[0].conn.id != w[1].conn.id));
+        // Frame numbers are those of the capture: on loopback nothing is
+        // reordered, so each direction's bytes come from later and later
+        // frames. (Timestamps are not checked for order: the kernel stamps
+        // packets on different CPUs, and captures do go back by a
+        // microsecond now and then.)
+        let mut last_frame: std::collections::HashMap<(u64, Direction), u64> = Default::default();
+        for t in &taps {
+            if let TapEvent::Data { dir, .. } = t.event {
+                let frame = t.frame.unwrap();
+                let prev = last_frame.insert((t.conn.id, dir), frame).unwrap_or(0);
+                assert!(frame > prev, "{name}: frame {frame} after {prev}");
+            }
+        }
+        let span =
+            taps.iter().map(|t| t.at).max().unwrap() - taps.iter().map(|t| t.at).min().unwrap();
+        assert!(
+            span < 60_000_000,
+            "{name}: packet times, not wall-clock ones"
+        );
     }
 }
