@@ -18,11 +18,17 @@ use crate::output::console::{status_line, summary_table};
 use crate::output::directory::default_dir_name;
 use crate::output::run::RunOutput;
 use crate::output::summary::{Drops, Summary};
+use crate::record::annotate::ANNOTATION_QUEUE_CAPACITY;
+use crate::record::{self, annotation_channel, RecordArgs, RecordOptions};
 use crate::tap::{TapQueue, TapSinks};
 
 /// Taps the observer's queue holds before the forwarding path starts
 /// dropping them (for the observer only).
 pub const DEFAULT_OBSERVER_QUEUE: usize = 16 * 1024;
+
+/// Taps the recorder's queue holds before the forwarding path starts
+/// dropping them (for the capture only).
+pub const DEFAULT_RECORDER_QUEUE: usize = 16 * 1024;
 
 /// Options of `icaptap proxy`.
 #[derive(Clone, Debug, clap::Args)]
@@ -33,6 +39,9 @@ pub struct ProxyArgs {
     /// Observer options.
     #[command(flatten)]
     pub observe: ObserveArgs,
+    /// Recording options.
+    #[command(flatten)]
+    pub record: RecordArgs,
     /// Output directory (default: ./icaptap-YYYYMMDD-HHMMSS).
     #[arg(long, env = "ICAPTAP_OUT", value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -40,6 +49,10 @@ pub struct ProxyArgs {
     /// slows forwarding).
     #[arg(long, env = "ICAPTAP_OBSERVER_QUEUE", default_value_t = DEFAULT_OBSERVER_QUEUE, value_name = "TAPS")]
     pub observer_queue: usize,
+    /// Taps the recorder may fall behind by before it loses some (it never
+    /// slows forwarding).
+    #[arg(long, env = "ICAPTAP_RECORDER_QUEUE", default_value_t = DEFAULT_RECORDER_QUEUE, value_name = "TAPS")]
+    pub recorder_queue: usize,
     /// Seconds between status lines on a terminal (0: none).
     #[arg(long, env = "ICAPTAP_STATUS_EVERY", default_value = "5s", value_parser = humantime::parse_duration)]
     pub status_every: Duration,
@@ -63,6 +76,9 @@ pub enum ProxyError {
     /// The runtime or a worker thread could not start.
     #[error("cannot start icaptap's workers: {0}")]
     Runtime(#[source] std::io::Error),
+    /// The recorder could not start.
+    #[error(transparent)]
+    Record(#[from] record::RecordError),
 }
 
 /// A proxy that runs in-process (demo, tests): everything `icaptap proxy`
@@ -104,8 +120,28 @@ pub struct ProxyPlan {
     pub out: PathBuf,
     /// Observer queue capacity.
     pub observer_queue: usize,
+    /// Recording, unless `None` (`--no-pcap`).
+    pub record: Option<RecordOptions>,
+    /// Recorder queue capacity.
+    pub recorder_queue: usize,
     /// Status line period on a terminal, if any.
     pub status_every: Option<Duration>,
+}
+
+impl ProxyPlan {
+    /// A plan with the defaults of `icaptap proxy` (recording on, no status
+    /// line) forwarding as `forward` says and writing into `out`.
+    pub fn new(forward: ForwardConfig, out: PathBuf) -> ProxyPlan {
+        ProxyPlan {
+            forward,
+            observer: ObserverConfig::default(),
+            out,
+            observer_queue: DEFAULT_OBSERVER_QUEUE,
+            record: Some(RecordOptions::default()),
+            recorder_queue: DEFAULT_RECORDER_QUEUE,
+            status_every: None,
+        }
+    }
 }
 
 /// Starts a proxy on the current runtime; start-up errors are returned
@@ -116,13 +152,23 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
     let listen = listener.local_addr();
     let counters = listener.counters();
     let (observer_queue, observer_rx) = TapQueue::bounded(plan.observer_queue);
-    let observer = Observer::new(plan.observer, output.take_sink());
+    let mut observer = Observer::new(plan.observer, output.take_sink());
+    let mut recorder = None;
+    if let Some(options) = plan.record.clone() {
+        let (queue, taps) = TapQueue::bounded(plan.recorder_queue);
+        let (notes, annotations) = annotation_channel(ANNOTATION_QUEUE_CAPACITY);
+        let handle = record::spawn(&plan.out, options, taps, annotations)?;
+        observer = observer.with_notes(Box::new(move |note| {
+            notes.try_send(note);
+        }));
+        recorder = Some((queue, handle));
+    }
     let observer_thread =
         observe::spawn_live(observer, observer_rx, tokio::runtime::Handle::current())
             .map_err(ProxyError::Runtime)?;
     let sinks = TapSinks {
         observer: Some(observer_queue.clone()),
-        recorder: None,
+        recorder: recorder.as_ref().map(|(queue, _)| queue.clone()),
     };
     let shutdown = CancellationToken::new();
     let token = shutdown.clone();
@@ -164,12 +210,23 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
         if let Ok(Ok(mut observer)) = join.await {
             observer.sink_mut().flush();
         }
-        tracing::info!(?stats, "forwarding stopped");
-        let drops = Drops {
+        // The observer's last packet comments are queued; now the recorder
+        // may end.
+        let mut drops = Drops {
             observer_taps: observer_drops.taps.load(Ordering::Relaxed),
             observer_bytes: observer_drops.bytes.load(Ordering::Relaxed),
             ..Drops::default()
         };
+        if let Some((queue, handle)) = recorder {
+            let queue_drops = queue.drops().clone();
+            drop(queue);
+            if let Ok(recorded) = tokio::task::spawn_blocking(move || handle.join()).await {
+                drops.recorder_taps = queue_drops.taps.load(Ordering::Relaxed);
+                drops.recorder_bytes = recorded.dropped_bytes + recorded.unwritten_bytes;
+                tracing::info!(?recorded, "recording stopped");
+            }
+        }
+        tracing::info!(?stats, "forwarding stopped");
         Ok(output.finish("proxy", drops)?)
     });
     Ok(RunningProxy {
@@ -193,6 +250,8 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
         observer: args.observe.config(),
         out: out.clone(),
         observer_queue: args.observer_queue,
+        record: args.record.options(),
+        recorder_queue: args.recorder_queue,
         status_every: (std::io::stderr().is_terminal() && !args.status_every.is_zero())
             .then_some(args.status_every),
     };

@@ -56,11 +56,8 @@ async fn squid_through_icaptap_to_c_icap() {
     let mut forward = ForwardConfig::new("127.0.0.1:0".parse().unwrap(), cicap.addr);
     forward.drain = Duration::from_secs(3);
     let proxy = start(ProxyPlan {
-        forward,
         observer: ObserverConfig::default(),
-        out: out.clone(),
-        observer_queue: 16 * 1024,
-        status_every: None,
+        ..ProxyPlan::new(forward, out.clone())
     })
     .await
     .unwrap();

@@ -520,11 +520,8 @@ async fn max_connections_exceeded() {
         icaptap::forward::ForwardConfig::new("127.0.0.1:0".parse().unwrap(), upstream);
     forward.drain = Duration::from_secs(2);
     let proxy = icaptap::inline::start(icaptap::inline::ProxyPlan {
-        forward,
         observer: quick_timers(),
-        out: dir.clone(),
-        observer_queue: 1024,
-        status_every: None,
+        ..icaptap::inline::ProxyPlan::new(forward, dir.clone())
     })
     .await
     .unwrap();
@@ -555,7 +552,10 @@ async fn max_connections_exceeded() {
 async fn options_reply_invalid() {
     let out = run_case(
         vec![vec![Step::AwaitMessage, no_content(), Step::AwaitEof]],
-        vec![then_close(vec![Step::Send(options("/av/respmod")), Step::AwaitMessage])],
+        vec![then_close(vec![
+            Step::Send(options("/av/respmod")),
+            Step::AwaitMessage,
+        ])],
         quick_timers(),
     )
     .await;
@@ -566,7 +566,13 @@ async fn options_reply_invalid() {
 async fn continue_unrequested() {
     let body = vec![b'q'; 2000];
     let out = run_case(
-        vec![vec![Step::AwaitMessage, ms(300), Step::AwaitMessage, no_content(), Step::AwaitEof]],
+        vec![vec![
+            Step::AwaitMessage,
+            ms(300),
+            Step::AwaitMessage,
+            no_content(),
+            Step::AwaitEof,
+        ]],
         vec![then_close(vec![
             Step::Send(respmod("/av/respmod", "Allow: 204\r\n", &body, Some(512))),
             ms(100),
@@ -584,7 +590,10 @@ async fn status_206_not_allowed() {
     let answer = format!("ICAP/1.0 206 Partial Content\r\n{ISTAG}Encapsulated: res-hdr=0, res-body=19\r\n\r\nHTTP/1.1 200 OK\r\n\r\n0; use-original-body=0\r\n\r\n");
     let out = run_case(
         vec![vec![Step::AwaitMessage, send(&answer), Step::AwaitEof]],
-        vec![then_close(vec![Step::Send(respmod("/av/respmod", "Allow: 204\r\n", b"abc", None)), Step::AwaitMessage])],
+        vec![then_close(vec![
+            Step::Send(respmod("/av/respmod", "Allow: 204\r\n", b"abc", None)),
+            Step::AwaitMessage,
+        ])],
         quick_timers(),
     )
     .await;
@@ -625,23 +634,48 @@ fn observer_dropped() {
         opened: 1_000_000,
     });
     let request = respmod("/av/respmod", "Allow: 204\r\n", &[b'x'; 4000], None);
-    let tap = |at: u64, event: TapEvent| Tap { conn: conn.clone(), at, frame: None, event };
+    let tap = |at: u64, event: TapEvent| Tap {
+        conn: conn.clone(),
+        at,
+        frame: None,
+        event,
+    };
     observer.handle(tap(1_000_000, TapEvent::Open));
     observer.handle(tap(
         1_000_100,
-        TapEvent::Data { dir: Direction::Request, offset: 0, bytes: bytes::Bytes::copy_from_slice(&request[..300]) },
+        TapEvent::Data {
+            dir: Direction::Request,
+            offset: 0,
+            bytes: bytes::Bytes::copy_from_slice(&request[..300]),
+        },
     ));
     // Bytes 300..1000 were dropped by the queue.
     observer.handle(tap(
         1_000_200,
-        TapEvent::Data { dir: Direction::Request, offset: 1000, bytes: bytes::Bytes::copy_from_slice(&request[1000..]) },
+        TapEvent::Data {
+            dir: Direction::Request,
+            offset: 1000,
+            bytes: bytes::Bytes::copy_from_slice(&request[1000..]),
+        },
     ));
-    observer.handle(tap(1_000_300, TapEvent::Closed { dir: Direction::Request, how: icaptap::tap::CloseKind::Fin }));
+    observer.handle(tap(
+        1_000_300,
+        TapEvent::Closed {
+            dir: Direction::Request,
+            how: icaptap::tap::CloseKind::Fin,
+        },
+    ));
     observer.handle(tap(1_000_400, TapEvent::Finished));
     let (exchanges, connections) = sink.0.lock().unwrap().clone();
     assert_eq!(connections.len(), 1);
     assert_eq!(connections[0].unobserved_bytes, 700);
-    assert!(connections[0].anomalies.iter().any(|a| a.code == "observer-dropped"), "{connections:?}");
+    assert!(
+        connections[0]
+            .anomalies
+            .iter()
+            .any(|a| a.code == "observer-dropped"),
+        "{connections:?}"
+    );
     assert!(!exchanges.is_empty());
     assert!(!exchanges[0].decode_complete, "{exchanges:?}");
 }

@@ -46,22 +46,12 @@ impl Default for ObserverConfig {
     }
 }
 
-/// A request for a packet comment in the capture: the recorder attaches
-/// `comment` to the packet carrying byte `offset` of `dir` on `conn`.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Note {
-    /// The connection.
-    pub conn: ConnId,
-    /// The stream the byte belongs to.
-    pub dir: Direction,
-    /// The byte's stream offset.
-    pub offset: u64,
-    /// The comment text.
-    pub comment: String,
-}
-
 /// Where notes go (the recorder, when recording).
 pub type NoteSink = Box<dyn FnMut(Note) + Send>;
+
+/// A packet comment for the capture: the recorder attaches it to the packet
+/// carrying byte `offset` of `dir` on `conn`.
+pub use crate::record::Annotation as Note;
 
 /// One connection's decoding state.
 struct Conn {

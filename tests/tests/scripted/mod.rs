@@ -250,11 +250,8 @@ pub async fn run_case_to(
     forward.drain = Duration::from_secs(2);
     forward.connect_timeout = Duration::from_secs(2);
     let proxy = start(ProxyPlan {
-        forward,
         observer: timers,
-        out: dir.clone(),
-        observer_queue: 4096,
-        status_every: None,
+        ..ProxyPlan::new(forward, dir.clone())
     })
     .await
     .unwrap();
