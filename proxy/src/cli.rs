@@ -68,7 +68,11 @@ fn fail(error: &dyn std::error::Error) -> ExitCode {
 
 /// Entry point of the `icaptap` binary.
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match crate::config::parse_with_config_file::<Cli, _, _>(std::env::args_os()) {
+        Ok(cli) => cli,
+        Err(crate::config::ConfigFileError::Cli(e)) => e.exit(),
+        Err(e) => return fail(&e),
+    };
     init_logging(cli.log_format);
     match cli.command {
         Command::Proxy(args) => match crate::inline::run(args) {

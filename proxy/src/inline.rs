@@ -42,6 +42,9 @@ pub struct ProxyArgs {
     /// Recording options.
     #[command(flatten)]
     pub record: RecordArgs,
+    /// Options from a TOML file.
+    #[command(flatten)]
+    pub config: crate::config::ConfigFileArg,
     /// Output directory (default: ./icaptap-YYYYMMDD-HHMMSS).
     #[arg(long, env = "ICAPTAP_OUT", value_name = "DIR")]
     pub out: Option<PathBuf>,
