@@ -4,7 +4,7 @@
 
 mod record_common;
 
-use icaptap::record::{Annotation, BodyCapture, LegChoice};
+use icaptap::record::{Annotation, BodyCapture, LegChoice, PcapFormat, RecordOptions, Rotation};
 use icaptap::tap::Direction;
 use record_common::*;
 
@@ -39,4 +39,374 @@ fn both_legs_decode_reassemble_and_are_healthy() {
         stats.packets > 2 * 140,
         "200 KB in <=1460-byte segments on two legs: {stats:?}"
     );
+}
+
+#[test]
+fn ipv6_legs_decode_and_reassemble() {
+    let conn = two_exchanges(2, true, 50_000);
+    let sent = conn.sent.clone();
+    let (dir, _) = record(opts(), conn.taps, vec![]);
+    let file = &capture_files(dir.path())[0];
+    assert_eq!(
+        fields(file, "ipv6", &["frame.number"]).len(),
+        fields(file, "", &["frame.number"]).len()
+    );
+    assert_eq!(icap_messages(file), 8);
+    assert_healthy(file);
+    for stream in 0..2 {
+        assert_eq!(follow(file, stream), (sent[0].clone(), sent[1].clone()));
+    }
+}
+
+#[test]
+fn classic_pcap_holds_both_legs() {
+    let conn = two_exchanges(3, false, 30_000);
+    let sent = conn.sent.clone();
+    let o = RecordOptions {
+        format: PcapFormat::Pcap,
+        ..opts()
+    };
+    let (dir, _) = record(o, conn.taps, vec![]);
+    let file = &capture_files(dir.path())[0];
+    assert!(file.ends_with("capture.pcap"));
+    let kind = tshark(&[
+        "-r",
+        file.to_str().unwrap(),
+        "-c",
+        "1",
+        "-T",
+        "fields",
+        "-e",
+        "frame.encap_type",
+    ]);
+    assert_eq!(kind.trim(), "1", "Ethernet");
+    assert_eq!(icap_messages(file), 8);
+    assert_healthy(file);
+    assert_eq!(follow(file, 1), (sent[0].clone(), sent[1].clone()));
+}
+
+#[test]
+fn one_leg_only() {
+    let conn = two_exchanges(4, false, 10_000);
+    let o = RecordOptions {
+        legs: LegChoice::Sensor,
+        ..opts()
+    };
+    let (dir, _) = record(o, conn.taps, vec![]);
+    let file = &capture_files(dir.path())[0];
+    assert_eq!(icap_messages(file), 4);
+    let names = tshark(&[
+        "-r",
+        file.to_str().unwrap(),
+        "-T",
+        "fields",
+        "-e",
+        "frame.interface_name",
+    ]);
+    assert!(names.lines().all(|l| l == "sensor-leg"), "{names}");
+}
+
+#[test]
+fn body_policies_cut_bodies_but_keep_heads_and_lengths() {
+    for (policy, max_captured) in [(BodyCapture::None, 0usize), (BodyCapture::Preview, 4096)] {
+        let conn = two_exchanges(5, false, 200_000);
+        let total: usize = conn.sent.iter().map(Vec::len).sum();
+        let o = RecordOptions {
+            body: policy,
+            ..opts()
+        };
+        let (dir, _) = record(o, conn.taps, vec![]);
+        let file = &capture_files(dir.path())[0];
+        assert_eq!(icap_messages(file), 8, "{policy:?}: heads still decode");
+        let e = expert(file).to_lowercase();
+        for bad in [
+            "malformed",
+            "previous segment",
+            "unseen",
+            "checksum",
+            "retransmission",
+        ] {
+            assert!(!e.contains(bad), "{policy:?}: {bad}\n{e}");
+        }
+        // Original lengths stay true, so tshark sees every payload byte's length.
+        let lens: usize = fields(
+            file,
+            "tcp.len > 0 && frame.interface_name == \"client-leg\"",
+            &["tcp.len"],
+        )
+        .iter()
+        .map(|l| l.parse::<usize>().unwrap())
+        .sum();
+        assert_eq!(lens, total, "{policy:?}");
+        let kept: usize = fields(
+            file,
+            "frame.interface_name == \"client-leg\"",
+            &["frame.cap_len", "frame.len"],
+        )
+        .iter()
+        .map(|l| {
+            let (c, o) = l.split_once('\t').unwrap();
+            o.parse::<usize>().unwrap() - c.parse::<usize>().unwrap()
+        })
+        .sum();
+        assert!(
+            kept > 200_000 - max_captured - 64,
+            "{policy:?}: only {kept} bytes were cut"
+        );
+        assert!(
+            kept <= 200_000 + 26 * 16,
+            "{policy:?}: {kept} bytes cut, more than the body"
+        );
+    }
+}
+
+#[test]
+fn gaps_advance_sequence_numbers_and_are_counted() {
+    let mut c = Conn::new(6, false);
+    c.send(Direction::Request, OPTIONS_REQ, 65536);
+    c.drop_bytes(Direction::Response, 40);
+    c.send(Direction::Response, &OPTIONS_RESP[40..], 65536);
+    let c = c.close(icaptap::tap::CloseKind::Fin);
+    let (dir, stats) = record(opts(), c.taps, vec![]);
+    assert_eq!(stats.dropped_bytes, 40);
+    let file = &capture_files(dir.path())[0];
+    let seqs = fields(
+        file,
+        "tcp.len > 0 && tcp.srcport == 1344 && frame.interface_name == \"client-leg\"",
+        &["tcp.seq"],
+    );
+    assert_eq!(
+        seqs,
+        vec!["41".to_string()],
+        "the response starts 40 bytes in"
+    );
+    let e = expert(file);
+    assert!(
+        e.contains("Previous segment(s) not captured"),
+        "the loss is visible:\n{e}"
+    );
+}
+
+#[test]
+fn annotations_become_packet_comments() {
+    let conn = two_exchanges(7, false, 100_000);
+    let resp_start = (OPTIONS_RESP.len()) as u64;
+    let notes = vec![
+        Annotation {
+            conn: 7,
+            dir: Direction::Request,
+            offset: 5,
+            comment: "icaptap: options exchange 7.0".into(),
+        },
+        Annotation {
+            conn: 7,
+            dir: Direction::Response,
+            offset: resp_start + 3,
+            comment: "icaptap: verdict clean 7.1".into(),
+        },
+        Annotation {
+            conn: 7,
+            dir: Direction::Request,
+            offset: 60_000,
+            comment: "icaptap: mid-body note".into(),
+        },
+        Annotation {
+            conn: 99,
+            dir: Direction::Request,
+            offset: 0,
+            comment: "never seen".into(),
+        },
+    ];
+    let (dir, stats) = record(opts(), conn.taps, notes);
+    let file = &capture_files(dir.path())[0];
+    let comments = fields(file, "frame.comment", &["frame.comment"]);
+    let found = fields(file, "pkt_comment", &["frame.number"]);
+    assert_eq!(found.len(), 6, "3 notes on 2 legs: {comments:?}");
+    assert!(comments.iter().any(|c| c.contains("verdict clean 7.1")));
+    assert_eq!(stats.annotations, 3);
+    assert_eq!(stats.annotations_dropped, 1);
+    // Each note is on the packet that carries its byte.
+    let on = fields(
+        file,
+        "frame.comment contains \"verdict clean\"",
+        &["tcp.seq", "tcp.len"],
+    );
+    for l in on {
+        let v: Vec<u64> = l.split('\t').map(|x| x.parse().unwrap()).collect();
+        assert!(
+            v[0] <= resp_start + 4 && resp_start + 4 < v[0] + v[1],
+            "{v:?}"
+        );
+    }
+}
+
+/// Each file opens on its own: tshark reads it to the end without complaint.
+fn assert_readable(file: &std::path::Path) {
+    let out = std::process::Command::new("tshark")
+        .args(["-r", file.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{}: {err}", file.display());
+    assert!(
+        !err.contains("cut short") && !err.contains("appears to be damaged"),
+        "{}: {err}",
+        file.display()
+    );
+    let e = expert(file).to_lowercase();
+    assert!(
+        !e.contains("malformed") && !e.contains("checksum"),
+        "{}: {e}",
+        file.display()
+    );
+}
+
+fn payload_bytes(files: &[std::path::PathBuf]) -> usize {
+    files
+        .iter()
+        .flat_map(|f| fields(f, "tcp.len > 0", &["tcp.len"]))
+        .map(|l| l.parse::<usize>().unwrap())
+        .sum()
+}
+
+#[test]
+fn rotation_by_size_keeps_every_file_valid_and_modes_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let conn = two_exchanges(8, false, 300_000);
+    let total: usize = conn.sent.iter().map(Vec::len).sum();
+    let o = RecordOptions {
+        rotation: Rotation {
+            size: Some(64 * 1024),
+            ..Rotation::default()
+        },
+        ..opts()
+    };
+    let (dir, stats) = record(o, conn.taps, vec![]);
+    let files = capture_files(dir.path());
+    assert!(
+        files.len() >= 9,
+        "600 KB of packets in 64 KiB files: {files:?}"
+    );
+    assert_eq!(stats.files as usize, files.len());
+    assert!(files[0].ends_with("capture-0001.pcapng"));
+    for f in &files {
+        assert_readable(f);
+        assert!(
+            std::fs::metadata(f).unwrap().len() <= 64 * 1024,
+            "{}",
+            f.display()
+        );
+        assert_eq!(
+            std::fs::metadata(f).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        let names = tshark(&[
+            "-r",
+            f.to_str().unwrap(),
+            "-c",
+            "1",
+            "-T",
+            "fields",
+            "-e",
+            "frame.interface_name",
+        ]);
+        assert!(!names.trim().is_empty());
+    }
+    assert_eq!(
+        payload_bytes(&files),
+        2 * total,
+        "every payload byte is in exactly one file"
+    );
+}
+
+#[test]
+fn ring_keeps_the_newest_files() {
+    let conn = two_exchanges(9, false, 300_000);
+    let o = RecordOptions {
+        rotation: Rotation {
+            size: Some(64 * 1024),
+            keep: Some(3),
+            ..Rotation::default()
+        },
+        ..opts()
+    };
+    let (dir, stats) = record(o, conn.taps, vec![]);
+    let files = capture_files(dir.path());
+    assert_eq!(files.len(), 3, "{files:?}");
+    let last = format!("capture-{:04}.pcapng", stats.files);
+    assert!(files[2].ends_with(&last), "{files:?} vs {last}");
+    for f in &files {
+        assert_readable(f);
+    }
+}
+
+#[test]
+fn rotation_by_time_follows_packet_time() {
+    let mut c = Conn::new(10, false);
+    for _ in 0..3 {
+        c.send(Direction::Request, OPTIONS_REQ, 65536);
+        c.send(Direction::Response, OPTIONS_RESP, 65536);
+        c.at += 2_000_000;
+    }
+    let c = c.close(icaptap::tap::CloseKind::Fin);
+    let o = RecordOptions {
+        rotation: Rotation {
+            seconds: Some(1),
+            ..Rotation::default()
+        },
+        ..opts()
+    };
+    let (dir, _) = record(o, c.taps, vec![]);
+    let files = capture_files(dir.path());
+    assert!(files.len() >= 3, "{files:?}");
+    for f in &files {
+        assert_readable(f);
+    }
+    let messages: usize = files.iter().map(|f| icap_messages(f)).sum();
+    assert_eq!(messages, 12);
+}
+
+/// A full disk (a 64 KiB tmpfs): the recorder keeps draining taps, counts
+/// what it could not write, and leaves a file that ends at a whole block.
+#[test]
+fn full_disk_is_counted_and_the_file_stays_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let mnt = dir.path().join("tiny");
+    std::fs::create_dir(&mnt).unwrap();
+    let mounted = std::process::Command::new("mount")
+        .args([
+            "-t",
+            "tmpfs",
+            "-o",
+            "size=64k,mode=0700",
+            "tmpfs",
+            mnt.to_str().unwrap(),
+        ])
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(
+        mounted,
+        "mounting a tmpfs needs root (the CI and dev machines run as root)"
+    );
+    let mut taps = Vec::new();
+    for id in 0..4 {
+        taps.extend(two_exchanges(20 + id, false, 200_000).taps);
+    }
+    let n = taps.len();
+    let stats = record_into(&mnt, opts(), taps, vec![]);
+    let file = mnt.join("capture.pcapng");
+    let result = std::panic::catch_unwind(|| {
+        assert!(stats.write_errors > 0, "{stats:?}");
+        assert!(stats.unwritten_bytes > 0, "{stats:?}");
+        assert!(
+            stats.bytes_written > 0 && stats.bytes_written <= 64 * 1024,
+            "{stats:?}"
+        );
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), stats.bytes_written);
+        assert_readable(&file);
+        assert!(n > 40, "{n} taps went through a queue of 8");
+    });
+    let _ = std::process::Command::new("umount").arg(&mnt).status();
+    result.unwrap();
 }

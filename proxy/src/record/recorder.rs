@@ -173,6 +173,15 @@ impl Recorder {
 
     /// Writes everything held and closes the file.
     pub fn finish(&mut self) {
+        let unplaced = self.early_count
+            + self
+                .conns
+                .values()
+                .map(|st| st.ahead.len() + st.late.len())
+                .sum::<usize>();
+        self.counters
+            .annotations_dropped
+            .fetch_add(unplaced as u64, Ordering::Relaxed);
         self.release(true);
         self.writer.finish();
     }

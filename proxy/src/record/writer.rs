@@ -102,6 +102,9 @@ pub struct CaptureWriter {
     rotation: Rotation,
     counters: Arc<RecordCounters>,
     staging: Staging,
+    /// Where each whole block staged so far ends, so a partly failed write
+    /// can keep the blocks that made it to disk.
+    boundaries: Vec<usize>,
     file: Option<OpenFile>,
     /// Number of the newest file (for capture-NNNN names).
     index: u32,
@@ -127,6 +130,7 @@ impl CaptureWriter {
             rotation,
             counters,
             staging: Staging::Pcap(Vec::new()),
+            boundaries: Vec::new(),
             file: None,
             index: 0,
             kept: VecDeque::new(),
@@ -163,7 +167,7 @@ impl CaptureWriter {
             return;
         }
         if self.staging.buffer().is_empty() && self.file.as_ref().is_some_and(|f| f.good_len == 0) {
-            self.staging = self.header();
+            self.stage_header();
         }
         let captured = frame.captured.min(frame.data.len()).min(SNAPLEN as usize);
         let timestamp = Duration::from_micros(frame.at);
@@ -197,6 +201,8 @@ impl CaptureWriter {
             self.lost(frame.captured as u64);
             return;
         }
+        let end = self.staging.buffer().len();
+        self.boundaries.push(end);
         self.counters.packets.fetch_add(1, Ordering::Relaxed);
         if let Some(f) = self.file.as_mut() {
             f.packets += 1;
@@ -210,6 +216,7 @@ impl CaptureWriter {
     /// Writes what is staged to the current file.
     pub fn flush(&mut self) {
         let buf = std::mem::take(self.staging.buffer());
+        let boundaries = std::mem::take(&mut self.boundaries);
         if buf.is_empty() {
             return;
         }
@@ -217,34 +224,55 @@ impl CaptureWriter {
             self.lost(buf.len() as u64);
             return;
         };
-        match f.file.write_all(&buf) {
-            Ok(()) => {
-                f.good_len += buf.len() as u64;
-                self.counters
-                    .bytes_written
-                    .fetch_add(buf.len() as u64, Ordering::Relaxed);
+        let mut written = 0;
+        let failure = loop {
+            if written == buf.len() {
+                break None;
             }
-            Err(e) => {
-                // A short write may have left part of a block: cut it off so
-                // the file still ends at a block boundary.
-                let truncated = f.file.set_len(f.good_len).is_ok()
-                    && f.file.seek(SeekFrom::Start(f.good_len)).is_ok();
-                let what = format!(
-                    "recorder: write of {} bytes to {} at byte offset {} failed: {e}; {}",
-                    buf.len(),
-                    f.path.display(),
-                    f.good_len,
-                    if truncated {
-                        "the file was cut back to its last whole block"
-                    } else {
-                        "the file could not be cut back and may end in a partial block"
-                    }
-                );
-                self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
-                self.lost(buf.len() as u64);
-                self.warn(&what);
+            match f.file.write(&buf[written..]) {
+                Ok(0) => break Some(std::io::Error::from(std::io::ErrorKind::WriteZero)),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Some(e),
             }
+        };
+        // Keep the whole blocks that reached the disk; cut off a partial one
+        // so the file still ends at a block boundary.
+        let kept = match failure {
+            None => buf.len(),
+            Some(_) => boundaries
+                .iter()
+                .rev()
+                .find(|b| **b <= written)
+                .copied()
+                .unwrap_or(0),
+        };
+        f.good_len += kept as u64;
+        self.counters
+            .bytes_written
+            .fetch_add(kept as u64, Ordering::Relaxed);
+        if let Some(e) = failure {
+            let truncated = f.file.set_len(f.good_len).is_ok()
+                && f.file.seek(SeekFrom::Start(f.good_len)).is_ok();
+            let what = format!(
+                "recorder: write of {} bytes to {} at byte offset {} failed: {e}; {}",
+                buf.len() - kept,
+                f.path.display(),
+                f.good_len,
+                if truncated {
+                    "the file ends at its last whole block; packets are dropped (and counted) until writes succeed again"
+                } else {
+                    "the file could not be cut back and may end in a partial block"
+                }
+            );
+            self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
+            self.lost((buf.len() - kept) as u64);
+            self.warn(&what);
         }
+        // Reuse the allocation for the next round of blocks.
+        let mut buf = buf;
+        buf.clear();
+        *self.staging.buffer() = buf;
     }
 
     /// Flushes and closes the current file.
@@ -332,8 +360,15 @@ impl CaptureWriter {
             first_packet: None,
             packets: 0,
         });
-        self.staging = self.header();
+        self.stage_header();
         true
+    }
+
+    fn stage_header(&mut self) {
+        self.staging = self.header();
+        self.boundaries.clear();
+        let end = self.staging.buffer().len();
+        self.boundaries.push(end);
     }
 
     /// A staging buffer holding a file header: SHB and one IDB per leg in

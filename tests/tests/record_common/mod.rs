@@ -156,7 +156,8 @@ pub fn record_into(
     taps: Vec<Tap>,
     notes: Vec<Annotation>,
 ) -> RecordStats {
-    let (tx, rx) = tokio::sync::mpsc::channel(taps.len() + 1);
+    // A small queue: the sender only gets through if the recorder drains it.
+    let (tx, rx) = tokio::sync::mpsc::channel(8);
     let (ntx, nrx) = record::annotation_channel(notes.len() + 1);
     for n in notes {
         assert!(ntx.try_send(n));
