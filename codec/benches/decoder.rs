@@ -5,6 +5,9 @@
 //!
 //! cargo bench -p icap-codec --bench decoder
 
+// A bench without its fixture has nothing to measure: stop loudly.
+#![allow(clippy::panic)]
+
 use std::hint::black_box;
 
 use bytes::Bytes;
@@ -70,7 +73,8 @@ fn options(c: &mut Criterion) {
     group.throughput(Throughput::Bytes(bytes as u64));
     group.bench_function("1000 exchanges", |b| {
         b.iter(|| {
-            run(Direction::Request, &requests, &mut out) + run(Direction::Response, &responses, &mut out)
+            run(Direction::Request, &requests, &mut out)
+                + run(Direction::Response, &responses, &mut out)
         })
     });
     group.finish();
@@ -78,7 +82,8 @@ fn options(c: &mut Criterion) {
     group.throughput(Throughput::Elements(2 * EXCHANGES as u64));
     group.bench_function("1000 exchanges", |b| {
         b.iter(|| {
-            run(Direction::Request, &requests, &mut out) + run(Direction::Response, &responses, &mut out)
+            run(Direction::Request, &requests, &mut out)
+                + run(Direction::Response, &responses, &mut out)
         })
     });
     group.finish();

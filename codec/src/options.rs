@@ -190,7 +190,8 @@ mod tests {
     #[test]
     fn violations() {
         use AnomalyCode::*;
-        let table: &[(&[(&str, &str)], &[AnomalyCode])] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], &'a [AnomalyCode]);
+        let table: &[Case<'_>] = &[
             (&[("Methods", "REQMOD")], &[]),
             (&[], &[OptionsHeaderInvalid]),
             (&[("Methods", "")], &[OptionsHeaderInvalid]),

@@ -6,7 +6,15 @@ use std::process::Command;
 fn tokio_is_not_a_dependency_of_the_codec() {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let output = Command::new(cargo)
-        .args(["tree", "-p", "icap-codec", "-e", "normal", "--prefix", "none"])
+        .args([
+            "tree",
+            "-p",
+            "icap-codec",
+            "-e",
+            "normal",
+            "--prefix",
+            "none",
+        ])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .output()
         .expect("cargo tree runs");
@@ -16,7 +24,10 @@ fn tokio_is_not_a_dependency_of_the_codec() {
         String::from_utf8_lossy(&output.stderr)
     );
     let tree = String::from_utf8_lossy(&output.stdout);
-    assert!(tree.contains("icap-codec"), "unexpected cargo tree output: {tree}");
+    assert!(
+        tree.contains("icap-codec"),
+        "unexpected cargo tree output: {tree}"
+    );
     for runtime in ["tokio ", "async-std ", "smol "] {
         assert!(
             !tree.lines().any(|l| l.starts_with(runtime)),

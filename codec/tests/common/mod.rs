@@ -3,6 +3,8 @@
 //! input whole, byte by byte and split in two at every boundary, and asserts
 //! that every way gives the same events once adjacent Body events are merged.
 #![allow(dead_code)]
+// Helpers of tests: a missing fixture must stop the test loudly.
+#![allow(clippy::panic)]
 
 use std::path::PathBuf;
 
