@@ -410,3 +410,145 @@ fn full_disk_is_counted_and_the_file_stays_valid() {
     let _ = std::process::Command::new("umount").arg(&mnt).status();
     result.unwrap();
 }
+
+#[test]
+fn connect_failure_is_syn_then_rst_on_the_sensor_leg() {
+    use icaptap::tap::{ConnMeta, Tap, TapEvent};
+    let m = meta(11, false);
+    let failed = std::sync::Arc::new(ConnMeta {
+        upstream_local: None,
+        ..(*m).clone()
+    });
+    let tap = |at, event| Tap {
+        conn: std::sync::Arc::clone(&failed),
+        at,
+        frame: None,
+        event,
+    };
+    let taps = vec![
+        tap(
+            1_000,
+            TapEvent::ConnectFailed {
+                error: "connection refused".into(),
+            },
+        ),
+        tap(
+            2_000,
+            TapEvent::Closed {
+                dir: Direction::Request,
+                how: icaptap::tap::CloseKind::Fin,
+            },
+        ),
+        tap(3_000, TapEvent::Finished),
+    ];
+    let (dir, _) = record(opts(), taps, vec![]);
+    let file = &capture_files(dir.path())[0];
+    let sensor = fields(
+        file,
+        "frame.interface_name == \"sensor-leg\"",
+        &["tcp.flags.str"],
+    );
+    assert_eq!(sensor.len(), 2, "{sensor:?}");
+    assert!(
+        sensor[0].contains('S') && !sensor[0].contains('A'),
+        "{sensor:?}"
+    );
+    assert!(sensor[1].contains('R'), "{sensor:?}");
+    let client = fields(
+        file,
+        "frame.interface_name == \"client-leg\" && tcp.flags.fin == 1",
+        &["tcp.srcport"],
+    );
+    assert_eq!(
+        client,
+        vec!["1344".to_string(), "40011".to_string()],
+        "icaptap closes first, then the client"
+    );
+    let e = expert(file).to_lowercase();
+    assert!(!e.contains("malformed") && !e.contains("checksum"), "{e}");
+}
+
+#[test]
+fn a_reset_ends_both_legs_with_rst() {
+    let mut c = Conn::new(12, false);
+    c.send(Direction::Request, OPTIONS_REQ, 65536);
+    c.push(icaptap::tap::TapEvent::Closed {
+        dir: Direction::Response,
+        how: icaptap::tap::CloseKind::Reset,
+    });
+    c.push(icaptap::tap::TapEvent::Closed {
+        dir: Direction::Request,
+        how: icaptap::tap::CloseKind::Fin,
+    });
+    c.push(icaptap::tap::TapEvent::Finished);
+    let (dir, _) = record(opts(), c.taps, vec![]);
+    let file = &capture_files(dir.path())[0];
+    let rst = fields(
+        file,
+        "tcp.flags.reset == 1",
+        &["frame.interface_name", "tcp.srcport", "tcp.ack"],
+    );
+    assert_eq!(rst.len(), 2, "{rst:?}");
+    for r in &rst {
+        assert!(r.contains("\t1344\t"), "the sensor's side resets: {r}");
+        assert!(
+            r.ends_with(&format!("\t{}", OPTIONS_REQ.len() + 1)),
+            "it acknowledges the request: {r}"
+        );
+    }
+    assert!(
+        fields(file, "tcp.flags.fin == 1", &["frame.number"]).is_empty(),
+        "nothing after the RST"
+    );
+}
+
+#[test]
+fn a_note_for_a_packet_already_written_goes_on_the_next_one() {
+    let mut c = Conn::new(13, false);
+    c.send(Direction::Request, OPTIONS_REQ, 65536);
+    let mut taps = std::mem::take(&mut c.taps);
+    c.at += 10;
+    c.send(Direction::Response, OPTIONS_RESP, 65536);
+    let c = c.close(icaptap::tap::CloseKind::Fin);
+    // No hold-back: the request is on disk before the note arrives.
+    let o = RecordOptions {
+        hold: std::time::Duration::ZERO,
+        ..opts()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let (ntx, nrx) = icaptap::record::annotation_channel(8);
+    let handle = icaptap::record::spawn(dir.path(), o, rx, nrx).unwrap();
+    for t in taps.drain(..) {
+        tx.blocking_send(t).unwrap();
+    }
+    std::thread::sleep(std::time::Duration::from_millis(600));
+    assert!(ntx.try_send(Annotation {
+        conn: 13,
+        dir: Direction::Request,
+        offset: 0,
+        comment: "late note".into()
+    }));
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    for t in c.taps {
+        tx.blocking_send(t).unwrap();
+    }
+    drop(tx);
+    let stats = handle.join();
+    assert_eq!(stats.annotations, 1);
+    let file = &capture_files(dir.path())[0];
+    let on = fields(
+        file,
+        "frame.comment contains \"late note\"",
+        &["frame.comment", "tcp.srcport"],
+    );
+    assert_eq!(on.len(), 1, "{on:?}");
+    assert!(
+        on[0].contains("refers to byte 0 of the request stream"),
+        "{on:?}"
+    );
+    assert!(
+        on[0].ends_with("\t1344"),
+        "on the response that came next: {on:?}"
+    );
+}

@@ -195,7 +195,8 @@ impl Default for RecordOptions {
 /// Live counters of the recorder, for metrics; shared with its thread.
 #[derive(Debug, Default)]
 pub struct RecordCounters {
-    /// Packets (EPBs or pcap records) written to files.
+    /// Packets (EPBs or pcap records) handed to capture files, including
+    /// any later lost to a write error (those bytes are in `unwritten_bytes`).
     pub packets: AtomicU64,
     /// Bytes written to capture files.
     pub bytes_written: AtomicU64,
@@ -233,7 +234,7 @@ impl RecordCounters {
 /// What the recorder did, for summary.json.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct RecordStats {
-    /// Packets written.
+    /// Packets handed to capture files (see [`RecordCounters::packets`]).
     pub packets: u64,
     /// Bytes written to capture files.
     pub bytes_written: u64,
