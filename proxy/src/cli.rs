@@ -33,18 +33,27 @@ pub enum Command {
     /// Forward ICAP between a client and a sensor, decoding and recording
     /// every exchange (the main job).
     Proxy(crate::inline::ProxyArgs),
+    /// Run a mock sensor, icaptap and sample traffic on loopback, and show
+    /// what icaptap records (start here).
+    Demo(crate::toolkit::demo::DemoArgs),
     /// A mock ICAP sensor answering by scenario, misbehaving on purpose.
     Sensor(crate::toolkit::SensorArgs),
     /// Send ICAP requests and print a readable verdict, or generate load.
     Client(crate::toolkit::ClientArgs),
+    /// Write report.html and report.md for a run's output directory.
+    Report(crate::evidence::ReportArgs),
+    /// Pack a run into a support-ticket archive (.tar.gz), optionally
+    /// redacted.
+    Bundle(crate::evidence::BundleArgs),
+    /// Remove the files a run wrote, when the ticket is done.
+    Clean(crate::evidence::CleanArgs),
 }
 
-/// Sets up operational logging on stderr: `RUST_LOG` picks the level
-/// (default `info` for icaptap, `warn` for everything else).
-pub fn init_logging(format: LogFormat) {
+/// Sets up operational logging on stderr: `RUST_LOG` picks the level,
+/// else `default` (an EnvFilter directive).
+pub fn init_logging(format: LogFormat, default: &str) {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("warn,icaptap=info"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -73,13 +82,31 @@ pub fn main() -> ExitCode {
         Err(crate::config::ConfigFileError::Cli(e)) => e.exit(),
         Err(e) => return fail(&e),
     };
-    init_logging(cli.log_format);
+    // The demo prints its own story; its parts only speak up when wrong.
+    let default_level = match cli.command {
+        Command::Demo(_) => "warn",
+        _ => "warn,icaptap=info",
+    };
+    init_logging(cli.log_format, default_level);
     match cli.command {
         Command::Proxy(args) => match crate::inline::run(args) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },
+        Command::Demo(args) => crate::toolkit::demo::demo_main(args),
         Command::Sensor(args) => crate::toolkit::sensor_main(args),
         Command::Client(args) => crate::toolkit::client_main(args),
+        Command::Report(args) => match crate::evidence::report(args) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
+        Command::Bundle(args) => match crate::evidence::bundle::run(args) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
+        Command::Clean(args) => match crate::evidence::clean::run(args) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
     }
 }

@@ -4,6 +4,7 @@
 //! share. RFC 3507 throughout; each module names its sections.
 
 pub mod client;
+pub mod demo;
 pub mod load;
 pub mod sample;
 pub mod scenario;
