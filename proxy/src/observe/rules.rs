@@ -253,7 +253,10 @@ pub fn stuck(x: &Exchange, idle_us: u64, stall_us: u64, offsets: [u64; 2]) -> Op
             .at(offsets[0]),
         );
     }
-    if x.request.is_some() && x.request_end.is_none() && !(preview.ended && !preview.ieof) {
+    // A request paused after its preview waits for the sensor; that is the
+    // deadlock case above, not a stall of the client.
+    let paused_after_preview = preview.ended && !preview.ieof;
+    if x.request.is_some() && x.request_end.is_none() && !paused_after_preview {
         return Some(stall(Side::Client, offsets[0], idle_s, "request"));
     }
     if x.response.is_some() && !x.response_ended {

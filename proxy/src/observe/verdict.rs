@@ -219,7 +219,8 @@ mod tests {
 
     #[test]
     fn threat_names_from_every_vendor_style() {
-        let cases: &[(&[(&str, &str)], Option<&str>)] = &[
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+        let cases: &[Case] = &[
             (
                 &[(
                     "X-Infection-Found",
