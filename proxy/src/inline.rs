@@ -57,10 +57,10 @@ pub struct ProxyArgs {
     #[arg(long, env = "ICAPTAP_RECORDER_QUEUE", default_value_t = DEFAULT_RECORDER_QUEUE, value_name = "TAPS")]
     pub recorder_queue: usize,
     /// Seconds between status lines on a terminal (0: none).
-    #[arg(long, env = "ICAPTAP_STATUS_EVERY", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ICAPTAP_STATUS_EVERY", default_value = "5s", value_parser = crate::units::parse_duration)]
     pub status_every: Duration,
     /// Stop by itself after this long (e.g. 30m, 2h).
-    #[arg(long, env = "ICAPTAP_DURATION", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ICAPTAP_DURATION", value_parser = crate::units::parse_duration)]
     pub duration: Option<Duration>,
 }
 

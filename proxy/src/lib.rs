@@ -28,3 +28,4 @@ pub mod output;
 pub mod record;
 pub mod tap;
 pub mod toolkit;
+pub mod units;

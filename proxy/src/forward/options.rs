@@ -170,73 +170,16 @@ fn has_port(s: &str) -> bool {
     }
 }
 
-/// Parses a duration written for people: a number and a unit
-/// (`ms`, `s`, `m`, `h`), several terms allowed (`1m30s`); a bare number is
-/// seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let expected = "expected a number and a unit: 250ms, 5s, 2m, 1h or 1m30s";
-    let text = text.trim();
-    if text.is_empty() {
-        return Err(format!("empty duration; {expected}"));
-    }
-    if let Ok(secs) = text.parse::<u64>() {
-        return Ok(Duration::from_secs(secs));
-    }
-    let mut total = Duration::ZERO;
-    let mut rest = text;
-    while !rest.is_empty() {
-        let digits = rest
-            .find(|c: char| !c.is_ascii_digit())
-            .unwrap_or(rest.len());
-        if digits == 0 {
-            return Err(format!("`{text}`: {expected}"));
-        }
-        let (number, tail) = rest.split_at(digits);
-        let value: u64 = number
-            .parse()
-            .map_err(|_| format!("`{text}`: number too large"))?;
-        let unit_len = tail
-            .find(|c: char| c.is_ascii_digit())
-            .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_len);
-        let term = match unit.trim() {
-            "ms" => Duration::from_millis(value),
-            "s" | "sec" | "secs" => Duration::from_secs(value),
-            "m" | "min" | "mins" => Duration::from_secs(value.saturating_mul(60)),
-            "h" => Duration::from_secs(value.saturating_mul(3600)),
-            _ => return Err(format!("`{text}`: unknown unit `{unit}`; {expected}")),
-        };
-        total = total.saturating_add(term);
-        rest = tail;
-    }
-    Ok(total)
-}
+pub use crate::units::parse_duration;
 
-/// Parses a byte count: a number, optionally with `K`/`KiB`/`KB` or
-/// `M`/`MiB`/`MB` (all binary multiples), within the accepted buffer range.
+/// Parses a read-buffer size (see [`crate::units::parse_size`]) within the
+/// accepted buffer range.
 pub fn parse_buffer_size(text: &str) -> Result<usize, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: usize = number
-        .parse()
-        .map_err(|_| format!("`{text}`: expected a byte count such as 65536, 64KiB or 1MiB"))?;
-    let multiple = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kb" | "kib" => 1024,
-        "m" | "mb" | "mib" => 1024 * 1024,
-        _ => {
-            return Err(format!(
-                "`{text}`: unknown unit `{unit}`; expected B, KiB or MiB"
-            ))
-        }
-    };
-    let bytes = value.saturating_mul(multiple);
+    let bytes = usize::try_from(crate::units::parse_size(text)?).unwrap_or(usize::MAX);
     if !(MIN_BUFFER_SIZE..=MAX_BUFFER_SIZE).contains(&bytes) {
         return Err(format!(
-            "`{text}`: buffer size must be between {MIN_BUFFER_SIZE} bytes and {} MiB",
+            "`{}`: buffer size must be between {MIN_BUFFER_SIZE} bytes and {} MiB",
+            text.trim(),
             MAX_BUFFER_SIZE / (1024 * 1024)
         ));
     }
@@ -246,18 +189,6 @@ pub fn parse_buffer_size(text: &str) -> Result<usize, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn durations_read_like_people_write_them() {
-        assert_eq!(parse_duration("5s").unwrap(), Duration::from_secs(5));
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
-        assert_eq!(parse_duration("7").unwrap(), Duration::from_secs(7));
-        assert!(parse_duration("5 parsecs").is_err());
-        assert!(parse_duration("s").is_err());
-        assert!(parse_duration("").is_err());
-    }
 
     #[test]
     fn buffer_sizes_accept_binary_units_and_refuse_silly_ones() {

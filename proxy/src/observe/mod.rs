@@ -26,15 +26,15 @@ use crate::tap::{now_micros, Tap};
 pub struct ObserveArgs {
     /// Record a request as `missing` when no response head came this long
     /// after it was sent (the connection is left alone).
-    #[arg(long, env = "ICAPTAP_VERDICT_TIMEOUT", default_value = "30s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ICAPTAP_VERDICT_TIMEOUT", default_value = "30s", value_parser = crate::units::parse_duration)]
     pub verdict_timeout: Duration,
     /// Report a stall or deadlock when both sides are silent mid-message
     /// this long.
-    #[arg(long, env = "ICAPTAP_STALL_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ICAPTAP_STALL_TIMEOUT", default_value = "10s", value_parser = crate::units::parse_duration)]
     pub stall_timeout: Duration,
     /// Report a client that closes this long after its last answer as one
     /// that waited for EOF.
-    #[arg(long, env = "ICAPTAP_EOF_WAIT", default_value = "5s", value_parser = humantime::parse_duration)]
+    #[arg(long, env = "ICAPTAP_EOF_WAIT", default_value = "5s", value_parser = crate::units::parse_duration)]
     pub eof_wait: Duration,
 }
 

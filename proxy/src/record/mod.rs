@@ -128,31 +128,7 @@ impl RecordArgs {
     }
 }
 
-/// Parses `1048576`, `64K`, `10M` or `1G` (powers of 1024).
-pub fn parse_size(text: &str) -> Result<u64, String> {
-    let t = text.trim();
-    let (digits, unit) = match t.char_indices().find(|(_, c)| !c.is_ascii_digit()) {
-        Some((i, _)) => (&t[..i], t[i..].trim()),
-        None => (t, ""),
-    };
-    let factor: u64 = match unit.to_ascii_uppercase().as_str() {
-        "" | "B" => 1,
-        "K" | "KB" | "KIB" => 1 << 10,
-        "M" | "MB" | "MIB" => 1 << 20,
-        "G" | "GB" | "GIB" => 1 << 30,
-        _ => {
-            return Err(format!(
-                "unknown size unit {unit:?} in {text:?}: use K, M or G"
-            ))
-        }
-    };
-    digits
-        .parse::<u64>()
-        .ok()
-        .and_then(|n| n.checked_mul(factor))
-        .filter(|n| *n > 0)
-        .ok_or_else(|| format!("{text:?} is not a positive size in bytes (e.g. 100M)"))
-}
+pub use crate::units::parse_size;
 
 /// Everything the recorder needs to know.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -380,20 +356,4 @@ pub fn spawn(
         counters,
         annotations_dropped_in_channel: dropped,
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_parse_with_units() {
-        assert_eq!(parse_size("1000"), Ok(1000));
-        assert_eq!(parse_size("64K"), Ok(65536));
-        assert_eq!(parse_size("10M"), Ok(10 << 20));
-        assert_eq!(parse_size("1 GiB"), Ok(1 << 30));
-        assert!(parse_size("0").is_err());
-        assert!(parse_size("5T").is_err());
-        assert!(parse_size("").is_err());
-    }
 }
