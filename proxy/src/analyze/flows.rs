@@ -12,11 +12,13 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use crate::tap::{ConnId, ConnMeta, Direction, Micros, Tap, TapEvent};
 
 use super::link;
 use super::reader::Frame;
-use super::reassembly::{Arena, HalfStream, Incoming, Origin, ReassemblyStats, StreamOutput};
+use super::reassembly::{HalfStream, Incoming, Origin, ReassemblyStats, StreamOutput};
 use super::segment::{self, NotTcp, TcpSegment};
 
 /// Bounds on what the flow table holds.
@@ -82,6 +84,49 @@ pub struct FlowStats {
 /// A connection's two ends: (client, server).
 type FlowKey = (SocketAddr, SocketAddr);
 
+/// A multiply-rotate hasher (the rustc "Fx" scheme) for flow keys: the
+/// table is looked up once or twice per packet, and SipHash showed in
+/// profiles. Keys come from a capture file, not from a live attacker, so
+/// flooding resistance buys nothing here.
+#[derive(Debug, Default, Clone, Copy)]
+struct FlowHasher(u64);
+
+impl std::hash::Hasher for FlowHasher {
+    fn write(&mut self, bytes: &[u8]) {
+        for chunk in bytes.chunks(8) {
+            let mut word = [0u8; 8];
+            word[..chunk.len()].copy_from_slice(chunk);
+            self.write_u64(u64::from_le_bytes(word));
+        }
+    }
+
+    fn write_u64(&mut self, word: u64) {
+        self.0 = (self.0.rotate_left(5) ^ word).wrapping_mul(0x51_7c_c1_b7_27_22_0a_95);
+    }
+
+    fn write_u32(&mut self, word: u32) {
+        self.write_u64(u64::from(word));
+    }
+
+    fn write_u16(&mut self, word: u16) {
+        self.write_u64(u64::from(word));
+    }
+
+    fn write_u8(&mut self, word: u8) {
+        self.write_u64(u64::from(word));
+    }
+
+    fn write_usize(&mut self, word: usize) {
+        self.write_u64(word as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.0
+    }
+}
+
+type FlowMap = HashMap<FlowKey, Flow, std::hash::BuildHasherDefault<FlowHasher>>;
+
 #[derive(Debug, PartialEq, Eq)]
 enum FlowState {
     Active,
@@ -110,10 +155,9 @@ impl Flow {
 pub struct FlowTable {
     ports: BTreeSet<u16>,
     limits: FlowLimits,
-    flows: HashMap<FlowKey, Flow>,
+    flows: FlowMap,
     next_id: ConnId,
     stats: FlowStats,
-    arena: Arena,
     pending_total: usize,
     last_sweep: Micros,
 }
@@ -144,10 +188,9 @@ impl FlowTable {
         FlowTable {
             ports,
             limits,
-            flows: HashMap::new(),
+            flows: FlowMap::default(),
             next_id: 1,
             stats: FlowStats::default(),
-            arena: Arena::default(),
             pending_total: 0,
             last_sweep: 0,
         }
@@ -190,29 +233,36 @@ impl FlowTable {
             self.sweep(frame.at, sink);
         }
         let client_syn = seg.flags.syn && !seg.flags.ack && dir == Direction::Request;
-        match self.flows.get(&key) {
-            Some(flow) if flow.state == FlowState::Finished => {
-                if !client_syn {
-                    self.stats.packets_after_finish += 1;
-                    return;
-                }
-                self.flows.remove(&key);
+        let known = self
+            .flows
+            .get(&key)
+            .map(|f| (f.state == FlowState::Finished, f.client_isn));
+        let fresh = match known {
+            Some((true, _)) if !client_syn => {
+                self.stats.packets_after_finish += 1;
+                return;
             }
-            Some(flow) if client_syn && flow.client_isn.is_some_and(|isn| isn != seg.seq) => {
+            Some((true, _)) => {
+                self.flows.remove(&key);
+                true
+            }
+            Some((false, Some(isn))) if client_syn && isn != seg.seq => {
                 // Port reuse without a close the capture saw: a new
                 // connection on the same addresses.
                 self.end_flow(key, sink);
                 self.flows.remove(&key);
+                true
             }
-            _ => {}
-        }
-        if !self.flows.contains_key(&key) {
+            Some(_) => false,
+            None => true,
+        };
+        if fresh {
             if self.flows.len() >= self.limits.max_flows {
                 self.evict(sink);
             }
             self.open_flow(key, origin, sink);
         }
-        self.feed(key, dir, &seg, origin, sink);
+        self.feed(key, dir, &seg, frame.data, origin, sink);
     }
 
     /// End of input: every flow still open delivers what it holds and
@@ -286,6 +336,7 @@ impl FlowTable {
         key: FlowKey,
         dir: Direction,
         seg: &TcpSegment<'_>,
+        frame_data: &Bytes,
         origin: Origin,
         sink: &mut dyn FnMut(Tap),
     ) {
@@ -322,11 +373,10 @@ impl FlowTable {
             sender.segment(
                 Incoming {
                     seq,
-                    payload: seg.payload,
+                    payload: frame_data.slice_ref(seg.payload),
                     fin: seg.flags.fin,
                     origin,
                 },
-                &mut self.arena,
                 stats,
                 &mut fwd_out,
             );
@@ -336,16 +386,14 @@ impl FlowTable {
             }
         }
         let after = flow.pending_bytes();
+        if flow.request.is_closed() && flow.response.is_closed() {
+            flow.state = FlowState::Finished;
+            sink(tap(&flow.meta, origin, TapEvent::Finished));
+        }
         self.pending_total = (self.pending_total + after).saturating_sub(before);
-        if self.pending_total > self.limits.max_pending_total {
+        if after > 0 && self.pending_total > self.limits.max_pending_total {
             self.stats.reassembly.forced_skips += 1;
             self.flush_flow(key, Some(origin), sink);
-        }
-        if let Some(flow) = self.flows.get_mut(&key) {
-            if flow.request.is_closed() && flow.response.is_closed() {
-                flow.state = FlowState::Finished;
-                sink(tap(&flow.meta, origin, TapEvent::Finished));
-            }
         }
     }
 

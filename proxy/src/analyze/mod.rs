@@ -6,7 +6,8 @@
 //! becomes Open / Data / Closed / Finished taps with packet timestamps and
 //! the frame numbers Wireshark shows.
 //!
-//! - [`reader`]: capture files (format and compression by magic bytes);
+//! - [`reader`]: capture files (format and compression by magic bytes),
+//!   read by `pcap` and `pcapng` from `shared_buffer`'s recycled blocks;
 //! - [`link`]: link-layer headers down to the IP packet;
 //! - [`segment`]: IP and TCP headers down to a [`segment::TcpSegment`];
 //! - [`reassembly`]: one direction of one TCP connection, bytes in order;
@@ -23,11 +24,14 @@
 
 pub mod flows;
 pub mod link;
+mod pcap;
+mod pcapng;
 pub mod peer;
 pub mod progress;
 pub mod reader;
 pub mod reassembly;
 pub mod segment;
+mod shared_buffer;
 pub mod synthetic;
 
 use std::collections::BTreeSet;

@@ -1,27 +1,27 @@
 //! Capture files: pcap and pcapng (the formats tcpdump and Wireshark write),
 //! plain or gzip-compressed, recognised by their magic bytes and not by their
-//! names. Frames are handed out one at a time from the parser's fixed buffer,
-//! so memory does not grow with the file.
+//! names. Frames are handed out one at a time as slices of a recycled read
+//! block, so memory does not grow with the file and payload bytes are not
+//! copied. The record formats themselves are read by [`super::pcap`] and
+//! [`super::pcapng`]: they are a few fixed fields, and reading them here
+//! keeps exact byte offsets for damaged files and accepts records that
+//! strict parsers reject (e.g. an original length above the snapshot
+//! length).
 //!
 //! Frame numbers count every packet record of the file from 1, as Wireshark
 //! shows them. A file that ends inside a record (tcpdump killed while
 //! writing) is a warning, not a failure: every complete frame before it is
 //! used.
 
-use std::cell::Cell;
 use std::fs::File;
 use std::io::{self, Cursor, Read};
 use std::path::{Path, PathBuf};
-use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
-use pcap_file::pcap::PcapReader;
-use pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption;
-use pcap_file::pcapng::blocks::{
-    ENHANCED_PACKET_BLOCK, INTERFACE_DESCRIPTION_BLOCK, SECTION_HEADER_BLOCK, SIMPLE_PACKET_BLOCK,
-};
-use pcap_file::pcapng::PcapNgReader;
-use pcap_file::{Endianness, PcapError, TsResolution};
+use bytes::Bytes;
 
+use super::shared_buffer::{SharedReader, Source};
 use crate::tap::Micros;
 
 /// Why captures could not be read.
@@ -109,63 +109,36 @@ pub struct Frame<'a> {
     pub at: Micros,
     /// LINKTYPE_ of the interface it was captured on.
     pub linktype: u32,
-    /// The captured bytes (may be shorter than on the wire: snaplen).
-    pub data: &'a [u8],
+    /// The captured bytes (may be shorter than on the wire: snaplen), a
+    /// slice of the shared read block: payloads are cut from it without a
+    /// copy.
+    pub data: &'a Bytes,
     /// Bytes of the file read so far (compressed bytes for gzip'd files),
     /// for progress.
     pub file_bytes_read: u64,
-}
-
-/// The pcap-file parser buffer: a record larger than this cannot be read,
-/// so a file with more than this left after a short read is damaged, not
-/// truncated.
-const PARSER_BUFFER: u64 = 8_000_000;
-
-/// A link type and clock of one pcapng interface.
-#[derive(Debug, Clone, Copy)]
-struct Interface {
-    linktype: u32,
-    /// Timestamp units per second (if_tsresol; 10^6 by default).
-    units_per_sec: u64,
-    /// Seconds added to every timestamp (if_tsoffset).
-    offset_secs: u64,
-}
-
-impl Interface {
-    fn micros(&self, units: u64) -> Micros {
-        let us = if self.units_per_sec == 1_000_000 {
-            units
-        } else {
-            (u128::from(units) * 1_000_000 / u128::from(self.units_per_sec.max(1))) as u64
-        };
-        us.saturating_add(self.offset_secs.saturating_mul(1_000_000))
-    }
 }
 
 /// Counts bytes read from the file, before decompression, for progress.
 #[derive(Debug)]
 struct CountingRead<R> {
     inner: R,
-    count: Rc<Cell<u64>>,
+    count: Arc<AtomicU64>,
 }
 
 impl<R: Read> Read for CountingRead<R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.count.set(self.count.get() + n as u64);
+        self.count.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
 }
-
-type Source = Box<dyn Read>;
 
 /// An opened capture file, format detected, ready to hand out frames.
 pub struct CaptureFile {
     path: PathBuf,
     source: Option<Source>,
     magic: [u8; 4],
-    section_len: u64,
-    read_count: Rc<Cell<u64>>,
+    read_count: Arc<AtomicU64>,
     stats: FileStats,
 }
 
@@ -219,7 +192,7 @@ impl CaptureFile {
             }
         })?;
         let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
-        let read_count = Rc::new(Cell::new(0));
+        let read_count = Arc::new(AtomicU64::new(0));
         let mut raw: Source = Box::new(CountingRead {
             inner: file,
             count: read_count.clone(),
@@ -261,29 +234,12 @@ impl CaptureFile {
                 },
             });
         };
-        let mut replay = magic.to_vec();
-        let mut section_len = 0;
-        if format == "pcapng" {
-            // The reader consumes the section header on opening; its length
-            // (and byte order mark) is read here to keep byte offsets exact.
-            let mut rest = [0u8; 8];
-            let got = read_up_to(&mut source, &mut rest).map_err(|e| read_err(4, e))?;
-            replay.extend_from_slice(&rest[..got]);
-            if got == 8 {
-                let len = [rest[0], rest[1], rest[2], rest[3]];
-                section_len = if rest[4..8] == [0x4d, 0x3c, 0x2b, 0x1a] {
-                    u64::from(u32::from_le_bytes(len))
-                } else {
-                    u64::from(u32::from_be_bytes(len))
-                };
-            }
-        }
+        let replay = magic.to_vec();
         let source: Source = Box::new(Cursor::new(replay).chain(source));
         Ok(CaptureFile {
             path: path.to_path_buf(),
             source: Some(source),
             magic,
-            section_len,
             read_count,
             stats: FileStats {
                 path: path.to_path_buf(),
@@ -306,256 +262,119 @@ impl CaptureFile {
         let Some(source) = self.source.take() else {
             return Ok(self.stats.clone());
         };
-        if self.magic == PCAPNG_MAGIC {
-            self.read_pcapng(source, each)?;
+        let mut reader = SharedReader::new(source);
+        let counter = self.read_count.clone();
+        let mut records = RecordSink {
+            stats: &mut self.stats,
+            file_bytes: &|| counter.load(Ordering::Relaxed),
+            each,
+        };
+        let ended = if self.magic == PCAPNG_MAGIC {
+            super::pcapng::read(&mut reader, &mut records)
         } else {
-            self.read_pcap(source, each)?;
+            super::pcap::read(&mut reader, &mut records)
+        };
+        match ended {
+            Ok(()) => {}
+            Err(stop) => self.stopped(stop)?,
         }
         Ok(self.stats.clone())
     }
 
-    /// Turns a parser error at `offset` into the user's answer: a warning
-    /// for a file cut short, an error for anything else.
-    fn ended_at(&mut self, offset: u64, err: PcapError) -> Result<(), AnalyzeError> {
-        match err {
-            PcapError::IoError(e) if e.kind() == io::ErrorKind::UnexpectedEof => {
-                let left = if self.stats.gzip {
-                    0
-                } else {
-                    self.stats.file_len.saturating_sub(offset)
-                };
-                if left > PARSER_BUFFER {
-                    return Err(AnalyzeError::Corrupt {
-                        path: self.path.clone(),
-                        offset,
-                        what: format!("a record claims more than {PARSER_BUFFER} bytes"),
-                    });
-                }
-                if offset == 0 || (self.stats.frames == 0 && offset < 24) {
-                    return Err(AnalyzeError::TruncatedHeader {
-                        path: self.path.clone(),
-                        offset,
-                    });
-                }
+    /// Turns an early stop into the user's answer: a warning for a file cut
+    /// short, an error for anything else.
+    fn stopped(&mut self, stop: Stop) -> Result<(), AnalyzeError> {
+        let path = self.path.clone();
+        match stop {
+            Stop::Truncated { offset } if self.stats.frames == 0 && offset < 24 => {
+                Err(AnalyzeError::TruncatedHeader { path, offset })
+            }
+            Stop::Truncated { offset } => {
                 self.stats.truncated = Some(format!(
                     "{} is truncated at byte {offset}{}: the last record (after frame {}) is incomplete and was skipped",
-                    self.path.display(),
+                    path.display(),
                     if self.stats.gzip { " of the decompressed data" } else { "" },
                     self.stats.frames
                 ));
                 Ok(())
             }
-            PcapError::IoError(source) => Err(AnalyzeError::Read {
-                path: self.path.clone(),
+            Stop::Corrupt { offset, what } => Err(AnalyzeError::Corrupt { path, offset, what }),
+            Stop::Io { offset, source } => Err(AnalyzeError::Read {
+                path,
                 offset,
                 source,
             }),
-            other => Err(AnalyzeError::Corrupt {
-                path: self.path.clone(),
-                offset,
-                what: other.to_string(),
+            Stop::UnsupportedLinkType(linktype) => {
+                Err(AnalyzeError::UnsupportedLinkType { path, linktype })
+            }
+        }
+    }
+}
+
+/// How reading a file's records stopped before its clean end.
+#[derive(Debug)]
+pub(crate) enum Stop {
+    /// The input ended inside the record starting at `offset`.
+    Truncated {
+        /// Where the incomplete record starts.
+        offset: u64,
+    },
+    /// A record that cannot be valid.
+    Corrupt {
+        /// Where it starts.
+        offset: u64,
+        /// What is wrong.
+        what: String,
+    },
+    /// The source failed.
+    Io {
+        /// Where reading was.
+        offset: u64,
+        /// What the OS (or the gzip decoder) said.
+        source: io::Error,
+    },
+    /// A classic pcap of a link type with no decoder.
+    UnsupportedLinkType(u32),
+}
+
+/// Largest record accepted: larger ones are damage, not packets.
+pub(crate) const MAX_RECORD: usize = 256 * 1024 * 1024;
+
+/// Makes `n` bytes available, or says why not.
+pub(crate) fn need(reader: &mut SharedReader, n: usize) -> Result<bool, Stop> {
+    reader.fill(n).map_err(|source| Stop::Io {
+        offset: reader.offset(),
+        source,
+    })
+}
+
+/// Where the format readers hand their frames.
+pub(crate) struct RecordSink<'s, 'e> {
+    stats: &'s mut FileStats,
+    file_bytes: &'s dyn Fn() -> u64,
+    each: &'e mut dyn FnMut(Frame<'_>),
+}
+
+impl RecordSink<'_, '_> {
+    /// One more packet record, ending at stream offset `end`; `None` data
+    /// means it was skipped (an interface with no decoder).
+    pub(crate) fn record(&mut self, end: u64, frame: Option<(Micros, u32, Bytes)>) {
+        self.stats.frames += 1;
+        self.stats.bytes = end;
+        match frame {
+            Some((at, linktype, data)) => (self.each)(Frame {
+                number: self.stats.frames,
+                at,
+                linktype,
+                data: &data,
+                file_bytes_read: (self.file_bytes)(),
             }),
+            None => self.stats.skipped_link_frames += 1,
         }
     }
 
-    fn read_pcap(
-        &mut self,
-        source: Source,
-        each: &mut dyn FnMut(Frame<'_>),
-    ) -> Result<(), AnalyzeError> {
-        let mut reader = match PcapReader::new(source) {
-            Ok(r) => r,
-            Err(e) => return self.ended_at(0, e),
-        };
-        let header = reader.header();
-        let linktype = u32::from(header.datalink);
-        if !super::link::is_supported(linktype) {
-            return Err(AnalyzeError::UnsupportedLinkType {
-                path: self.path.clone(),
-                linktype,
-            });
-        }
-        let nanos = header.ts_resolution == TsResolution::NanoSecond;
-        let mut offset = 24u64;
-        while let Some(next) = reader.next_raw_packet() {
-            let packet = match next {
-                Ok(p) => p,
-                Err(e) => return self.ended_at(offset, e),
-            };
-            offset += 16 + u64::from(packet.incl_len);
-            let frac = u64::from(packet.ts_frac);
-            let at = u64::from(packet.ts_sec) * 1_000_000 + if nanos { frac / 1000 } else { frac };
-            self.stats.frames += 1;
-            self.stats.bytes = offset;
-            each(Frame {
-                number: self.stats.frames,
-                at,
-                linktype,
-                data: &packet.data,
-                file_bytes_read: self.read_count.get(),
-            });
-        }
-        Ok(())
-    }
-
-    fn read_pcapng(
-        &mut self,
-        source: Source,
-        each: &mut dyn FnMut(Frame<'_>),
-    ) -> Result<(), AnalyzeError> {
-        let mut reader = match PcapNgReader::new(source) {
-            Ok(r) => r,
-            Err(e) => return self.ended_at(0, e),
-        };
-        let mut offset = self.section_len;
-        let mut interfaces: Vec<Interface> = Vec::new();
-        let mut last_at: Micros = 0;
-        loop {
-            let endianness = reader.section().endianness;
-            let Some(next) = reader.next_raw_block() else {
-                break;
-            };
-            let raw = match next {
-                Ok(r) => r,
-                Err(e) => return self.ended_at(offset, e),
-            };
-            let block_offset = offset;
-            offset += u64::from(raw.initial_len);
-            self.stats.bytes = offset;
-            let kind = raw.type_;
-            match kind {
-                SECTION_HEADER_BLOCK | INTERFACE_DESCRIPTION_BLOCK => {
-                    // The reader keeps the section's interface list; the
-                    // clock and link type of each are cached here.
-                    refresh_interfaces(&reader, &mut interfaces);
-                    continue;
-                }
-                ENHANCED_PACKET_BLOCK | SIMPLE_PACKET_BLOCK | OBSOLETE_PACKET_BLOCK => {}
-                _ => continue,
-            }
-            let little = endianness == Endianness::Little;
-            let Some(packet) = PacketRecord::parse(kind, &raw.body, little) else {
-                return Err(AnalyzeError::Corrupt {
-                    path: self.path.clone(),
-                    offset: block_offset,
-                    what: format!("packet block of type {kind} is shorter than its own fields"),
-                });
-            };
-            let (iface_id, units, data) = (packet.interface, packet.units, packet.data);
-            self.stats.frames += 1;
-            let Some(&iface) = interfaces.get(iface_id) else {
-                self.stats.skipped_link_frames += 1;
-                continue;
-            };
-            if !super::link::is_supported(iface.linktype) {
-                self.stats.skipped_link_frames += 1;
-                continue;
-            }
-            let at = units.map_or(last_at, |u| iface.micros(u));
-            last_at = at;
-            each(Frame {
-                number: self.stats.frames,
-                at,
-                linktype: iface.linktype,
-                data,
-                file_bytes_read: self.read_count.get(),
-            });
-        }
-        Ok(())
-    }
-}
-
-/// The obsolete pcapng Packet Block (type 2), still found in old files.
-const OBSOLETE_PACKET_BLOCK: u32 = 0x0000_0002;
-
-/// The fields of a pcapng packet block (enhanced, simple or obsolete),
-/// read straight from the block body: cheaper than the generic parser,
-/// which also collects every option.
-struct PacketRecord<'a> {
-    interface: usize,
-    /// Timestamp in interface units; `None` for simple packet blocks.
-    units: Option<u64>,
-    data: &'a [u8],
-}
-
-impl<'a> PacketRecord<'a> {
-    fn parse(kind: u32, body: &'a [u8], little: bool) -> Option<PacketRecord<'a>> {
-        let u32_at = |at: usize| -> Option<u32> {
-            let b: [u8; 4] = body.get(at..at + 4)?.try_into().ok()?;
-            Some(if little {
-                u32::from_le_bytes(b)
-            } else {
-                u32::from_be_bytes(b)
-            })
-        };
-        let units = |at: usize| -> Option<u64> {
-            Some((u64::from(u32_at(at)?) << 32) | u64::from(u32_at(at + 4)?))
-        };
-        match kind {
-            ENHANCED_PACKET_BLOCK => {
-                let caplen = u32_at(12)? as usize;
-                Some(PacketRecord {
-                    interface: u32_at(0)? as usize,
-                    units: Some(units(4)?),
-                    data: body.get(20..20usize.checked_add(caplen)?)?,
-                })
-            }
-            OBSOLETE_PACKET_BLOCK => {
-                let b: [u8; 2] = body.get(0..2)?.try_into().ok()?;
-                let interface = if little {
-                    u16::from_le_bytes(b)
-                } else {
-                    u16::from_be_bytes(b)
-                };
-                let caplen = u32_at(12)? as usize;
-                Some(PacketRecord {
-                    interface: usize::from(interface),
-                    units: Some(units(4)?),
-                    data: body.get(20..20usize.checked_add(caplen)?)?,
-                })
-            }
-            _ => {
-                // Simple packet block: the original length, then data padded
-                // to 32 bits; the captured length is the smaller of the two.
-                let orig = u32_at(0)? as usize;
-                let rest = body.get(4..)?;
-                Some(PacketRecord {
-                    interface: 0,
-                    units: None,
-                    data: &rest[..orig.min(rest.len())],
-                })
-            }
-        }
-    }
-}
-
-/// The link type and clock of every interface of the current section.
-fn refresh_interfaces<R: Read>(reader: &PcapNgReader<R>, cache: &mut Vec<Interface>) {
-    let described = reader.interfaces();
-    {
-        cache.clear();
-        for idb in described {
-            let mut units_per_sec = 1_000_000u64;
-            let mut offset_secs = 0u64;
-            for opt in &idb.options {
-                match opt {
-                    InterfaceDescriptionOption::IfTsResol(r) => {
-                        let exp = u32::from(r & 0x7f);
-                        units_per_sec = if r & 0x80 == 0 {
-                            10u64.checked_pow(exp).unwrap_or(u64::MAX)
-                        } else {
-                            2u64.checked_pow(exp).unwrap_or(u64::MAX)
-                        };
-                    }
-                    InterfaceDescriptionOption::IfTsOffset(o) => offset_secs = *o,
-                    _ => {}
-                }
-            }
-            cache.push(Interface {
-                linktype: u32::from(idb.linktype),
-                units_per_sec,
-                offset_secs,
-            });
-        }
+    /// A block that is not a packet, ending at stream offset `end`.
+    pub(crate) fn other(&mut self, end: u64) {
+        self.stats.bytes = end;
     }
 }

@@ -15,7 +15,7 @@
 
 use std::collections::BTreeMap;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 
 use crate::tap::{CloseKind, Micros};
 
@@ -72,34 +72,15 @@ pub struct ReassemblyStats {
     pub bytes_after_close: u64,
 }
 
-/// Copies packet payloads into large shared blocks, so each delivered
-/// `Bytes` is a slice of a block rather than its own allocation.
-#[derive(Debug, Default)]
-pub struct Arena {
-    block: BytesMut,
-}
-
-/// Size of one arena block.
-const ARENA_BLOCK: usize = 256 * 1024;
-
-impl Arena {
-    /// `data` as refcounted bytes.
-    pub fn copy(&mut self, data: &[u8]) -> Bytes {
-        if self.block.capacity() < data.len() {
-            self.block = BytesMut::with_capacity(ARENA_BLOCK.max(data.len()));
-        }
-        self.block.extend_from_slice(data);
-        self.block.split().freeze()
-    }
-}
-
 /// One segment's part in one direction's stream.
-#[derive(Debug, Clone, Copy)]
-pub struct Incoming<'a> {
+#[derive(Debug, Clone)]
+pub struct Incoming {
     /// Sequence number of the first payload byte (after any SYN).
     pub seq: u32,
-    /// The captured payload.
-    pub payload: &'a [u8],
+    /// The captured payload: a slice of the capture's read block, delivered
+    /// without a copy when it is in order (and copied only when it has to
+    /// wait behind a hole).
+    pub payload: Bytes,
     /// Whether the segment carries FIN.
     pub fin: bool,
     /// The packet.
@@ -176,8 +157,7 @@ impl HalfStream {
     /// A segment from this side.
     pub fn segment(
         &mut self,
-        seg: Incoming<'_>,
-        arena: &mut Arena,
+        seg: Incoming,
         stats: &mut ReassemblyStats,
         out: &mut dyn FnMut(StreamOutput),
     ) {
@@ -231,11 +211,11 @@ impl HalfStream {
             } else if start <= next {
                 let skip = (next - start) as usize;
                 stats.duplicate_bytes += skip as u64;
-                let bytes = arena.copy(&payload[skip..]);
+                let bytes = payload.slice(skip..);
                 self.deliver(next_off, bytes, origin, stats, out);
                 self.drain(Some(origin.at), stats, out);
             } else {
-                self.hold(start as u64, payload, origin, stats);
+                self.hold(start as u64, &payload, origin, stats);
                 if self.pending_bytes > self.max_pending {
                     stats.forced_skips += 1;
                     self.skip_holes_before(u64::MAX, Some(origin.at), stats, out);
