@@ -597,3 +597,26 @@ fn connections_get_ids_in_order_of_first_packet_and_port_reuse_is_a_new_one() {
         });
     assert_eq!(finished, BTreeMap::from([(1, 1), (2, 1)]));
 }
+
+#[test]
+fn gzip_file_cut_short_is_a_truncation_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut c = conv(false, 1, 1);
+    let (segs, req, _) = full_conversation(&mut c, 1000);
+    let bytes = capture_bytes(&c, &segs, SyntheticLink::Ethernet, SyntheticFormat::Pcap);
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&bytes).unwrap();
+    let gz = gz.finish().unwrap();
+    let p = write_file(&dir, "cut.pcap.gz", &gz[..gz.len() / 2]);
+    let (taps, stats) = analyze(&[p], &AnalyzeOptions::default());
+    assert_eq!(stats.warnings.len(), 1, "{:?}", stats.warnings);
+    assert!(
+        stats.warnings[0].contains("decompressed"),
+        "{}",
+        stats.warnings[0]
+    );
+    assert!(stats.files[0].frames > 0);
+    let (got, gaps) = rebuild(&data(&taps, 1, Direction::Request));
+    assert!(gaps.is_empty());
+    assert_eq!(got, &req[..got.len()], "a prefix of the request, intact");
+}

@@ -289,6 +289,11 @@ impl CaptureFile {
             Stop::Truncated { offset } if self.stats.frames == 0 && offset < 24 => {
                 Err(AnalyzeError::TruncatedHeader { path, offset })
             }
+            // A gzip stream cut short (tcpdump piped into gzip and stopped)
+            // is a truncated capture too.
+            Stop::Io { offset, source } if source.kind() == io::ErrorKind::UnexpectedEof => {
+                self.stopped(Stop::Truncated { offset })
+            }
             Stop::Truncated { offset } => {
                 self.stats.truncated = Some(format!(
                     "{} is truncated at byte {offset}{}: the last record (after frame {}) is incomplete and was skipped",

@@ -58,6 +58,12 @@ fn read_ahead(
                 Ok(k) => filled += k,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
+                    // What was read before the failure is still good data
+                    // (a gzip stream cut short fails only at its end).
+                    block.truncate(filled);
+                    if filled > HEADROOM {
+                        let _ = blocks.send(Ok(block));
+                    }
                     let _ = blocks.send(Err(e));
                     return;
                 }
