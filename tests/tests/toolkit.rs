@@ -677,3 +677,29 @@ async fn a_second_request_on_a_kept_connection_gets_its_own_verdict() {
     assert_eq!(SensorStats::get(&sensor.stats().connections), 1);
     sensor.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_body_over_the_limit_is_hashed_but_not_echoed() {
+    let text = "[limits]\nmax_body_bytes = 100\n";
+    let sensor = sensor_with(Scenario::from_toml(text, "test").unwrap()).await;
+    let body = vec![b'z'; 1000];
+    // /echo must echo: it cannot, so it says so with a 500.
+    let a = send_once(&spec(&sensor, "/echo", "http://t.test/big", &body), TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(a.head.status, 500);
+    assert_eq!(&a.head.reason[..], b"Body Over Mock Sensor Limit");
+    // Clean with Allow: 204 needs no copy of the body.
+    let mut s = spec(&sensor, "/av/respmod", "http://t.test/big", &body);
+    s.allow_204 = true;
+    assert_eq!(send_once(&s, TIMEOUT).await.unwrap().head.status, 204);
+    // Within the limit the echo works on the same sensor.
+    let a = send_once(
+        &spec(&sensor, "/echo", "http://t.test/small", &body[..100]),
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
+    assert_eq!((a.head.status, a.body.len()), (200, 100));
+    sensor.shutdown().await;
+}

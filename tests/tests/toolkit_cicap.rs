@@ -83,6 +83,30 @@ fn c_icap_client(
     }
 }
 
+/// Runs c-icap-client off the async runtime (it blocks), so an in-process
+/// sensor keeps serving; `preview` is `-w N`, none is `-nopreview`.
+async fn run_c_icap_client(
+    port: u16,
+    service: &'static str,
+    file: &Path,
+    out: &Path,
+    preview: Option<usize>,
+    extra: &'static [&'static str],
+) -> CIcapClientRun {
+    let (file, out) = (file.to_owned(), out.to_owned());
+    tokio::task::spawn_blocking(move || {
+        let preview = preview.map(|n| n.to_string());
+        let mut args: Vec<&str> = match &preview {
+            Some(n) => vec!["-w", n.as_str()],
+            None => vec!["-nopreview"],
+        };
+        args.extend_from_slice(extra);
+        c_icap_client(port, service, &file, &out, &args)
+    })
+    .await
+    .unwrap()
+}
+
 fn spec(addr: std::net::SocketAddr, service: &str, body: Bytes) -> RequestSpec {
     let target = IcapTarget::parse(&format!("icap://{addr}{service}")).unwrap();
     RequestSpec::respmod(target, body)
@@ -140,19 +164,7 @@ async fn icaptap_client_and_c_icap_client_agree_on_c_icap_echo() {
         assert!(server_anomalies.is_empty(), "{name}: {server_anomalies:?}");
 
         let port = cicap.addr.port();
-        let preview_arg = preview.map(|n| n.to_string());
-        let theirs = tokio::task::spawn_blocking({
-            let (file, out) = (file.clone(), out.clone());
-            move || {
-                let extra: Vec<&str> = match &preview_arg {
-                    Some(n) => vec!["-w", n.as_str(), "-no204"],
-                    None => vec!["-nopreview", "-no204"],
-                };
-                c_icap_client(port, "echo", &file, &out, &extra)
-            }
-        })
-        .await
-        .unwrap();
+        let theirs = run_c_icap_client(port, "echo", &file, &out, preview, &["-no204"]).await;
         if preview.is_some() {
             assert!(
                 matches!(theirs.status, 200 | 204),
@@ -203,19 +215,7 @@ async fn c_icap_client_and_icaptap_client_agree_on_icaptap_sensor() {
         let file = dir.path().join(name);
         std::fs::write(&file, &body).unwrap();
         let continues_before = SensorStats::get(&sensor.stats().continues);
-        let preview_arg = preview.map(|n| n.to_string());
-        let theirs = tokio::task::spawn_blocking({
-            let (file, out) = (file.clone(), out.clone());
-            move || {
-                let extra: Vec<&str> = match &preview_arg {
-                    Some(n) => vec!["-w", n.as_str()],
-                    None => vec!["-nopreview"],
-                };
-                c_icap_client(port, "echo", &file, &out, &extra)
-            }
-        })
-        .await
-        .unwrap();
+        let theirs = run_c_icap_client(port, "echo", &file, &out, preview, &[]).await;
         assert_eq!(theirs.status, 200, "{name}: {}", theirs.stdout);
         assert_eq!(theirs.header("ISTag"), Some("\"ICAPTAP-1\""), "{name}");
         assert!(
@@ -240,12 +240,7 @@ async fn c_icap_client_and_icaptap_client_agree_on_icaptap_sensor() {
     // A clean file on the AV service: c-icap-client allows 204.
     let file = dir.path().join("clean.html");
     std::fs::write(&file, Sample::Clean.body()).unwrap();
-    let theirs = tokio::task::spawn_blocking({
-        let (file, out) = (file.clone(), out.clone());
-        move || c_icap_client(port, "av/respmod", &file, &out, &[])
-    })
-    .await
-    .unwrap();
+    let theirs = run_c_icap_client(port, "av/respmod", &file, &out, Some(1024), &[]).await;
     assert_eq!(theirs.status, 204, "{}", theirs.stdout);
     let mut ours = spec(sensor.addr(), "/av/respmod", Sample::Clean.body());
     ours.allow_204 = true;
@@ -256,12 +251,7 @@ async fn c_icap_client_and_icaptap_client_agree_on_icaptap_sensor() {
     // EICAR: both see the same infection header.
     let file = dir.path().join("eicar.com");
     std::fs::write(&file, EICAR).unwrap();
-    let theirs = tokio::task::spawn_blocking({
-        let (file, out) = (file.clone(), out.clone());
-        move || c_icap_client(port, "av/respmod", &file, &out, &[])
-    })
-    .await
-    .unwrap();
+    let theirs = run_c_icap_client(port, "av/respmod", &file, &out, Some(1024), &[]).await;
     assert_eq!(theirs.status, 200, "{}", theirs.stdout);
     let found = theirs.header("X-Infection-Found").map(str::to_owned);
     assert_eq!(

@@ -23,6 +23,7 @@ pub use verdict::{classify, threat_of, violations, Verdict};
 
 use super::load::{run_load, LoadConfig, LoadStop};
 use super::sample::Sample;
+use crate::units::parse_duration;
 
 /// Exit status when the sensor answered with an ICAP error.
 pub const EXIT_ICAP_ERROR: u8 = 1;
@@ -79,30 +80,6 @@ pub struct ClientArgs {
     /// fast as answers come).
     #[arg(long)]
     pub rate: Option<f64>,
-}
-
-/// Parses `250ms`, `10s`, `2m`, `1h`, or bare seconds.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let value: f64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration like 500ms, 10s, 2m"))?;
-    let seconds = match unit {
-        "ms" => value / 1000.0,
-        "" | "s" => value,
-        "m" => value * 60.0,
-        "h" => value * 3600.0,
-        _ => {
-            return Err(format!(
-                "{text:?}: unknown unit {unit:?} (use ms, s, m or h)"
-            ))
-        }
-    };
-    Duration::try_from_secs_f64(seconds).map_err(|e| format!("{text:?}: {e}"))
 }
 
 /// Resolves the target to a socket address.
@@ -387,19 +364,5 @@ async fn single(args: &ClientArgs, spec: &RequestSpec) -> ExitCode {
         ExitCode::from(EXIT_ICAP_ERROR)
     } else {
         ExitCode::SUCCESS
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations_parse_with_units() {
-        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert_eq!(parse_duration("1.5").unwrap(), Duration::from_millis(1500));
-        assert!(parse_duration("ten").is_err());
-        assert!(parse_duration("5d").is_err());
     }
 }

@@ -126,35 +126,18 @@ impl fmt::Display for LoadReport {
                 h.mean() / 1000.0,
             )?;
         }
-        let statuses: Vec<String> = self
-            .statuses
-            .iter()
-            .map(|(s, n)| format!("{s} x{n}"))
-            .collect();
-        writeln!(
-            f,
-            "ICAP statuses: {}",
-            if statuses.is_empty() {
-                "none".to_owned()
-            } else {
-                statuses.join(", ")
-            }
-        )?;
-        let errors: Vec<String> = self
-            .errors
-            .iter()
-            .map(|(k, n)| format!("{k} x{n}"))
-            .collect();
-        writeln!(
-            f,
-            "errors: {}",
-            if errors.is_empty() {
-                "none".to_owned()
-            } else {
-                errors.join(", ")
-            }
-        )
+        writeln!(f, "ICAP statuses: {}", tally_text(&self.statuses))?;
+        writeln!(f, "errors: {}", tally_text(&self.errors))
     }
+}
+
+/// `key xN, key xN` in key order, or `none`.
+fn tally_text<K: fmt::Display>(counts: &BTreeMap<K, u64>) -> String {
+    if counts.is_empty() {
+        return "none".to_owned();
+    }
+    let parts: Vec<String> = counts.iter().map(|(k, n)| format!("{k} x{n}")).collect();
+    parts.join(", ")
 }
 
 /// What one worker measured.

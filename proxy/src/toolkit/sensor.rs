@@ -235,6 +235,7 @@ fn run_standalone(args: SensorArgs) -> Result<(), SensorError> {
         Some(path) => Scenario::load(path)?,
         None => Scenario::default_scenario()?,
     };
+    let scenario_services: Vec<String> = scenario.services.iter().map(|s| s.path.clone()).collect();
     let runtime = tokio::runtime::Runtime::new().map_err(SensorError::Runtime)?;
     runtime.block_on(async {
         let sensor = Sensor::bind(args.listen, scenario).await?;
@@ -244,7 +245,11 @@ fn run_standalone(args: SensorArgs) -> Result<(), SensorError> {
             .as_ref()
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "built-in".to_owned());
-        println!("icaptap sensor listening on icap://{addr}/ (services /av/reqmod, /av/respmod, /echo; scenario {origin}); Ctrl-C stops it");
+        let services: Vec<&str> = scenario_services.iter().map(String::as_str).collect();
+        println!(
+            "icaptap sensor listening on icap://{addr}/ (services {}; scenario {origin}); Ctrl-C stops it",
+            services.join(", ")
+        );
         let token = CancellationToken::new();
         let stopper = token.clone();
         tokio::spawn(async move {

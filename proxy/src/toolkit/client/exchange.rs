@@ -121,6 +121,40 @@ pub struct Answer {
     pub bytes_received: u64,
 }
 
+/// What arrived of an answer besides its final head.
+#[derive(Debug, Default)]
+struct Received {
+    interim: Option<ResponseHead>,
+    http: Vec<HttpHead>,
+    body: BytesMut,
+    body_len: u64,
+    anomalies: Vec<Anomaly>,
+}
+
+impl Received {
+    fn into_answer(
+        self,
+        head: ResponseHead,
+        latency: Duration,
+        complete: bool,
+        sent: u64,
+        received: u64,
+    ) -> Answer {
+        Answer {
+            interim: self.interim,
+            head,
+            http: self.http,
+            body: self.body.freeze(),
+            body_len: self.body_len,
+            complete,
+            anomalies: self.anomalies,
+            latency,
+            bytes_sent: sent,
+            bytes_received: received,
+        }
+    }
+}
+
 /// Where the client is while waiting.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Waiting {
@@ -227,19 +261,15 @@ impl IcapConnection {
 
         let mut waiting = Waiting::FirstAnswer;
         let mut rest_sent = false;
-        let mut interim = None;
         let mut fin: Option<(ResponseHead, Duration)> = None;
-        let mut http = Vec::new();
-        let mut body = BytesMut::new();
-        let mut body_len = 0u64;
-        let mut anomalies = Vec::new();
+        let mut got = Received::default();
         let mut events = Vec::new();
         let mut eof = false;
         loop {
             for event in events.drain(..) {
                 match event {
                     Event::ResponseHead(head) if fin.is_none() && head.status == 100 => {
-                        interim = Some(*head);
+                        got.interim = Some(*head);
                         waiting = Waiting::AfterContinue;
                         if let (Some(rest), false) = (&req.rest, rest_sent) {
                             rest_sent = true;
@@ -251,11 +281,11 @@ impl IcapConnection {
                         fin = Some((*head, start.elapsed()));
                         waiting = Waiting::ResponseEnd;
                     }
-                    Event::HttpHead(h) if fin.is_some() => http.push(*h),
+                    Event::HttpHead(h) if fin.is_some() => got.http.push(*h),
                     Event::Body(data) if fin.is_some() => {
-                        body_len += data.len() as u64;
-                        if body.len() + data.len() <= MAX_KEPT_BODY {
-                            body.extend_from_slice(&data);
+                        got.body_len += data.len() as u64;
+                        if got.body.len() + data.len() <= MAX_KEPT_BODY {
+                            got.body.extend_from_slice(&data);
                         }
                     }
                     Event::MessageEnd { .. } if fin.is_some() => {
@@ -267,39 +297,21 @@ impl IcapConnection {
                             {
                                 self.reusable = false;
                             }
-                            return Ok(Answer {
-                                interim,
-                                head,
-                                http,
-                                body: body.freeze(),
-                                body_len,
-                                complete: true,
-                                anomalies,
-                                latency,
-                                bytes_sent: sent,
-                                bytes_received: self.received - received_before,
-                            });
+                            let received = self.received - received_before;
+                            return Ok(got.into_answer(head, latency, true, sent, received));
                         }
                     }
-                    Event::Anomaly(a) => anomalies.push(a),
+                    Event::Anomaly(a) => got.anomalies.push(a),
                     _ => {}
                 }
             }
             if eof {
                 self.reusable = false;
+                let received = self.received - received_before;
                 return match fin.take() {
-                    Some((head, latency)) => Ok(Answer {
-                        interim,
-                        head,
-                        http,
-                        body: body.freeze(),
-                        body_len,
-                        complete: false,
-                        anomalies,
-                        latency,
-                        bytes_sent: sent,
-                        bytes_received: self.received - received_before,
-                    }),
+                    Some((head, latency)) => {
+                        Ok(got.into_answer(head, latency, false, sent, received))
+                    }
                     None => Err(ClientError::Closed {
                         offset: self.received,
                         stage: waiting.stage(),
