@@ -1,0 +1,232 @@
+//! Reading a run's output directory back (docs/log-schema.md): which files
+//! icaptap wrote there, `summary.json`, and the two JSON Lines files
+//! streamed record by record so a long run never has to fit in memory.
+
+use std::fs::File;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+
+use crate::output::records::{ConnectionRecord, ExchangeRecord};
+use crate::output::summary::Summary;
+
+use super::EvidenceError;
+
+/// `exchanges.jsonl`.
+pub const EXCHANGES_FILE: &str = "exchanges.jsonl";
+/// `connections.jsonl`.
+pub const CONNECTIONS_FILE: &str = "connections.jsonl";
+/// `summary.json`.
+pub const SUMMARY_FILE: &str = "summary.json";
+/// `report.html`.
+pub const REPORT_HTML_FILE: &str = "report.html";
+/// `report.md`.
+pub const REPORT_MD_FILE: &str = "report.md";
+
+/// Whether `name` is a capture file icaptap writes: `capture.pcapng`,
+/// `capture.pcap`, or a rotated `capture-NNNN.pcap[ng]`.
+pub fn is_capture_name(name: &str) -> bool {
+    let Some(stem) = name
+        .strip_suffix(".pcapng")
+        .or_else(|| name.strip_suffix(".pcap"))
+    else {
+        return false;
+    };
+    stem == "capture"
+        || stem
+            .strip_prefix("capture-")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The files of a run directory, as icaptap names them.
+#[derive(Clone, Debug, Default)]
+pub struct RunFiles {
+    /// The directory.
+    pub dir: PathBuf,
+    /// `summary.json`, when present.
+    pub summary: Option<PathBuf>,
+    /// `exchanges.jsonl`, when present.
+    pub exchanges: Option<PathBuf>,
+    /// `connections.jsonl`, when present.
+    pub connections: Option<PathBuf>,
+    /// Capture files, oldest first (rotation numbers sort by name).
+    pub captures: Vec<PathBuf>,
+    /// `report.html` / `report.md`, when present.
+    pub reports: Vec<PathBuf>,
+}
+
+impl RunFiles {
+    /// Lists `dir`; fails when it is not a directory or holds none of the
+    /// record files.
+    pub fn scan(dir: &Path) -> Result<RunFiles, EvidenceError> {
+        let entries = std::fs::read_dir(dir).map_err(|source| EvidenceError::ReadDir {
+            dir: dir.to_path_buf(),
+            source,
+        })?;
+        let mut files = RunFiles {
+            dir: dir.to_path_buf(),
+            ..RunFiles::default()
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if !path.is_file() {
+                continue;
+            }
+            let name = entry.file_name().to_string_lossy().into_owned();
+            match name.as_str() {
+                SUMMARY_FILE => files.summary = Some(path),
+                EXCHANGES_FILE => files.exchanges = Some(path),
+                CONNECTIONS_FILE => files.connections = Some(path),
+                REPORT_HTML_FILE | REPORT_MD_FILE => files.reports.push(path),
+                n if is_capture_name(n) => files.captures.push(path),
+                _ => {}
+            }
+        }
+        files.captures.sort();
+        files.reports.sort();
+        if files.summary.is_none() && files.exchanges.is_none() && files.connections.is_none() {
+            return Err(EvidenceError::NotARunDir {
+                dir: dir.to_path_buf(),
+            });
+        }
+        Ok(files)
+    }
+
+    /// `summary.json`, or `None` when the run did not finish writing it.
+    pub fn read_summary(&self) -> Result<Option<Summary>, EvidenceError> {
+        let Some(path) = &self.summary else {
+            return Ok(None);
+        };
+        let text = std::fs::read_to_string(path).map_err(|source| EvidenceError::Read {
+            path: path.clone(),
+            source,
+        })?;
+        serde_json::from_str(&text)
+            .map(Some)
+            .map_err(|e| EvidenceError::Parse {
+                path: path.clone(),
+                line: e.line() as u64,
+                detail: e.to_string(),
+            })
+    }
+}
+
+/// Streams the records of a JSON Lines file to `each`; returns how many
+/// lines could not be read as records (a line cut by a crash, a newer
+/// schema's surprise), which the report mentions instead of failing.
+pub fn for_each_record<T: serde::de::DeserializeOwned>(
+    path: Option<&Path>,
+    each: &mut dyn FnMut(T),
+) -> Result<u64, EvidenceError> {
+    let Some(path) = path else {
+        return Ok(0);
+    };
+    let file = File::open(path).map_err(|source| EvidenceError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut bad = 0u64;
+    for line in BufReader::new(file).split(b'\n') {
+        let line = line.map_err(|source| EvidenceError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        if line.iter().all(u8::is_ascii_whitespace) {
+            continue;
+        }
+        match serde_json::from_slice::<T>(&line) {
+            Ok(record) => each(record),
+            Err(_) => bad += 1,
+        }
+    }
+    Ok(bad)
+}
+
+/// Streams `exchanges.jsonl`.
+pub fn for_each_exchange(
+    files: &RunFiles,
+    each: &mut dyn FnMut(ExchangeRecord),
+) -> Result<u64, EvidenceError> {
+    for_each_record(files.exchanges.as_deref(), each)
+}
+
+/// Streams `connections.jsonl`.
+pub fn for_each_connection(
+    files: &RunFiles,
+    each: &mut dyn FnMut(ConnectionRecord),
+) -> Result<u64, EvidenceError> {
+    for_each_record(files.connections.as_deref(), each)
+}
+
+/// Parses the RFC 3339 UTC times icaptap writes (`2026-11-28T09:57:01.402311Z`,
+/// fraction optional, `Z` or a numeric offset) into microseconds since the
+/// UNIX epoch.
+pub fn parse_rfc3339_micros(text: &str) -> Option<i64> {
+    let b = text.as_bytes();
+    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> { text.get(r)?.parse::<i64>().ok() };
+    let year = i32::try_from(num(0..4)?).ok()?;
+    let month = time::Month::try_from(u8::try_from(num(5..7)?).ok()?).ok()?;
+    let day = u8::try_from(num(8..10)?).ok()?;
+    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut rest = &text[19..];
+    let mut micros = 0i64;
+    if let Some(frac) = rest.strip_prefix('.') {
+        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
+        let mut scaled: i64 = 0;
+        for (i, d) in frac[..digits].bytes().enumerate().take(6) {
+            scaled += i64::from(d - b'0') * 10i64.pow(5 - i as u32);
+        }
+        micros = scaled;
+        rest = &frac[digits..];
+    }
+    let offset_s = match rest {
+        "Z" | "z" => 0,
+        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) => {
+            let h = o.get(1..3)?.parse::<i64>().ok()?;
+            let m = o.get(4..6)?.parse::<i64>().ok()?;
+            let s = h * 3600 + m * 60;
+            if o.starts_with('-') {
+                -s
+            } else {
+                s
+            }
+        }
+        _ => return None,
+    };
+    let date = time::Date::from_calendar_date(year, month, day).ok()?;
+    let days = i64::from(date.to_julian_day()) - 2_440_588;
+    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_s;
+    Some(secs * 1_000_000 + micros)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_round_trips_with_the_writer() {
+        let micros = 1_795_427_821_402_311u64;
+        let text = crate::output::rfc3339(micros);
+        assert_eq!(parse_rfc3339_micros(&text), Some(micros as i64));
+        assert_eq!(
+            parse_rfc3339_micros("1970-01-01T00:00:01Z"),
+            Some(1_000_000)
+        );
+        assert_eq!(
+            parse_rfc3339_micros("1970-01-01T01:00:01.5+01:00"),
+            Some(1_500_000)
+        );
+        assert_eq!(parse_rfc3339_micros("yesterday"), None);
+    }
+
+    #[test]
+    fn capture_names() {
+        assert!(is_capture_name("capture.pcapng"));
+        assert!(is_capture_name("capture-0003.pcapng"));
+        assert!(is_capture_name("capture.pcap"));
+        assert!(!is_capture_name("capture-x.pcapng"));
+        assert!(!is_capture_name("other.pcapng"));
+    }
+}
