@@ -32,7 +32,7 @@ pub enum LogFormat {
 pub enum Command {
     /// Forward ICAP between a client and a sensor, decoding and recording
     /// every exchange (the main job).
-    Proxy(crate::inline::ProxyArgs),
+    Proxy(Box<crate::inline::ProxyArgs>),
     /// Run a mock sensor, icaptap and sample traffic on loopback, and show
     /// what icaptap records (start here).
     Demo(crate::toolkit::demo::DemoArgs),
@@ -47,6 +47,12 @@ pub enum Command {
     Bundle(crate::evidence::BundleArgs),
     /// Remove the files a run wrote, when the ticket is done.
     Clean(crate::evidence::CleanArgs),
+    /// Write shell completions to standard output (for packaging).
+    #[command(hide = true)]
+    Completions(crate::ops::manual::CompletionsArgs),
+    /// Write the man page(s) (for packaging).
+    #[command(hide = true)]
+    Manpage(crate::ops::manual::ManpageArgs),
 }
 
 /// Sets up operational logging on stderr: `RUST_LOG` picks the level,
@@ -89,7 +95,7 @@ pub fn main() -> ExitCode {
     };
     init_logging(cli.log_format, default_level);
     match cli.command {
-        Command::Proxy(args) => match crate::inline::run(args) {
+        Command::Proxy(args) => match crate::inline::run(*args) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },
@@ -106,6 +112,16 @@ pub fn main() -> ExitCode {
         },
         Command::Clean(args) => match crate::evidence::clean::run(args) {
             Ok(_) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
+        Command::Completions(args) => crate::ops::manual::completions(&args),
+        Command::Manpage(args) => match crate::ops::manual::manpage(&args) {
+            Ok(pages) => {
+                for page in pages {
+                    eprintln!("icaptap: wrote {}", page.display());
+                }
+                ExitCode::SUCCESS
+            }
             Err(e) => fail(&e),
         },
     }

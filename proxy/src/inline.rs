@@ -10,14 +10,20 @@ use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
 use crate::forward::{self, CancellationToken, ForwardArgs, ForwardConfig};
 use crate::observe::{self, ObserveArgs, Observer, ObserverConfig};
+use crate::ops::listeners::{route_configs, RouteError};
+use crate::ops::metrics::{self, IncidentCounters, LiveSources, MetricsError, RecordMetrics};
+use crate::ops::stop::StopWatch;
+use crate::ops::{flight, OpsArgs, OpsPlan, SinkFanout};
 use crate::output::console::{status_line, summary_table};
 use crate::output::directory::default_dir_name;
 use crate::output::run::RunOutput;
 use crate::output::summary::{Drops, Summary};
+use crate::output::writer::RecordSink;
 use crate::record::annotate::ANNOTATION_QUEUE_CAPACITY;
 use crate::record::{self, annotation_channel, RecordArgs, RecordOptions};
 use crate::tap::{TapQueue, TapSinks};
@@ -42,6 +48,9 @@ pub struct ProxyArgs {
     /// Recording options.
     #[command(flatten)]
     pub record: RecordArgs,
+    /// Metrics, stop conditions, flight recorder, transparent mode, routes.
+    #[command(flatten)]
+    pub ops: OpsArgs,
     /// Options from a TOML file.
     #[command(flatten)]
     pub config: crate::config::ConfigFileArg,
@@ -82,6 +91,12 @@ pub enum ProxyError {
     /// The recorder could not start.
     #[error(transparent)]
     Record(#[from] record::RecordError),
+    /// A `--route` is unusable.
+    #[error(transparent)]
+    Route(#[from] RouteError),
+    /// The metrics endpoint could not start.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
 }
 
 /// A proxy that runs in-process (demo, tests): everything `icaptap proxy`
@@ -90,9 +105,14 @@ pub enum ProxyError {
 pub struct RunningProxy {
     /// The address clients connect to.
     pub listen: SocketAddr,
+    /// Every listening address: `listen`, then one per `--route`.
+    pub listens: Vec<SocketAddr>,
+    /// The metrics endpoint's address, when serving one.
+    pub metrics: Option<SocketAddr>,
     /// The output directory.
     pub out: PathBuf,
     shutdown: CancellationToken,
+    stop_reason: Arc<Mutex<Option<String>>>,
     task: tokio::task::JoinHandle<Result<Summary, ProxyError>>,
 }
 
@@ -106,9 +126,19 @@ impl RunningProxy {
         }
     }
 
-    /// The token that stops this proxy.
+    /// The token that stops this proxy (also cancelled when a stop
+    /// condition such as `--max-exchanges` is met).
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
+    }
+
+    /// Why the proxy stopped by itself, if it did (`--max-exchanges`,
+    /// `--stop-on`).
+    pub fn stop_reason(&self) -> Option<String> {
+        self.stop_reason
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -129,6 +159,10 @@ pub struct ProxyPlan {
     pub recorder_queue: usize,
     /// Status line period on a terminal, if any.
     pub status_every: Option<Duration>,
+    /// Metrics, stop conditions, flight recorder, transparent mode, routes.
+    pub ops: OpsPlan,
+    /// One forwarding configuration per `--route` (extra listeners).
+    pub routes: Vec<ForwardConfig>,
 }
 
 impl ProxyPlan {
@@ -143,6 +177,8 @@ impl ProxyPlan {
             record: Some(RecordOptions::default()),
             recorder_queue: DEFAULT_RECORDER_QUEUE,
             status_every: None,
+            ops: OpsPlan::default(),
+            routes: Vec::new(),
         }
     }
 }
@@ -151,13 +187,55 @@ impl ProxyPlan {
 /// before anything listens.
 pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
     let mut output = RunOutput::create(&plan.out)?;
-    let listener = forward::bind(&plan.forward).await?;
+    let mut forward_config = plan.forward.clone();
+    if plan.ops.transparent.is_some() {
+        forward_config.transparent = plan.ops.transparent;
+    }
+    let listener = forward::bind(&forward_config).await?;
     let listen = listener.local_addr();
     let counters = listener.counters();
+    let mut routes = Vec::with_capacity(plan.routes.len());
+    for route in &plan.routes {
+        let mut route = route.clone();
+        route.transparent = forward_config.transparent;
+        let bound = forward::bind(&route).await?.sharing_ids_with(&listener);
+        routes.push((bound, route));
+    }
+    let listens: Vec<SocketAddr> = std::iter::once(listen)
+        .chain(routes.iter().map(|(l, _)| l.local_addr()))
+        .collect();
+    let metrics_listener = match plan.ops.metrics {
+        Some(addr) => Some(metrics::bind(addr).await?),
+        None => None,
+    };
+    let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+
+    let shutdown = CancellationToken::new();
+    let stop_reason = Arc::new(Mutex::new(None));
+    let record_metrics = RecordMetrics::default();
+    let incidents = Arc::new(IncidentCounters::default());
+    let mut sinks_of_records: Vec<Box<dyn RecordSink>> =
+        vec![output.take_sink(), Box::new(record_metrics.clone())];
+    if plan.ops.stop.any() {
+        sinks_of_records.push(Box::new(StopWatch::new(
+            plan.ops.stop.clone(),
+            stop_reason.clone(),
+            shutdown.clone(),
+        )));
+    }
+    let incident_writer = plan.ops.flight.clone().map(|options| {
+        let (sink, writer) = flight::flight_recorder(options, &plan.out, incidents.clone());
+        sinks_of_records.push(Box::new(sink));
+        writer
+    });
+
     let (observer_queue, observer_rx) = TapQueue::bounded(plan.observer_queue);
-    let mut observer = Observer::new(plan.observer, output.take_sink());
+    let mut observer = Observer::new(plan.observer, Box::new(SinkFanout(sinks_of_records)));
     let mut recorder = None;
-    if let Some(options) = plan.record.clone() {
+    if let Some(mut options) = plan.record.clone() {
+        if let Some(size) = plan.ops.ring {
+            options.rotation = flight::ring_rotation(size);
+        }
         let (queue, taps) = TapQueue::bounded(plan.recorder_queue);
         let (notes, annotations) = annotation_channel(ANNOTATION_QUEUE_CAPACITY);
         let handle = record::spawn(&plan.out, options, taps, annotations)?;
@@ -173,10 +251,32 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
         observer: Some(observer_queue.clone()),
         recorder: recorder.as_ref().map(|(queue, _)| queue.clone()),
     };
-    let shutdown = CancellationToken::new();
+    let summary = output.summary();
+
+    // The side paths' figures, read at scrape time.
+    let metrics_over = CancellationToken::new();
+    let metrics_task = metrics_listener.map(|socket| {
+        let sources = Arc::new(LiveSources {
+            forward: std::iter::once(counters.clone())
+                .chain(routes.iter().map(|(l, _)| l.counters()))
+                .collect(),
+            observer_drops: observer_queue.drops().clone(),
+            recorder_drops: recorder.as_ref().map(|(q, _)| q.drops().clone()),
+            recorder: recorder.as_ref().map(|(_, h)| h.counters()),
+            records: record_metrics.clone(),
+            summary: summary.clone(),
+            incidents: incidents.clone(),
+            stop_reason: stop_reason.clone(),
+            stopping: shutdown.clone(),
+            started: Instant::now(),
+        });
+        tokio::spawn(metrics::serve(socket, sources, metrics_over.clone()))
+    });
+    let run_over = CancellationToken::new();
+    let incident_task = incident_writer.map(|w| tokio::spawn(w.run(run_over.clone())));
+
     let token = shutdown.clone();
     let out = plan.out.clone();
-    let summary = output.summary();
     let status_every = plan.status_every;
     let status_counters = counters.clone();
     let task = tokio::spawn(async move {
@@ -200,8 +300,20 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
                 }
             })
         });
-        let forward_config = plan.forward.clone();
+        let route_tasks: Vec<_> = routes
+            .into_iter()
+            .map(|(listener, config)| {
+                let sinks = sinks.clone();
+                let token = token.clone();
+                tokio::spawn(async move { forward::serve(listener, &config, sinks, token).await })
+            })
+            .collect();
         let stats = forward::serve(listener, &forward_config, sinks, token).await;
+        for route in route_tasks {
+            if let Ok(stats) = route.await {
+                tracing::info!(?stats, "forwarding stopped on a --route listener");
+            }
+        }
         if let Some(status) = status {
             status.abort();
         }
@@ -229,13 +341,27 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
                 tracing::info!(?recorded, "recording stopped");
             }
         }
+        // The capture is complete: an incident still in its window is
+        // written now, from the whole capture.
+        run_over.cancel();
+        if let Some(incidents) = incident_task {
+            let _ = incidents.await;
+        }
         tracing::info!(?stats, "forwarding stopped");
-        Ok(output.finish("proxy", drops)?)
+        let summary = output.finish("proxy", drops);
+        metrics_over.cancel();
+        if let Some(metrics) = metrics_task {
+            let _ = metrics.await;
+        }
+        Ok(summary?)
     });
     Ok(RunningProxy {
         listen,
+        listens,
+        metrics: metrics_addr,
         out,
         shutdown,
+        stop_reason,
         task,
     })
 }
@@ -248,6 +374,8 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
         .build()
         .map_err(ProxyError::Runtime)?;
     let out = args.out.clone().unwrap_or_else(default_dir_name);
+    let ops = args.ops.plan();
+    let routes = route_configs(&args.forward, &ops.routes)?;
     let plan = ProxyPlan {
         forward: args.forward.into_config()?,
         observer: args.observe.config(),
@@ -257,17 +385,34 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
         recorder_queue: args.recorder_queue,
         status_every: (std::io::stderr().is_terminal() && !args.status_every.is_zero())
             .then_some(args.status_every),
+        ops,
+        routes,
     };
     let duration = args.duration;
     runtime.block_on(async move {
         let proxy = start(plan).await?;
+        let listens: Vec<String> = proxy.listens.iter().map(ToString::to_string).collect();
         eprintln!(
             "icaptap: listening on {}, forwarding to the sensor; output in {}",
-            proxy.listen,
+            listens.join(", "),
             proxy.out.display()
         );
-        wait_for_stop(duration).await;
-        eprintln!("icaptap: stopping: no new connections; open ones may finish (drain)");
+        if let Some(addr) = proxy.metrics {
+            eprintln!("icaptap: metrics on http://{addr}/metrics (also /healthz, /status)");
+        }
+        let stopped_by_itself = proxy.shutdown_token();
+        tokio::select! {
+            _ = wait_for_stop(duration) => {}
+            _ = stopped_by_itself.cancelled() => {}
+        }
+        match proxy.stop_reason() {
+            Some(why) => eprintln!(
+                "icaptap: stopping ({why}): no new connections; open ones may finish (drain)"
+            ),
+            None => {
+                eprintln!("icaptap: stopping: no new connections; open ones may finish (drain)")
+            }
+        }
         let summary = proxy.stop().await?;
         print!("{}", summary_table(&summary, &out));
         Ok(summary)

@@ -15,7 +15,9 @@
 //! - [`output`]: JSONL records and the run summary;
 //! - [`analyze`]: capture reading and TCP reassembly into taps;
 //! - [`evidence`]: the report and the support-ticket bundle;
-//! - [`toolkit`]: mock sensor, client, replay, vendor checks and the demo.
+//! - [`toolkit`]: mock sensor, client, replay, vendor checks and the demo;
+//! - [`ops`]: metrics endpoint, stop conditions, flight recorder,
+//!   transparent mode, several listeners, completions and man page.
 
 pub mod analyze;
 pub mod cli;
@@ -24,6 +26,7 @@ pub mod evidence;
 pub mod forward;
 pub mod inline;
 pub mod observe;
+pub mod ops;
 pub mod output;
 pub mod record;
 pub mod tap;

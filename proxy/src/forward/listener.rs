@@ -86,6 +86,9 @@ pub struct Listener {
     socket: TcpListener,
     local: SocketAddr,
     counters: Arc<ForwardCounters>,
+    /// The last connection id handed out; shared by listeners of one run
+    /// so ids stay unique across them.
+    ids: Arc<AtomicU64>,
 }
 
 impl Listener {
@@ -100,6 +103,15 @@ impl Listener {
     pub fn counters(&self) -> Arc<ForwardCounters> {
         self.counters.clone()
     }
+
+    /// This listener, numbering its connections in one sequence with
+    /// `first` (several listeners feeding one observer need distinct ids).
+    pub fn sharing_ids_with(self, first: &Listener) -> Listener {
+        Listener {
+            ids: first.ids.clone(),
+            ..self
+        }
+    }
 }
 
 /// Binds `cfg.listen`, with a backlog of [`LISTEN_BACKLOG`].
@@ -111,6 +123,10 @@ pub async fn bind(cfg: &ForwardConfig) -> Result<Listener, ForwardError> {
         TcpSocket::new_v6()
     }
     .map_err(|e| ForwardError::new(addr, e))?;
+    if cfg.transparent == Some(crate::ops::TransparentMode::Tproxy) {
+        crate::ops::transparent::accept_foreign_addresses(&socket)
+            .map_err(|source| ForwardError::Other { addr, source })?;
+    }
     // A restarted icaptap must be able to bind while old connections linger
     // in TIME_WAIT.
     socket
@@ -127,6 +143,7 @@ pub async fn bind(cfg: &ForwardConfig) -> Result<Listener, ForwardError> {
         socket,
         local,
         counters: Arc::new(ForwardCounters::default()),
+        ids: Arc::new(AtomicU64::new(0)),
     })
 }
 
@@ -143,6 +160,7 @@ pub async fn serve(
         socket,
         local,
         counters,
+        ids,
     } = listener;
     let hard_stop = CancellationToken::new();
     let shared = Arc::new(SessionShared {
@@ -154,8 +172,7 @@ pub async fn serve(
     });
     let max = cfg.max_connections.clamp(1, Semaphore::MAX_PERMITS);
     let permits = Arc::new(Semaphore::new(max));
-    let mut next_id: u64 = 1;
-    info!(listen = %local, upstream = %cfg.upstream, "forwarding");
+    info!(listen = %local, upstream = %cfg.upstream, transparent = ?cfg.transparent, "forwarding");
 
     loop {
         let permit = tokio::select! {
@@ -174,8 +191,7 @@ pub async fn serve(
         match accepted {
             Ok((client, client_addr)) => {
                 ForwardCounters::add(&counters.connections_total, 1);
-                let id = next_id;
-                next_id += 1;
+                let id = ids.fetch_add(1, Ordering::Relaxed) + 1;
                 let session = Session::new(shared.clone(), id, client, client_addr, permit);
                 tokio::spawn(session.run());
             }

@@ -74,6 +74,10 @@ pub struct ForwardConfig {
     pub buffer_size: usize,
     /// Grace period for open connections at shutdown.
     pub drain: Duration,
+    /// Transparent mode: each connection goes to the address it was
+    /// redirected from (see [`crate::ops::transparent`]); connections made
+    /// to icaptap directly still go to `upstream`.
+    pub transparent: Option<crate::ops::TransparentMode>,
 }
 
 impl ForwardConfig {
@@ -88,6 +92,7 @@ impl ForwardConfig {
             max_connections: 10_000,
             buffer_size: 64 * 1024,
             drain: Duration::from_secs(10),
+            transparent: None,
         }
     }
 }
@@ -134,6 +139,7 @@ impl ForwardArgs {
             max_connections: self.max_connections as usize,
             buffer_size: self.buffer_size,
             drain: self.drain,
+            transparent: None,
         })
     }
 }

@@ -99,8 +99,9 @@ impl Session {
         let cfg = &shared.cfg;
         let listen = client.local_addr().unwrap_or(cfg.listen);
 
+        let upstream = destination(cfg, &client, listen, id);
         let connected =
-            tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(cfg.upstream)).await;
+            tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(upstream)).await;
         let server = match connected {
             Ok(Ok(server)) => server,
             Ok(Err(e)) => {
@@ -109,7 +110,7 @@ impl Session {
                     client: client_addr,
                     listen,
                     upstream_local: None,
-                    server: cfg.upstream,
+                    server: upstream,
                     opened,
                 });
                 if FdLimitAlarm::is_fd_limit(&e) {
@@ -124,7 +125,8 @@ impl Session {
                 drop(client);
                 let error = format!(
                     "connecting to sensor {} ({}): {e}",
-                    cfg.upstream, cfg.upstream_name
+                    upstream,
+                    upstream_name(cfg, upstream)
                 );
                 connect_failed(&shared, meta, error).await;
                 return;
@@ -135,13 +137,15 @@ impl Session {
                     client: client_addr,
                     listen,
                     upstream_local: None,
-                    server: cfg.upstream,
+                    server: upstream,
                     opened,
                 });
                 drop(client);
                 let error = format!(
                     "sensor {} ({}) did not accept the connection within {:?}",
-                    cfg.upstream, cfg.upstream_name, cfg.connect_timeout
+                    upstream,
+                    upstream_name(cfg, upstream),
+                    cfg.connect_timeout
                 );
                 connect_failed(&shared, meta, error).await;
                 return;
@@ -157,7 +161,7 @@ impl Session {
             client: client_addr,
             listen,
             upstream_local: server.local_addr().ok(),
-            server: server.peer_addr().unwrap_or(cfg.upstream),
+            server: server.peer_addr().unwrap_or(upstream),
             opened,
         });
         debug!(conn = id, client = %client_addr, sensor = %meta.server, "connection open");
@@ -168,6 +172,41 @@ impl Session {
             event: TapEvent::Open,
         });
         forward(&shared, meta, client, server).await;
+    }
+}
+
+/// Where this connection goes: `--upstream`, or in transparent mode the
+/// address the client was redirected from.
+fn destination(
+    cfg: &ForwardConfig,
+    client: &TcpStream,
+    listen: SocketAddr,
+    id: ConnId,
+) -> SocketAddr {
+    let Some(mode) = cfg.transparent else {
+        return cfg.upstream;
+    };
+    match crate::ops::transparent::original_destination(client, listen, cfg.listen, mode) {
+        Ok(Some(original)) => original,
+        Ok(None) => cfg.upstream,
+        Err(e) => {
+            warn!(
+                conn = id,
+                "cannot read the original destination ({e}); forwarding to --upstream {}",
+                cfg.upstream
+            );
+            cfg.upstream
+        }
+    }
+}
+
+/// The sensor's name for messages: as the user typed it for `--upstream`,
+/// or "original destination" in transparent mode.
+fn upstream_name(cfg: &ForwardConfig, upstream: SocketAddr) -> &str {
+    if upstream == cfg.upstream {
+        &cfg.upstream_name
+    } else {
+        "original destination"
     }
 }
 

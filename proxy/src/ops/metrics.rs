@@ -1,0 +1,631 @@
+//! The metrics endpoint of `icaptap proxy --metrics ADDR` (hyper 1, HTTP/1.1):
+//!
+//! - `/metrics`: Prometheus text exposition format 0.0.4. Every name starts
+//!   with `icaptap_`; counters end in `_total`, histograms in `_seconds`,
+//!   byte counts carry `_bytes`.
+//! - `/healthz`: `200 ok` while forwarding, `503 stopping` once shutdown began.
+//! - `/status`: JSON with the live summary, the forwarding counters and the
+//!   last exchanges with problems.
+//!
+//! Figures come from two places: atomics the side paths already keep
+//! (forwarding, queue drops, recorder), read at scrape time; and
+//! [`RecordMetrics`], a record sink on the observer's thread that counts
+//! exchanges by method and verdict, anomalies by code and latency per ICAP
+//! service (RFC 3507 section 4.2 URI path). Scrapes never touch the
+//! forwarding path.
+
+use std::collections::{BTreeMap, VecDeque};
+use std::convert::Infallible;
+use std::fmt::Write;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::forward::ForwardCounters;
+use crate::output::records::{ConnectionRecord, ExchangeRecord};
+use crate::output::run::SharedSummary;
+use crate::output::writer::RecordSink;
+use crate::record::RecordCounters;
+use crate::tap::DropCounters;
+
+/// Upper bounds (seconds) of the latency histogram buckets: from half a
+/// millisecond (a sensor answering OPTIONS from memory) to a minute (a large
+/// file in a sandbox).
+pub const LATENCY_BUCKETS: [f64; 16] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    60.0,
+];
+
+/// Exchanges with problems that `/status` shows, newest last.
+pub const RECENT_PROBLEMS: usize = 50;
+
+/// Distinct label sets per metric family: a client sending random method
+/// tokens or service paths must not grow memory without bound. Beyond it,
+/// new label values are counted under `other`.
+pub const MAX_LABEL_SETS: usize = 512;
+
+/// Why the metrics endpoint could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// Binding the address failed.
+    #[error("cannot serve metrics on {addr}: {source}; choose another --metrics address (default 127.0.0.1:9344) or stop the program using it")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// What the system said.
+        source: std::io::Error,
+    },
+}
+
+/// A latency histogram with fixed Prometheus buckets.
+#[derive(Clone, Debug, Default)]
+struct LatencyHistogram {
+    /// Non-cumulative counts per bucket of [`LATENCY_BUCKETS`], then `+Inf`.
+    buckets: [u64; LATENCY_BUCKETS.len() + 1],
+    sum: f64,
+    count: u64,
+}
+
+impl LatencyHistogram {
+    fn observe(&mut self, seconds: f64) {
+        let slot = LATENCY_BUCKETS
+            .iter()
+            .position(|le| seconds <= *le)
+            .unwrap_or(LATENCY_BUCKETS.len());
+        self.buckets[slot] += 1;
+        self.sum += seconds;
+        self.count += 1;
+    }
+}
+
+/// What the records said so far.
+#[derive(Debug, Default)]
+struct RecordTotals {
+    exchanges: BTreeMap<(String, String), u64>,
+    anomalies: BTreeMap<(String, String), u64>,
+    latency: BTreeMap<(String, String), LatencyHistogram>,
+    connections: u64,
+    recent_problems: VecDeque<ExchangeRecord>,
+}
+
+/// Keeps `key` unless the map is full of other keys, in which case the
+/// overflow key stands in for it.
+fn bounded_key<V>(map: &BTreeMap<(String, String), V>, key: (String, String)) -> (String, String) {
+    if map.len() < MAX_LABEL_SETS || map.contains_key(&key) {
+        key
+    } else {
+        ("other".to_string(), "other".to_string())
+    }
+}
+
+/// A record sink counting what `/metrics` and `/status` report. Clones share
+/// the counts: hand one to the observer, keep one for the server.
+#[derive(Clone, Debug, Default)]
+pub struct RecordMetrics(Arc<Mutex<RecordTotals>>);
+
+impl RecordMetrics {
+    fn with<T>(&self, f: impl FnOnce(&mut RecordTotals) -> T) -> T {
+        f(&mut self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+
+    /// The last exchanges with a problem verdict or an error/warn anomaly.
+    pub fn recent_problems(&self) -> Vec<ExchangeRecord> {
+        self.with(|t| t.recent_problems.iter().cloned().collect())
+    }
+}
+
+/// Whether an exchange belongs on the `/status` problem list.
+fn is_problem(r: &ExchangeRecord) -> bool {
+    crate::evidence::facts::is_problem_verdict(&r.verdict)
+        || r.anomalies
+            .iter()
+            .any(|a| a.severity == "error" || a.severity == "warn")
+}
+
+impl RecordSink for RecordMetrics {
+    fn exchange(&mut self, r: &ExchangeRecord) {
+        self.with(|t| {
+            let method = r.method.clone().unwrap_or_else(|| "-".to_string());
+            let key = bounded_key(&t.exchanges, (method.clone(), r.verdict.clone()));
+            *t.exchanges.entry(key).or_default() += 1;
+            for a in &r.anomalies {
+                let key = bounded_key(&t.anomalies, (a.code.clone(), a.severity.clone()));
+                *t.anomalies.entry(key).or_default() += 1;
+            }
+            if let Some(us) = r.latency_us {
+                let service = r.service.clone().unwrap_or_else(|| "-".to_string());
+                let key = bounded_key(&t.latency, (method, service));
+                t.latency.entry(key).or_default().observe(us as f64 / 1e6);
+            }
+            if is_problem(r) {
+                if t.recent_problems.len() == RECENT_PROBLEMS {
+                    t.recent_problems.pop_front();
+                }
+                t.recent_problems.push_back(r.clone());
+            }
+        });
+    }
+
+    fn connection(&mut self, r: &ConnectionRecord) {
+        self.with(|t| {
+            t.connections += 1;
+            for a in &r.anomalies {
+                let key = bounded_key(&t.anomalies, (a.code.clone(), a.severity.clone()));
+                *t.anomalies.entry(key).or_default() += 1;
+            }
+        });
+    }
+}
+
+/// Everything a scrape reads: shared handles, no copies.
+#[derive(Clone, Debug)]
+pub struct LiveSources {
+    /// Forwarding counters (connections, bytes each way).
+    pub forward: Vec<Arc<ForwardCounters>>,
+    /// Taps the observer's queue dropped.
+    pub observer_drops: Arc<DropCounters>,
+    /// Taps the recorder's queue dropped, when recording.
+    pub recorder_drops: Option<Arc<DropCounters>>,
+    /// The recorder's own counters, when recording.
+    pub recorder: Option<Arc<RecordCounters>>,
+    /// Counts from the records.
+    pub records: RecordMetrics,
+    /// The live summary (for `/status`).
+    pub summary: SharedSummary,
+    /// Flight-recorder incidents (triggers seen, incidents written).
+    pub incidents: Arc<IncidentCounters>,
+    /// Why the run is stopping, once it is.
+    pub stop_reason: Arc<Mutex<Option<String>>>,
+    /// Cancelled when the proxy begins to stop (for `/healthz`).
+    pub stopping: CancellationToken,
+    /// When the run started.
+    pub started: Instant,
+}
+
+/// Flight-recorder counters.
+#[derive(Debug, Default)]
+pub struct IncidentCounters {
+    /// Trigger anomalies seen.
+    pub triggers: AtomicU64,
+    /// Incidents written (directory, report and bundle).
+    pub written: AtomicU64,
+    /// Incidents that could not be written.
+    pub failed: AtomicU64,
+}
+
+/// Writes Prometheus families in order, each with one HELP and TYPE line.
+struct Exposition(String);
+
+impl Exposition {
+    fn family(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.0, "# HELP {name} {help}");
+        let _ = writeln!(self.0, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            self.0.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.0.push(',');
+                }
+                let _ = write!(self.0, "{k}=\"{}\"", escape_label(v));
+            }
+            self.0.push('}');
+        }
+        let _ = writeln!(self.0, " {value}");
+    }
+
+    fn single(&mut self, name: &str, kind: &str, help: &str, value: u64) {
+        self.family(name, kind, help);
+        self.sample(name, &[], value);
+    }
+}
+
+/// Escapes a label value as the text format requires.
+fn escape_label(v: &str) -> String {
+    let mut out = String::with_capacity(v.len());
+    for c in v.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A Prometheus float: integers without a fraction, `+Inf` for the top
+/// bucket.
+fn float(x: f64) -> String {
+    if x.is_infinite() {
+        "+Inf".to_string()
+    } else {
+        format!("{x}")
+    }
+}
+
+/// The `/metrics` body.
+pub fn render_metrics(src: &LiveSources) -> String {
+    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let sum_forward = |f: fn(&ForwardCounters) -> &AtomicU64| -> u64 {
+        src.forward.iter().map(|c| get(f(c))).sum()
+    };
+    let mut out = Exposition(String::with_capacity(8 * 1024));
+    out.family(
+        "icaptap_build_info",
+        "gauge",
+        "icaptap's version (always 1).",
+    );
+    out.sample(
+        "icaptap_build_info",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+        1,
+    );
+    out.family(
+        "icaptap_uptime_seconds",
+        "gauge",
+        "Seconds since this run started.",
+    );
+    out.sample(
+        "icaptap_uptime_seconds",
+        &[],
+        float(src.started.elapsed().as_secs_f64()),
+    );
+
+    out.single(
+        "icaptap_connections_open",
+        "gauge",
+        "ICAP client connections being forwarded now.",
+        sum_forward(|c| &c.connections_open),
+    );
+    out.single(
+        "icaptap_connections_total",
+        "counter",
+        "ICAP client connections accepted.",
+        sum_forward(|c| &c.connections_total),
+    );
+    out.single(
+        "icaptap_connect_failures_total",
+        "counter",
+        "Connections whose sensor leg could not be opened.",
+        sum_forward(|c| &c.connect_failures),
+    );
+    out.single(
+        "icaptap_connection_resets_total",
+        "counter",
+        "Connections that ended in a reset from either side.",
+        sum_forward(|c| &c.resets),
+    );
+    out.family(
+        "icaptap_forwarded_bytes_total",
+        "counter",
+        "Bytes forwarded, by direction.",
+    );
+    out.sample(
+        "icaptap_forwarded_bytes_total",
+        &[("direction", "client_to_sensor")],
+        sum_forward(|c| &c.bytes_client_to_sensor),
+    );
+    out.sample(
+        "icaptap_forwarded_bytes_total",
+        &[("direction", "sensor_to_client")],
+        sum_forward(|c| &c.bytes_sensor_to_client),
+    );
+
+    src.records.with(|t| {
+        out.family(
+            "icaptap_exchanges_total",
+            "counter",
+            "ICAP exchanges decoded, by method and verdict.",
+        );
+        for ((method, verdict), n) in &t.exchanges {
+            out.sample(
+                "icaptap_exchanges_total",
+                &[("method", method), ("verdict", verdict)],
+                n,
+            );
+        }
+        out.family(
+            "icaptap_anomalies_total",
+            "counter",
+            "Protocol anomalies found, by code and severity (docs/anomalies.md).",
+        );
+        for ((code, severity), n) in &t.anomalies {
+            out.sample(
+                "icaptap_anomalies_total",
+                &[("code", code), ("severity", severity)],
+                n,
+            );
+        }
+        let name = "icaptap_exchange_latency_seconds";
+        out.family(
+            name,
+            "histogram",
+            "Request sent to response head, by method and ICAP service.",
+        );
+        for ((method, service), h) in &t.latency {
+            let mut cumulative = 0;
+            for (i, n) in h.buckets.iter().enumerate() {
+                cumulative += n;
+                let le = float(LATENCY_BUCKETS.get(i).copied().unwrap_or(f64::INFINITY));
+                out.sample(
+                    &format!("{name}_bucket"),
+                    &[("method", method), ("service", service), ("le", &le)],
+                    cumulative,
+                );
+            }
+            let labels = [("method", method.as_str()), ("service", service.as_str())];
+            out.sample(&format!("{name}_sum"), &labels, float(h.sum));
+            out.sample(&format!("{name}_count"), &labels, h.count);
+        }
+        out.single(
+            "icaptap_connections_closed_total",
+            "counter",
+            "Connections the observer finished (written to connections.jsonl).",
+            t.connections,
+        );
+    });
+
+    out.single(
+        "icaptap_observer_dropped_taps_total",
+        "counter",
+        "Taps the observer's queue dropped because it was behind (forwarding went on).",
+        get(&src.observer_drops.taps),
+    );
+    out.single(
+        "icaptap_observer_dropped_bytes_total",
+        "counter",
+        "Payload bytes the observer did not see because its queue was full.",
+        get(&src.observer_drops.bytes),
+    );
+    let recorder_taps = src.recorder_drops.as_ref().map_or(0, |d| get(&d.taps));
+    let recorder_bytes = src.recorder_drops.as_ref().map_or(0, |d| get(&d.bytes));
+    out.single(
+        "icaptap_recorder_dropped_taps_total",
+        "counter",
+        "Taps the recorder's queue dropped because it was behind (forwarding went on).",
+        recorder_taps,
+    );
+    out.single(
+        "icaptap_recorder_dropped_bytes_total",
+        "counter",
+        "Payload bytes missing from the capture because the recorder's queue was full.",
+        recorder_bytes,
+    );
+    let rec = |f: fn(&RecordCounters) -> &AtomicU64| src.recorder.as_ref().map_or(0, |r| get(f(r)));
+    out.single(
+        "icaptap_recorder_written_bytes_total",
+        "counter",
+        "Bytes written to capture files.",
+        rec(|r| &r.bytes_written),
+    );
+    out.single(
+        "icaptap_recorder_unwritten_bytes_total",
+        "counter",
+        "Capture bytes lost to write errors (full or failing disk).",
+        rec(|r| &r.unwritten_bytes),
+    );
+    out.single(
+        "icaptap_recorder_write_errors_total",
+        "counter",
+        "Failed writes or creations of capture files.",
+        rec(|r| &r.write_errors),
+    );
+    out.single(
+        "icaptap_recorder_files_total",
+        "counter",
+        "Capture files created.",
+        rec(|r| &r.files),
+    );
+    out.single(
+        "icaptap_flight_triggers_total",
+        "counter",
+        "Anomalies named by --trigger that were seen.",
+        get(&src.incidents.triggers),
+    );
+    out.single(
+        "icaptap_flight_incidents_total",
+        "counter",
+        "Flight-recorder incidents written (directory, report and bundle).",
+        get(&src.incidents.written),
+    );
+    out.single(
+        "icaptap_flight_incident_failures_total",
+        "counter",
+        "Flight-recorder incidents that could not be written.",
+        get(&src.incidents.failed),
+    );
+    out.0
+}
+
+/// The `/status` body.
+pub fn render_status(src: &LiveSources) -> serde_json::Value {
+    let forward: Vec<_> = src.forward.iter().map(|c| c.snapshot()).collect();
+    serde_json::json!({
+        "icaptap_version": env!("CARGO_PKG_VERSION"),
+        "uptime_s": src.started.elapsed().as_secs_f64(),
+        "stopping": src.stopping.is_cancelled(),
+        "stop_reason": src.stop_reason.lock().unwrap_or_else(PoisonError::into_inner).clone(),
+        "listeners": forward,
+        "summary": src.summary.snapshot(),
+        "incidents": {
+            "triggers": src.incidents.triggers.load(Ordering::Relaxed),
+            "written": src.incidents.written.load(Ordering::Relaxed),
+            "failed": src.incidents.failed.load(Ordering::Relaxed),
+        },
+        "recent_problems": src.records.recent_problems(),
+    })
+}
+
+fn respond(
+    status: StatusCode,
+    content_type: &str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
+        response
+            .headers_mut()
+            .insert(hyper::header::CONTENT_TYPE, value);
+    }
+    response
+}
+
+/// Answers one request.
+pub fn route(src: &LiveSources, method: &Method, path: &str) -> Response<Full<Bytes>> {
+    if method != Method::GET && method != Method::HEAD {
+        return respond(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "text/plain; charset=utf-8",
+            "only GET and HEAD\n",
+        );
+    }
+    match path {
+        "/metrics" => respond(
+            StatusCode::OK,
+            "text/plain; version=0.0.4; charset=utf-8",
+            render_metrics(src),
+        ),
+        "/healthz" if src.stopping.is_cancelled() => respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "text/plain; charset=utf-8",
+            "stopping\n",
+        ),
+        "/healthz" => respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
+        "/status" => {
+            let body = serde_json::to_vec_pretty(&render_status(src)).unwrap_or_default();
+            respond(StatusCode::OK, "application/json", body)
+        }
+        _ => respond(
+            StatusCode::NOT_FOUND,
+            "text/plain; charset=utf-8",
+            "icaptap serves /metrics, /healthz and /status\n",
+        ),
+    }
+}
+
+/// Binds the metrics address; done at start-up so a taken port is
+/// reported before anything forwards.
+pub async fn bind(addr: SocketAddr) -> Result<TcpListener, MetricsError> {
+    TcpListener::bind(addr)
+        .await
+        .map_err(|source| MetricsError::Bind { addr, source })
+}
+
+/// Serves the endpoint until `until` is cancelled. Each connection is its
+/// own task; a slow scraper holds nobody else up.
+pub async fn serve(listener: TcpListener, src: Arc<LiveSources>, until: CancellationToken) {
+    loop {
+        let accepted = tokio::select! {
+            _ = until.cancelled() => break,
+            accepted = listener.accept() => accepted,
+        };
+        let stream = match accepted {
+            Ok((stream, _)) => stream,
+            Err(e) => {
+                tracing::debug!("metrics endpoint: accepting a scraper failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                continue;
+            }
+        };
+        let src = src.clone();
+        let until = until.clone();
+        tokio::spawn(async move {
+            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
+                let response = route(&src, req.method(), req.uri().path());
+                async move { Ok::<_, Infallible>(response) }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(stream), service);
+            tokio::select! {
+                _ = until.cancelled() => {}
+                result = conn => {
+                    if let Err(e) = result {
+                        tracing::debug!("metrics endpoint: a scrape failed: {e}");
+                    }
+                }
+            }
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn histogram_buckets_are_upper_bounds() {
+        let mut h = LatencyHistogram::default();
+        h.observe(0.0005);
+        h.observe(0.0006);
+        h.observe(100.0);
+        assert_eq!(h.buckets[0], 1);
+        assert_eq!(h.buckets[1], 1);
+        assert_eq!(h.buckets[LATENCY_BUCKETS.len()], 1);
+        assert_eq!(h.count, 3);
+    }
+
+    #[test]
+    fn labels_are_escaped() {
+        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
+    }
+
+    #[test]
+    fn label_sets_are_bounded() {
+        let mut m = RecordMetrics::default();
+        for i in 0..(MAX_LABEL_SETS + 10) {
+            let r = crate::output::records::ExchangeRecord {
+                method: Some(format!("M{i}")),
+                ..sample()
+            };
+            m.exchange(&r);
+        }
+        let n = m.with(|t| t.exchanges.len());
+        assert_eq!(n, MAX_LABEL_SETS + 1);
+    }
+
+    fn sample() -> ExchangeRecord {
+        ExchangeRecord {
+            schema: 1,
+            ts: String::new(),
+            conn: 1,
+            seq: 0,
+            client: String::new(),
+            server: String::new(),
+            method: None,
+            uri: None,
+            service: None,
+            icap_status: None,
+            verdict: "clean".into(),
+            threat: None,
+            anomalies: Vec::new(),
+            latency_us: None,
+            istag: None,
+            http_method: None,
+            http_url: None,
+            http_status: None,
+            http_status_returned: None,
+            request_body_bytes: 0,
+            response_body_bytes: 0,
+            request_body_sha256: None,
+            preview: None,
+            identity: Default::default(),
+            timings: Default::default(),
+            frames: None,
+            decode_complete: true,
+        }
+    }
+}

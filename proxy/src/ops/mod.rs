@@ -1,0 +1,168 @@
+//! Operations: what makes `icaptap proxy` easy to put into a production
+//! path, watch while it is there, and take out again.
+//!
+//! - [`metrics`]: the HTTP endpoint (`/metrics` in Prometheus text format,
+//!   `/healthz`, `/status` JSON), fed by the live counters of the side paths
+//!   and by [`metrics::RecordMetrics`], a record sink;
+//! - [`stop`]: `--max-exchanges` and `--stop-on CODE`, so a temporary
+//!   deployment ends by itself (`--duration` lives in [`crate::inline`]);
+//! - [`flight`]: the flight recorder, `--ring SIZE` and `--trigger CODE`;
+//! - [`transparent`]: `--transparent` (nftables/iptables REDIRECT with
+//!   `SO_ORIGINAL_DST`, or TPROXY with `IP_TRANSPARENT`);
+//! - [`listeners`]: `--route LISTEN=UPSTREAM`, several listeners and sensors;
+//! - [`manual`]: shell completions and the man page from the clap definitions.
+
+pub mod flight;
+pub mod listeners;
+pub mod manual;
+pub mod metrics;
+pub mod stop;
+pub mod transparent;
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+pub use transparent::TransparentMode;
+
+/// Where `--metrics` listens when given without an address: loopback only,
+/// because the endpoint shows traffic facts (URLs of problem exchanges).
+pub const DEFAULT_METRICS_ADDR: &str = "127.0.0.1:9344";
+
+/// Operational options of `icaptap proxy`.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct OpsArgs {
+    /// Serve /metrics (Prometheus), /healthz and /status (JSON) over HTTP on
+    /// this address (127.0.0.1:9344 when given without a value).
+    #[arg(long, env = "ICAPTAP_METRICS", value_name = "ADDR", num_args = 0..=1,
+          default_missing_value = DEFAULT_METRICS_ADDR)]
+    pub metrics: Option<SocketAddr>,
+    /// Stop by itself after this many ICAP exchanges.
+    #[arg(long, env = "ICAPTAP_MAX_EXCHANGES", value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_exchanges: Option<u64>,
+    /// Stop by itself when one of these anomaly codes is seen
+    /// (comma-separated, e.g. missing-verdict,istag-changed).
+    #[arg(
+        long,
+        env = "ICAPTAP_STOP_ON",
+        value_name = "CODE[,CODE]",
+        value_delimiter = ','
+    )]
+    pub stop_on: Vec<String>,
+    /// Flight recorder: keep only the newest SIZE of capture on disk (K, M,
+    /// G suffixes), in a ring of files.
+    #[arg(long, env = "ICAPTAP_RING", value_name = "SIZE", value_parser = crate::record::parse_size,
+          conflicts_with_all = ["rotate_size", "keep"])]
+    pub ring: Option<u64>,
+    /// Flight recorder: when one of these anomaly codes is seen, keep the
+    /// capture and records around it and write a report and a bundle
+    /// (comma-separated, or `any` for every error-severity anomaly).
+    #[arg(
+        long,
+        env = "ICAPTAP_TRIGGER",
+        value_name = "CODE[,CODE]",
+        value_delimiter = ','
+    )]
+    pub trigger: Vec<String>,
+    /// Flight recorder: how much of the records before a trigger to keep.
+    #[arg(long, env = "ICAPTAP_TRIGGER_BEFORE", default_value = "60s", value_name = "DURATION",
+          value_parser = crate::forward::parse_duration)]
+    pub trigger_before: Duration,
+    /// Flight recorder: how long to go on recording after a trigger before
+    /// the incident is written.
+    #[arg(long, env = "ICAPTAP_TRIGGER_AFTER", default_value = "10s", value_name = "DURATION",
+          value_parser = crate::forward::parse_duration)]
+    pub trigger_after: Duration,
+    /// Flight recorder: most incidents written in one run (later triggers
+    /// are counted, not written).
+    #[arg(
+        long,
+        env = "ICAPTAP_MAX_INCIDENTS",
+        default_value_t = 5,
+        value_name = "N"
+    )]
+    pub max_incidents: u32,
+    /// Forward each connection to the address it was sent to before an
+    /// nftables/iptables rule redirected it to icaptap (`redirect`, the
+    /// default: REDIRECT/DNAT and SO_ORIGINAL_DST) or intercepted it
+    /// (`tproxy`: TPROXY, needs CAP_NET_ADMIN). Connections made to icaptap
+    /// directly still go to --upstream.
+    #[arg(long, env = "ICAPTAP_TRANSPARENT", value_enum, value_name = "HOW", num_args = 0..=1,
+          default_missing_value = "redirect")]
+    pub transparent: Option<TransparentMode>,
+    /// More listeners, each with its own sensor: LISTEN=UPSTREAM, e.g.
+    /// 0.0.0.0:1345=sensor-b:1344 (repeat, or a list in the config file).
+    #[arg(long = "route", env = "ICAPTAP_ROUTES", value_name = "LISTEN=UPSTREAM",
+          value_delimiter = ';', value_parser = listeners::parse_route)]
+    pub routes: Vec<listeners::Route>,
+}
+
+impl OpsArgs {
+    /// The options as a plan.
+    pub fn plan(&self) -> OpsPlan {
+        OpsPlan {
+            metrics: self.metrics,
+            stop: stop::StopConditions {
+                max_exchanges: self.max_exchanges,
+                codes: self.stop_on.iter().map(|c| c.trim().to_string()).collect(),
+            },
+            flight: (!self.trigger.is_empty()).then(|| flight::FlightOptions {
+                triggers: self.trigger.iter().map(|c| c.trim().to_string()).collect(),
+                before: self.trigger_before,
+                after: self.trigger_after,
+                max_incidents: self.max_incidents,
+            }),
+            ring: self.ring,
+            transparent: self.transparent,
+            routes: self.routes.clone(),
+        }
+    }
+}
+
+/// The checked operational options a proxy run uses.
+#[derive(Clone, Debug, Default)]
+pub struct OpsPlan {
+    /// The metrics endpoint's address, if any.
+    pub metrics: Option<SocketAddr>,
+    /// When to stop by itself.
+    pub stop: stop::StopConditions,
+    /// The flight recorder's triggers, if any.
+    pub flight: Option<flight::FlightOptions>,
+    /// `--ring`: the capture's size on disk.
+    pub ring: Option<u64>,
+    /// Transparent mode.
+    pub transparent: Option<TransparentMode>,
+    /// Extra listeners.
+    pub routes: Vec<listeners::Route>,
+}
+
+/// Hands every record to several sinks in order: the run's files first,
+/// then the operational watchers (metrics, stop conditions, flight
+/// recorder), so a watcher that stops the run never races the files.
+pub struct SinkFanout(pub Vec<Box<dyn crate::output::writer::RecordSink>>);
+
+impl std::fmt::Debug for SinkFanout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SinkFanout({} sinks)", self.0.len())
+    }
+}
+
+impl crate::output::writer::RecordSink for SinkFanout {
+    fn exchange(&mut self, record: &crate::output::records::ExchangeRecord) {
+        for sink in &mut self.0 {
+            sink.exchange(record);
+        }
+    }
+
+    fn connection(&mut self, record: &crate::output::records::ConnectionRecord) {
+        for sink in &mut self.0 {
+            sink.connection(record);
+        }
+    }
+
+    fn flush(&mut self) {
+        for sink in &mut self.0 {
+            sink.flush();
+        }
+    }
+}
