@@ -1,8 +1,10 @@
 //! One direction of one captured TCP connection, put back in order: the
 //! bytes the receiving application read, with their stream offsets.
 //!
-//! The first copy of a byte wins (retransmissions and overlaps are not
-//! delivered twice); out-of-order segments wait in a bounded buffer. A hole
+//! No byte is delivered twice: once bytes are delivered, later copies
+//! (retransmissions, overlaps) are dropped, and among bytes waiting behind
+//! a hole the copy that arrived first is kept. Out-of-order segments wait in
+//! a bounded buffer. A hole
 //! the capture never fills (capture loss) is skipped when it can no longer
 //! be filled: the receiver acknowledged bytes beyond it, the buffer bound is
 //! hit, the stream ended (FIN, RST) or the input did. Skipping shows as a
