@@ -223,3 +223,29 @@ async fn a_body_over_the_limit_is_hashed_but_not_echoed() {
     assert_eq!((a.head.status, a.body.len()), (200, 100));
     sensor.shutdown().await;
 }
+
+#[tokio::test]
+async fn load_latency_includes_the_sensors_delay() {
+    // The example's /slow/ rule waits 300 ms: every recorded latency must
+    // be at least that (a histogram clamping large values would not be).
+    let sensor = example_sensor().await;
+    let s = spec(&sensor, "/av/respmod", "http://t.test/slow/l", b"x");
+    let report = run_load(LoadConfig {
+        target: sensor.addr(),
+        request: build_request(&s),
+        concurrency: 2,
+        stop: LoadStop::Count(2),
+        rate: None,
+        timeout: TIMEOUT,
+    })
+    .await
+    .unwrap();
+    assert_eq!(report.completed, 2);
+    assert!(
+        report.latency_us.min() >= 300_000,
+        "min {} us",
+        report.latency_us.min()
+    );
+    assert!(report.latency_us.max() < TIMEOUT.as_micros() as u64);
+    sensor.shutdown().await;
+}

@@ -18,6 +18,10 @@ use super::client::{BuiltRequest, IcapConnection};
 /// tight loop (each failure is still counted).
 const RECONNECT_BACKOFF: Duration = Duration::from_millis(20);
 
+/// The smallest upper bound of the latency histogram, in microseconds,
+/// whatever the timeout (HDR needs at least twice the lowest value).
+const LOWEST_HIGHEST_US: u64 = 1_000_000;
+
 /// When a load run stops.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LoadStop {
@@ -239,8 +243,12 @@ pub enum LoadError {
 
 /// Runs a load test and reports what it measured.
 pub async fn run_load(config: LoadConfig) -> Result<LoadReport, LoadError> {
-    // Three significant digits, auto-resizing: recording never fails.
-    let template = Histogram::<u64>::new(3)?;
+    // Fixed bounds (1 µs to the longest allowed wait, 3 significant
+    // digits): workers' copies share them, so every value fits and merges.
+    let highest = u64::try_from(config.timeout.as_micros())
+        .unwrap_or(u64::MAX)
+        .max(LOWEST_HIGHEST_US);
+    let template = Histogram::<u64>::new_with_bounds(1, highest, 3)?;
     let config = Arc::new(config);
     let start = Instant::now();
     let schedule = Arc::new(Schedule {
