@@ -10,6 +10,9 @@ use std::process::ExitCode;
 
 use clap::CommandFactory;
 
+/// The shells completions are written for.
+pub use clap_complete::Shell;
+
 /// Options of `icaptap completions`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct CompletionsArgs {
@@ -39,10 +42,15 @@ pub struct ManualError {
     pub source: std::io::Error,
 }
 
+/// Writes the completion script for `shell` to `out`.
+pub fn write_completions(shell: clap_complete::Shell, out: &mut dyn Write) {
+    let mut cmd = crate::cli::Cli::command();
+    clap_complete::generate(shell, &mut cmd, "icaptap", out);
+}
+
 /// `icaptap completions SHELL`: the script on standard output.
 pub fn completions(args: &CompletionsArgs) -> ExitCode {
-    let mut cmd = crate::cli::Cli::command();
-    clap_complete::generate(args.shell, &mut cmd, "icaptap", &mut std::io::stdout());
+    write_completions(args.shell, &mut std::io::stdout());
     ExitCode::SUCCESS
 }
 
