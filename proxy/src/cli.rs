@@ -33,6 +33,9 @@ pub enum Command {
     /// Forward ICAP between a client and a sensor, decoding and recording
     /// every exchange (the main job).
     Proxy(Box<crate::inline::ProxyArgs>),
+    /// Analyse tcpdump captures (one side, or both with --peer) with the same
+    /// decoder as the proxy.
+    Analyze(crate::analyze::AnalyzeArgs),
     /// Run a mock sensor, icaptap and sample traffic on loopback, and show
     /// what icaptap records (start here).
     Demo(crate::toolkit::demo::DemoArgs),
@@ -96,6 +99,10 @@ pub fn main() -> ExitCode {
     init_logging(cli.log_format, default_level);
     match cli.command {
         Command::Proxy(args) => match crate::inline::run(*args) {
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
+        Command::Analyze(args) => match crate::offline::run(args) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },

@@ -26,6 +26,7 @@ pub mod evidence;
 pub mod forward;
 pub mod inline;
 pub mod observe;
+pub mod offline;
 pub mod ops;
 pub mod output;
 pub mod record;

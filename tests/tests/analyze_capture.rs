@@ -4,130 +4,20 @@
 //! every request and response c-icap-client and c-icap exchanged, with no
 //! gaps.
 
-use std::io::{BufRead, BufReader};
-use std::net::{TcpListener, TcpStream};
+mod peers;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use icaptap::analyze::{read_captures, AnalyzeOptions, CaptureStats};
 use icaptap::tap::{Direction, Tap, TapEvent};
-
-/// Kills a process this test started, by its id, when dropped.
-struct Started(Child);
-
-impl Drop for Started {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use peers::{have, CIcap, Tcpdump};
 
 fn need(tool: &str) {
-    let found = Command::new("sh")
-        .args(["-c", &format!("command -v {tool}")])
-        .output()
-        .unwrap()
-        .status
-        .success();
     assert!(
-        found,
+        have(tool),
         "{tool} is not installed: run .ci/run (it installs c-icap and tcpdump)"
     );
-}
-
-fn start_c_icap(dir: &Path, port: u16) -> Started {
-    let conf = std::fs::read_to_string("/etc/c-icap/c-icap.conf").unwrap();
-    let d = dir.display();
-    let conf: String = conf
-        .lines()
-        .map(|l| {
-            let key = l.split_whitespace().next().unwrap_or("");
-            match key {
-                "Port" => format!("Port 127.0.0.1:{port}"),
-                "PidFile" => format!("PidFile {d}/c-icap.pid"),
-                "CommandsSocket" => format!("CommandsSocket {d}/c-icap.ctl"),
-                "ServerLog" => format!("ServerLog {d}/server.log"),
-                "AccessLog" => format!("AccessLog {d}/access.log"),
-                "User" => "User root".to_string(),
-                "Group" => "Group root".to_string(),
-                _ => l.to_string(),
-            }
-        })
-        .map(|l| l + "\n")
-        .collect();
-    let path = dir.join("c-icap.conf");
-    std::fs::write(&path, conf).unwrap();
-    let child = Command::new("c-icap")
-        .args(["-f", path.to_str().unwrap(), "-N", "-D"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Started(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "c-icap did not listen on {port}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    started
-}
-
-/// Starts tcpdump and waits until it says it is listening.
-fn start_tcpdump(iface: &str, port: u16, out: &Path) -> Started {
-    let mut child = Command::new("tcpdump")
-        .args(["-i", iface, "-nn", "-s", "0", "-B", "65536", "-U", "-w"])
-        .arg(out)
-        .arg(format!("tcp port {port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if line.contains("listening on") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(10))
-        .expect("tcpdump did not start listening");
-    Started(child)
-}
-
-/// Waits until a capture file written with `-U` stops growing.
-fn wait_until_written(path: &Path) {
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let mut last = 0;
-    let mut stable = 0;
-    while stable < 4 && Instant::now() < deadline {
-        std::thread::sleep(Duration::from_millis(150));
-        let len = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
-        if len == last {
-            stable += 1;
-        } else {
-            stable = 0;
-            last = len;
-        }
-    }
-}
-
-/// Stops tcpdump with SIGTERM so it flushes and closes its file.
-fn stop_tcpdump(mut t: Started) {
-    let pid = t.0.id().to_string();
-    Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    let _ = t.0.wait();
 }
 
 /// One c-icap-client run; it refuses to overwrite its output file, so each
@@ -195,12 +85,11 @@ fn real_c_icap_traffic_captured_on_lo_and_any_reassembles_without_gaps() {
     need("c-icap-client");
     need("tcpdump");
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let _server = start_c_icap(dir.path(), port);
-    let lo = dir.path().join("lo.pcap");
-    let any = dir.path().join("any.pcap");
-    let dump_lo = start_tcpdump("lo", port, &lo);
-    let dump_any = start_tcpdump("any", port, &any);
+    let server = CIcap::start(&dir.path().join("c-icap"), "");
+    let port = server.addr.port();
+    let filter = format!("tcp port {port}");
+    let dump_lo = Tcpdump::start("lo", &filter, &dir.path().join("lo.pcap"));
+    let dump_any = Tcpdump::start("any", &filter, &dir.path().join("any.pcap"));
 
     // Bodies large enough to span many segments and several windows.
     let mut body = Vec::with_capacity(1_500_000);
@@ -216,12 +105,8 @@ fn real_c_icap_traffic_captured_on_lo_and_any_reassembles_without_gaps() {
     for run in 0..respmods + reqmods {
         c_icap_client(port, &file, run >= respmods, run);
     }
-    // tcpdump drains the kernel buffer after the traffic is over; stopping
-    // it earlier loses the tail of the capture.
-    wait_until_written(&lo);
-    wait_until_written(&any);
-    stop_tcpdump(dump_lo);
-    stop_tcpdump(dump_any);
+    let lo = dump_lo.stop();
+    let any = dump_any.stop();
 
     for (name, path) in [("lo", lo), ("any", any)] {
         let (taps, stats) = analyze(path, port);

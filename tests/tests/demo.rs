@@ -42,7 +42,13 @@ fn demo_shows_the_promised_mix() {
         .unwrap();
     assert_eq!(big.request_body_bytes, 2 * 1024 * 1024);
     assert!(big.preview.as_ref().is_some_and(|p| p.continued), "{big:?}");
-    for file in ["connections.jsonl", "summary.json", "capture.pcapng"] {
+    for file in [
+        "connections.jsonl",
+        "summary.json",
+        "capture.pcapng",
+        "report.html",
+        "report.md",
+    ] {
         assert!(out.join(file).exists(), "{file} missing");
     }
 }

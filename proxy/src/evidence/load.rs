@@ -161,44 +161,7 @@ pub fn for_each_connection(
 /// fraction optional, `Z` or a numeric offset) into microseconds since the
 /// UNIX epoch.
 pub fn parse_rfc3339_micros(text: &str) -> Option<i64> {
-    let b = text.as_bytes();
-    if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || b[13] != b':' || b[16] != b':' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| -> Option<i64> { text.get(r)?.parse::<i64>().ok() };
-    let year = i32::try_from(num(0..4)?).ok()?;
-    let month = time::Month::try_from(u8::try_from(num(5..7)?).ok()?).ok()?;
-    let day = u8::try_from(num(8..10)?).ok()?;
-    let (hour, minute, second) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let mut rest = &text[19..];
-    let mut micros = 0i64;
-    if let Some(frac) = rest.strip_prefix('.') {
-        let digits = frac.bytes().take_while(u8::is_ascii_digit).count();
-        let mut scaled: i64 = 0;
-        for (i, d) in frac[..digits].bytes().enumerate().take(6) {
-            scaled += i64::from(d - b'0') * 10i64.pow(5 - i as u32);
-        }
-        micros = scaled;
-        rest = &frac[digits..];
-    }
-    let offset_s = match rest {
-        "Z" | "z" => 0,
-        o if o.len() == 6 && (o.starts_with('+') || o.starts_with('-')) => {
-            let h = o.get(1..3)?.parse::<i64>().ok()?;
-            let m = o.get(4..6)?.parse::<i64>().ok()?;
-            let s = h * 3600 + m * 60;
-            if o.starts_with('-') {
-                -s
-            } else {
-                s
-            }
-        }
-        _ => return None,
-    };
-    let date = time::Date::from_calendar_date(year, month, day).ok()?;
-    let days = i64::from(date.to_julian_day()) - 2_440_588;
-    let secs = days * 86_400 + hour * 3600 + minute * 60 + second - offset_s;
-    Some(secs * 1_000_000 + micros)
+    crate::output::parse_rfc3339(text).and_then(|v| i64::try_from(v).ok())
 }
 
 #[cfg(test)]

@@ -24,3 +24,29 @@ pub fn rfc3339(micros: u64) -> String {
         })
         .unwrap_or_else(|| micros.to_string())
 }
+
+/// Reads an RFC 3339 time (as [`rfc3339`] writes it, or with any offset)
+/// back into microseconds since the UNIX epoch.
+pub fn parse_rfc3339(text: &str) -> Option<u64> {
+    let t =
+        time::OffsetDateTime::parse(text.trim(), &time::format_description::well_known::Rfc3339)
+            .ok()?;
+    u64::try_from(t.unix_timestamp_nanos() / 1000).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_round_trips_to_the_microsecond() {
+        for micros in [0u64, 1, 1_764_323_821_402_311, 4_102_444_800_000_000] {
+            assert_eq!(parse_rfc3339(&rfc3339(micros)), Some(micros));
+        }
+        assert_eq!(
+            parse_rfc3339("2026-11-28T10:00:00+01:00"),
+            parse_rfc3339("2026-11-28T09:00:00Z")
+        );
+        assert_eq!(parse_rfc3339("not a time"), None);
+    }
+}

@@ -20,6 +20,20 @@ pub trait RecordSink: Send {
     fn flush(&mut self) {}
 }
 
+impl RecordSink for Box<dyn RecordSink> {
+    fn exchange(&mut self, record: &ExchangeRecord) {
+        self.as_mut().exchange(record);
+    }
+
+    fn connection(&mut self, record: &ConnectionRecord) {
+        self.as_mut().connection(record);
+    }
+
+    fn flush(&mut self) {
+        self.as_mut().flush();
+    }
+}
+
 /// Writes `exchanges.jsonl` and `connections.jsonl`, buffered.
 #[derive(Debug)]
 pub struct JsonlSink {

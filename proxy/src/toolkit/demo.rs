@@ -193,11 +193,17 @@ async fn run(out: PathBuf) -> Result<(), String> {
     }
     let summary = proxy.stop().await.map_err(|e| e.to_string())?;
     sensor.shutdown().await;
+    if let Err(e) = crate::evidence::write_report(&out) {
+        eprintln!("icaptap demo: the report could not be written: {e}");
+    }
     println!("\n{}", exchange_table(&out));
     print!("{}", summary_table(&summary, &out));
     println!(
-        "\nNext: open {}/capture.pcapng in Wireshark (filter `pkt_comment` for icaptap's notes),\n\
-         read {}/exchanges.jsonl (docs/log-schema.md), and see docs/anomalies.md for each code.",
+        "\nNext: open {}/report.html in a browser, {}/capture.pcapng in Wireshark\n\
+         (filter `pkt_comment` for icaptap's notes), read {}/exchanges.jsonl (docs/log-schema.md),\n\
+         and pack it all for a ticket with `icaptap bundle {} --redact`.",
+        out.display(),
+        out.display(),
         out.display(),
         out.display()
     );

@@ -290,3 +290,69 @@ fn serve_http(mut stream: std::net::TcpStream, objects: &[(String, Vec<u8>)]) {
         }
     }
 }
+
+/// tcpdump writing a capture; stop it with [`Tcpdump::stop`] so it flushes.
+pub struct Tcpdump {
+    child: Child,
+    pub file: PathBuf,
+}
+
+impl Tcpdump {
+    /// Starts `tcpdump -i IFACE -s 0 -B 65536 -U -w FILE FILTER` and waits
+    /// until it says it is listening.
+    pub fn start(iface: &str, filter: &str, file: &Path) -> Tcpdump {
+        use std::io::{BufRead, BufReader};
+        let mut child = Command::new("tcpdump")
+            .args(["-i", iface, "-nn", "-s", "0", "-B", "65536", "-U", "-w"])
+            .arg(file)
+            .arg(filter)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("run tcpdump (installed by .ci/run)");
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                if line.contains("listening on") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(10))
+            .expect("tcpdump did not start listening");
+        Tcpdump {
+            child,
+            file: file.to_path_buf(),
+        }
+    }
+
+    /// Waits until the capture stops growing (tcpdump drains the kernel
+    /// buffer after the traffic is over; stopping it earlier loses the
+    /// tail), then stops tcpdump with SIGTERM so it closes its file.
+    pub fn stop(mut self) -> PathBuf {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let (mut last, mut stable) = (0, 0);
+        while stable < 4 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(150));
+            let len = std::fs::metadata(&self.file).map(|m| m.len()).unwrap_or(0);
+            if len == last {
+                stable += 1;
+            } else {
+                (stable, last) = (0, len);
+            }
+        }
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        self.file.clone()
+    }
+}
+
+impl Drop for Tcpdump {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

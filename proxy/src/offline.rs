@@ -1,0 +1,241 @@
+//! `icaptap analyze`: the offline job. Reads tcpdump captures into taps
+//! (`analyze/`), runs the same observer as the live proxy over them (times
+//! from packet timestamps, frame numbers in every record), writes the same
+//! output directory, and with `--peer` matches a client-side capture with a
+//! sensor-side capture of the same traffic to show where exchanges are lost.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, PoisonError};
+
+use serde_json::json;
+
+use crate::analyze::peer::{correlate, ExchangeFingerprint, PeerReport};
+use crate::analyze::{read_captures, AnalyzeArgs, AnalyzeError, AnalyzeOptions, CaptureStats};
+use crate::observe::{Observer, ObserverConfig};
+use crate::output::console::summary_table;
+use crate::output::directory::{create_private_file, default_dir_name};
+use crate::output::parse_rfc3339;
+use crate::output::records::{ConnectionRecord, ExchangeRecord};
+use crate::output::run::{OutputError, RunOutput};
+use crate::output::summary::{Drops, Summary};
+use crate::output::writer::{RecordSink, Tee};
+
+/// Where the records of the `--peer` capture go, inside the output directory.
+pub const PEER_DIR: &str = "peer-side";
+
+/// Why an analysis could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum OfflineError {
+    /// A capture could not be read.
+    #[error(transparent)]
+    Capture(#[from] AnalyzeError),
+    /// The output directory could not be written.
+    #[error(transparent)]
+    Output(#[from] OutputError),
+    /// peer.json could not be written.
+    #[error("cannot write {path}: {source}")]
+    PeerReport {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// What one side's analysis produced.
+#[derive(Debug)]
+pub struct SideResult {
+    /// The run summary.
+    pub summary: Summary,
+    /// What reading the captures found.
+    pub capture: CaptureStats,
+    /// One fingerprint per exchange, in record order.
+    pub fingerprints: Vec<ExchangeFingerprint>,
+}
+
+/// Collects a fingerprint of every exchange record, for `--peer`.
+#[derive(Clone, Debug, Default)]
+struct Fingerprints(Arc<Mutex<Vec<ExchangeFingerprint>>>);
+
+impl RecordSink for Fingerprints {
+    fn exchange(&mut self, r: &ExchangeRecord) {
+        let at = parse_rfc3339(&r.ts).unwrap_or(0);
+        let frame = r.frames.as_ref().and_then(|f| f.request);
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(ExchangeFingerprint {
+                method: r.method.clone().unwrap_or_else(|| "-".to_string()),
+                icap_uri: r.uri.clone().unwrap_or_default(),
+                http_url: r.http_url.clone(),
+                body_sha256: r.request_body_sha256.clone(),
+                body_len: r.request_body_bytes,
+                request_at: at,
+                response_at: r.timings.response_head_us.map(|d| at + d),
+                verdict: r.verdict.clone(),
+                icap_status: r.icap_status,
+                locator: match frame {
+                    Some(f) => format!("exchange {}/{} (frame {f})", r.conn, r.seq),
+                    None => format!("exchange {}/{}", r.conn, r.seq),
+                },
+            });
+    }
+
+    fn connection(&mut self, _: &ConnectionRecord) {}
+}
+
+/// Analyses `files` into the output directory `out`.
+pub fn analyze_into(
+    files: &[PathBuf],
+    opts: &AnalyzeOptions,
+    config: ObserverConfig,
+    out: &Path,
+) -> Result<SideResult, OfflineError> {
+    let mut output = RunOutput::create(out)?;
+    let fingerprints = Fingerprints::default();
+    let sink = Tee(output.take_sink(), fingerprints.clone());
+    let mut observer = Observer::new(config, Box::new(sink));
+    let mut last = 0u64;
+    let capture = read_captures(files, opts, &mut |tap| {
+        last = last.max(tap.at);
+        observer.handle(tap);
+    })?;
+    observer.finish(last);
+    let summary = output.finish("analyze", Drops::default())?;
+    let fingerprints = std::mem::take(
+        &mut *fingerprints
+            .0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner),
+    );
+    Ok(SideResult {
+        summary,
+        capture,
+        fingerprints,
+    })
+}
+
+/// Runs `icaptap analyze`.
+pub fn run(args: AnalyzeArgs) -> Result<Summary, OfflineError> {
+    let out = args.out.clone().unwrap_or_else(default_dir_name);
+    let opts = args
+        .options()
+        .progress(!args.no_progress && std::io::stderr().is_terminal());
+    let main = analyze_into(&args.files, &opts, ObserverConfig::default(), &out)?;
+    for w in &main.capture.warnings {
+        eprintln!("icaptap analyze: warning: {w}");
+    }
+    eprintln!(
+        "icaptap analyze: {} frames, {} MB read from {} file(s)",
+        main.capture.frames(),
+        main.capture.bytes() / 1_000_000,
+        main.capture.files.len()
+    );
+    if let Some(peer) = &args.peer {
+        let side = analyze_into(
+            std::slice::from_ref(peer),
+            &opts,
+            ObserverConfig::default(),
+            &out.join(PEER_DIR),
+        )?;
+        let report = correlate(&main.fingerprints, &side.fingerprints);
+        write_peer_report(&out, &report, &main.fingerprints, &side.fingerprints)?;
+        print!(
+            "{}",
+            peer_summary(&report, &main.fingerprints, &side.fingerprints)
+        );
+    }
+    if let Err(e) = crate::evidence::write_report(&out) {
+        eprintln!("icaptap analyze: the report could not be written: {e}");
+    }
+    print!("{}", summary_table(&main.summary, &out));
+    Ok(main.summary)
+}
+
+fn describe(f: &ExchangeFingerprint) -> serde_json::Value {
+    json!({
+        "method": f.method,
+        "http_url": f.http_url,
+        "verdict": f.verdict,
+        "icap_status": f.icap_status,
+        "where": f.locator,
+    })
+}
+
+/// Writes `peer.json`: what matched, what one side never saw, verdicts that
+/// differ, and the clock offset and network delay between the captures.
+fn write_peer_report(
+    out: &Path,
+    report: &PeerReport,
+    client: &[ExchangeFingerprint],
+    sensor: &[ExchangeFingerprint],
+) -> Result<(), OfflineError> {
+    let value = json!({
+        "schema": crate::output::SCHEMA_VERSION,
+        "matched": report.matched.len(),
+        "client_side_only": report.client_only.iter().filter_map(|i| client.get(*i)).map(describe).collect::<Vec<_>>(),
+        "sensor_side_only": report.sensor_only.iter().filter_map(|i| sensor.get(*i)).map(describe).collect::<Vec<_>>(),
+        "verdict_differences": report.verdict_differences.iter().map(|d| json!({
+            "client_side": client.get(d.pair.client).map(describe),
+            "sensor_side": sensor.get(d.pair.sensor).map(describe),
+        })).collect::<Vec<_>>(),
+        "clock_offset_us": report.clock_offset_us,
+        "network_delay_us": report.network_delay_us,
+    });
+    let path = out.join("peer.json");
+    let write = || -> std::io::Result<()> {
+        use std::io::Write;
+        let mut file = create_private_file(&path)?;
+        file.write_all(&serde_json::to_vec_pretty(&value).map_err(std::io::Error::other)?)?;
+        file.write_all(b"\n")
+    };
+    write().map_err(|source| OfflineError::PeerReport {
+        path: path.clone(),
+        source,
+    })
+}
+
+/// The two-sided result in words.
+fn peer_summary(
+    report: &PeerReport,
+    client: &[ExchangeFingerprint],
+    sensor: &[ExchangeFingerprint],
+) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
+        "both sides: {} exchanges matched, {} seen only in the first capture, {} only in the peer capture, {} verdicts differ",
+        report.matched.len(),
+        report.client_only.len(),
+        report.sensor_only.len(),
+        report.verdict_differences.len()
+    );
+    for i in report.client_only.iter().take(10) {
+        if let Some(f) = client.get(*i) {
+            let _ = writeln!(
+                s,
+                "  lost on the way: {} {} ({})",
+                f.method,
+                f.http_url.as_deref().unwrap_or("-"),
+                f.locator
+            );
+        }
+    }
+    for i in report.sensor_only.iter().take(10) {
+        if let Some(f) = sensor.get(*i) {
+            let _ = writeln!(
+                s,
+                "  only at the peer: {} {} ({})",
+                f.method,
+                f.http_url.as_deref().unwrap_or("-"),
+                f.locator
+            );
+        }
+    }
+    if let (Some(offset), Some(delay)) = (report.clock_offset_us, report.network_delay_us) {
+        let _ = writeln!(s, "  clock offset of the peer capture: {offset} us; network delay between the capture points: {delay} us");
+    }
+    s
+}
