@@ -11,13 +11,13 @@ use bytes::Bytes;
 
 use crate::anomaly::{Anomaly, AnomalyCode, Side};
 use crate::chunked::{ChunkStep, ChunkedBody};
-use crate::encapsulated::{Encapsulated, EntityKind, FormContext};
-use crate::event::{Direction, Event, Headers, MessageEnd, Method, RequestHead, ResponseHead};
+use crate::encapsulated::EntityKind;
+use crate::event::{Direction, Event, MessageEnd};
 use crate::head::{
-    is_known_status, is_plausible_start, istag_problem, looks_like_icap_start, parse_decimal,
-    parse_header_lines, parse_http_head, parse_request_line, parse_status_line, Finding,
-    HeadCollector, Line, LineReader, LineStatus, StartLineError,
+    is_plausible_start, looks_like_icap_start, parse_http_head, parse_request_line,
+    parse_status_line, Finding, HeadCollector, Line, LineReader, LineStatus, StartLineError,
 };
+use crate::icap_head;
 use crate::limits::Limits;
 
 /// The first byte of a TLS handshake record, and the major version byte
@@ -430,172 +430,22 @@ impl Decoder {
         let Some((start, header_lines)) = lines.split_first() else {
             return;
         };
-        let mut findings = std::mem::take(&mut self.deferred);
-        let headers = parse_header_lines(header_lines, &self.limits, &mut findings);
-        let header_at = |name: &str| {
-            header_lines
-                .iter()
-                .find(|l| {
-                    l.bytes.len() > name.len()
-                        && l.bytes[..name.len()].eq_ignore_ascii_case(name.as_bytes())
-                })
-                .map_or(head_start, |l| l.start)
+        let deferred = std::mem::take(&mut self.deferred);
+        let Some(head) = icap_head::interpret(
+            self.direction,
+            start,
+            header_lines,
+            head_start,
+            head_len,
+            &self.limits,
+            deferred,
+        ) else {
+            return;
         };
-        let (encapsulated, parsed_entities) = match headers.get("Encapsulated") {
-            Some(value) => {
-                let (enc, error) = Encapsulated::parse(value);
-                let at = header_at("Encapsulated");
-                if let Some(error) = error {
-                    findings.push((AnomalyCode::EncapsulatedSyntax, at, error));
-                }
-                (Some(enc), at)
-            }
-            None => (None, head_start),
-        };
-        let version_ok;
-        let mut preview = None;
-        let is_interim;
-        let needs_encapsulated;
-        let context_method;
-        match self.direction {
-            Direction::Request => {
-                let Ok(rl) = parse_request_line(&start.bytes) else {
-                    return;
-                };
-                if let Method::Other(m) = &rl.method {
-                    findings.push((
-                        AnomalyCode::MethodUnknown,
-                        head_start,
-                        format!(
-                            "method `{}` is not OPTIONS, REQMOD or RESPMOD",
-                            String::from_utf8_lossy(m)
-                        ),
-                    ));
-                }
-                version_ok = &rl.version[..] == b"ICAP/1.0";
-                let uri = &rl.uri[..];
-                let scheme_ok = [&b"icap://"[..], b"icaps://"]
-                    .iter()
-                    .any(|s| uri.len() >= s.len() && uri[..s.len()].eq_ignore_ascii_case(s));
-                if !scheme_ok {
-                    findings.push((
-                        AnomalyCode::UriInvalid,
-                        head_start,
-                        format!(
-                            "request URI {:?} is not icap:// or icaps://",
-                            String::from_utf8_lossy(&uri[..uri.len().min(80)])
-                        ),
-                    ));
-                }
-                if let Some(value) = headers.get("Preview") {
-                    preview = parse_decimal(value);
-                    if preview.is_none() {
-                        findings.push((
-                            AnomalyCode::PreviewInvalid,
-                            header_at("Preview"),
-                            format!(
-                                "Preview {:?} is not a non-negative integer",
-                                String::from_utf8_lossy(value)
-                            ),
-                        ));
-                    }
-                }
-                is_interim = false;
-                needs_encapsulated = rl.method != Method::Options;
-                let (allow_204, allow_206) = allows(&headers);
-                let head = RequestHead {
-                    offset: head_start,
-                    method: rl.method.clone(),
-                    uri: rl.uri,
-                    version: rl.version,
-                    headers,
-                    encapsulated: encapsulated.clone().filter(|_| {
-                        !findings
-                            .iter()
-                            .any(|f| f.0 == AnomalyCode::EncapsulatedSyntax)
-                    }),
-                    preview,
-                    allow_204,
-                    allow_206,
-                    head_len,
-                };
-                out.push(Event::RequestHead(Box::new(head)));
-                context_method = Some(rl.method);
-            }
-            Direction::Response => {
-                let Ok(sl) = parse_status_line(&start.bytes) else {
-                    return;
-                };
-                version_ok = &sl.version[..] == b"ICAP/1.0";
-                if !is_known_status(sl.status) {
-                    findings.push((
-                        AnomalyCode::StatusUnknown,
-                        head_start,
-                        format!("status {} is not an ICAP status code", sl.status),
-                    ));
-                }
-                is_interim = (100..200).contains(&sl.status);
-                needs_encapsulated = matches!(sl.status, 200 | 206);
-                let istag = headers.get("ISTag").cloned();
-                match &istag {
-                    None if !is_interim => findings.push((
-                        AnomalyCode::IstagMissing,
-                        head_start,
-                        format!("a {} response without ISTag", sl.status),
-                    )),
-                    Some(tag) => {
-                        if let Some(problem) = istag_problem(tag) {
-                            findings.push((AnomalyCode::IstagInvalid, header_at("ISTag"), problem));
-                        }
-                    }
-                    None => {}
-                }
-                let head = ResponseHead {
-                    offset: head_start,
-                    status: sl.status,
-                    reason: sl.reason,
-                    version: sl.version,
-                    headers,
-                    encapsulated: encapsulated.clone().filter(|_| {
-                        !findings
-                            .iter()
-                            .any(|f| f.0 == AnomalyCode::EncapsulatedSyntax)
-                    }),
-                    istag,
-                    head_len,
-                };
-                out.push(Event::ResponseHead(Box::new(head)));
-                context_method = None;
-            }
-        }
-        if !version_ok {
-            findings.push((
-                AnomalyCode::VersionUnsupported,
-                head_start,
-                "the protocol version is not ICAP/1.0".to_string(),
-            ));
-        }
-        match &encapsulated {
-            Some(enc) => {
-                let context = match &context_method {
-                    Some(m) => FormContext::Request(m),
-                    None => FormContext::Response,
-                };
-                if !is_interim {
-                    for (code, detail) in enc.check(context) {
-                        findings.push((code, parsed_entities, detail));
-                    }
-                }
-            }
-            None if needs_encapsulated => findings.push((
-                AnomalyCode::EncapsulatedMissing,
-                head_start,
-                "no Encapsulated header; the message is taken to have no body".to_string(),
-            )),
-            None => {}
-        }
-        findings.sort_by_key(|f| f.1);
-        self.findings(out, findings);
+        out.push(head.event);
+        self.findings(out, head.findings);
+        let (preview, is_interim) = (head.preview, head.is_interim);
+        let encapsulated = head.encapsulated;
 
         let entities = encapsulated.map(|e| e.entities).unwrap_or_default();
         let body = entities.iter().copied().find(|(k, _)| k.is_body());
@@ -912,21 +762,6 @@ impl Decoder {
             use_original_body: uob,
         });
     }
-}
-
-/// Whether `Allow:` lists 204 and 206.
-fn allows(headers: &Headers) -> (bool, bool) {
-    let mut found = (false, false);
-    for value in headers.get_all("Allow") {
-        for item in value.split(|&b| b == b',') {
-            match item.trim_ascii() {
-                b"204" => found.0 = true,
-                b"206" => found.1 = true,
-                _ => {}
-            }
-        }
-    }
-    found
 }
 
 #[cfg(test)]

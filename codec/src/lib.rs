@@ -21,6 +21,7 @@ pub mod decoder;
 pub mod encapsulated;
 pub mod event;
 pub mod head;
+mod icap_head;
 pub mod limits;
 pub mod options;
 
