@@ -15,8 +15,9 @@ use std::time::{Duration, Instant};
 
 use crate::forward::{self, CancellationToken, ForwardArgs, ForwardConfig};
 use crate::observe::{self, ObserveArgs, Observer, ObserverConfig};
+use crate::ops::endpoint::{self, MetricsError};
 use crate::ops::listeners::{route_configs, RouteError};
-use crate::ops::metrics::{self, IncidentCounters, LiveSources, MetricsError, RecordMetrics};
+use crate::ops::metrics::{IncidentCounters, LiveSources, RecordMetrics};
 use crate::ops::stop::StopWatch;
 use crate::ops::{flight, OpsArgs, OpsPlan, SinkFanout};
 use crate::output::console::{status_line, summary_table};
@@ -205,7 +206,7 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
         .chain(routes.iter().map(|(l, _)| l.local_addr()))
         .collect();
     let metrics_listener = match plan.ops.metrics {
-        Some(addr) => Some(metrics::bind(addr).await?),
+        Some(addr) => Some(endpoint::bind(addr).await?),
         None => None,
     };
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
@@ -270,7 +271,7 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
             stopping: shutdown.clone(),
             started: Instant::now(),
         });
-        tokio::spawn(metrics::serve(socket, sources, metrics_over.clone()))
+        tokio::spawn(endpoint::serve(socket, sources, metrics_over.clone()))
     });
     let run_over = CancellationToken::new();
     let incident_task = incident_writer.map(|w| tokio::spawn(w.run(run_over.clone())));

@@ -4,7 +4,8 @@
 //! The icaptap namespace routes between the other two, and the rules of
 //! deploy/icaptap-nft.sh (or deploy/icaptap-iptables.sh) redirect the
 //! client's connections to the sensor into icaptap, which forwards them to
-//! their original destination (SO_ORIGINAL_DST). Asserted: both streams
+//! their original destination (REDIRECT: SO_ORIGINAL_DST, via nftables and
+//! via iptables; TPROXY: IP_TRANSPARENT and a policy route). Asserted: both streams
 //! arrive byte for byte, the sensor sees icaptap's address (so the traffic
 //! went through it), the records name the original destination, and the
 //! scripts' removal leaves no rule behind.
@@ -158,7 +159,7 @@ fn payload(len: usize, seed: u64) -> Vec<u8> {
         .collect()
 }
 
-fn transparent_forwarding_is_byte_exact(tag: &str, script: &str) {
+fn transparent_forwarding_is_byte_exact(tag: &str, script: &str, mode: TransparentMode) {
     if !is_root() {
         eprintln!("SKIPPED: transparent mode test needs root (network namespaces, nftables/iptables); run as root to cover it");
         return;
@@ -168,19 +169,23 @@ fn transparent_forwarding_is_byte_exact(tag: &str, script: &str) {
     let script = script.to_str().unwrap();
     let port = SENSOR_PORT.to_string();
     let to_port = TAP_PORT.to_string();
-    ns_sh(
-        &ns.tap,
-        &[
-            script,
-            "insert",
-            "--sensor",
-            SENSOR_IP,
-            "--port",
-            &port,
-            "--to-port",
-            &to_port,
-        ],
-    );
+    let mut rule_args = vec![
+        "--sensor",
+        SENSOR_IP,
+        "--port",
+        &port,
+        "--to-port",
+        &to_port,
+    ];
+    if mode == TransparentMode::Tproxy {
+        rule_args.push("--tproxy");
+    }
+    let with = |action: &'static str| {
+        let mut args = vec![script, action];
+        args.extend_from_slice(&rule_args);
+        args
+    };
+    ns_sh(&ns.tap, &with("insert"));
 
     // The sensor: reads the whole request stream, then answers.
     let request = payload(1 << 20, 7);
@@ -224,7 +229,7 @@ fn transparent_forwarding_is_byte_exact(tag: &str, script: &str) {
             forward.drain = Duration::from_secs(2);
             let plan = ProxyPlan {
                 ops: OpsPlan {
-                    transparent: Some(TransparentMode::Redirect),
+                    transparent: Some(mode),
                     ..OpsPlan::default()
                 },
                 ..ProxyPlan::new(forward, run_dir)
@@ -284,19 +289,7 @@ fn transparent_forwarding_is_byte_exact(tag: &str, script: &str) {
     assert_eq!(record["bytes_server_to_client"], response.len());
 
     // Rollback leaves nothing behind.
-    ns_sh(
-        &ns.tap,
-        &[
-            script,
-            "remove",
-            "--sensor",
-            SENSOR_IP,
-            "--port",
-            &port,
-            "--to-port",
-            &to_port,
-        ],
-    );
+    ns_sh(&ns.tap, &with("remove"));
     let rules = ns_sh(
         &ns.tap,
         &[
@@ -310,10 +303,15 @@ fn transparent_forwarding_is_byte_exact(tag: &str, script: &str) {
 
 #[test]
 fn nftables_redirect_to_icaptap_forwards_byte_exact_to_the_original_destination() {
-    transparent_forwarding_is_byte_exact("nft", "icaptap-nft.sh");
+    transparent_forwarding_is_byte_exact("nft", "icaptap-nft.sh", TransparentMode::Redirect);
+}
+
+#[test]
+fn nftables_tproxy_to_icaptap_forwards_byte_exact_to_the_original_destination() {
+    transparent_forwarding_is_byte_exact("ntp", "icaptap-nft.sh", TransparentMode::Tproxy);
 }
 
 #[test]
 fn iptables_redirect_to_icaptap_forwards_byte_exact_to_the_original_destination() {
-    transparent_forwarding_is_byte_exact("ipt", "icaptap-iptables.sh");
+    transparent_forwarding_is_byte_exact("ipt", "icaptap-iptables.sh", TransparentMode::Redirect);
 }

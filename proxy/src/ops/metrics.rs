@@ -1,11 +1,9 @@
-//! The metrics endpoint of `icaptap proxy --metrics ADDR` (hyper 1, HTTP/1.1):
-//!
-//! - `/metrics`: Prometheus text exposition format 0.0.4. Every name starts
-//!   with `icaptap_`; counters end in `_total`, histograms in `_seconds`,
-//!   byte counts carry `_bytes`.
-//! - `/healthz`: `200 ok` while forwarding, `503 stopping` once shutdown began.
-//! - `/status`: JSON with the live summary, the forwarding counters and the
-//!   last exchanges with problems.
+//! What `icaptap proxy --metrics` reports: the `/metrics` body in the
+//! Prometheus text exposition format 0.0.4 (every name starts with
+//! `icaptap_`; counters end in `_total`, histograms in `_seconds`, byte
+//! counts carry `_bytes`) and the `/status` JSON (live summary, forwarding
+//! counters, the last exchanges with problems). [`super::endpoint`] serves
+//! them over HTTP.
 //!
 //! Figures come from two places: atomics the side paths already keep
 //! (forwarding, queue drops, recorder), read at scrape time; and
@@ -15,19 +13,11 @@
 //! forwarding path.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::convert::Infallible;
 use std::fmt::Write;
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
-use bytes::Bytes;
-use http_body_util::Full;
-use hyper::body::Incoming;
-use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
-use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::forward::ForwardCounters;
@@ -52,19 +42,6 @@ pub const RECENT_PROBLEMS: usize = 50;
 /// tokens or service paths must not grow memory without bound. Beyond it,
 /// new label values are counted under `other`.
 pub const MAX_LABEL_SETS: usize = 512;
-
-/// Why the metrics endpoint could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum MetricsError {
-    /// Binding the address failed.
-    #[error("cannot serve metrics on {addr}: {source}; choose another --metrics address (default 127.0.0.1:9344) or stop the program using it")]
-    Bind {
-        /// The address.
-        addr: SocketAddr,
-        /// What the system said.
-        source: std::io::Error,
-    },
-}
 
 /// A latency histogram with fixed Prometheus buckets.
 #[derive(Clone, Debug, Default)]
@@ -467,99 +444,6 @@ pub fn render_status(src: &LiveSources) -> serde_json::Value {
         },
         "recent_problems": src.records.recent_problems(),
     })
-}
-
-fn respond(
-    status: StatusCode,
-    content_type: &str,
-    body: impl Into<Bytes>,
-) -> Response<Full<Bytes>> {
-    let mut response = Response::new(Full::new(body.into()));
-    *response.status_mut() = status;
-    if let Ok(value) = hyper::header::HeaderValue::from_str(content_type) {
-        response
-            .headers_mut()
-            .insert(hyper::header::CONTENT_TYPE, value);
-    }
-    response
-}
-
-/// Answers one request.
-pub fn route(src: &LiveSources, method: &Method, path: &str) -> Response<Full<Bytes>> {
-    if method != Method::GET && method != Method::HEAD {
-        return respond(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "text/plain; charset=utf-8",
-            "only GET and HEAD\n",
-        );
-    }
-    match path {
-        "/metrics" => respond(
-            StatusCode::OK,
-            "text/plain; version=0.0.4; charset=utf-8",
-            render_metrics(src),
-        ),
-        "/healthz" if src.stopping.is_cancelled() => respond(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "text/plain; charset=utf-8",
-            "stopping\n",
-        ),
-        "/healthz" => respond(StatusCode::OK, "text/plain; charset=utf-8", "ok\n"),
-        "/status" => {
-            let body = serde_json::to_vec_pretty(&render_status(src)).unwrap_or_default();
-            respond(StatusCode::OK, "application/json", body)
-        }
-        _ => respond(
-            StatusCode::NOT_FOUND,
-            "text/plain; charset=utf-8",
-            "icaptap serves /metrics, /healthz and /status\n",
-        ),
-    }
-}
-
-/// Binds the metrics address; done at start-up so a taken port is
-/// reported before anything forwards.
-pub async fn bind(addr: SocketAddr) -> Result<TcpListener, MetricsError> {
-    TcpListener::bind(addr)
-        .await
-        .map_err(|source| MetricsError::Bind { addr, source })
-}
-
-/// Serves the endpoint until `until` is cancelled. Each connection is its
-/// own task; a slow scraper holds nobody else up.
-pub async fn serve(listener: TcpListener, src: Arc<LiveSources>, until: CancellationToken) {
-    loop {
-        let accepted = tokio::select! {
-            _ = until.cancelled() => break,
-            accepted = listener.accept() => accepted,
-        };
-        let stream = match accepted {
-            Ok((stream, _)) => stream,
-            Err(e) => {
-                tracing::debug!("metrics endpoint: accepting a scraper failed: {e}");
-                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-                continue;
-            }
-        };
-        let src = src.clone();
-        let until = until.clone();
-        tokio::spawn(async move {
-            let service = hyper::service::service_fn(move |req: Request<Incoming>| {
-                let response = route(&src, req.method(), req.uri().path());
-                async move { Ok::<_, Infallible>(response) }
-            });
-            let conn = hyper::server::conn::http1::Builder::new()
-                .serve_connection(TokioIo::new(stream), service);
-            tokio::select! {
-                _ = until.cancelled() => {}
-                result = conn => {
-                    if let Err(e) = result {
-                        tracing::debug!("metrics endpoint: a scrape failed: {e}");
-                    }
-                }
-            }
-        });
-    }
 }
 
 #[cfg(test)]

@@ -1,7 +1,7 @@
 //! Operations: what makes `icaptap proxy` easy to put into a production
 //! path, watch while it is there, and take out again.
 //!
-//! - [`metrics`]: the HTTP endpoint (`/metrics` in Prometheus text format,
+//! - [`metrics`] and [`endpoint`]: the HTTP endpoint (`/metrics` in Prometheus text format,
 //!   `/healthz`, `/status` JSON), fed by the live counters of the side paths
 //!   and by [`metrics::RecordMetrics`], a record sink;
 //! - [`stop`]: `--max-exchanges` and `--stop-on CODE`, so a temporary
@@ -12,6 +12,7 @@
 //! - [`listeners`]: `--route LISTEN=UPSTREAM`, several listeners and sensors;
 //! - [`manual`]: shell completions and the man page from the clap definitions.
 
+pub mod endpoint;
 pub mod flight;
 pub mod listeners;
 pub mod manual;
