@@ -48,7 +48,7 @@ pub fn parse_route(text: &str) -> Result<Route, String> {
 #[derive(Debug, thiserror::Error)]
 pub enum RouteError {
     /// The route's sensor is unusable.
-    #[error("--route {listen}: {source}")]
+    #[error("--route {listen}: its sensor cannot be used; fix the part after `=`")]
     Upstream {
         /// The route's listen address.
         listen: SocketAddr,
