@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use icap_codec::{AnomalyCode, EntityKind};
 use icaptap::toolkit::client::{
-    build_request, classify, send_once, threat_of, ClientError, IcapMethod, Verdict,
+    build_request, send_once, threat_of, ClientError, IcapMethod, Verdict,
 };
 use icaptap::toolkit::sample::{Sample, EICAR};
 use icaptap::toolkit::scenario::{sha256_hex, Scenario};
@@ -82,10 +82,7 @@ async fn clean_is_204_when_allowed_or_in_preview_and_echo_otherwise() {
     assert_eq!(a.head.status, 200);
     assert_eq!(&a.body[..], b"clean body");
     assert_eq!(http_status(&a), Some(200));
-    assert_eq!(
-        classify(IcapMethod::Respmod, Some(b"clean body"), &a),
-        Verdict::Clean("200 echo: body unchanged")
-    );
+    assert_eq!(a.verdict(), (Verdict::Clean, None));
 
     // Inside a preview a 204 needs no Allow: the sensor decides on the
     // preview without asking for the rest.
@@ -140,10 +137,7 @@ async fn block_sends_an_http_block_page() {
     assert!(std::str::from_utf8(&a.body)
         .unwrap()
         .contains("Access blocked"));
-    assert_eq!(
-        classify(IcapMethod::Respmod, Some(b"anything"), &a),
-        Verdict::Blocked(403)
-    );
+    assert_eq!(a.verdict(), (Verdict::Blocked, None));
 
     let a = respmod(&sensor, "http://t.test/policy/x", b"anything").await;
     assert_eq!(http_status(&a), Some(451));
@@ -200,6 +194,10 @@ async fn eicar_matches_by_default_even_on_the_preview() {
     assert_eq!(a.head.status, 200);
     assert!(a.interim.is_none());
     assert_eq!(threat_of(&a).as_deref(), Some("EICAR-Test-File"));
+    assert_eq!(
+        a.verdict(),
+        (Verdict::Infected, Some("EICAR-Test-File".to_owned()))
+    );
     // EICAR past the preview: the sensor must ask for the rest first.
     let mut body = vec![b'.'; 4000];
     body.extend_from_slice(EICAR);
@@ -248,10 +246,7 @@ async fn method_rule_and_service_methods() {
     let mut s = spec(&sensor, "/av/reqmod", "http://t.test/upload/f", b"data");
     s.method = IcapMethod::Reqmod;
     let a = send_once(&s, TIMEOUT).await.unwrap();
-    assert_eq!(
-        classify(IcapMethod::Reqmod, Some(b"data"), &a),
-        Verdict::Blocked(403)
-    );
+    assert_eq!(a.verdict(), (Verdict::Blocked, None));
     // RESPMOD to the REQMOD-only service is refused with 405.
     let a = send_once(
         &spec(&sensor, "/av/reqmod", "http://t.test/x", b"data"),
@@ -276,7 +271,7 @@ async fn error_statuses_are_sent_as_configured() {
         (a.head.status, &a.head.reason[..]),
         (503, b"Service Overloaded".as_slice())
     );
-    assert!(classify(IcapMethod::Respmod, Some(b"x"), &a).is_error());
+    assert_eq!(a.verdict().0, Verdict::Error);
     sensor.shutdown().await;
 }
 

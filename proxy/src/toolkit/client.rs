@@ -2,11 +2,13 @@
 //! request (RFC 3507 sections 4.8 to 4.10) with a file or a built-in sample,
 //! prints the ICAP and HTTP response heads the way `c-icap-client -v` does,
 //! then a verdict line a person can read; or, in load mode, drives many
-//! requests over keep-alive connections (see [`super::load`]).
+//! requests over keep-alive connections (see [`super::load`]). The verdict
+//! is the observer's (`observe::verdict::classify` on the correlated
+//! exchange), so the client and the proxy never disagree on what an answer
+//! means.
 
 mod exchange;
 mod request;
-mod verdict;
 
 use std::io::Write;
 use std::net::SocketAddr;
@@ -15,11 +17,13 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use bytes::Bytes;
-use icap_codec::{Headers, ResponseHead};
+use icap_codec::{EntityKind, Headers, ResponseHead, Severity, Side};
 
 pub use exchange::{Answer, ClientError, IcapConnection, MAX_KEPT_BODY};
 pub use request::{build_request, BuiltRequest, IcapMethod, IcapTarget, RequestSpec, ICAP_PORT};
-pub use verdict::{classify, threat_of, violations, Verdict};
+
+use crate::observe::verdict::threat_names;
+pub use crate::observe::verdict::Verdict;
 
 use super::load::{run_load, LoadConfig, LoadStop};
 use super::sample::Sample;
@@ -250,13 +254,62 @@ fn status_line(head: &ResponseHead) -> String {
     )
 }
 
+/// The threat the sensor named in its vendor headers, if any.
+pub fn threat_of(answer: &Answer) -> Option<String> {
+    threat_names(&answer.head.headers)
+}
+
+/// Server-side protocol violations worth flagging next to the verdict: what
+/// the decoder and the correlator found (100 after `ieof`, 204 without
+/// `Allow: 204`, bad framing...), and a response cut short.
+pub fn violations(answer: &Answer) -> Vec<String> {
+    let mut out: Vec<String> = answer
+        .exchange
+        .anomalies
+        .iter()
+        .filter(|a| a.side == Side::Server && a.severity() >= Severity::Warn)
+        .map(|a| format!("{} at byte {}", a.code.as_str(), a.offset))
+        .collect();
+    if !answer.complete {
+        out.push("response cut short by connection close".to_owned());
+    }
+    out
+}
+
+/// `KIND (DETAIL)`: the verdict with what a person needs to trust it.
+fn verdict_line(verdict: Verdict, threat: Option<&str>, answer: &Answer) -> String {
+    let kind = verdict.as_str();
+    let page = answer
+        .http
+        .iter()
+        .find(|h| h.entity == EntityKind::ResHdr)
+        .and_then(|h| h.status);
+    let detail = match verdict {
+        Verdict::Options => "service answered OPTIONS".to_owned(),
+        Verdict::Clean if answer.head.status == 204 => "204 No Content: not modified".to_owned(),
+        Verdict::Clean => "200 echo: body unchanged".to_owned(),
+        Verdict::Modified => "the sensor changed the message".to_owned(),
+        Verdict::Blocked => match page {
+            Some(status) => format!("HTTP {status} page"),
+            None => "the request was answered with a response".to_owned(),
+        },
+        Verdict::Infected => threat.unwrap_or("threat not named").to_owned(),
+        Verdict::Error => format!(
+            "ICAP {} {}",
+            answer.head.status,
+            String::from_utf8_lossy(&answer.head.reason)
+        ),
+        Verdict::Missing => "no final answer".to_owned(),
+        Verdict::Malformed => format!(
+            "ICAP {}; the answer breaks the protocol",
+            answer.head.status
+        ),
+    };
+    format!("{kind} ({detail})")
+}
+
 /// Prints an answer like `c-icap-client -v`, then the verdict line.
-pub fn print_answer(
-    out: &mut impl Write,
-    spec: &RequestSpec,
-    req: &BuiltRequest,
-    answer: &Answer,
-) -> std::io::Result<Verdict> {
+pub fn print_answer(out: &mut impl Write, answer: &Answer) -> std::io::Result<Verdict> {
     if let Some(interim) = &answer.interim {
         writeln!(out, "ICAP INTERIM:\n\t{}", status_line(interim))?;
     }
@@ -288,27 +341,16 @@ pub fn print_answer(
     if answer.body_len > 0 {
         writeln!(out, "BODY: {} bytes", answer.body_len)?;
     }
-    let verdict = classify(spec.method, spec.body.as_deref(), answer);
-    let mut problems = violations(answer);
-    if answer.interim.is_some() && req.rest.is_none() {
-        problems.push(if req.ieof {
-            "100 Continue after ieof".to_owned()
-        } else {
-            "100 Continue without a preview".to_owned()
-        });
-    }
-    // A 204 answering the preview itself is always allowed (RFC 3507 4.6).
-    let in_preview = spec.preview.is_some() && req.body_len > 0 && answer.interim.is_none();
-    if answer.head.status == 204 && !spec.allow_204 && !in_preview {
-        problems.push("204 without Allow: 204 outside a preview".to_owned());
-    }
+    let (verdict, threat) = answer.verdict();
+    let problems = violations(answer);
     let ms = answer.latency.as_secs_f64() * 1000.0;
+    let said = verdict_line(verdict, threat.as_deref(), answer);
     if problems.is_empty() {
-        writeln!(out, "VERDICT: {verdict} in {ms:.1} ms")?;
+        writeln!(out, "VERDICT: {said} in {ms:.1} ms")?;
     } else {
         writeln!(
             out,
-            "VERDICT: {verdict} in {ms:.1} ms; PROTOCOL VIOLATIONS: {}",
+            "VERDICT: {said} in {ms:.1} ms; PROTOCOL VIOLATIONS: {}",
             problems.join("; ")
         )?;
     }
@@ -345,7 +387,7 @@ async fn single(args: &ClientArgs, spec: &RequestSpec) -> ExitCode {
         }
     };
     let mut stdout = std::io::stdout().lock();
-    let verdict = match print_answer(&mut stdout, spec, &req, &answer) {
+    let verdict = match print_answer(&mut stdout, &answer) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("icaptap client: cannot write to standard output: {e}");
@@ -360,7 +402,7 @@ async fn single(args: &ClientArgs, spec: &RequestSpec) -> ExitCode {
             );
         }
     }
-    if verdict.is_error() {
+    if answer.head.status >= 400 || verdict == Verdict::Error {
         ExitCode::from(EXIT_ICAP_ERROR)
     } else {
         ExitCode::SUCCESS

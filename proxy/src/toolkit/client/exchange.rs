@@ -1,16 +1,25 @@
 //! One keep-alive ICAP client connection: sends a built request, honours
 //! `100 Continue` by sending the remainder (RFC 3507 section 4.5), and reads
 //! the final response with `icap_codec::Decoder`.
+//!
+//! The bytes sent and the events received also go through an
+//! `icap_codec::Correlator`, so every answer carries the same [`Exchange`]
+//! the observer builds from the wire, and the client reads its verdict with
+//! the observer's classifier instead of a second one of its own.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use icap_codec::{Anomaly, Decoder, Direction, Event, HttpHead, ResponseHead};
+use icap_codec::{
+    Anomaly, Correlator, Decoder, Direction, Event, Exchange, HttpHead, ResponseHead, Stamp,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::request::BuiltRequest;
+use crate::observe::verdict::{classify, Verdict};
+use crate::tap::now_micros;
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
@@ -119,6 +128,70 @@ pub struct Answer {
     pub bytes_sent: u64,
     /// Response bytes read for this exchange.
     pub bytes_received: u64,
+    /// The request and its answers as the observer would see them on the
+    /// wire (correlated from the bytes sent and the events received).
+    pub exchange: Exchange,
+}
+
+impl Answer {
+    /// The verdict and threat names, read by the observer's classifier.
+    pub fn verdict(&self) -> (Verdict, Option<String>) {
+        classify(&self.exchange)
+    }
+}
+
+/// Feeds both directions of one exchange to a correlator: the request is
+/// decoded from the bytes the client writes, the response from the events
+/// the connection's decoder already produced.
+#[derive(Debug)]
+struct Pairing {
+    requests: Decoder,
+    correlator: Correlator,
+    scratch: Vec<Event>,
+}
+
+impl Pairing {
+    fn new() -> Pairing {
+        Pairing {
+            requests: Decoder::new(Direction::Request),
+            correlator: Correlator::new(),
+            scratch: Vec::new(),
+        }
+    }
+
+    fn sent(&mut self, bytes: &Bytes) {
+        self.requests.decode(bytes.clone(), &mut self.scratch);
+        let stamp = stamp_now();
+        for event in self.scratch.drain(..) {
+            self.correlator.on_request(event, stamp);
+        }
+    }
+
+    fn received(&mut self, event: &Event) {
+        self.correlator.on_response(event.clone(), stamp_now());
+    }
+
+    /// The exchange as far as it went: a preview answered without
+    /// `100 Continue` ends here, and so does a response cut short.
+    fn finish(mut self) -> Exchange {
+        self.requests.finish(&mut self.scratch);
+        let stamp = stamp_now();
+        for event in self.scratch.drain(..) {
+            self.correlator.on_request(event, stamp);
+        }
+        if let Some(x) = self.correlator.pop() {
+            return x;
+        }
+        self.correlator.close();
+        self.correlator.pop().unwrap_or_default()
+    }
+}
+
+fn stamp_now() -> Stamp {
+    Stamp {
+        at: now_micros(),
+        frame: None,
+    }
 }
 
 /// What arrived of an answer besides its final head.
@@ -139,6 +212,7 @@ impl Received {
         complete: bool,
         sent: u64,
         received: u64,
+        exchange: Exchange,
     ) -> Answer {
         Answer {
             interim: self.interim,
@@ -151,6 +225,7 @@ impl Received {
             latency,
             bytes_sent: sent,
             bytes_received: received,
+            exchange,
         }
     }
 }
@@ -257,6 +332,8 @@ impl IcapConnection {
         let deadline = tokio::time::Instant::now() + timeout;
         let received_before = self.received;
         let mut sent = 0u64;
+        let mut pairing = Pairing::new();
+        pairing.sent(&req.first);
         self.write(&req.first, &mut sent).await?;
 
         let mut waiting = Waiting::FirstAnswer;
@@ -267,6 +344,7 @@ impl IcapConnection {
         let mut eof = false;
         loop {
             for event in events.drain(..) {
+                pairing.received(&event);
                 match event {
                     Event::ResponseHead(head) if fin.is_none() && head.status == 100 => {
                         got.interim = Some(*head);
@@ -274,6 +352,7 @@ impl IcapConnection {
                         if let (Some(rest), false) = (&req.rest, rest_sent) {
                             rest_sent = true;
                             let rest = rest.clone();
+                            pairing.sent(&rest);
                             self.write(&rest, &mut sent).await?;
                         }
                     }
@@ -298,7 +377,10 @@ impl IcapConnection {
                                 self.reusable = false;
                             }
                             let received = self.received - received_before;
-                            return Ok(got.into_answer(head, latency, true, sent, received));
+                            let exchange = pairing.finish();
+                            return Ok(
+                                got.into_answer(head, latency, true, sent, received, exchange)
+                            );
                         }
                     }
                     Event::Anomaly(a) => got.anomalies.push(a),
@@ -310,7 +392,8 @@ impl IcapConnection {
                 let received = self.received - received_before;
                 return match fin.take() {
                     Some((head, latency)) => {
-                        Ok(got.into_answer(head, latency, false, sent, received))
+                        let exchange = pairing.finish();
+                        Ok(got.into_answer(head, latency, false, sent, received, exchange))
                     }
                     None => Err(ClientError::Closed {
                         offset: self.received,
