@@ -17,6 +17,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     })
 }
 
+/// How sizes are written, for error messages.
+const SIZE_FORMS: &str = "write a number with an optional unit, e.g. 65536, 64KiB, 10MiB or 1GiB (K, M and G are powers of 1024)";
+
 /// Parses a positive byte count with an optional binary unit.
 pub fn parse_size(text: &str) -> Result<u64, String> {
     let t = text.trim();
@@ -40,7 +43,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok()
         .and_then(|n| n.checked_mul(factor))
         .filter(|n| *n > 0)
-        .ok_or_else(|| format!("{text:?} is not a positive size in bytes (e.g. 100M)"))
+        .ok_or_else(|| format!("{text:?} is not a positive size; {SIZE_FORMS}"))
 }
 
 #[cfg(test)]
