@@ -34,7 +34,7 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         "G" | "GB" | "GIB" => 1 << 30,
         _ => {
             return Err(format!(
-                "unknown size unit {unit:?} in {text:?}: use K, M or G"
+                "{text:?}: unknown size unit {unit:?}; {SIZE_FORMS}"
             ))
         }
     };
