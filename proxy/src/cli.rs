@@ -43,6 +43,9 @@ pub enum Command {
     Sensor(crate::toolkit::SensorArgs),
     /// Send ICAP requests and print a readable verdict, or generate load.
     Client(crate::toolkit::ClientArgs),
+    /// Re-send a recording's client requests to a sensor and list the
+    /// verdicts that differ (exit status 1 on any difference).
+    Replay(crate::toolkit::replay::ReplayArgs),
     /// Write report.html and report.md for a run's output directory.
     Report(crate::evidence::ReportArgs),
     /// Pack a run into a support-ticket archive (.tar.gz), optionally
@@ -109,6 +112,11 @@ pub fn main() -> ExitCode {
         Command::Demo(args) => crate::toolkit::demo::demo_main(args),
         Command::Sensor(args) => crate::toolkit::sensor_main(args),
         Command::Client(args) => crate::toolkit::client_main(args),
+        Command::Replay(args) => match crate::toolkit::replay::run(args) {
+            Ok(report) if report.difference_count() == 0 => ExitCode::SUCCESS,
+            Ok(_) => ExitCode::from(1),
+            Err(e) => fail(&e),
+        },
         Command::Report(args) => match crate::evidence::report(args) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => fail(&e),

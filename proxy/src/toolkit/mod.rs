@@ -6,6 +6,7 @@
 pub mod client;
 pub mod demo;
 pub mod load;
+pub mod replay;
 pub mod sample;
 pub mod scenario;
 pub mod sensor;
