@@ -43,6 +43,12 @@ pub struct BodyStats {
 /// How many leading body bytes an exchange keeps for content rules.
 pub const BODY_SAMPLE_LEN: usize = 256;
 
+/// Most exchanges a connection may have waiting for an answer. A client
+/// that pipelines more than this without answers would otherwise grow
+/// memory without bound; the oldest is then given up as it is (no
+/// response: a missing verdict) to make room.
+pub const MAX_OPEN_EXCHANGES: usize = 1024;
+
 /// Preview facts of a request (RFC 3507 section 4.5).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PreviewFacts {
@@ -331,8 +337,27 @@ impl Correlator {
         x.timings.request_head = Some(stamp);
         x.request = Some(head);
         self.next_seq += 1;
+        if self.open.len() >= MAX_OPEN_EXCHANGES {
+            self.give_up_oldest();
+        }
         self.open.push_back(x);
         self.request_in_progress = true;
+    }
+
+    /// Releases the oldest open exchange as it is, keeping the response
+    /// pairing of the others.
+    fn give_up_oldest(&mut self) {
+        let Some(mut oldest) = self.open.pop_front() else {
+            return;
+        };
+        oldest.incomplete = true;
+        self.done.push_back(oldest);
+        self.response_target = match self.response_target {
+            ResponseTarget::Final(0) | ResponseTarget::Interim(0) => ResponseTarget::Idle,
+            ResponseTarget::Final(i) => ResponseTarget::Final(i - 1),
+            ResponseTarget::Interim(i) => ResponseTarget::Interim(i - 1),
+            ResponseTarget::Idle => ResponseTarget::Idle,
+        };
     }
 
     fn request_body(&mut self, data: &[u8]) {
@@ -594,5 +619,35 @@ fn check_content_lost(x: &mut Exchange) {
                 x.request_body.bytes
             ),
         ));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::decoder::Decoder;
+    use crate::event::Direction;
+    use bytes::Bytes;
+
+    #[test]
+    fn unanswered_pipelined_requests_stay_bounded() {
+        let mut decoder = Decoder::new(Direction::Request);
+        let mut correlator = Correlator::new();
+        let one =
+            Bytes::from_static(b"OPTIONS icap://s/x ICAP/1.0\r\nEncapsulated: null-body=0\r\n\r\n");
+        let mut events = Vec::new();
+        for _ in 0..(MAX_OPEN_EXCHANGES + 10) {
+            decoder.decode(one.clone(), &mut events);
+            for e in events.drain(..) {
+                correlator.on_request(e, Stamp::default());
+            }
+        }
+        assert_eq!(correlator.open().count(), MAX_OPEN_EXCHANGES);
+        let mut given_up = 0;
+        while let Some(x) = correlator.pop() {
+            assert!(x.incomplete && x.response.is_none());
+            given_up += 1;
+        }
+        assert_eq!(given_up, 10);
     }
 }
