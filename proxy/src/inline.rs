@@ -21,7 +21,7 @@ use crate::ops::metrics::{IncidentCounters, LiveSources, RecordMetrics};
 use crate::ops::stop::StopWatch;
 use crate::ops::{flight, OpsArgs, OpsPlan, SinkFanout};
 use crate::output::console::{status_line, summary_table};
-use crate::output::directory::default_dir_name;
+use crate::output::directory::{default_dir_name, watch_directory};
 use crate::output::run::RunOutput;
 use crate::output::summary::{Drops, Summary};
 use crate::output::writer::RecordSink;
@@ -164,6 +164,9 @@ pub struct ProxyPlan {
     pub ops: OpsPlan,
     /// One forwarding configuration per `--route` (extra listeners).
     pub routes: Vec<ForwardConfig>,
+    /// What the run is called in summary.json and the report (`proxy`, or
+    /// `demo` for the demo).
+    pub mode: &'static str,
 }
 
 impl ProxyPlan {
@@ -180,6 +183,7 @@ impl ProxyPlan {
             status_every: None,
             ops: OpsPlan::default(),
             routes: Vec::new(),
+            mode: "proxy",
         }
     }
 }
@@ -253,6 +257,7 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
         recorder: recorder.as_ref().map(|(queue, _)| queue.clone()),
     };
     let summary = output.summary();
+    tokio::spawn(watch_directory(plan.out.clone(), shutdown.clone()));
 
     // The side paths' figures, read at scrape time.
     let metrics_over = CancellationToken::new();
@@ -279,6 +284,7 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
     let token = shutdown.clone();
     let out = plan.out.clone();
     let status_every = plan.status_every;
+    let mode = plan.mode;
     let status_counters = counters.clone();
     let task = tokio::spawn(async move {
         let status = status_every.map(|every| {
@@ -349,7 +355,7 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
             let _ = incidents.await;
         }
         tracing::info!(?stats, "forwarding stopped");
-        let summary = output.finish("proxy", drops);
+        let summary = output.finish(mode, drops);
         metrics_over.cancel();
         if let Some(metrics) = metrics_task {
             let _ = metrics.await;
@@ -388,6 +394,7 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
             .then_some(args.status_every),
         ops,
         routes,
+        mode: "proxy",
     };
     let duration = args.duration;
     runtime.block_on(async move {

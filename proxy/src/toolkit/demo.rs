@@ -156,6 +156,7 @@ async fn run(out: PathBuf) -> Result<(), String> {
             stall_timeout: Duration::from_secs(2),
             eof_wait: Duration::from_secs(5),
         },
+        mode: "demo",
         ..ProxyPlan::new(forward, out.clone())
     };
     let proxy = start(plan).await.map_err(|e| e.to_string())?;
