@@ -4,8 +4,15 @@
 
 use std::fs::{File, OpenOptions};
 use std::io;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio_util::sync::CancellationToken;
+
+/// How often a run checks that its output directory is still the one it
+/// created.
+pub const DIRECTORY_CHECK_EVERY: Duration = Duration::from_secs(2);
 
 /// The default output directory name for a run starting now (local time).
 pub fn default_dir_name() -> PathBuf {
@@ -36,4 +43,31 @@ pub fn create_private_file(path: &Path) -> io::Result<File> {
         .truncate(true)
         .mode(0o600)
         .open(path)
+}
+
+/// Warns once when `dir` is removed or replaced while a run writes into
+/// it: open files keep taking records into a directory nobody can reach,
+/// so nothing else would notice before the summary fails at the end.
+/// Returns when `stop` is cancelled.
+pub async fn watch_directory(dir: PathBuf, stop: CancellationToken) {
+    let identity = |d: &Path| std::fs::metadata(d).ok().map(|m| (m.dev(), m.ino()));
+    let Some(original) = identity(&dir) else {
+        return;
+    };
+    let mut every = tokio::time::interval(DIRECTORY_CHECK_EVERY);
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        if identity(&dir) != Some(original) {
+            tracing::warn!(
+                "the output directory {} was removed or replaced during the run: records and capture \
+                 written from now on are lost (forwarding is not affected); stop icaptap and start it \
+                 again with an output directory that stays",
+                dir.display()
+            );
+            return;
+        }
+    }
 }
