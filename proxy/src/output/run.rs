@@ -4,6 +4,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use super::directory::{create_private_file, prepare};
@@ -48,7 +49,16 @@ pub struct RunOutput {
     dir: PathBuf,
     summary: SharedSummary,
     sink: Option<JsonlSink>,
+    /// Records the files could not take (disk full, directory removed).
+    record_write_errors: Arc<AtomicU64>,
 }
+
+/// Space set aside at start-up for `summary.json`, so that a disk filled
+/// by the capture still takes the summary that says what was lost.
+const SUMMARY_RESERVE_BYTES: usize = 64 * 1024;
+
+/// The file holding that space until the summary is written.
+const SUMMARY_RESERVE: &str = ".icaptap-summary-reserve";
 
 /// Why a run's output could not be created or completed.
 #[derive(Debug, thiserror::Error)]
@@ -72,9 +82,15 @@ impl RunOutput {
         };
         prepare(dir).map_err(err)?;
         let sink = JsonlSink::create(dir).map_err(err)?;
+        // Real bytes, not a sparse file: a full tmpfs or disk must not be
+        // able to take this space back.
+        create_private_file(&dir.join(SUMMARY_RESERVE))
+            .and_then(|mut f| f.write_all(&[0u8; SUMMARY_RESERVE_BYTES]))
+            .map_err(err)?;
         Ok(RunOutput {
             dir: dir.to_path_buf(),
             summary: SharedSummary::default(),
+            record_write_errors: sink.write_errors(),
             sink: Some(sink),
         })
     }
@@ -105,6 +121,9 @@ impl RunOutput {
         summary.command = std::env::args().collect();
         summary.ended = Some(super::rfc3339(crate::tap::now_micros()));
         summary.drops = drops;
+        summary.drops.record_write_errors += self.record_write_errors.load(Ordering::Relaxed);
+        // Every writer is done: the reserved space is the summary's now.
+        let _ = std::fs::remove_file(self.dir.join(SUMMARY_RESERVE));
         let path = self.dir.join("summary.json");
         let write = || -> std::io::Result<()> {
             let mut file = create_private_file(&path)?;

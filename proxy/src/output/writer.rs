@@ -4,8 +4,11 @@
 //! report.
 
 use std::fs::File;
-use std::io::{BufWriter, Write};
-use std::path::Path;
+use std::io::{Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use super::directory::create_private_file;
 use super::records::{ConnectionRecord, ExchangeRecord};
@@ -34,57 +37,154 @@ impl RecordSink for Box<dyn RecordSink> {
     }
 }
 
-/// Writes `exchanges.jsonl` and `connections.jsonl`, buffered.
+/// Records staged before a write: a write is a whole number of records,
+/// so a failed one can be cut back to the last whole record.
+const STAGE_BYTES: usize = 64 * 1024;
+
+/// How often a failing records file may warn.
+const WRITE_WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// One JSON Lines file that only ever ends with a whole record: on a write
+/// error (disk full, I/O error) the file is cut back to its last whole
+/// line and the staged records are dropped and counted, the way the
+/// recorder keeps whole blocks.
+#[derive(Debug)]
+struct LineFile {
+    file: File,
+    path: PathBuf,
+    staged: Vec<u8>,
+    /// Bytes in the file, all of them whole records.
+    len: u64,
+    last_warning: Option<Instant>,
+}
+
+impl LineFile {
+    fn create(path: PathBuf) -> std::io::Result<LineFile> {
+        Ok(LineFile {
+            file: create_private_file(&path)?,
+            path,
+            staged: Vec::with_capacity(STAGE_BYTES),
+            len: 0,
+            last_warning: None,
+        })
+    }
+
+    /// Stages one record; returns the records lost if a write failed.
+    fn push<T: serde::Serialize>(&mut self, record: &T) -> u64 {
+        let before = self.staged.len();
+        if serde_json::to_writer(&mut self.staged, record).is_err() {
+            self.staged.truncate(before);
+            return 1;
+        }
+        self.staged.push(b'\n');
+        if self.staged.len() >= STAGE_BYTES {
+            self.flush()
+        } else {
+            0
+        }
+    }
+
+    /// Writes what is staged; returns the records lost.
+    fn flush(&mut self) -> u64 {
+        let mut written = 0;
+        let failure = loop {
+            if written == self.staged.len() {
+                break None;
+            }
+            match self.file.write(&self.staged[written..]) {
+                Ok(0) => break Some(std::io::Error::from(std::io::ErrorKind::WriteZero)),
+                Ok(n) => written += n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => break Some(e),
+            }
+        };
+        let Some(error) = failure else {
+            self.len += written as u64;
+            self.staged.clear();
+            return 0;
+        };
+        // Keep the whole records that made it, cut the partial one.
+        let whole = memchr::memrchr(b'\n', &self.staged[..written]).map_or(0, |i| i + 1);
+        let lost = memchr::memchr_iter(b'\n', &self.staged[whole..]).count() as u64;
+        let at = self.len + whole as u64;
+        let cut = self
+            .file
+            .set_len(at)
+            .and_then(|()| self.file.seek(SeekFrom::Start(at)).map(|_| ()));
+        self.len = at;
+        self.staged.clear();
+        if self
+            .last_warning
+            .is_none_or(|t| t.elapsed() >= WRITE_WARN_EVERY)
+        {
+            self.last_warning = Some(Instant::now());
+            let cut = match cut {
+                Ok(()) => "the file ends at its last whole record".to_string(),
+                Err(e) => format!("cutting the partial record off failed too ({e})"),
+            };
+            tracing::warn!(
+                "records: writing {} at byte offset {at} failed: {error}; {lost} records lost, {cut}; \
+                 free space or choose another --out (forwarding is not affected; further warnings are held back for a minute)",
+                self.path.display()
+            );
+        }
+        lost
+    }
+}
+
+/// Writes `exchanges.jsonl` and `connections.jsonl`, staged in whole
+/// records.
 #[derive(Debug)]
 pub struct JsonlSink {
-    exchanges: BufWriter<File>,
-    connections: BufWriter<File>,
-    /// Records that could not be written (disk full, directory removed).
-    pub write_errors: u64,
+    exchanges: LineFile,
+    connections: LineFile,
+    /// Records that could not be written (disk full, directory removed),
+    /// shared with whoever writes the summary.
+    lost: Arc<AtomicU64>,
 }
 
 impl JsonlSink {
     /// Creates both files in `dir` (mode 0600).
     pub fn create(dir: &Path) -> std::io::Result<JsonlSink> {
         Ok(JsonlSink {
-            exchanges: BufWriter::with_capacity(
-                64 * 1024,
-                create_private_file(&dir.join("exchanges.jsonl"))?,
-            ),
-            connections: BufWriter::with_capacity(
-                64 * 1024,
-                create_private_file(&dir.join("connections.jsonl"))?,
-            ),
-            write_errors: 0,
+            exchanges: LineFile::create(dir.join("exchanges.jsonl"))?,
+            connections: LineFile::create(dir.join("connections.jsonl"))?,
+            lost: Arc::default(),
         })
     }
 
-    fn write_line<T: serde::Serialize>(out: &mut BufWriter<File>, record: &T) -> bool {
-        let Ok(mut line) = serde_json::to_vec(record) else {
-            return false;
-        };
-        line.push(b'\n');
-        out.write_all(&line).is_ok()
+    /// The count of records that could not be written, live.
+    pub fn write_errors(&self) -> Arc<AtomicU64> {
+        self.lost.clone()
+    }
+
+    fn count(&self, lost: u64) {
+        if lost > 0 {
+            self.lost.fetch_add(lost, Ordering::Relaxed);
+        }
     }
 }
 
 impl RecordSink for JsonlSink {
     fn exchange(&mut self, record: &ExchangeRecord) {
-        if !Self::write_line(&mut self.exchanges, record) {
-            self.write_errors += 1;
-        }
+        let lost = self.exchanges.push(record);
+        self.count(lost);
     }
 
     fn connection(&mut self, record: &ConnectionRecord) {
-        if !Self::write_line(&mut self.connections, record) {
-            self.write_errors += 1;
-        }
+        let lost = self.connections.push(record);
+        self.count(lost);
     }
 
     fn flush(&mut self) {
-        if self.exchanges.flush().is_err() || self.connections.flush().is_err() {
-            self.write_errors += 1;
-        }
+        let lost = self.exchanges.flush() + self.connections.flush();
+        self.count(lost);
+    }
+}
+
+impl Drop for JsonlSink {
+    fn drop(&mut self) {
+        RecordSink::flush(self);
     }
 }
 
