@@ -40,10 +40,12 @@ impl RecordSink for Counting {
 /// Control byte: bit 0 the direction; bits 1-2 the kind (0, 1: data of
 /// length `(byte >> 3) + 1`, 2: close with FIN, 3: close with RST);
 /// each step advances the clock by `byte` tenths of a second, so the
-/// clock rules (verdict timeout, stall) fire too.
+/// clock rules (verdict timeout, stall) fire too. As on the wire, nothing
+/// follows a direction's close: such steps are skipped.
 fn script(data: &[u8]) -> Vec<(u64, TapEvent)> {
     let mut out = Vec::new();
     let mut offsets = [0u64; 2];
+    let mut closed = [false; 2];
     let mut at = 1_000_000u64;
     let mut i = 0;
     while i < data.len() {
@@ -57,13 +59,25 @@ fn script(data: &[u8]) -> Vec<(u64, TapEvent)> {
         };
         let d = usize::from(control & 1);
         match (control >> 1) & 3 {
-            2 => out.push((at, TapEvent::Closed { dir, how: CloseKind::Fin })),
-            3 => out.push((at, TapEvent::Closed { dir, how: CloseKind::Reset })),
+            kind @ (2 | 3) => {
+                if !closed[d] {
+                    closed[d] = true;
+                    let how = if kind == 2 {
+                        CloseKind::Fin
+                    } else {
+                        CloseKind::Reset
+                    };
+                    out.push((at, TapEvent::Closed { dir, how }));
+                }
+            }
             _ => {
                 let len = usize::from(control >> 3) + 1;
                 let end = (i + len).min(data.len());
                 let bytes = Bytes::copy_from_slice(&data[i..end]);
                 i = end;
+                if closed[d] {
+                    continue;
+                }
                 let offset = offsets[d];
                 offsets[d] += bytes.len() as u64;
                 out.push((at, TapEvent::Data { dir, offset, bytes }));
