@@ -16,7 +16,6 @@ mod faults_support;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::process::{Command, Stdio};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use faults_support::*;
@@ -24,7 +23,7 @@ use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+static ONE_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 const HELPER_ENV: &str = "ICAPTAP_FAULTS_HELPER";
 
@@ -130,7 +129,7 @@ async fn ask(listen: SocketAddr, req: &[u8], resp_len: usize) -> (TcpStream, Vec
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_thousand_concurrent_connections_in_separate_processes() {
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     raise_nofile(20_000);
     let (_sensor, sensor_addr) = sensor_process();
     let tmp = tempfile::tempdir().unwrap();
@@ -186,7 +185,7 @@ async fn eight_thousand_concurrent_connections_in_separate_processes() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_file_limit_is_reported_clearly_and_recovered_from() {
     const CLIENTS: usize = 300;
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let sensor_addr = listener.local_addr().unwrap();
     tokio::spawn(options_sensor(listener));
@@ -282,7 +281,7 @@ fn chunk_of(i: u64) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_gib_body_streams_through_in_bounded_memory() {
     const CHUNKS: u64 = 16 * 1024; // 1 GiB in 64 KiB chunks
-    let _one = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
+    let _one = ONE_AT_A_TIME.lock().await;
     let req_hdr = "GET http://origin.example/big.iso HTTP/1.1\r\nHost: origin.example\r\n\r\n";
     let res_hdr = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {}\r\n\r\n",
