@@ -46,6 +46,9 @@ pub enum Command {
     /// Re-send a recording's client requests to a sensor and list the
     /// verdicts that differ (exit status 1 on any difference).
     Replay(crate::toolkit::replay::ReplayArgs),
+    /// Test a proxy vendor's ICAP integration with a suite: icaptap plays
+    /// the sensor and the web origin (exit status 1 when a case fails).
+    Check(crate::toolkit::check::CheckArgs),
     /// Write report.html and report.md for a run's output directory.
     Report(crate::evidence::ReportArgs),
     /// Pack a run into a support-ticket archive (.tar.gz), optionally
@@ -115,6 +118,11 @@ pub fn main() -> ExitCode {
         Command::Replay(args) => match crate::toolkit::replay::run(args) {
             Ok(report) if report.difference_count() == 0 => ExitCode::SUCCESS,
             Ok(_) => ExitCode::from(1),
+            Err(e) => fail(&e),
+        },
+        Command::Check(args) => match crate::toolkit::check::run(args) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
             Err(e) => fail(&e),
         },
         Command::Report(args) => match crate::evidence::report(args) {

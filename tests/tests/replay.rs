@@ -18,7 +18,6 @@ use icaptap::toolkit::sample::{large_body, Sample};
 use icaptap::toolkit::scenario::Scenario;
 use icaptap::toolkit::sensor::{Sensor, SensorHandle};
 
-#[allow(dead_code)]
 mod faults_support;
 
 const EXAMPLE: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/toolkit-scenario.toml");

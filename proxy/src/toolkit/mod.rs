@@ -3,6 +3,7 @@
 //! with the scenario format, request building and built-in samples they
 //! share. RFC 3507 throughout; each module names its sections.
 
+pub mod check;
 pub mod client;
 pub mod demo;
 pub mod load;
