@@ -1,1 +1,13 @@
-//! Shared helpers for the benchmarks.
+//! Shared code of the benchmarks, and the side-by-side harness
+//! (`src/bin/sidebyside.rs`) that compares icaptap with the direct path,
+//! HAProxy and socat: its bench client, its ICAP echo server, the processes
+//! it starts, what it measures and how it reports.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+pub mod client;
+pub mod echo;
+pub mod measure;
+pub mod peers;
+pub mod procstat;
+pub mod report;

@@ -1,0 +1,683 @@
+//! `sidebyside`: icaptap next to the alternatives a user would pick, in one
+//! run on 127.0.0.1. For each ICAP server (the bench echo server, then
+//! c-icap's `echo`), it starts icaptap with full recording, icaptap with
+//! `--no-pcap`, HAProxy (`mode tcp`) and socat as separate processes, and
+//! measures them and the direct path round by round, configuration after
+//! configuration (A B C A B C ...), so that drift of a shared, noisy machine
+//! falls on all of them alike. Results: `target/sidebyside/results.{json,md}`.
+//!
+//! Run: `cargo run --release -p icaptap-benches --bin sidebyside` (see
+//! docs/performance.md). `sidebyside echo-server ADDR` is the echo server
+//! process the harness starts.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use clap::{Parser, Subcommand};
+use hdrhistogram::Histogram;
+use icaptap_benches::client::{options_request, respmod_request};
+use icaptap_benches::measure::{self, MeasureError, ThroughputRun};
+use icaptap_benches::peers::{self, Peer, PeerError};
+use icaptap_benches::report::{
+    self, ConfigResults, LatencyFigures, Machine, MemoryFigures, Results, ServerResults,
+    StretchFigure, ThroughputFigures,
+};
+
+/// Body of the latency RESPMOD.
+const SMALL_BODY: usize = 4 * 1024;
+/// Body of the throughput RESPMOD.
+const LARGE_BODY: usize = 1 << 20;
+/// Body of the second busy-memory run (memory must not grow with it).
+const HUGE_BODY: usize = 8 << 20;
+/// Connections of the throughput figure.
+const THROUGHPUT_CONNECTIONS: usize = 8;
+/// Idle connections of the memory figure.
+const IDLE_CONNECTIONS: usize = 1000;
+/// Busy connections of the memory figure.
+const ACTIVE_CONNECTIONS: usize = 100;
+/// Requests c-icap-stretch sends through each path.
+const STRETCH_REQUESTS: u64 = 2000;
+
+#[derive(Debug, Parser)]
+#[command(about = "icaptap side by side with the direct path, HAProxy and socat")]
+struct Args {
+    #[command(subcommand)]
+    mode: Option<Mode>,
+    /// Rounds; each round measures every configuration once per figure.
+    #[arg(long, default_value_t = 5)]
+    rounds: usize,
+    /// Round trips per configuration per round, for each latency figure.
+    #[arg(long, default_value_t = 2000)]
+    latency_requests: usize,
+    /// Seconds per configuration per round for the throughput figure.
+    #[arg(long, default_value_t = 2.0)]
+    throughput_seconds: f64,
+    /// Seconds of each busy-memory run.
+    #[arg(long, default_value_t = 3.0)]
+    memory_seconds: f64,
+    /// Skip c-icap (bench echo server only).
+    #[arg(long)]
+    no_cicap: bool,
+    /// Skip the bench echo server (c-icap only).
+    #[arg(long)]
+    no_bench_echo: bool,
+    /// Do not install missing Debian packages.
+    #[arg(long)]
+    no_install: bool,
+    /// Run the codec and recorder criterion benches first (else their
+    /// latest results in target/criterion are reported).
+    #[arg(long)]
+    criterion: bool,
+    /// The icaptap binary (default: built with `cargo build --release -p icaptap`).
+    #[arg(long)]
+    icaptap: Option<PathBuf>,
+    /// Where results go (default: target/sidebyside).
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Mode {
+    /// Only load: RESPMOD (or OPTIONS with --body 0 --options) to ADDR,
+    /// for profiling a proxy by hand.
+    Load {
+        /// Proxy or server address.
+        addr: SocketAddr,
+        /// Body bytes per RESPMOD.
+        #[arg(long, default_value_t = LARGE_BODY)]
+        body: usize,
+        /// Send OPTIONS instead.
+        #[arg(long)]
+        options: bool,
+        /// Connections.
+        #[arg(long, default_value_t = THROUGHPUT_CONNECTIONS)]
+        connections: usize,
+        /// Seconds.
+        #[arg(long, default_value_t = 10.0)]
+        seconds: f64,
+    },
+    /// Serve the bench ICAP echo server on ADDR (started by the harness).
+    EchoServer {
+        /// Listen address.
+        addr: SocketAddr,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+enum HarnessError {
+    #[error(transparent)]
+    Peer(#[from] PeerError),
+    #[error("{config} against {server}: {source}")]
+    Measure {
+        config: String,
+        server: String,
+        source: MeasureError,
+    },
+    #[error("{0}")]
+    Setup(String),
+    #[error("cannot write the results: {0}")]
+    Write(std::io::Error),
+}
+
+fn main() -> ExitCode {
+    let args = Args::parse();
+    if let Some(Mode::EchoServer { addr }) = args.mode {
+        return match icaptap_benches::echo::run_echo_server(addr) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("bench echo server on {addr}: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+    if let Some(Mode::Load {
+        addr,
+        body,
+        options,
+        connections,
+        seconds,
+    }) = args.mode
+    {
+        return load_only(addr, body, options, connections, seconds);
+    }
+    match run(&args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("sidebyside: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
+}
+
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(|| workspace_root().join("target"), PathBuf::from)
+}
+
+fn have(program: &str) -> bool {
+    Command::new("sh")
+        .args(["-c", &format!("command -v {program}")])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// Installs the Debian packages of the peers that are missing.
+fn ensure_tools(install: bool) -> Result<(), HarnessError> {
+    let wanted = [
+        ("haproxy", "haproxy"),
+        ("socat", "socat"),
+        ("c-icap", "c-icap"),
+    ];
+    let missing: Vec<&str> = wanted
+        .iter()
+        .filter(|(program, _)| !have(program))
+        .map(|(_, package)| *package)
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    if !install {
+        return Err(HarnessError::Setup(format!(
+            "missing programs from the Debian packages {missing:?}; install them or drop --no-install"
+        )));
+    }
+    eprintln!("sidebyside: installing {missing:?} with apt-get");
+    let apt = |args: &[&str]| {
+        Command::new("apt-get")
+            .args(args)
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .status()
+            .is_ok_and(|s| s.success())
+    };
+    let mut install_args = vec!["install", "-y"];
+    install_args.extend(&missing);
+    // A fresh machine may have stale package lists: update once, retry.
+    let installed = apt(&install_args) || (apt(&["update"]) && apt(&install_args));
+    if !installed {
+        return Err(HarnessError::Setup(format!(
+            "apt-get could not install {missing:?}; install them by hand (as root)"
+        )));
+    }
+    Ok(())
+}
+
+/// The release icaptap binary, built if needed.
+fn icaptap_binary(args: &Args) -> Result<PathBuf, HarnessError> {
+    if let Some(path) = &args.icaptap {
+        return Ok(path.clone());
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    let ok = Command::new(cargo)
+        .args(["build", "--release", "-p", "icaptap"])
+        .current_dir(workspace_root())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        return Err(HarnessError::Setup(
+            "`cargo build --release -p icaptap` failed; see its output above".to_owned(),
+        ));
+    }
+    Ok(target_dir().join("release").join("icaptap"))
+}
+
+fn machine() -> Machine {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    Machine {
+        nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
+        cpu_model: cpuinfo
+            .lines()
+            .find_map(|l| l.strip_prefix("model name"))
+            .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
+            .unwrap_or_default(),
+        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
+            .unwrap_or_default()
+            .trim()
+            .to_owned(),
+        load_before: load_average(),
+        load_after: 0.0,
+    }
+}
+
+fn load_average() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0.0)
+}
+
+fn utc_now() -> String {
+    Command::new("date")
+        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .map_or_else(String::new, |s| s.trim().to_owned())
+}
+
+/// One path from the client to the server.
+struct Route {
+    name: String,
+    addr: SocketAddr,
+    proxy: Option<Peer>,
+}
+
+fn start_paths(icaptap: &Path, server: &Peer, dir: &Path) -> Result<Vec<Route>, HarnessError> {
+    let up = server.addr;
+    let mut paths = vec![Route {
+        name: report::DIRECT.to_owned(),
+        addr: up,
+        proxy: None,
+    }];
+    for proxy in [
+        peers::start_icaptap(icaptap, up, true, dir)?,
+        peers::start_icaptap(icaptap, up, false, dir)?,
+        peers::start_haproxy(up, dir)?,
+        peers::start_socat(up, dir)?,
+    ] {
+        paths.push(Route {
+            name: proxy.name.clone(),
+            addr: proxy.addr,
+            proxy: Some(proxy),
+        });
+    }
+    Ok(paths)
+}
+
+fn run(args: &Args) -> Result<(), HarnessError> {
+    ensure_tools(!args.no_install)?;
+    let icaptap = icaptap_binary(args)?;
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| target_dir().join("sidebyside"));
+    if args.criterion {
+        run_criterion();
+    }
+    let work = tempfile::tempdir()
+        .map_err(|e| HarnessError::Setup(format!("temporary directory: {e}")))?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| HarnessError::Setup(format!("tokio runtime: {e}")))?;
+    let mut results = Results {
+        date: utc_now(),
+        machine: machine(),
+        ..Results::default()
+    };
+    for (k, v) in [
+        ("rounds", args.rounds.to_string()),
+        (
+            "latency_requests_per_round",
+            args.latency_requests.to_string(),
+        ),
+        (
+            "throughput_seconds_per_round",
+            args.throughput_seconds.to_string(),
+        ),
+        ("throughput_connections", THROUGHPUT_CONNECTIONS.to_string()),
+        ("memory_seconds", args.memory_seconds.to_string()),
+    ] {
+        results.settings.insert(k.to_owned(), v);
+    }
+    let mut servers: Vec<&str> = Vec::new();
+    if !args.no_bench_echo {
+        servers.push("bench-echo");
+    }
+    if !args.no_cicap {
+        servers.push("c-icap");
+    }
+    for name in servers {
+        let dir = work.path().join(name);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| HarnessError::Setup(format!("{}: {e}", dir.display())))?;
+        let server = if name == "c-icap" {
+            peers::start_cicap(&dir)?
+        } else {
+            peers::start_bench_echo(&dir)?
+        };
+        eprintln!("sidebyside: server {name} on {}", server.addr);
+        let paths = start_paths(&icaptap, &server, &dir)?;
+        let mut table = runtime.block_on(compare(args, name, server.addr, &paths))?;
+        drop(paths);
+        if name == "bench-echo" {
+            // Fresh proxies: a memory figure must not inherit what the
+            // allocator kept from the throughput runs.
+            let mem_dir = dir.join("memory");
+            std::fs::create_dir_all(&mem_dir)
+                .map_err(|e| HarnessError::Setup(format!("{}: {e}", mem_dir.display())))?;
+            let paths = start_paths(&icaptap, &server, &mem_dir)?;
+            for path in &paths {
+                let Some(proxy) = &path.proxy else { continue };
+                eprintln!("sidebyside: memory of {}", path.name);
+                let m = runtime
+                    .block_on(memory(args, server.addr, path.addr, proxy.pid()))
+                    .map_err(|source| HarnessError::Measure {
+                        config: path.name.clone(),
+                        server: name.to_owned(),
+                        source,
+                    })?;
+                if let Some(c) = table.configs.iter_mut().find(|c| c.name == path.name) {
+                    c.memory = Some(m);
+                }
+            }
+        } else if have("c-icap-stretch") {
+            results.stretch = stretch(&server, &paths_for_stretch(&icaptap, &server, &dir)?);
+        }
+        results.targets.extend(table.check_targets());
+        results.servers.push(table);
+    }
+    results.criterion = report::read_criterion(&target_dir().join("criterion"));
+    results.machine.load_after = load_average();
+    results.write(&out).map_err(HarnessError::Write)?;
+    println!("{}", results.markdown());
+    eprintln!("sidebyside: results in {}", out.display());
+    Ok(())
+}
+
+/// Latency and throughput of every path, alternating paths in each round.
+async fn compare(
+    args: &Args,
+    server_name: &str,
+    server: SocketAddr,
+    paths: &[Route],
+) -> Result<ServerResults, HarnessError> {
+    // The same request bytes on every path: the URI names the server.
+    let options = options_request(server);
+    let small = respmod_request(server, SMALL_BODY);
+    let large = respmod_request(server, LARGE_BODY);
+    let new_hist =
+        || Histogram::<u64>::new(3).map_err(|e| HarnessError::Setup(format!("histogram: {e}")));
+    let mut options_h = Vec::new();
+    let mut small_h = Vec::new();
+    for _ in paths {
+        options_h.push(new_hist()?);
+        small_h.push(new_hist()?);
+    }
+    let mut runs: Vec<Vec<ThroughputRun>> = paths.iter().map(|_| Vec::new()).collect();
+    let fail = |path: &Route| {
+        let config = path.name.clone();
+        let server = server_name.to_owned();
+        move |source| HarnessError::Measure {
+            config,
+            server,
+            source,
+        }
+    };
+    // Warm-up: connections, caches, c-icap's threads.
+    for path in paths {
+        let mut scratch = new_hist()?;
+        measure::latency(path.addr, &small, SMALL_BODY as u64, 200, &mut scratch)
+            .await
+            .map_err(fail(path))?;
+    }
+    let seconds = Duration::from_secs_f64(args.throughput_seconds);
+    for round in 0..args.rounds {
+        let started = Instant::now();
+        // Rotating the order each round: no path always runs right after
+        // the same neighbour.
+        let order: Vec<usize> = (0..paths.len())
+            .map(|i| (i + round) % paths.len())
+            .collect();
+        for &i in &order {
+            measure::latency(
+                paths[i].addr,
+                &options,
+                0,
+                args.latency_requests,
+                &mut options_h[i],
+            )
+            .await
+            .map_err(fail(&paths[i]))?;
+        }
+        for &i in &order {
+            measure::latency(
+                paths[i].addr,
+                &small,
+                SMALL_BODY as u64,
+                args.latency_requests,
+                &mut small_h[i],
+            )
+            .await
+            .map_err(fail(&paths[i]))?;
+        }
+        for &i in &order {
+            let pid = paths[i].proxy.as_ref().map(Peer::pid);
+            let run = measure::throughput(
+                paths[i].addr,
+                &large,
+                LARGE_BODY as u64,
+                THROUGHPUT_CONNECTIONS,
+                seconds,
+                pid,
+            )
+            .await
+            .map_err(fail(&paths[i]))?;
+            runs[i].push(run);
+        }
+        eprintln!(
+            "sidebyside: {server_name}: round {}/{} in {:.1} s",
+            round + 1,
+            args.rounds,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    let configs = paths
+        .iter()
+        .enumerate()
+        .map(|(i, path)| ConfigResults {
+            name: path.name.clone(),
+            options: LatencyFigures::of(&options_h[i]),
+            respmod_4k: LatencyFigures::of(&small_h[i]),
+            throughput: ThroughputFigures::of(&runs[i]),
+            memory: None,
+        })
+        .collect();
+    Ok(ServerResults {
+        server: server_name.to_owned(),
+        configs,
+    })
+}
+
+/// The memory figures of one fresh proxy.
+async fn memory(
+    args: &Args,
+    server: SocketAddr,
+    addr: SocketAddr,
+    pid: u32,
+) -> Result<MemoryFigures, MeasureError> {
+    let proc_err = |source| MeasureError::Proc { pid, source };
+    let at_start = icaptap_benches::procstat::resident_bytes(pid).map_err(proc_err)?;
+    let idle_1000 = measure::idle_memory(addr, server, pid, IDLE_CONNECTIONS).await?;
+    // Let every proxy close the idle connections before the busy runs.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let seconds = Duration::from_secs_f64(args.memory_seconds);
+    let large = respmod_request(server, LARGE_BODY);
+    let active_100_1mib = measure::active_memory(
+        addr,
+        &large,
+        LARGE_BODY as u64,
+        pid,
+        ACTIVE_CONNECTIONS,
+        seconds,
+    )
+    .await?;
+    let huge = respmod_request(server, HUGE_BODY);
+    let active_100_8mib = measure::active_memory(
+        addr,
+        &huge,
+        HUGE_BODY as u64,
+        pid,
+        ACTIVE_CONNECTIONS,
+        seconds,
+    )
+    .await?;
+    Ok(MemoryFigures {
+        at_start,
+        idle_1000,
+        active_100_1mib,
+        active_100_8mib,
+    })
+}
+
+/// The paths the c-icap-stretch cross-check uses: direct, icaptap with
+/// full recording, HAProxy (fresh processes).
+fn paths_for_stretch(
+    icaptap: &Path,
+    server: &Peer,
+    dir: &Path,
+) -> Result<Vec<Route>, HarnessError> {
+    let dir = dir.join("stretch");
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| HarnessError::Setup(format!("{}: {e}", dir.display())))?;
+    let full = peers::start_icaptap(icaptap, server.addr, true, &dir)?;
+    let haproxy = peers::start_haproxy(server.addr, &dir)?;
+    Ok(vec![
+        Route {
+            name: report::DIRECT.to_owned(),
+            addr: server.addr,
+            proxy: None,
+        },
+        Route {
+            name: full.name.clone(),
+            addr: full.addr,
+            proxy: Some(full),
+        },
+        Route {
+            name: haproxy.name.clone(),
+            addr: haproxy.addr,
+            proxy: Some(haproxy),
+        },
+    ])
+}
+
+/// Runs c-icap-stretch (4 threads, a 4 KiB body) through each path and
+/// times it; a failed run is left out and said so.
+fn stretch(server: &Peer, paths: &[Route]) -> Vec<StretchFigure> {
+    let body = std::env::temp_dir().join(format!("sidebyside-stretch-{}.bin", std::process::id()));
+    let pattern: Vec<u8> = (0..SMALL_BODY).map(|i| b'a' + (i % 26) as u8).collect();
+    if let Err(e) = std::fs::write(&body, pattern) {
+        eprintln!(
+            "sidebyside: c-icap-stretch skipped: cannot write {}: {e}",
+            body.display()
+        );
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for path in paths {
+        let started = Instant::now();
+        let status = Command::new("c-icap-stretch")
+            .args([
+                "-i",
+                &path.addr.ip().to_string(),
+                "-p",
+                &path.addr.port().to_string(),
+            ])
+            .args(["-s", "echo", "-m", &STRETCH_REQUESTS.to_string(), "-t", "4"])
+            .arg(&body)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        match status {
+            Ok(s) if s.success() => out.push(StretchFigure {
+                config: path.name.clone(),
+                requests: STRETCH_REQUESTS,
+                seconds: started.elapsed().as_secs_f64(),
+            }),
+            other => eprintln!(
+                "sidebyside: c-icap-stretch through {} against {} failed: {other:?}",
+                path.name, server.addr
+            ),
+        }
+    }
+    let _ = std::fs::remove_file(&body);
+    out
+}
+
+/// Runs the codec and recorder criterion benches, so their figures are
+/// from this machine now.
+fn run_criterion() {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    for bench in [
+        vec!["bench", "-p", "icap-codec", "--bench", "decoder"],
+        vec![
+            "bench",
+            "-p",
+            "icaptap-benches",
+            "--bench",
+            "recorder",
+            "--",
+            "--warm-up-time",
+            "1",
+            "--measurement-time",
+            "5",
+        ],
+    ] {
+        let ok = Command::new(&cargo)
+            .args(&bench)
+            .current_dir(workspace_root())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            eprintln!(
+                "sidebyside: `cargo {}` failed; its figures are the older ones",
+                bench.join(" ")
+            );
+        }
+    }
+}
+
+/// `sidebyside load`: the throughput client alone, printing what it did.
+fn load_only(
+    addr: SocketAddr,
+    body: usize,
+    options: bool,
+    connections: usize,
+    seconds: f64,
+) -> ExitCode {
+    let Ok(runtime) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    else {
+        eprintln!("sidebyside load: cannot start a tokio runtime");
+        return ExitCode::FAILURE;
+    };
+    let (request, expected) = if options {
+        (options_request(addr), 0)
+    } else {
+        (respmod_request(addr, body), body as u64)
+    };
+    let duration = Duration::from_secs_f64(seconds);
+    match runtime.block_on(measure::throughput(
+        addr,
+        &request,
+        expected,
+        connections,
+        duration,
+        None,
+    )) {
+        Ok(run) => {
+            println!(
+                "{} round trips in {:.2} s: {:.0} per second, {:.1} MiB/s",
+                run.requests,
+                run.seconds,
+                run.requests as f64 / run.seconds,
+                run.bytes_per_second() / (1u64 << 20) as f64
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("sidebyside load: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

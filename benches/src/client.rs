@@ -1,0 +1,235 @@
+//! The bench client: one keep-alive ICAP connection that times whole round
+//! trips (first request byte written to the end of the final answer, RFC
+//! 3507 section 4.3), writing and reading at the same time so that a 1 MiB
+//! echo never deadlocks on full socket buffers.
+//!
+//! It is leaner than `icaptap client` (it keeps no body, builds no report)
+//! because on a 2-core machine the client's CPU is taken from the proxy
+//! under test; every configuration pays the same client cost.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use icap_codec::{Decoder, Direction, Event};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::TcpStream;
+
+/// Bytes read per `read` call.
+pub const CLIENT_READ_SIZE: usize = 256 * 1024;
+
+/// Body bytes per ICAP chunk in the requests the benches send (Squid sends
+/// chunks of what it received, typically up to 16 KiB or more).
+pub const REQUEST_CHUNK_SIZE: usize = 64 * 1024;
+
+/// Time allowed for one round trip before the bench calls it failed.
+pub const ROUND_TRIP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Why a round trip failed.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchClientError {
+    /// The connection could not be opened.
+    #[error(
+        "bench client: connecting to {addr} failed: {source}; is the server or proxy running?"
+    )]
+    Connect {
+        /// Where to.
+        addr: SocketAddr,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// Writing the request failed.
+    #[error("bench client: writing the request failed at request byte {offset}: {source}")]
+    Write {
+        /// Request bytes written before the failure.
+        offset: u64,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// Reading the answer failed.
+    #[error("bench client: reading the answer failed at stream byte {offset}: {source}")]
+    Read {
+        /// Response stream offset.
+        offset: u64,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// The server closed before the answer was complete.
+    #[error("bench client: the server closed the connection at stream byte {offset} before the answer was complete; raise its keep-alive limit")]
+    Closed {
+        /// Response stream offset.
+        offset: u64,
+    },
+    /// No complete answer in time.
+    #[error("bench client: no complete answer within {ROUND_TRIP_TIMEOUT:?}")]
+    Timeout,
+}
+
+/// What one round trip measured.
+#[derive(Clone, Copy, Debug)]
+pub struct RoundTrip {
+    /// First request byte written to the last answer byte read.
+    pub elapsed: Duration,
+    /// Final ICAP status.
+    pub status: u16,
+    /// Request bytes written.
+    pub sent: u64,
+    /// Answer bytes read.
+    pub received: u64,
+    /// De-chunked body bytes in the answer.
+    pub body_bytes: u64,
+    /// Whether the server said `Connection: close`.
+    pub closing: bool,
+}
+
+/// One keep-alive connection.
+#[derive(Debug)]
+pub struct BenchConnection {
+    read: OwnedReadHalf,
+    write: OwnedWriteHalf,
+    decoder: Decoder,
+    buf: BytesMut,
+    events: Vec<Event>,
+    received: u64,
+}
+
+impl BenchConnection {
+    /// Connects to `addr` with Nagle off (requests are written whole).
+    pub async fn connect(addr: SocketAddr) -> Result<BenchConnection, BenchClientError> {
+        let stream = TcpStream::connect(addr)
+            .await
+            .map_err(|source| BenchClientError::Connect { addr, source })?;
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        Ok(BenchConnection {
+            read,
+            write,
+            decoder: Decoder::new(Direction::Response),
+            buf: BytesMut::new(),
+            events: Vec::new(),
+            received: 0,
+        })
+    }
+
+    /// Sends `request` and reads its final answer to the end.
+    pub async fn round_trip(&mut self, request: &Bytes) -> Result<RoundTrip, BenchClientError> {
+        let start = Instant::now();
+        let BenchConnection {
+            read,
+            write,
+            decoder,
+            buf,
+            events,
+            received,
+        } = self;
+        let writing = async {
+            write
+                .write_all(request)
+                .await
+                .map_err(|source| BenchClientError::Write { offset: 0, source })
+        };
+        let reading = read_answer(read, decoder, buf, events, received);
+        let both = async { tokio::try_join!(writing, reading) };
+        let ((), mut trip) = tokio::time::timeout(ROUND_TRIP_TIMEOUT, both)
+            .await
+            .map_err(|_| BenchClientError::Timeout)??;
+        trip.elapsed = start.elapsed();
+        trip.sent = request.len() as u64;
+        Ok(trip)
+    }
+}
+
+async fn read_answer(
+    read: &mut OwnedReadHalf,
+    decoder: &mut Decoder,
+    buf: &mut BytesMut,
+    events: &mut Vec<Event>,
+    received: &mut u64,
+) -> Result<RoundTrip, BenchClientError> {
+    let before = *received;
+    let mut trip = RoundTrip {
+        elapsed: Duration::ZERO,
+        status: 0,
+        sent: 0,
+        received: 0,
+        body_bytes: 0,
+        closing: false,
+    };
+    loop {
+        if buf.capacity() < CLIENT_READ_SIZE / 4 {
+            buf.reserve(CLIENT_READ_SIZE);
+        }
+        let n = read
+            .read_buf(buf)
+            .await
+            .map_err(|source| BenchClientError::Read {
+                offset: *received,
+                source,
+            })?;
+        if n == 0 {
+            return Err(BenchClientError::Closed { offset: *received });
+        }
+        *received += n as u64;
+        decoder.decode(buf.split().freeze(), events);
+        for event in events.drain(..) {
+            match event {
+                Event::ResponseHead(head) if head.status != 100 => {
+                    trip.status = head.status;
+                    trip.closing = head
+                        .headers
+                        .get_str("Connection")
+                        .is_some_and(|v| v.eq_ignore_ascii_case("close"));
+                }
+                Event::MessageEnd { body_bytes, .. } if trip.status != 0 => {
+                    trip.body_bytes = body_bytes;
+                    trip.received = *received - before;
+                    return Ok(trip);
+                }
+                _ => {}
+            }
+        }
+    }
+}
+
+/// An OPTIONS request for the `echo` service at `addr`.
+pub fn options_request(addr: SocketAddr) -> Bytes {
+    Bytes::from(format!(
+        "OPTIONS icap://{addr}/echo ICAP/1.0\r\nHost: {addr}\r\nEncapsulated: null-body\r\n\r\n"
+    ))
+}
+
+/// A RESPMOD request for the `echo` service at `addr` carrying a body of
+/// `size` bytes in [`REQUEST_CHUNK_SIZE`] chunks, without preview or
+/// `Allow: 204`, so an echo service must send the whole body back.
+pub fn respmod_request(addr: SocketAddr, size: usize) -> Bytes {
+    let req_hdr = "GET http://origin.test/file.bin HTTP/1.1\r\nHost: origin.test\r\n\r\n";
+    let res_hdr = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {size}\r\n\r\n"
+    );
+    let mut out = BytesMut::with_capacity(size + size / 1000 + 512);
+    out.extend_from_slice(
+        format!(
+            "RESPMOD icap://{addr}/echo ICAP/1.0\r\nHost: {addr}\r\nEncapsulated: req-hdr=0, res-hdr={}, res-body={}\r\n\r\n",
+            req_hdr.len(),
+            req_hdr.len() + res_hdr.len()
+        )
+        .as_bytes(),
+    );
+    out.extend_from_slice(req_hdr.as_bytes());
+    out.extend_from_slice(res_hdr.as_bytes());
+    // A repeating printable pattern, so a capture of it is readable.
+    let pattern: Vec<u8> = (0..REQUEST_CHUNK_SIZE)
+        .map(|i| b'a' + (i % 26) as u8)
+        .collect();
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(REQUEST_CHUNK_SIZE);
+        out.extend_from_slice(format!("{n:x}\r\n").as_bytes());
+        out.extend_from_slice(&pattern[..n]);
+        out.extend_from_slice(b"\r\n");
+        left -= n;
+    }
+    out.extend_from_slice(b"0\r\n\r\n");
+    out.freeze()
+}

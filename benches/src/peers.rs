@@ -1,0 +1,279 @@
+//! The processes the side-by-side harness compares, each started as its own
+//! process on 127.0.0.1: the two ICAP servers (c-icap's `echo` service and
+//! the bench echo server) and the proxies in front of them (icaptap with and
+//! without recording, HAProxy in `mode tcp`, socat). Every process is
+//! killed when its [`Peer`] is dropped.
+
+use std::fs;
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::thread::sleep;
+use std::time::{Duration, Instant};
+
+/// How long a started process may take to accept connections.
+pub const START_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// How long a peer may take to stop after SIGTERM before it is killed.
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why a peer could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    /// The program could not be run.
+    #[error("cannot run {program}: {source}; install it (the harness installs haproxy, socat and c-icap with apt-get unless --no-install)")]
+    Spawn {
+        /// The program.
+        program: String,
+        /// What the system said.
+        source: std::io::Error,
+    },
+    /// It ran but never listened.
+    #[error("{name} did not accept connections on {addr} within {START_TIMEOUT:?}; see {log}")]
+    NotListening {
+        /// Which peer.
+        name: String,
+        /// Where it should listen.
+        addr: SocketAddr,
+        /// Its output.
+        log: String,
+    },
+    /// Its configuration or log file could not be written.
+    #[error("cannot write {path}: {source}")]
+    Files {
+        /// The file.
+        path: String,
+        /// What the system said.
+        source: std::io::Error,
+    },
+}
+
+/// A running process under test.
+#[derive(Debug)]
+pub struct Peer {
+    /// Short name (`c-icap`, `haproxy`...).
+    pub name: String,
+    /// Where it listens.
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl Peer {
+    /// Its process id (for CPU and memory readings).
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        // SIGTERM first: c-icap stops its forked children only then, and
+        // icaptap finishes its files.
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A free TCP port on 127.0.0.1 (bound, read, released).
+pub fn free_port() -> std::io::Result<SocketAddr> {
+    TcpListener::bind("127.0.0.1:0")?.local_addr()
+}
+
+fn write_file(path: &Path, text: &str) -> Result<(), PeerError> {
+    fs::write(path, text).map_err(|source| PeerError::Files {
+        path: path.display().to_string(),
+        source,
+    })
+}
+
+/// Runs `program args` with its output in `dir/NAME.log`, and waits until
+/// `addr` accepts connections.
+fn spawn(
+    name: &str,
+    program: &Path,
+    args: &[String],
+    addr: SocketAddr,
+    dir: &Path,
+) -> Result<Peer, PeerError> {
+    let log_path = dir.join(format!("{name}.log"));
+    let log = fs::File::create(&log_path).map_err(|source| PeerError::Files {
+        path: log_path.display().to_string(),
+        source,
+    })?;
+    let err = log.try_clone().map_err(|source| PeerError::Files {
+        path: log_path.display().to_string(),
+        source,
+    })?;
+    let child = Command::new(program)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(log)
+        .stderr(err)
+        .spawn()
+        .map_err(|source| PeerError::Spawn {
+            program: program.display().to_string(),
+            source,
+        })?;
+    let peer = Peer {
+        name: name.to_owned(),
+        addr,
+        child,
+    };
+    let deadline = Instant::now() + START_TIMEOUT;
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(peer);
+        }
+        sleep(Duration::from_millis(50));
+    }
+    Err(PeerError::NotListening {
+        name: name.to_owned(),
+        addr,
+        log: log_path.display().to_string(),
+    })
+}
+
+/// The bench echo server: this harness's own binary in `echo-server` mode.
+pub fn start_bench_echo(dir: &Path) -> Result<Peer, PeerError> {
+    let addr = free_port().map_err(|source| PeerError::Spawn {
+        program: "bind".into(),
+        source,
+    })?;
+    let exe = std::env::current_exe().map_err(|source| PeerError::Spawn {
+        program: "sidebyside (own path)".into(),
+        source,
+    })?;
+    let args = vec!["echo-server".to_owned(), addr.to_string()];
+    spawn("bench-echo", &exe, &args, addr, dir)
+}
+
+/// c-icap with its built-in `echo` service, keep-alive without limit, run
+/// as the current user, files in `dir`.
+pub fn start_cicap(dir: &Path) -> Result<Peer, PeerError> {
+    let addr = free_port().map_err(|source| PeerError::Spawn {
+        program: "bind".into(),
+        source,
+    })?;
+    let base =
+        fs::read_to_string("/etc/c-icap/c-icap.conf").map_err(|source| PeerError::Spawn {
+            program: "c-icap (/etc/c-icap/c-icap.conf)".into(),
+            source,
+        })?;
+    let user = std::env::var("USER").unwrap_or_else(|_| "root".into());
+    let mut conf = String::new();
+    for line in base.lines() {
+        let key = line.split_whitespace().next().unwrap_or("");
+        let replaced = match key {
+            "Port" => format!("Port {addr}"),
+            "PidFile" => format!("PidFile {}/c-icap.pid", dir.display()),
+            "CommandsSocket" => format!("CommandsSocket {}/c-icap.ctl", dir.display()),
+            "ServerLog" => format!("ServerLog {}/c-icap-server.log", dir.display()),
+            "AccessLog" => format!("AccessLog {}/c-icap-access.log", dir.display()),
+            "User" => format!("User {user}"),
+            "Group" => format!("Group {user}"),
+            "StartServers" => "StartServers 1".to_owned(),
+            // 0 would mean "no keep-alive"; a long run must never be cut.
+            "MaxKeepAliveRequests" => "MaxKeepAliveRequests 100000000".to_owned(),
+            _ => line.to_owned(),
+        };
+        conf.push_str(&replaced);
+        conf.push('\n');
+    }
+    let path = dir.join("c-icap.conf");
+    write_file(&path, &conf)?;
+    let args = vec![
+        "-f".to_owned(),
+        path.display().to_string(),
+        "-N".to_owned(),
+        "-D".to_owned(),
+    ];
+    spawn("c-icap", Path::new("c-icap"), &args, addr, dir)
+}
+
+/// `icaptap proxy` (the release binary) in front of `upstream`; with
+/// `record` off it runs with `--no-pcap` (logs only). The capture rotates
+/// at 256 MiB keeping two files, so long runs do not fill the disk.
+pub fn start_icaptap(
+    icaptap: &Path,
+    upstream: SocketAddr,
+    record: bool,
+    dir: &Path,
+) -> Result<Peer, PeerError> {
+    let addr = free_port().map_err(|source| PeerError::Spawn {
+        program: "bind".into(),
+        source,
+    })?;
+    let name = if record {
+        "icaptap-full"
+    } else {
+        "icaptap-no-pcap"
+    };
+    let out: PathBuf = dir.join(format!("{name}-out"));
+    let mut args: Vec<String> = [
+        "proxy",
+        "--listen",
+        &addr.to_string(),
+        "--upstream",
+        &upstream.to_string(),
+        "--out",
+        &out.display().to_string(),
+        "--status-every",
+        "0s",
+    ]
+    .iter()
+    .map(|s| (*s).to_owned())
+    .collect();
+    if record {
+        args.extend(["--rotate-size", "256M", "--keep", "2"].map(str::to_owned));
+    } else {
+        args.push("--no-pcap".to_owned());
+    }
+    spawn(name, icaptap, &args, addr, dir)
+}
+
+/// HAProxy in `mode tcp`, defaults as a user would leave them (threads =
+/// CPUs), connection limit raised for the idle-connection test.
+pub fn start_haproxy(upstream: SocketAddr, dir: &Path) -> Result<Peer, PeerError> {
+    let addr = free_port().map_err(|source| PeerError::Spawn {
+        program: "bind".into(),
+        source,
+    })?;
+    let conf = format!(
+        "global\n    maxconn 8000\n\ndefaults\n    mode tcp\n    timeout connect 5s\n    timeout client 10m\n    timeout server 10m\n\nfrontend icap\n    bind {addr}\n    default_backend sensor\n\nbackend sensor\n    server sensor {upstream}\n"
+    );
+    let path = dir.join("haproxy.cfg");
+    write_file(&path, &conf)?;
+    let args = vec![
+        "-db".to_owned(),
+        "-f".to_owned(),
+        path.display().to_string(),
+    ];
+    spawn("haproxy", Path::new("haproxy"), &args, addr, dir)
+}
+
+/// socat forking a child per connection, default buffer sizes.
+pub fn start_socat(upstream: SocketAddr, dir: &Path) -> Result<Peer, PeerError> {
+    let addr = free_port().map_err(|source| PeerError::Spawn {
+        program: "bind".into(),
+        source,
+    })?;
+    let args = vec![
+        format!(
+            "TCP-LISTEN:{},bind={},reuseaddr,fork,backlog=4096",
+            addr.port(),
+            addr.ip()
+        ),
+        format!("TCP:{upstream}"),
+    ];
+    spawn("socat", Path::new("socat"), &args, addr, dir)
+}
