@@ -11,6 +11,7 @@
 
 pub mod annotate;
 pub mod body;
+mod hold;
 pub mod recorder;
 pub mod synth;
 pub mod writer;
@@ -19,9 +20,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TryRecvError;
 
 pub use annotate::{annotation_channel, Annotation, AnnotationReceiver, AnnotationSender};
 pub use body::BodyCapture;
@@ -33,6 +35,14 @@ use crate::tap::Tap;
 /// How often the recorder thread wakes without taps to release held packets
 /// and flush the file.
 const TICK: Duration = Duration::from_millis(200);
+
+/// How long the recorder keeps polling its queue after the last tap before
+/// it goes back to waiting (which costs the senders a wake-up each).
+pub const POLL_WHILE_BUSY: Duration = Duration::from_millis(100);
+
+/// The pause between polls while busy: taps wait at most this long, and
+/// the queue (thousands of taps) absorbs what arrives meanwhile.
+pub const POLL_INTERVAL: Duration = Duration::from_millis(1);
 
 /// Capture file format.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
@@ -328,16 +338,34 @@ pub fn spawn(
         .name("icaptap-recorder".into())
         .spawn(move || {
             runtime.block_on(async {
+                let mut polling_until = Instant::now();
                 loop {
-                    match tokio::time::timeout(TICK, taps.recv()).await {
-                        Ok(Some(tap)) => {
-                            while let Ok(note) = rx.try_recv() {
-                                recorder.annotate(note);
-                            }
-                            recorder.on_tap(tap);
+                    // While traffic flows the recorder polls instead of
+                    // waiting on the queue: a sender that finds no receiver
+                    // waiting wakes no thread, which spares the forwarding
+                    // path a futex wake (a system call and, on a small
+                    // machine, a context switch) per forwarded chunk.
+                    let next = match taps.try_recv() {
+                        Ok(tap) => Some(tap),
+                        Err(TryRecvError::Disconnected) => break,
+                        Err(TryRecvError::Empty) if Instant::now() < polling_until => {
+                            std::thread::sleep(POLL_INTERVAL);
+                            None
                         }
-                        Ok(None) => break,
-                        Err(_elapsed) => {}
+                        Err(TryRecvError::Empty) => {
+                            match tokio::time::timeout(TICK, taps.recv()).await {
+                                Ok(Some(tap)) => Some(tap),
+                                Ok(None) => break,
+                                Err(_elapsed) => None,
+                            }
+                        }
+                    };
+                    if let Some(tap) = next {
+                        while let Ok(note) = rx.try_recv() {
+                            recorder.annotate(note);
+                        }
+                        recorder.on_tap(tap);
+                        polling_until = Instant::now() + POLL_WHILE_BUSY;
                     }
                     while let Ok(note) = rx.try_recv() {
                         recorder.annotate(note);

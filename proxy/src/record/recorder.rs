@@ -24,7 +24,7 @@
 //! connection; a note for a connection already finished and written is
 //! dropped and counted.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -34,6 +34,7 @@ use bytes::Bytes;
 
 use super::annotate::Annotation;
 use super::body::BodyCutter;
+use super::hold::{Held, HoldBack};
 use super::synth::{dir_index, other, stand_in_local, Flags, Flow, Frame, Leg, SynthError};
 use super::writer::CaptureWriter;
 use super::{PcapFormat, RecordCounters, RecordOptions};
@@ -45,17 +46,6 @@ pub const ACK_EVERY: usize = 32;
 const EARLY_ANNOTATIONS: usize = 4096;
 
 const DIRS: [Direction; 2] = [Direction::Request, Direction::Response];
-
-/// A frame waiting in the hold-back buffer.
-#[derive(Debug)]
-struct Held {
-    conn: ConnId,
-    /// The stream whose bytes it carries, for data segments.
-    dir: Option<Direction>,
-    range: Range<u64>,
-    since: Instant,
-    frame: Frame,
-}
 
 /// What the recorder knows of one connection.
 #[derive(Debug)]
@@ -91,8 +81,7 @@ pub(crate) struct Recorder {
     early_count: usize,
     /// Frames of the tap being handled, before they are held.
     out: Vec<Held>,
-    held: VecDeque<Held>,
-    held_bytes: usize,
+    held: HoldBack,
     cuts: Vec<Range<u64>>,
     writer: CaptureWriter,
     counters: Arc<RecordCounters>,
@@ -109,8 +98,7 @@ impl Recorder {
             early: HashMap::new(),
             early_count: 0,
             out: Vec::new(),
-            held: VecDeque::new(),
-            held_bytes: 0,
+            held: HoldBack::default(),
             cuts: Vec::new(),
             writer,
             counters,
@@ -145,7 +133,7 @@ impl Recorder {
                     }
                     if let Some(mut st) = self.conns.remove(&id) {
                         // Notes for bytes that never came go on the last packet.
-                        if let Some(last) = self.held.iter_mut().rev().find(|h| h.conn == id) {
+                        if let Some(last) = self.held.newest_of(id) {
                             for a in st.ahead.drain(..) {
                                 last.frame.comments.push(a.comment);
                                 self.counters.annotations.fetch_add(1, Ordering::Relaxed);
@@ -191,14 +179,10 @@ impl Recorder {
         if self.opts.format != PcapFormat::Pcapng {
             return;
         }
-        let mut hit = false;
-        for h in self.held.iter_mut() {
-            if h.conn == note.conn && h.dir == Some(note.dir) && h.range.contains(&note.offset) {
-                h.frame.comments.push(note.comment.clone());
-                hit = true;
-            }
-        }
-        if hit {
+        if self
+            .held
+            .annotate(note.conn, note.dir, note.offset, &note.comment)
+        {
             self.counters.annotations.fetch_add(1, Ordering::Relaxed);
             return;
         }
@@ -493,9 +477,18 @@ impl Recorder {
                 .annotations
                 .fetch_add(attached, Ordering::Relaxed);
         }
+        // Every frame of this tap ends at or before the tap's end; notes
+        // searching the hold-back buffer stop at the previous tap.
+        let mut tap_end = [0u64; 2];
+        for h in &out {
+            if let Some(dir) = h.dir {
+                let end = &mut tap_end[dir_index(dir)];
+                *end = (*end).max(h.range.end);
+            }
+        }
         for h in out.drain(..) {
-            self.held_bytes += h.frame.data.len();
-            self.held.push_back(h);
+            let end = h.dir.map_or(0, |d| tap_end[dir_index(d)]);
+            self.held.push(h, end);
         }
         self.out = out;
     }
@@ -510,13 +503,12 @@ impl Recorder {
         while let Some(front) = self.held.front() {
             let due = all
                 || hold.is_zero()
-                || self.held_bytes > self.opts.hold_bytes
+                || self.held.bytes() > self.opts.hold_bytes
                 || front.since.elapsed() >= hold;
             if !due {
                 break;
             }
             if let Some(h) = self.held.pop_front() {
-                self.held_bytes -= h.frame.data.len();
                 self.writer.write(&h.frame);
             }
         }
