@@ -209,15 +209,27 @@ pub fn start_icaptap(
     record: bool,
     dir: &Path,
 ) -> Result<Peer, PeerError> {
-    let addr = free_port().map_err(|source| PeerError::Spawn {
-        program: "bind".into(),
-        source,
-    })?;
     let name = if record {
         "icaptap-full"
     } else {
         "icaptap-no-pcap"
     };
+    start_icaptap_as(name, icaptap, upstream, record, dir)
+}
+
+/// [`start_icaptap`] under another name (e.g. a build from before a change,
+/// measured side by side with the current one).
+pub fn start_icaptap_as(
+    name: &str,
+    icaptap: &Path,
+    upstream: SocketAddr,
+    record: bool,
+    dir: &Path,
+) -> Result<Peer, PeerError> {
+    let addr = free_port().map_err(|source| PeerError::Spawn {
+        program: "bind".into(),
+        source,
+    })?;
     let out: PathBuf = dir.join(format!("{name}-out"));
     let mut args: Vec<String> = [
         "proxy",

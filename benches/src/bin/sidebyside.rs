@@ -38,8 +38,12 @@ const THROUGHPUT_CONNECTIONS: usize = 8;
 const IDLE_CONNECTIONS: usize = 1000;
 /// Busy connections of the memory figure.
 const ACTIVE_CONNECTIONS: usize = 100;
-/// Requests c-icap-stretch sends through each path.
-const STRETCH_REQUESTS: u64 = 2000;
+/// Requests c-icap-stretch sends through each path: few, because it
+/// paces itself (about 6 requests per second even direct to c-icap here),
+/// so it cross-checks that the paths work rather than their speed.
+const STRETCH_REQUESTS: u64 = 100;
+/// How long one c-icap-stretch run may take before it is stopped.
+const STRETCH_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[derive(Debug, Parser)]
 #[command(about = "icaptap side by side with the direct path, HAProxy and socat")]
@@ -74,6 +78,10 @@ struct Args {
     /// The icaptap binary (default: built with `cargo build --release -p icaptap`).
     #[arg(long)]
     icaptap: Option<PathBuf>,
+    /// Another icaptap binary (e.g. built before a change) to measure with
+    /// full recording next to the current one, as `icaptap-full-before`.
+    #[arg(long)]
+    before: Option<PathBuf>,
     /// Where results go (default: target/sidebyside).
     #[arg(long)]
     out: Option<PathBuf>,
@@ -271,7 +279,12 @@ struct Route {
     proxy: Option<Peer>,
 }
 
-fn start_paths(icaptap: &Path, server: &Peer, dir: &Path) -> Result<Vec<Route>, HarnessError> {
+fn start_paths(
+    icaptap: &Path,
+    before: Option<&Path>,
+    server: &Peer,
+    dir: &Path,
+) -> Result<Vec<Route>, HarnessError> {
     let up = server.addr;
     let mut paths = vec![Route {
         name: report::DIRECT.to_owned(),
@@ -283,7 +296,13 @@ fn start_paths(icaptap: &Path, server: &Peer, dir: &Path) -> Result<Vec<Route>, 
         peers::start_icaptap(icaptap, up, false, dir)?,
         peers::start_haproxy(up, dir)?,
         peers::start_socat(up, dir)?,
-    ] {
+    ]
+    .into_iter()
+    .chain(
+        before
+            .map(|b| peers::start_icaptap_as("icaptap-full-before", b, up, true, dir))
+            .transpose()?,
+    ) {
         paths.push(Route {
             name: proxy.name.clone(),
             addr: proxy.addr,
@@ -346,7 +365,7 @@ fn run(args: &Args) -> Result<(), HarnessError> {
             peers::start_bench_echo(&dir)?
         };
         eprintln!("sidebyside: server {name} on {}", server.addr);
-        let paths = start_paths(&icaptap, &server, &dir)?;
+        let paths = start_paths(&icaptap, args.before.as_deref(), &server, &dir)?;
         let mut table = runtime.block_on(compare(args, name, server.addr, &paths))?;
         drop(paths);
         if name == "bench-echo" {
@@ -355,7 +374,7 @@ fn run(args: &Args) -> Result<(), HarnessError> {
             let mem_dir = dir.join("memory");
             std::fs::create_dir_all(&mem_dir)
                 .map_err(|e| HarnessError::Setup(format!("{}: {e}", mem_dir.display())))?;
-            let paths = start_paths(&icaptap, &server, &mem_dir)?;
+            let paths = start_paths(&icaptap, args.before.as_deref(), &server, &mem_dir)?;
             for path in &paths {
                 let Some(proxy) = &path.proxy else { continue };
                 eprintln!("sidebyside: memory of {}", path.name);
@@ -586,9 +605,10 @@ fn stretch(server: &Peer, paths: &[Route]) -> Vec<StretchFigure> {
             .arg(&body)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
-            .status();
+            .spawn()
+            .and_then(|child| wait_at_most(child, STRETCH_TIMEOUT));
         match status {
-            Ok(s) if s.success() => out.push(StretchFigure {
+            Ok(Some(s)) if s.success() => out.push(StretchFigure {
                 config: path.name.clone(),
                 requests: STRETCH_REQUESTS,
                 seconds: started.elapsed().as_secs_f64(),
@@ -680,4 +700,21 @@ fn load_only(
             ExitCode::FAILURE
         }
     }
+}
+
+/// Waits for `child` at most `limit`; kills it after that (`None`).
+fn wait_at_most(
+    mut child: std::process::Child,
+    limit: Duration,
+) -> std::io::Result<Option<std::process::ExitStatus>> {
+    let deadline = Instant::now() + limit;
+    while Instant::now() < deadline {
+        if let Some(status) = child.try_wait()? {
+            return Ok(Some(status));
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child.kill()?;
+    child.wait()?;
+    Ok(None)
 }
