@@ -13,7 +13,9 @@ use icaptap::tap::TapEvent;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(mut file) = tempfile_in_tmp() else { return };
+    let Ok(mut file) = tempfile_in_tmp() else {
+        return;
+    };
     if file.1.write_all(data).is_err() || file.1.flush().is_err() {
         return;
     }
