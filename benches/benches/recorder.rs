@@ -53,7 +53,7 @@ fn taps() -> Vec<Tap> {
 
 fn run(opts: RecordOptions, taps: &[Tap]) {
     let dir = tempfile::tempdir().unwrap();
-    let (tx, rx) = tokio::sync::mpsc::channel(1024);
+    let (tx, rx) = icaptap::tap::TapQueue::bounded(1024);
     let handle = record::spawn(
         dir.path(),
         opts,
@@ -62,7 +62,7 @@ fn run(opts: RecordOptions, taps: &[Tap]) {
     )
     .unwrap();
     for t in taps {
-        tx.blocking_send(t.clone()).unwrap();
+        assert!(tx.deliver_blocking(t.clone()));
     }
     drop(tx);
     let stats = handle.join();

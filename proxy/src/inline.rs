@@ -27,7 +27,7 @@ use crate::output::summary::{Drops, Summary};
 use crate::output::writer::RecordSink;
 use crate::record::annotate::ANNOTATION_QUEUE_CAPACITY;
 use crate::record::{self, annotation_channel, RecordArgs, RecordOptions};
-use crate::tap::{TapQueue, TapSinks};
+use crate::tap::{TapQueue, TapSinks, DEFAULT_QUEUE_BYTES};
 
 /// Taps the observer's queue holds before the forwarding path starts
 /// dropping them (for the observer only).
@@ -66,6 +66,10 @@ pub struct ProxyArgs {
     /// slows forwarding).
     #[arg(long, env = "ICAPTAP_RECORDER_QUEUE", default_value_t = DEFAULT_RECORDER_QUEUE, value_name = "TAPS")]
     pub recorder_queue: usize,
+    /// Payload bytes each side path's queue may hold before it loses taps
+    /// (bounds memory when a side path falls behind; accepts K, M, G).
+    #[arg(long, env = "ICAPTAP_QUEUE_BYTES", default_value = "64M", value_parser = crate::units::parse_size)]
+    pub queue_bytes: u64,
     /// Seconds between status lines on a terminal (0: none).
     #[arg(long, env = "ICAPTAP_STATUS_EVERY", default_value = "5s", value_parser = crate::units::parse_duration)]
     pub status_every: Duration,
@@ -158,6 +162,8 @@ pub struct ProxyPlan {
     pub record: Option<RecordOptions>,
     /// Recorder queue capacity.
     pub recorder_queue: usize,
+    /// Payload bytes each side path's queue may hold.
+    pub queue_bytes: u64,
     /// Status line period on a terminal, if any.
     pub status_every: Option<Duration>,
     /// Metrics, stop conditions, flight recorder, transparent mode, routes.
@@ -180,6 +186,7 @@ impl ProxyPlan {
             observer_queue: DEFAULT_OBSERVER_QUEUE,
             record: Some(RecordOptions::default()),
             recorder_queue: DEFAULT_RECORDER_QUEUE,
+            queue_bytes: DEFAULT_QUEUE_BYTES,
             status_every: None,
             ops: OpsPlan::default(),
             routes: Vec::new(),
@@ -234,14 +241,15 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
         writer
     });
 
-    let (observer_queue, observer_rx) = TapQueue::bounded(plan.observer_queue);
+    let (observer_queue, observer_rx) =
+        TapQueue::with_budget(plan.observer_queue, plan.queue_bytes);
     let mut observer = Observer::new(plan.observer, Box::new(SinkFanout(sinks_of_records)));
     let mut recorder = None;
     if let Some(mut options) = plan.record.clone() {
         if let Some(size) = plan.ops.ring {
             options.rotation = flight::ring_rotation(size);
         }
-        let (queue, taps) = TapQueue::bounded(plan.recorder_queue);
+        let (queue, taps) = TapQueue::with_budget(plan.recorder_queue, plan.queue_bytes);
         let (notes, annotations) = annotation_channel(ANNOTATION_QUEUE_CAPACITY);
         let handle = record::spawn(&plan.out, options, taps, annotations)?;
         observer = observer.with_notes(Box::new(move |note| {
@@ -390,6 +398,7 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
         observer_queue: args.observer_queue,
         record: args.record.options(),
         recorder_queue: args.recorder_queue,
+        queue_bytes: args.queue_bytes,
         status_every: (std::io::stderr().is_terminal() && !args.status_every.is_zero())
             .then_some(args.status_every),
         ops,

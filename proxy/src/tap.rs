@@ -126,40 +126,115 @@ pub struct DropCounters {
     pub bytes: AtomicU64,
 }
 
-/// A side path's inbox: a bounded queue that the forwarding path offers
-/// taps to without waiting. When it is full the tap is dropped and counted.
+/// Payload bytes a side path's queue may hold by default. Counting taps
+/// alone is not enough: each can carry a whole read buffer, so a side path
+/// that falls behind would otherwise hold up to `capacity x buffer size`.
+pub const DEFAULT_QUEUE_BYTES: u64 = 64 << 20;
+
+/// A tap in a queue, with the payload bytes it counts against the budget.
+#[derive(Debug)]
+struct Queued {
+    tap: Tap,
+    bytes: u64,
+}
+
+/// A side path's inbox: a queue bounded both in taps and in payload bytes
+/// that the forwarding path offers taps to without waiting. When either
+/// bound is reached the tap is dropped and counted.
 #[derive(Clone, Debug)]
 pub struct TapQueue {
-    tx: mpsc::Sender<Tap>,
+    tx: mpsc::Sender<Queued>,
     drops: Arc<DropCounters>,
+    in_flight: Arc<AtomicU64>,
+    budget: u64,
+}
+
+/// The receiving end of a [`TapQueue`], run by the side path.
+#[derive(Debug)]
+pub struct TapReceiver {
+    rx: mpsc::Receiver<Queued>,
+    in_flight: Arc<AtomicU64>,
+}
+
+impl TapReceiver {
+    fn take(&self, q: Queued) -> Tap {
+        self.in_flight.fetch_sub(q.bytes, Ordering::Relaxed);
+        q.tap
+    }
+
+    /// The next tap; `None` once every queue handle is gone and the queue
+    /// is empty.
+    pub async fn recv(&mut self) -> Option<Tap> {
+        let q = self.rx.recv().await?;
+        Some(self.take(q))
+    }
+
+    /// The next tap if one is waiting.
+    pub fn try_recv(&mut self) -> Result<Tap, mpsc::error::TryRecvError> {
+        let q = self.rx.try_recv()?;
+        Ok(self.take(q))
+    }
+
+    /// The next tap, blocking the thread (for side paths on their own
+    /// thread, never on a runtime worker).
+    pub fn blocking_recv(&mut self) -> Option<Tap> {
+        let q = self.rx.blocking_recv()?;
+        Some(self.take(q))
+    }
+
+    /// Payload bytes queued and not yet received.
+    pub fn queued_bytes(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
 }
 
 impl TapQueue {
-    /// A queue holding at most `capacity` taps, and its receiving end.
-    pub fn bounded(capacity: usize) -> (TapQueue, mpsc::Receiver<Tap>) {
+    /// A queue holding at most `capacity` taps and [`DEFAULT_QUEUE_BYTES`]
+    /// of payload, and its receiving end.
+    pub fn bounded(capacity: usize) -> (TapQueue, TapReceiver) {
+        TapQueue::with_budget(capacity, DEFAULT_QUEUE_BYTES)
+    }
+
+    /// A queue holding at most `capacity` taps and `bytes` of payload.
+    pub fn with_budget(capacity: usize, bytes: u64) -> (TapQueue, TapReceiver) {
         let (tx, rx) = mpsc::channel(capacity.max(1));
+        let in_flight = Arc::new(AtomicU64::new(0));
         (
             TapQueue {
                 tx,
                 drops: Arc::new(DropCounters::default()),
+                in_flight: in_flight.clone(),
+                budget: bytes.max(1),
             },
-            rx,
+            TapReceiver { rx, in_flight },
         )
     }
 
+    fn dropped(&self, len: u64) -> bool {
+        self.drops.taps.fetch_add(1, Ordering::Relaxed);
+        self.drops.bytes.fetch_add(len, Ordering::Relaxed);
+        false
+    }
+
     /// Offers `tap` without waiting; drops and counts it when the queue is
-    /// full or its consumer is gone. Returns whether it was queued.
+    /// full (in taps or in bytes) or its consumer is gone. Returns whether
+    /// it was queued.
     pub fn offer(&self, tap: Tap) -> bool {
         let len = match &tap.event {
             TapEvent::Data { bytes, .. } => bytes.len() as u64,
             _ => 0,
         };
-        match self.tx.try_send(tap) {
+        // Reserve first so two sessions cannot both squeeze past the budget.
+        let before = self.in_flight.fetch_add(len, Ordering::Relaxed);
+        if len > 0 && before + len > self.budget {
+            self.in_flight.fetch_sub(len, Ordering::Relaxed);
+            return self.dropped(len);
+        }
+        match self.tx.try_send(Queued { tap, bytes: len }) {
             Ok(()) => true,
             Err(_) => {
-                self.drops.taps.fetch_add(1, Ordering::Relaxed);
-                self.drops.bytes.fetch_add(len, Ordering::Relaxed);
-                false
+                self.in_flight.fetch_sub(len, Ordering::Relaxed);
+                self.dropped(len)
             }
         }
     }
@@ -167,9 +242,31 @@ impl TapQueue {
     /// Delivers `tap`, waiting for room: only for the few taps that must not
     /// be lost (a connection's end), sent after forwarding is over.
     pub async fn deliver(&self, tap: Tap) {
-        if self.tx.send(tap).await.is_err() {
+        let len = match &tap.event {
+            TapEvent::Data { bytes, .. } => bytes.len() as u64,
+            _ => 0,
+        };
+        self.in_flight.fetch_add(len, Ordering::Relaxed);
+        if self.tx.send(Queued { tap, bytes: len }).await.is_err() {
+            self.in_flight.fetch_sub(len, Ordering::Relaxed);
             self.drops.taps.fetch_add(1, Ordering::Relaxed);
         }
+    }
+
+    /// Delivers `tap` from a plain thread, blocking until there is room
+    /// (tests and benches that feed a side path directly). Returns whether
+    /// the consumer took it.
+    pub fn deliver_blocking(&self, tap: Tap) -> bool {
+        let len = match &tap.event {
+            TapEvent::Data { bytes, .. } => bytes.len() as u64,
+            _ => 0,
+        };
+        self.in_flight.fetch_add(len, Ordering::Relaxed);
+        if self.tx.blocking_send(Queued { tap, bytes: len }).is_err() {
+            self.in_flight.fetch_sub(len, Ordering::Relaxed);
+            return false;
+        }
+        true
     }
 
     /// What this queue dropped so far.
@@ -206,5 +303,50 @@ impl TapSinks {
         if let Some(o) = &self.observer {
             o.deliver(tap).await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(conn: &Arc<ConnMeta>, offset: u64, len: usize) -> Tap {
+        Tap {
+            conn: conn.clone(),
+            at: 0,
+            frame: None,
+            event: TapEvent::Data {
+                dir: Direction::Request,
+                offset,
+                bytes: Bytes::from(vec![0u8; len]),
+            },
+        }
+    }
+
+    #[test]
+    fn a_queue_holds_at_most_its_byte_budget_and_frees_it_on_receive() {
+        let conn = Arc::new(ConnMeta {
+            id: 1,
+            client: SocketAddr::from(([127, 0, 0, 1], 1)),
+            listen: SocketAddr::from(([127, 0, 0, 1], 2)),
+            upstream_local: None,
+            server: SocketAddr::from(([127, 0, 0, 1], 3)),
+            opened: 0,
+        });
+        let (queue, mut rx) = TapQueue::with_budget(1000, 100_000);
+        assert!(queue.offer(data(&conn, 0, 60_000)));
+        // Room in taps, not in bytes: dropped and counted.
+        assert!(!queue.offer(data(&conn, 60_000, 60_000)));
+        assert_eq!(queue.drops().taps.load(Ordering::Relaxed), 1);
+        assert_eq!(queue.drops().bytes.load(Ordering::Relaxed), 60_000);
+        // Control taps carry no payload and always fit.
+        assert!(queue.offer(Tap {
+            event: TapEvent::Open,
+            ..data(&conn, 0, 0)
+        }));
+        assert_eq!(rx.queued_bytes(), 60_000);
+        assert!(rx.try_recv().is_ok());
+        assert_eq!(rx.queued_bytes(), 0);
+        assert!(queue.offer(data(&conn, 120_000, 60_000)));
     }
 }

@@ -516,11 +516,11 @@ fn a_note_for_a_packet_already_written_goes_on_the_next_one() {
         ..opts()
     };
     let dir = tempfile::tempdir().unwrap();
-    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let (tx, rx) = icaptap::tap::TapQueue::bounded(64);
     let (ntx, nrx) = icaptap::record::annotation_channel(8);
     let handle = icaptap::record::spawn(dir.path(), o, rx, nrx).unwrap();
     for t in taps.drain(..) {
-        tx.blocking_send(t).unwrap();
+        assert!(tx.deliver_blocking(t));
     }
     std::thread::sleep(std::time::Duration::from_millis(600));
     assert!(ntx.try_send(Annotation {
@@ -531,7 +531,7 @@ fn a_note_for_a_packet_already_written_goes_on_the_next_one() {
     }));
     std::thread::sleep(std::time::Duration::from_millis(300));
     for t in c.taps {
-        tx.blocking_send(t).unwrap();
+        assert!(tx.deliver_blocking(t));
     }
     drop(tx);
     let stats = handle.join();

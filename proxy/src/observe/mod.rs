@@ -13,13 +13,11 @@ pub mod verdict;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use tokio::sync::mpsc;
-
 pub use finding::{Finding, RuleCode};
 pub use observer::{Note, NoteSink, Observer, ObserverConfig};
 pub use verdict::Verdict;
 
-use crate::tap::{now_micros, Tap};
+use crate::tap::{now_micros, TapReceiver};
 
 /// Options of the observer's clock rules.
 #[derive(Clone, Debug, clap::Args)]
@@ -57,7 +55,7 @@ const LIVE_TICK: Duration = Duration::from_millis(250);
 /// observer. Decoding never runs on the forwarding runtime's workers.
 pub fn spawn_live(
     mut observer: Observer,
-    mut taps: mpsc::Receiver<Tap>,
+    mut taps: TapReceiver,
     runtime: tokio::runtime::Handle,
 ) -> std::io::Result<JoinHandle<Observer>> {
     std::thread::Builder::new()

@@ -22,7 +22,6 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TryRecvError;
 
 pub use annotate::{annotation_channel, Annotation, AnnotationReceiver, AnnotationSender};
@@ -30,7 +29,7 @@ pub use body::BodyCapture;
 pub use synth::Leg;
 pub use writer::Rotation;
 
-use crate::tap::Tap;
+use crate::tap::TapReceiver;
 
 /// How often the recorder thread wakes without taps to release held packets
 /// and flush the file.
@@ -300,7 +299,7 @@ impl RecorderHandle {
 pub fn spawn(
     out_dir: &Path,
     opts: RecordOptions,
-    mut taps: mpsc::Receiver<Tap>,
+    mut taps: TapReceiver,
     annotations: AnnotationReceiver,
 ) -> Result<RecorderHandle, RecordError> {
     match std::fs::metadata(out_dir) {

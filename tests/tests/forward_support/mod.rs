@@ -8,10 +8,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use icaptap::forward::{self, CancellationToken, ForwardConfig, ForwardCounters, ForwardStats};
-use icaptap::tap::{CloseKind, Direction, Tap, TapEvent, TapSinks};
+use icaptap::tap::{CloseKind, Direction, Tap, TapEvent, TapReceiver, TapSinks};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 use tokio::time::timeout;
 
@@ -96,7 +95,7 @@ pub async fn read_to_end(stream: &mut (impl AsyncReadExt + Unpin)) -> Vec<u8> {
 }
 
 /// Collects taps until `Finished` for `count` connections.
-pub async fn collect_taps(rx: &mut mpsc::Receiver<Tap>, count: usize) -> Vec<Tap> {
+pub async fn collect_taps(rx: &mut TapReceiver, count: usize) -> Vec<Tap> {
     let mut taps = Vec::new();
     let mut finished = 0;
     while finished < count {

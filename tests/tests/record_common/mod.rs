@@ -157,14 +157,14 @@ pub fn record_into(
     notes: Vec<Annotation>,
 ) -> RecordStats {
     // A small queue: the sender only gets through if the recorder drains it.
-    let (tx, rx) = tokio::sync::mpsc::channel(8);
+    let (tx, rx) = icaptap::tap::TapQueue::bounded(8);
     let (ntx, nrx) = record::annotation_channel(notes.len() + 1);
     for n in notes {
         assert!(ntx.try_send(n));
     }
     let handle = record::spawn(dir, opts, rx, nrx).unwrap();
     for t in taps {
-        tx.blocking_send(t).unwrap();
+        assert!(tx.deliver_blocking(t));
     }
     drop(tx);
     drop(ntx);
