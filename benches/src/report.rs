@@ -32,6 +32,8 @@ pub struct LatencyFigures {
     pub p99_us: f64,
     /// 99.9th percentile.
     pub p999_us: f64,
+    /// Answers that were the server's `400` refusal (not timed).
+    pub refused: u64,
 }
 
 impl LatencyFigures {
@@ -42,6 +44,7 @@ impl LatencyFigures {
             p50_us: hist.value_at_quantile(0.50) as f64,
             p99_us: hist.value_at_quantile(0.99) as f64,
             p999_us: hist.value_at_quantile(0.999) as f64,
+            refused: 0,
         }
     }
 }
@@ -175,6 +178,8 @@ pub struct Results {
     pub stretch: Vec<StretchFigure>,
     /// Each target and whether it was met.
     pub targets: Vec<TargetCheck>,
+    /// Servers whose measurement failed, and why.
+    pub failures: Vec<String>,
 }
 
 /// One target of issue 9.
@@ -448,6 +453,26 @@ impl Results {
                 let _ = writeln!(t, "| {} | {} |", c.id, shown);
             }
             t.push('\n');
+        }
+        for f in &self.failures {
+            let _ = writeln!(t, "Left out: {f}\n");
+        }
+        let refusals: Vec<String> = self
+            .servers
+            .iter()
+            .flat_map(|s| {
+                s.configs.iter().filter_map(move |c| {
+                    let n = c.options.refused + c.respmod_4k.refused;
+                    (n > 0).then(|| format!("{} via {}: {n}", s.server, c.name))
+                })
+            })
+            .collect();
+        if !refusals.is_empty() {
+            let _ = writeln!(
+                t,
+                "Server refusals (`400` + `Connection: close`, not timed, connection renewed): {}.\n",
+                refusals.join(", ")
+            );
         }
         let _ = writeln!(
             t,

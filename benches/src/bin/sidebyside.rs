@@ -366,7 +366,15 @@ fn run(args: &Args) -> Result<(), HarnessError> {
         };
         eprintln!("sidebyside: server {name} on {}", server.addr);
         let paths = start_paths(&icaptap, args.before.as_deref(), &server, &dir)?;
-        let mut table = runtime.block_on(compare(args, name, server.addr, &paths))?;
+        let mut table = match runtime.block_on(compare(args, name, server.addr, &paths)) {
+            Ok(table) => table,
+            Err(e) => {
+                // One server failing must not lose the other's figures.
+                eprintln!("sidebyside: {name} left out: {e}");
+                results.failures.push(format!("{name}: {e}"));
+                continue;
+            }
+        };
         drop(paths);
         if name == "bench-echo" {
             // Fresh proxies: a memory figure must not inherit what the
@@ -394,6 +402,8 @@ fn run(args: &Args) -> Result<(), HarnessError> {
         }
         results.targets.extend(table.check_targets());
         results.servers.push(table);
+        // Written after each server, so an interrupted run keeps its figures.
+        results.write(&out).map_err(HarnessError::Write)?;
     }
     results.criterion = report::read_criterion(&target_dir().join("criterion"));
     results.machine.load_after = load_average();
@@ -423,6 +433,7 @@ async fn compare(
         small_h.push(new_hist()?);
     }
     let mut runs: Vec<Vec<ThroughputRun>> = paths.iter().map(|_| Vec::new()).collect();
+    let mut refused = vec![[0u64; 2]; paths.len()];
     let fail = |path: &Route| {
         let config = path.name.clone();
         let server = server_name.to_owned();
@@ -448,7 +459,7 @@ async fn compare(
             .map(|i| (i + round) % paths.len())
             .collect();
         for &i in &order {
-            measure::latency(
+            refused[i][0] += measure::latency(
                 paths[i].addr,
                 &options,
                 0,
@@ -459,7 +470,7 @@ async fn compare(
             .map_err(fail(&paths[i]))?;
         }
         for &i in &order {
-            measure::latency(
+            refused[i][1] += measure::latency(
                 paths[i].addr,
                 &small,
                 SMALL_BODY as u64,
@@ -495,8 +506,14 @@ async fn compare(
         .enumerate()
         .map(|(i, path)| ConfigResults {
             name: path.name.clone(),
-            options: LatencyFigures::of(&options_h[i]),
-            respmod_4k: LatencyFigures::of(&small_h[i]),
+            options: LatencyFigures {
+                refused: refused[i][0],
+                ..LatencyFigures::of(&options_h[i])
+            },
+            respmod_4k: LatencyFigures {
+                refused: refused[i][1],
+                ..LatencyFigures::of(&small_h[i])
+            },
             throughput: ThroughputFigures::of(&runs[i]),
             memory: None,
         })
