@@ -9,7 +9,10 @@ use icap_codec::AnomalyCode;
 use icaptap::observe::RuleCode;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn all_codes() -> BTreeSet<&'static str> {
@@ -21,7 +24,11 @@ fn named_codes() -> Vec<(&'static str, String)> {
     AnomalyCode::ALL
         .iter()
         .map(|c| (c.as_str(), format!("AnomalyCode::{c:?}")))
-        .chain(RuleCode::ALL.iter().map(|c| (c.as_str(), format!("RuleCode::{c:?}"))))
+        .chain(
+            RuleCode::ALL
+                .iter()
+                .map(|c| (c.as_str(), format!("RuleCode::{c:?}"))),
+        )
         .collect()
 }
 
@@ -35,8 +42,14 @@ fn every_code_is_documented_and_nothing_else() {
     let codes = all_codes();
     let undocumented: Vec<_> = codes.difference(&documented).collect();
     let unknown: Vec<_> = documented.difference(&codes).collect();
-    assert!(undocumented.is_empty(), "codes missing from docs/anomalies.md: {undocumented:?}");
-    assert!(unknown.is_empty(), "docs/anomalies.md names codes that do not exist: {unknown:?}");
+    assert!(
+        undocumented.is_empty(),
+        "codes missing from docs/anomalies.md: {undocumented:?}"
+    );
+    assert!(
+        unknown.is_empty(),
+        "docs/anomalies.md names codes that do not exist: {unknown:?}"
+    );
 }
 
 fn sources(dir: &Path, out: &mut String) {

@@ -672,7 +672,10 @@ mod tests {
                 at: 5,
                 bytes: b"***".to_vec(),
             }],
-            cuts: vec![Range { start: 12, end: 100 }],
+            cuts: vec![Range {
+                start: 12,
+                end: 100,
+            }],
         };
         let mut payload = b"0123456789abcdefgh".to_vec();
         let (changed, cut) = apply(&plan, 2, &mut payload);
