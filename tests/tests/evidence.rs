@@ -438,7 +438,7 @@ async fn redacted_bundle_holds_no_secret_and_still_decodes() {
             .unwrap();
         let lens = |s: &str| {
             s.lines()
-                .map(|l| l.split('\t').last().unwrap_or("").to_string())
+                .map(|l| l.split('\t').next_back().unwrap_or("").to_string())
                 .collect::<Vec<_>>()
         };
         assert_eq!(lens(&String::from_utf8_lossy(&orig.stdout)), lens(&fields));

@@ -187,11 +187,10 @@ pub fn parse_prometheus(text: &str) -> Result<Exposition, String> {
                 return Err(at("HELP/TYPE after the family's samples".into()));
             }
             match kind {
-                "HELP" => {
-                    if !helped.insert(name.to_string()) {
-                        return Err(at("second HELP".into()));
-                    }
+                "HELP" if !helped.insert(name.to_string()) => {
+                    return Err(at("second HELP".into()));
                 }
+                "HELP" => {}
                 "TYPE" => {
                     if !["counter", "gauge", "histogram", "summary", "untyped"].contains(&arg) {
                         return Err(at(format!("unknown type {arg}")));
@@ -208,7 +207,7 @@ pub fn parse_prometheus(text: &str) -> Result<Exposition, String> {
             continue;
         }
         let name_end = line
-            .find(|c: char| c == '{' || c == ' ')
+            .find(['{', ' '])
             .ok_or_else(|| at("sample without a value".into()))?;
         let name = &line[..name_end];
         if !valid_name(name) {
