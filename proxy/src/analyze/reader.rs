@@ -210,7 +210,7 @@ impl CaptureFile {
         };
         let mut magic = [0u8; 4];
         let got = read_up_to(&mut source, &mut magic).map_err(|e| read_err(0, e))?;
-        let hex: String = magic[..got].iter().map(|b| format!("{b:02x}")).collect();
+        let hex = crate::output::hex(&magic[..got]);
         let format = if magic == PCAPNG_MAGIC {
             "pcapng"
         } else if PCAP_MAGICS.contains(&magic) {

@@ -118,6 +118,5 @@ pub fn hash_file(path: &Path) -> Result<(u64, String), EvidenceError> {
         hasher.update(&buf[..n]);
         total += n as u64;
     }
-    let digest: [u8; 32] = hasher.finalize().into();
-    Ok((total, digest.iter().map(|b| format!("{b:02x}")).collect()))
+    Ok((total, crate::output::hex(&hasher.finalize())))
 }

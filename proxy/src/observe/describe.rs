@@ -11,7 +11,7 @@ use super::verdict::Verdict;
 use crate::output::records::{
     AnomalyRecord, ExchangeRecord, FramesRecord, IdentityRecord, PreviewRecord, TimingsRecord,
 };
-use crate::output::{rfc3339, SCHEMA_VERSION};
+use crate::output::{hex, rfc3339, SCHEMA_VERSION};
 use crate::tap::ConnMeta;
 
 /// Converts a finding into its record form.
@@ -101,7 +101,7 @@ pub fn exchange_record(
         http_status_returned: returned.and_then(|h| h.status),
         request_body_bytes: x.request_body.bytes,
         response_body_bytes: x.response_body.bytes,
-        request_body_sha256: x.request_body.sha256.map(hex),
+        request_body_sha256: x.request_body.sha256.map(|d| hex(&d)),
         preview: x.preview.map(|p| PreviewRecord {
             size: p.declared,
             sent: p.sent,
@@ -120,13 +120,4 @@ pub fn exchange_record(
         frames,
         decode_complete: !x.incomplete,
     }
-}
-
-/// Lower-case hex of a digest.
-pub fn hex(bytes: [u8; 32]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }

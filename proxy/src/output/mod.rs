@@ -25,6 +25,18 @@ pub fn rfc3339(micros: u64) -> String {
         .unwrap_or_else(|| micros.to_string())
 }
 
+/// Lower-case hexadecimal of `bytes`, as digests are written in records,
+/// manifests and scenario files.
+pub fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    bytes
+        .iter()
+        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
+            let _ = write!(s, "{b:02x}");
+            s
+        })
+}
+
 /// Reads an RFC 3339 time (as [`rfc3339`] writes it, or with any offset)
 /// back into microseconds since the UNIX epoch.
 pub fn parse_rfc3339(text: &str) -> Option<u64> {

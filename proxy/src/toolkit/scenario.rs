@@ -286,10 +286,7 @@ fn parse_sha256(text: &str) -> Option<[u8; 32]> {
 
 /// The SHA-256 of `data` in lowercase hexadecimal, as rules write it.
 pub fn sha256_hex(data: &[u8]) -> String {
-    Sha256::digest(data)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::output::hex(&Sha256::digest(data))
 }
 
 /// What the sensor answers.
