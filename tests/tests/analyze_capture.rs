@@ -157,19 +157,33 @@ fn real_c_icap_traffic_captured_on_lo_and_any_reassembles_without_gaps() {
             .filter(|t| t.event == TapEvent::Finished)
             .count();
         assert_eq!(finished, runs, "{name}");
-        // Frame numbers are those of the capture: on loopback nothing is
-        // reordered, so each direction's bytes come from later and later
-        // frames. (Timestamps are not checked for order: the kernel stamps
-        // packets on different CPUs, and captures do go back by a
-        // microsecond now and then.)
+        // Frame numbers are those of the capture: each direction's bytes come
+        // from later and later frames, except where the capture itself holds
+        // a segment out of order (tcpdump on lo with two CPUs does record
+        // that now and then): bytes that waited behind it carry its earlier
+        // frame, and the reassembler counts each such segment. (Timestamps
+        // are not checked for order: the kernel stamps packets on different
+        // CPUs, and captures do go back by a microsecond now and then.)
         let mut last_frame: std::collections::HashMap<(u64, Direction), u64> = Default::default();
+        let mut backwards = 0;
         for t in &taps {
             if let TapEvent::Data { dir, .. } = t.event {
                 let frame = t.frame.unwrap();
+                assert!(
+                    frame >= 1 && frame <= stats.frames(),
+                    "{name}: frame {frame}"
+                );
                 let prev = last_frame.insert((t.conn.id, dir), frame).unwrap_or(0);
-                assert!(frame > prev, "{name}: frame {frame} after {prev}");
+                if frame <= prev {
+                    backwards += 1;
+                }
             }
         }
+        assert!(
+            backwards <= stats.flows.reassembly.out_of_order_segments,
+            "{name}: {backwards} steps back in frame order but only {} segments out of order",
+            stats.flows.reassembly.out_of_order_segments
+        );
         let span =
             taps.iter().map(|t| t.at).max().unwrap() - taps.iter().map(|t| t.at).min().unwrap();
         assert!(
