@@ -11,6 +11,7 @@
 use std::collections::VecDeque;
 
 use sha2::{Digest, Sha256};
+use xxhash_rust::xxh3::Xxh3;
 
 use crate::anomaly::{Anomaly, AnomalyCode, Side};
 use crate::encapsulated::EntityKind;
@@ -32,9 +33,15 @@ pub struct Stamp {
 pub struct BodyStats {
     /// De-chunked body bytes seen.
     pub bytes: u64,
-    /// SHA-256 of the de-chunked body, once the body ended and every byte
-    /// of it was seen.
+    /// SHA-256 of the de-chunked request body, once the body ended and
+    /// every byte of it was seen: what sensors log as the file's hash.
+    /// Not computed for response bodies (see `fingerprint`).
     pub sha256: Option<[u8; 32]>,
+    /// XXH3-128 of the de-chunked body, once the body ended and every byte
+    /// of it was seen: compares a returned body with the original (an echo
+    /// means nothing was changed) at a fraction of SHA-256's cost. Not a
+    /// file identity; use `sha256` for that.
+    pub fingerprint: Option<u128>,
     /// The first bytes of the body (at most [`BODY_SAMPLE_LEN`]), for rules
     /// that look at content (an EICAR test file coming back clean).
     pub sample: Vec<u8>,
@@ -162,11 +169,43 @@ impl Exchange {
     }
 }
 
-/// Incremental SHA-256 of both bodies; kept out of `Debug`/`Clone` noise.
+/// Incremental digests of both bodies; kept out of `Debug`/`Clone` noise.
 #[derive(Clone, Default)]
 struct BodyHashers {
-    request: Option<Sha256>,
-    response: Option<Sha256>,
+    request: Option<BodyHasher>,
+    response: Option<BodyHasher>,
+}
+
+/// The digests of one body while it streams: SHA-256 only for the request
+/// body (the file's identity, which costs about 0.5 ns per byte even with
+/// the CPU's SHA instructions), the cheap fingerprint for both.
+#[derive(Clone)]
+struct BodyHasher {
+    sha256: Option<Sha256>,
+    fingerprint: Box<Xxh3>,
+}
+
+impl BodyHasher {
+    fn request() -> Self {
+        BodyHasher {
+            sha256: Some(Sha256::new()),
+            fingerprint: Box::default(),
+        }
+    }
+
+    fn response() -> Self {
+        BodyHasher {
+            sha256: None,
+            fingerprint: Box::default(),
+        }
+    }
+
+    fn update(&mut self, data: &[u8]) {
+        if let Some(sha) = self.sha256.as_mut() {
+            sha.update(data);
+        }
+        self.fingerprint.update(data);
+    }
 }
 
 impl std::fmt::Debug for BodyHashers {
@@ -333,7 +372,7 @@ impl Correlator {
             anomalies: std::mem::take(&mut self.held_request),
             ..Exchange::default()
         };
-        x.body_hashers.request = Some(Sha256::new());
+        x.body_hashers.request = Some(BodyHasher::request());
         x.timings.request_head = Some(stamp);
         x.request = Some(head);
         self.next_seq += 1;
@@ -458,7 +497,7 @@ impl Correlator {
         }
         check_final(x, &head);
         x.timings.response_head = Some(stamp);
-        x.body_hashers.response = Some(Sha256::new());
+        x.body_hashers.response = Some(BodyHasher::response());
         x.response = Some(head);
         self.response_target = ResponseTarget::Final(index);
     }
@@ -502,7 +541,7 @@ impl Correlator {
     }
 }
 
-fn add_body(stats: &mut BodyStats, hasher: &mut Option<Sha256>, data: &[u8]) {
+fn add_body(stats: &mut BodyStats, hasher: &mut Option<BodyHasher>, data: &[u8]) {
     stats.bytes += data.len() as u64;
     if stats.sample.len() < BODY_SAMPLE_LEN {
         let take = (BODY_SAMPLE_LEN - stats.sample.len()).min(data.len());
@@ -513,10 +552,11 @@ fn add_body(stats: &mut BodyStats, hasher: &mut Option<Sha256>, data: &[u8]) {
     }
 }
 
-fn finish_hash(stats: &mut BodyStats, hasher: &mut Option<Sha256>, incomplete: bool) {
+fn finish_hash(stats: &mut BodyStats, hasher: &mut Option<BodyHasher>, incomplete: bool) {
     if let Some(h) = hasher.take() {
         if !incomplete {
-            stats.sha256 = Some(h.finalize().into());
+            stats.sha256 = h.sha256.map(|sha| sha.finalize().into());
+            stats.fingerprint = Some(h.fingerprint.digest128());
         }
     }
 }

@@ -127,10 +127,10 @@ fn classify_200(x: &Exchange) -> Verdict {
     }
 }
 
-/// Whether the returned body is the original one: the hashes decide when
-/// both bodies were seen whole, otherwise the lengths and first bytes.
+/// Whether the returned body is the original one: the fingerprints decide
+/// when both bodies were seen whole, otherwise the lengths and first bytes.
 fn same_body(x: &Exchange) -> bool {
-    match (x.request_body.sha256, x.response_body.sha256) {
+    match (x.request_body.fingerprint, x.response_body.fingerprint) {
         (Some(a), Some(b)) => a == b,
         _ => {
             x.request_body.bytes == x.response_body.bytes
