@@ -22,6 +22,9 @@ const BLOCK: usize = 4 * 1024 * 1024;
 const HEADROOM: usize = 256 * 1024 + 64;
 /// Blocks read ahead of the parser.
 const READ_AHEAD: usize = 2;
+/// Blocks kept for reuse; more are freed. Room for those the read-ahead,
+/// the parser and the taps on their way to the observer hold.
+const RECYCLED: usize = READ_AHEAD + 6;
 
 /// A byte source that can be read on the reader thread.
 pub type Source = Box<dyn Read + Send>;
@@ -77,12 +80,35 @@ fn read_ahead(
     }
 }
 
+/// A filled block, shared by the frames and payloads sliced from it; it goes
+/// back to the reader thread when the last slice is dropped (by the
+/// observer, often on another thread), so blocks are reused rather than
+/// allocated and zeroed anew.
+struct Block {
+    data: BytesMut,
+    recycle: mpsc::SyncSender<BytesMut>,
+}
+
+impl AsRef<[u8]> for Block {
+    fn as_ref(&self) -> &[u8] {
+        &self.data
+    }
+}
+
+impl Drop for Block {
+    fn drop(&mut self) {
+        if self.data.len() == HEADROOM + BLOCK {
+            let _ = self.recycle.try_send(std::mem::take(&mut self.data));
+        }
+    }
+}
+
 impl SharedReader {
     /// A reader over `source`, at stream offset 0; reading starts at once
     /// on its own thread.
     pub fn new(source: Source) -> Self {
         let (block_tx, blocks) = mpsc::sync_channel(READ_AHEAD);
-        let (recycle, recycled) = mpsc::sync_channel(READ_AHEAD + 2);
+        let (recycle, recycled) = mpsc::sync_channel(RECYCLED);
         std::thread::Builder::new()
             .name("icaptap-capture-read".into())
             .spawn(move || read_ahead(source, block_tx, recycled))
@@ -155,14 +181,11 @@ impl SharedReader {
                 let _ = self.recycle.try_send(joined);
                 0
             };
-            let old = std::mem::replace(&mut self.block, next.freeze());
+            self.block = Bytes::from_owner(Block {
+                data: next,
+                recycle: self.recycle.clone(),
+            });
             self.pos = start;
-            // Give the finished block back if no frame still refers to it.
-            if let Ok(old) = old.try_into_mut() {
-                if old.len() == HEADROOM + BLOCK {
-                    let _ = self.recycle.try_send(old);
-                }
-            }
         }
         Ok(true)
     }
