@@ -15,6 +15,24 @@ use bytes::Bytes;
 pub use icap_codec::Direction;
 use tokio::sync::mpsc;
 
+/// How much nicer than forwarding the recorder's thread is (a Linux nice
+/// level, per thread). When every CPU is busy, forwarding and the observer
+/// (whose records are the product) win it, and the capture, the bulk of the
+/// side-path work at two bytes written per byte forwarded, falls behind,
+/// drops and counts, which is what its bounded queue is for. When there is
+/// CPU to spare, as in a deployment not at its limit, it changes nothing.
+pub const RECORDER_NICENESS: i32 = 10;
+
+/// Lowers the calling thread's CPU priority to `niceness`. Needs no
+/// privilege; if the system refuses, the thread keeps the process's
+/// priority and this is logged.
+pub fn lower_thread_priority(niceness: i32) {
+    let thread = rustix::thread::gettid();
+    if let Err(e) = rustix::process::setpriority_process(Some(thread), niceness) {
+        tracing::debug!("thread keeps its CPU priority: {e}");
+    }
+}
+
 /// A connection's id, unique within one run (1, 2, 3...).
 pub type ConnId = u64;
 

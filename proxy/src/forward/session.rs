@@ -8,9 +8,11 @@
 //! other direction keeps flowing), a reset becomes a reset, a sensor that
 //! refuses the connection makes the client's connection reset.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -397,7 +399,7 @@ where
                 let at = tap::now_micros();
                 let bytes: Bytes = buf.split().freeze();
                 ForwardCounters::add(byte_counter, n as u64);
-                shared.sinks.offer(Tap {
+                let tap = Tap {
                     conn: meta.clone(),
                     at,
                     frame: None,
@@ -406,12 +408,24 @@ where
                         offset,
                         bytes: bytes.clone(),
                     },
-                });
+                };
                 offset += n as u64;
-                let written = tokio::select! {
-                    biased;
-                    _ = abort.cancelled() => return stopped(),
-                    written = writer.write_all(&bytes) => written,
+                // The bytes go out first and the side paths hear of them
+                // after: offering wakes their threads, and that must not
+                // delay the peer. The tap is still offered before this
+                // task can run the other direction (both pumps share one
+                // task), so side paths see the two directions in the order
+                // they happened.
+                let mut write = std::pin::pin!(writer.write_all(&bytes));
+                let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+                shared.sinks.offer(tap);
+                let written = match first {
+                    Poll::Ready(written) => written,
+                    Poll::Pending => tokio::select! {
+                        biased;
+                        _ = abort.cancelled() => return stopped(),
+                        written = &mut write => written,
+                    },
                 };
                 if let Err(e) = written {
                     abort.cancel();

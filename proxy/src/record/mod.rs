@@ -326,6 +326,7 @@ pub fn spawn(
     let thread = std::thread::Builder::new()
         .name("icaptap-recorder".into())
         .spawn(move || {
+            crate::tap::lower_thread_priority(crate::tap::RECORDER_NICENESS);
             runtime.block_on(async {
                 loop {
                     // Waiting on the queue (not polling it) keeps the tail
