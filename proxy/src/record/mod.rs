@@ -11,6 +11,8 @@
 
 pub mod annotate;
 pub mod body;
+#[cfg(test)]
+mod golden;
 mod hold;
 pub mod recorder;
 pub mod synth;
