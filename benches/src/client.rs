@@ -195,7 +195,7 @@ async fn read_answer(
 /// An OPTIONS request for the `echo` service at `addr`.
 pub fn options_request(addr: SocketAddr) -> Bytes {
     Bytes::from(format!(
-        "OPTIONS icap://{addr}/echo ICAP/1.0\r\nHost: {addr}\r\nEncapsulated: null-body\r\n\r\n"
+        "OPTIONS icap://{addr}/echo ICAP/1.0\r\nHost: {addr}\r\nEncapsulated: null-body=0\r\n\r\n"
     ))
 }
 

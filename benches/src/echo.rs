@@ -148,7 +148,7 @@ fn answer_head(head: &RequestHead, out: &mut BytesMut) -> Reply {
         (Method::Reqmod | Method::Respmod, Some(e)) => &e.entities,
         _ => {
             out.extend_from_slice(
-                format!("ICAP/1.0 400 Bad Request\r\nISTag: {ISTAG}\r\nEncapsulated: null-body\r\nConnection: close\r\n\r\n")
+                format!("ICAP/1.0 400 Bad Request\r\nISTag: {ISTAG}\r\nEncapsulated: null-body=0\r\nConnection: close\r\n\r\n")
                     .as_bytes(),
             );
             return Reply::Refused;
@@ -184,7 +184,7 @@ fn answer_head(head: &RequestHead, out: &mut BytesMut) -> Reply {
 
 fn options_answer() -> String {
     format!(
-        "ICAP/1.0 200 OK\r\nMethods: RESPMOD, REQMOD\r\nService: icaptap bench echo\r\nISTag: {ISTAG}\r\nMax-Connections: 100000\r\nOptions-TTL: 3600\r\nAllow: 204\r\nEncapsulated: null-body\r\n\r\n"
+        "ICAP/1.0 200 OK\r\nMethods: RESPMOD, REQMOD\r\nService: icaptap bench echo\r\nISTag: {ISTAG}\r\nMax-Connections: 100000\r\nOptions-TTL: 3600\r\nAllow: 204\r\nEncapsulated: null-body=0\r\n\r\n"
     )
 }
 
@@ -212,6 +212,37 @@ mod tests {
             assert_eq!(answer.status, 200, "size {size}");
             assert_eq!(answer.body_bytes, size as u64, "size {size}");
         }
+    }
+
+    /// The bench must measure icaptap on well-formed traffic: a request or
+    /// answer that icaptap flags would make it decode, log and annotate
+    /// anomalies that no other configuration pays for.
+    #[test]
+    fn bench_requests_and_answers_are_well_formed_icap() {
+        use icap_codec::{Decoder, Direction, Event};
+        let addr: SocketAddr = "127.0.0.1:1344".parse().unwrap();
+        let anomalies = |dir: Direction, bytes: &[u8]| -> Vec<String> {
+            let mut decoder = Decoder::new(dir);
+            let mut events = Vec::new();
+            decoder.decode(Bytes::copy_from_slice(bytes), &mut events);
+            events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Anomaly(a) => Some(format!("{a:?}")),
+                    _ => None,
+                })
+                .collect()
+        };
+        for request in [options_request(addr), respmod_request(addr, 4096)] {
+            assert_eq!(
+                anomalies(Direction::Request, &request),
+                Vec::<String>::new()
+            );
+        }
+        assert_eq!(
+            anomalies(Direction::Response, options_answer().as_bytes()),
+            Vec::<String>::new()
+        );
     }
 
     #[test]

@@ -366,7 +366,7 @@ fn run(args: &Args) -> Result<(), HarnessError> {
         };
         eprintln!("sidebyside: server {name} on {}", server.addr);
         let paths = start_paths(&icaptap, args.before.as_deref(), &server, &dir)?;
-        let mut table = match runtime.block_on(compare(args, name, server.addr, &paths)) {
+        let mut table = match runtime.block_on(compare(args, name, &server, &paths)) {
             Ok(table) => table,
             Err(e) => {
                 // One server failing must not lose the other's figures.
@@ -413,13 +413,65 @@ fn run(args: &Args) -> Result<(), HarnessError> {
     Ok(())
 }
 
+/// Moves every thread of `pids`, and of their child processes (c-icap's
+/// and socat's workers), to the CPUs in `cpus` (taskset's list syntax).
+fn pin(pids: &[u32], cpus: &str) -> Result<(), HarnessError> {
+    let mut all: Vec<u32> = pids.to_vec();
+    // Children, found by their parent in /proc/PID/stat (field 4).
+    if let Ok(entries) = std::fs::read_dir("/proc") {
+        for entry in entries.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // The command name is in parentheses and may hold spaces.
+            let parent = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if parent.is_some_and(|p| pids.contains(&p)) {
+                all.push(pid);
+            }
+        }
+    }
+    for pid in all {
+        let status = Command::new("taskset")
+            .args(["-a", "-p", "-c", cpus, &pid.to_string()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .map_err(|e| HarnessError::Setup(format!("taskset (util-linux): {e}")))?;
+        // A child that exited meanwhile is not an error.
+        if !status.success() && std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            return Err(HarnessError::Setup(format!(
+                "taskset could not move process {pid} to CPUs {cpus}"
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Latency and throughput of every path, alternating paths in each round.
 async fn compare(
     args: &Args,
     server_name: &str,
-    server: SocketAddr,
+    server_peer: &Peer,
     paths: &[Route],
 ) -> Result<ServerResults, HarnessError> {
+    let server = server_peer.addr;
+    // Every process of the measurement: this client, the server, the proxies.
+    let mut processes = vec![std::process::id(), server_peer.pid()];
+    processes.extend(paths.iter().filter_map(|p| p.proxy.as_ref().map(Peer::pid)));
+    let all_cpus = format!(
+        "0-{}",
+        std::thread::available_parallelism().map_or(0, |n| n.get() - 1)
+    );
     // The same request bytes on every path: the URI names the server.
     let options = options_request(server);
     let small = respmod_request(server, SMALL_BODY);
@@ -428,9 +480,13 @@ async fn compare(
         || Histogram::<u64>::new(3).map_err(|e| HarnessError::Setup(format!("histogram: {e}")));
     let mut options_h = Vec::new();
     let mut small_h = Vec::new();
+    let mut options_one_cpu_h = Vec::new();
+    let mut small_one_cpu_h = Vec::new();
     for _ in paths {
         options_h.push(new_hist()?);
         small_h.push(new_hist()?);
+        options_one_cpu_h.push(new_hist()?);
+        small_one_cpu_h.push(new_hist()?);
     }
     let mut runs: Vec<Vec<ThroughputRun>> = paths.iter().map(|_| Vec::new()).collect();
     let mut refused = vec![[0u64; 2]; paths.len()];
@@ -451,13 +507,20 @@ async fn compare(
             .map_err(fail(path))?;
     }
     let seconds = Duration::from_secs_f64(args.throughput_seconds);
+    // Rotating the order each round: no path always runs right after the
+    // same neighbour.
+    let order_of = |round: usize| -> Vec<usize> {
+        (0..paths.len())
+            .map(|i| (i + round) % paths.len())
+            .collect()
+    };
+    // Every latency round first, then every throughput round: once c-icap
+    // has spooled 1 MiB bodies, its `echo` service answers some well-formed
+    // requests with `400 Bad request` and closes, which would cut the
+    // latency runs short.
     for round in 0..args.rounds {
         let started = Instant::now();
-        // Rotating the order each round: no path always runs right after
-        // the same neighbour.
-        let order: Vec<usize> = (0..paths.len())
-            .map(|i| (i + round) % paths.len())
-            .collect();
+        let order = order_of(round);
         for &i in &order {
             refused[i][0] += measure::latency(
                 paths[i].addr,
@@ -480,7 +543,45 @@ async fn compare(
             .await
             .map_err(fail(&paths[i]))?;
         }
+        // The same round trips with every process on CPU 0: on this kind
+        // of machine (a VM) a wake-up across CPUs costs tens of
+        // microseconds, so where the scheduler happens to put client,
+        // proxy and server decides the free figures; on one CPU each
+        // configuration is charged only for the work it does.
+        pin(&processes, "0")?;
         for &i in &order {
+            refused[i][0] += measure::latency(
+                paths[i].addr,
+                &options,
+                0,
+                args.latency_requests,
+                &mut options_one_cpu_h[i],
+            )
+            .await
+            .map_err(fail(&paths[i]))?;
+        }
+        for &i in &order {
+            refused[i][1] += measure::latency(
+                paths[i].addr,
+                &small,
+                SMALL_BODY as u64,
+                args.latency_requests,
+                &mut small_one_cpu_h[i],
+            )
+            .await
+            .map_err(fail(&paths[i]))?;
+        }
+        pin(&processes, &all_cpus)?;
+        eprintln!(
+            "sidebyside: {server_name}: latency round {}/{} in {:.1} s",
+            round + 1,
+            args.rounds,
+            started.elapsed().as_secs_f64()
+        );
+    }
+    for round in 0..args.rounds {
+        let started = Instant::now();
+        for i in order_of(round) {
             let pid = paths[i].proxy.as_ref().map(Peer::pid);
             let run = measure::throughput(
                 paths[i].addr,
@@ -495,7 +596,7 @@ async fn compare(
             runs[i].push(run);
         }
         eprintln!(
-            "sidebyside: {server_name}: round {}/{} in {:.1} s",
+            "sidebyside: {server_name}: throughput round {}/{} in {:.1} s",
             round + 1,
             args.rounds,
             started.elapsed().as_secs_f64()
@@ -514,6 +615,8 @@ async fn compare(
                 refused: refused[i][1],
                 ..LatencyFigures::of(&small_h[i])
             },
+            options_one_cpu: Some(LatencyFigures::of(&options_one_cpu_h[i])),
+            respmod_4k_one_cpu: Some(LatencyFigures::of(&small_one_cpu_h[i])),
             throughput: ThroughputFigures::of(&runs[i]),
             memory: None,
         })
