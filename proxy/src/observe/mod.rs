@@ -61,26 +61,29 @@ pub fn spawn_live(
     std::thread::Builder::new()
         .name("icaptap-observer".to_string())
         .spawn(move || {
-            let mut last_tick = now_micros();
-            loop {
-                let next =
-                    runtime.block_on(async { tokio::time::timeout(LIVE_TICK, taps.recv()).await });
-                match next {
-                    Ok(Some(tap)) => {
-                        observer.handle(tap);
-                        while let Ok(tap) = taps.try_recv() {
-                            observer.handle(tap);
-                        }
+            // One `block_on` for the thread's life and one ticker: waiting
+            // costs no timer registration per tap.
+            runtime.block_on(async {
+                let mut ticker = tokio::time::interval(LIVE_TICK);
+                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                loop {
+                    // The ticker first: it is ready only when due, and a
+                    // steady stream of taps must not starve the clock rules.
+                    tokio::select! {
+                        biased;
+                        _ = ticker.tick() => observer.tick(now_micros()),
+                        tap = taps.recv() => match tap {
+                            Some(tap) => {
+                                observer.handle(tap);
+                                while let Ok(tap) = taps.try_recv() {
+                                    observer.handle(tap);
+                                }
+                            }
+                            None => break,
+                        },
                     }
-                    Ok(None) => break,
-                    Err(_) => {}
                 }
-                let now = now_micros();
-                if now >= last_tick + LIVE_TICK.as_micros() as u64 {
-                    observer.tick(now);
-                    last_tick = now;
-                }
-            }
+            });
             observer.finish(now_micros());
             observer
         })
