@@ -478,15 +478,23 @@ async fn compare(
     let large = respmod_request(server, LARGE_BODY);
     let new_hist =
         || Histogram::<u64>::new(3).map_err(|e| HarnessError::Setup(format!("histogram: {e}")));
-    let mut options_h = Vec::new();
-    let mut small_h = Vec::new();
-    let mut options_one_cpu_h = Vec::new();
-    let mut small_one_cpu_h = Vec::new();
-    for _ in paths {
-        options_h.push(new_hist()?);
-        small_h.push(new_hist()?);
-        options_one_cpu_h.push(new_hist()?);
-        small_one_cpu_h.push(new_hist()?);
+    // Round trips by placement, figure and path.
+    const FREE: usize = 0;
+    const ONE_CPU: usize = 1;
+    const OPTIONS: usize = 0;
+    const SMALL: usize = 1;
+    let mut latency: Vec<Vec<Vec<Histogram<u64>>>> = Vec::new();
+    for _placement in [FREE, ONE_CPU] {
+        let mut figures = Vec::new();
+        for _figure in [OPTIONS, SMALL] {
+            figures.push(
+                paths
+                    .iter()
+                    .map(|_| new_hist())
+                    .collect::<Result<Vec<_>, _>>()?,
+            );
+        }
+        latency.push(figures);
     }
     let mut runs: Vec<Vec<ThroughputRun>> = paths.iter().map(|_| Vec::new()).collect();
     let mut refused = vec![[0u64; 2]; paths.len()];
@@ -521,55 +529,29 @@ async fn compare(
     for round in 0..args.rounds {
         let started = Instant::now();
         let order = order_of(round);
-        for &i in &order {
-            refused[i][0] += measure::latency(
-                paths[i].addr,
-                &options,
-                0,
-                args.latency_requests,
-                &mut options_h[i],
-            )
-            .await
-            .map_err(fail(&paths[i]))?;
-        }
-        for &i in &order {
-            refused[i][1] += measure::latency(
-                paths[i].addr,
-                &small,
-                SMALL_BODY as u64,
-                args.latency_requests,
-                &mut small_h[i],
-            )
-            .await
-            .map_err(fail(&paths[i]))?;
-        }
-        // The same round trips with every process on CPU 0: on this kind
-        // of machine (a VM) a wake-up across CPUs costs tens of
+        // Where the scheduler puts them, then the same round trips with
+        // every process on CPU 0: on this kind of machine (a VM) a wake-up
+        // across CPUs costs tens of
         // microseconds, so where the scheduler happens to put client,
         // proxy and server decides the free figures; on one CPU each
         // configuration is charged only for the work it does.
-        pin(&processes, "0")?;
-        for &i in &order {
-            refused[i][0] += measure::latency(
-                paths[i].addr,
-                &options,
-                0,
-                args.latency_requests,
-                &mut options_one_cpu_h[i],
-            )
-            .await
-            .map_err(fail(&paths[i]))?;
-        }
-        for &i in &order {
-            refused[i][1] += measure::latency(
-                paths[i].addr,
-                &small,
-                SMALL_BODY as u64,
-                args.latency_requests,
-                &mut small_one_cpu_h[i],
-            )
-            .await
-            .map_err(fail(&paths[i]))?;
+        for (placement, cpus) in [(FREE, None), (ONE_CPU, Some("0"))] {
+            if let Some(cpus) = cpus {
+                pin(&processes, cpus)?;
+            }
+            for (figure, request, body) in [(OPTIONS, &options, 0), (SMALL, &small, SMALL_BODY)] {
+                for &i in &order {
+                    refused[i][figure] += measure::latency(
+                        paths[i].addr,
+                        request,
+                        body as u64,
+                        args.latency_requests,
+                        &mut latency[placement][figure][i],
+                    )
+                    .await
+                    .map_err(fail(&paths[i]))?;
+                }
+            }
         }
         pin(&processes, &all_cpus)?;
         eprintln!(
@@ -608,15 +590,15 @@ async fn compare(
         .map(|(i, path)| ConfigResults {
             name: path.name.clone(),
             options: LatencyFigures {
-                refused: refused[i][0],
-                ..LatencyFigures::of(&options_h[i])
+                refused: refused[i][OPTIONS],
+                ..LatencyFigures::of(&latency[FREE][OPTIONS][i])
             },
             respmod_4k: LatencyFigures {
-                refused: refused[i][1],
-                ..LatencyFigures::of(&small_h[i])
+                refused: refused[i][SMALL],
+                ..LatencyFigures::of(&latency[FREE][SMALL][i])
             },
-            options_one_cpu: Some(LatencyFigures::of(&options_one_cpu_h[i])),
-            respmod_4k_one_cpu: Some(LatencyFigures::of(&small_one_cpu_h[i])),
+            options_one_cpu: Some(LatencyFigures::of(&latency[ONE_CPU][OPTIONS][i])),
+            respmod_4k_one_cpu: Some(LatencyFigures::of(&latency[ONE_CPU][SMALL][i])),
             throughput: ThroughputFigures::of(&runs[i]),
             memory: None,
         })
