@@ -11,6 +11,7 @@
 
 pub mod annotate;
 pub mod body;
+mod checksum;
 #[cfg(test)]
 mod golden;
 mod hold;

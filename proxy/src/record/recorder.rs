@@ -34,7 +34,8 @@ use bytes::Bytes;
 
 use super::annotate::Annotation;
 use super::body::BodyCutter;
-use super::hold::{Held, HoldBack};
+use super::checksum;
+use super::hold::{Held, HoldBack, IdHash};
 use super::synth::{dir_index, other, stand_in_local, Flags, Flow, Frame, Leg, SynthError};
 use super::writer::CaptureWriter;
 use super::{PcapFormat, RecordCounters, RecordOptions};
@@ -42,6 +43,9 @@ use crate::tap::{CloseKind, ConnId, ConnMeta, Direction, Tap, TapEvent};
 
 /// A receiver acknowledges at least once per this many data segments.
 pub const ACK_EVERY: usize = 32;
+/// Room for the headers of any synthesized frame: Ethernet, IPv6 and TCP
+/// with the SYN's options.
+const MAX_HEADERS: usize = 14 + 40 + 28;
 /// Most annotations kept for connections the recorder has not seen yet.
 const EARLY_ANNOTATIONS: usize = 4096;
 
@@ -75,14 +79,19 @@ impl ConnState {
 #[derive(Debug)]
 pub(crate) struct Recorder {
     opts: RecordOptions,
-    conns: HashMap<ConnId, ConnState>,
+    conns: HashMap<ConnId, ConnState, IdHash>,
     highest_conn: ConnId,
-    early: HashMap<ConnId, Vec<Annotation>>,
+    early: HashMap<ConnId, Vec<Annotation>, IdHash>,
     early_count: usize,
     /// Frames of the tap being handled, before they are held.
     out: Vec<Held>,
     held: HoldBack,
     cuts: Vec<Range<u64>>,
+    /// Payload sums of the segments of the tap being handled, by stream
+    /// range: both legs usually cut a tap the same way and share them.
+    sums: Vec<(u64, u64, u16)>,
+    /// When the tap being handled arrived (the hold-back clock).
+    now: Instant,
     writer: CaptureWriter,
     counters: Arc<RecordCounters>,
     last_flush: Instant,
@@ -93,13 +102,15 @@ impl Recorder {
     pub fn new(opts: RecordOptions, writer: CaptureWriter, counters: Arc<RecordCounters>) -> Self {
         Recorder {
             opts,
-            conns: HashMap::new(),
+            conns: HashMap::default(),
             highest_conn: 0,
-            early: HashMap::new(),
+            early: HashMap::default(),
             early_count: 0,
             out: Vec::new(),
             held: HoldBack::default(),
             cuts: Vec::new(),
+            sums: Vec::new(),
+            now: Instant::now(),
             writer,
             counters,
             last_flush: Instant::now(),
@@ -114,6 +125,7 @@ impl Recorder {
     /// Handles one tap.
     pub fn on_tap(&mut self, tap: Tap) {
         let id = tap.conn.id;
+        self.now = Instant::now();
         self.highest_conn = self.highest_conn.max(id);
         match tap.event {
             TapEvent::Open => self.open(&tap.conn, tap.at, true),
@@ -244,25 +256,15 @@ impl Recorder {
         let st = self.new_state(meta);
         if handshake {
             for flow in st.flows.iter().flatten() {
-                let frames = [
-                    flow.syn(Direction::Request, None, at),
-                    flow.syn(
-                        Direction::Response,
-                        Some(flow.after_syn(Direction::Request)),
-                        at,
-                    ),
-                    flow.segment(
-                        Direction::Request,
-                        flow.after_syn(Direction::Request),
-                        flow.after_syn(Direction::Response),
-                        ACK,
-                        &[],
-                        at,
-                    ),
-                ];
-                for f in frames {
-                    self.push(meta.id, None, 0..0, f);
-                }
+                let (req, resp) = (
+                    flow.after_syn(Direction::Request),
+                    flow.after_syn(Direction::Response),
+                );
+                self.push(meta.id, |o| flow.syn(Direction::Request, None, at, o));
+                self.push(meta.id, |o| flow.syn(Direction::Response, Some(req), at, o));
+                self.push(meta.id, |o| {
+                    flow.segment(Direction::Request, req, resp, ACK, &[], at, o)
+                });
             }
         }
         self.conns.insert(meta.id, st);
@@ -277,34 +279,28 @@ impl Recorder {
                 flow.after_syn(Direction::Response),
             );
             let fin = Flags { fin: true, ..ACK };
-            let frames = [
-                flow.syn(Direction::Request, None, at),
-                flow.syn(Direction::Response, Some(req), at),
-                flow.segment(Direction::Request, req, resp, ACK, &[], at),
-                flow.segment(Direction::Response, resp, req, fin, &[], at),
-                flow.segment(Direction::Request, req, resp.wrapping_add(1), ACK, &[], at),
-            ];
-            for f in frames {
-                self.push(meta.id, None, 0..0, f);
-            }
+            let id = meta.id;
+            self.push(id, |o| flow.syn(Direction::Request, None, at, o));
+            self.push(id, |o| flow.syn(Direction::Response, Some(req), at, o));
+            self.push(id, |o| {
+                flow.segment(Direction::Request, req, resp, ACK, &[], at, o)
+            });
+            self.push(id, |o| {
+                flow.segment(Direction::Response, resp, req, fin, &[], at, o)
+            });
+            self.push(id, |o| {
+                let ack = resp.wrapping_add(1);
+                flow.segment(Direction::Request, req, ack, ACK, &[], at, o)
+            });
             st.fin[dir_index(Direction::Response)] = true;
         }
         if let Some(flow) = st.flows[Leg::Sensor.index()].take() {
             let rst = Flags { rst: true, ..ACK };
-            let frames = [
-                flow.syn(Direction::Request, None, at),
-                flow.segment(
-                    Direction::Response,
-                    0,
-                    flow.after_syn(Direction::Request),
-                    rst,
-                    &[],
-                    at,
-                ),
-            ];
-            for f in frames {
-                self.push(meta.id, None, 0..0, f);
-            }
+            let req = flow.after_syn(Direction::Request);
+            self.push(meta.id, |o| flow.syn(Direction::Request, None, at, o));
+            self.push(meta.id, |o| {
+                flow.segment(Direction::Response, 0, req, rst, &[], at, o)
+            });
         }
         self.conns.insert(meta.id, st);
         self.commit(meta.id);
@@ -341,10 +337,15 @@ impl Recorder {
             c.cuts(offset, &bytes, &mut self.cuts);
         }
         let cuts = std::mem::take(&mut self.cuts);
+        let mut sums = std::mem::take(&mut self.sums);
+        sums.clear();
         for flow in st.flows.iter().flatten() {
             let ack = st.ack_of(flow, other(dir));
             let mut pos = offset;
             let mut since_ack = 0;
+            // The next of the sums of an earlier leg that may fit.
+            let mut known = 0;
+            let first_leg = sums.is_empty();
             while pos < end {
                 let cut = cuts.iter().find(|c| c.end > pos);
                 let (seg_end, is_cut) = match cut {
@@ -358,24 +359,37 @@ impl Recorder {
                     psh: seg_end == end,
                     ..ACK
                 };
-                let mut frame = flow.segment(dir, flow.seq(dir, pos), ack, flags, payload, at);
-                if is_cut {
-                    if let Ok(f) = frame.as_mut() {
-                        f.captured = flow.header_len();
-                    }
+                while known < sums.len() && sums[known].0 < pos {
+                    known += 1;
                 }
-                self.push(id, Some(dir), pos..seg_end, frame);
+                let sum = match sums.get(known) {
+                    Some(&(s, e, sum)) if s == pos && e == seg_end => sum,
+                    _ => {
+                        let sum = checksum::payload_sum(payload);
+                        if first_leg {
+                            sums.push((pos, seg_end, sum));
+                        }
+                        sum
+                    }
+                };
+                let seq = flow.seq(dir, pos);
+                self.push_data(id, Some(dir), pos..seg_end, payload.len(), |o| {
+                    flow.build(dir, seq, ack, flags, payload, sum, !is_cut, at, o)
+                });
                 pos = seg_end;
                 since_ack += 1;
                 if since_ack == ACK_EVERY || pos == end {
                     since_ack = 0;
                     // The receiver's own position is what the sender acknowledges.
-                    let ack_frame = flow.segment(other(dir), ack, flow.seq(dir, pos), ACK, &[], at);
-                    self.push(id, None, 0..0, ack_frame);
+                    let acked = flow.seq(dir, pos);
+                    self.push(id, |o| {
+                        flow.segment(other(dir), ack, acked, ACK, &[], at, o)
+                    });
                 }
             }
         }
         self.cuts = cuts;
+        self.sums = sums;
         st.next[i] = end;
         self.conns.insert(id, st);
         self.commit(id);
@@ -395,15 +409,15 @@ impl Recorder {
                 let ack = st.ack_of(flow, other(dir));
                 if how == CloseKind::Reset {
                     let rst = Flags { rst: true, ..ACK };
-                    let f = flow.segment(dir, seq, ack, rst, &[], at);
-                    self.push(id, None, 0..0, f);
+                    self.push(id, |o| flow.segment(dir, seq, ack, rst, &[], at, o));
                     st.flows[slot] = None;
                 } else {
                     let fin = Flags { fin: true, ..ACK };
-                    let f = flow.segment(dir, seq, ack, fin, &[], at);
-                    self.push(id, None, 0..0, f);
-                    let reply = flow.segment(other(dir), ack, seq.wrapping_add(1), ACK, &[], at);
-                    self.push(id, None, 0..0, reply);
+                    self.push(id, |o| flow.segment(dir, seq, ack, fin, &[], at, o));
+                    let after = seq.wrapping_add(1);
+                    self.push(id, |o| {
+                        flow.segment(other(dir), ack, after, ACK, &[], at, o)
+                    });
                 }
             }
             st.fin[i] = true;
@@ -412,20 +426,39 @@ impl Recorder {
         self.commit(id);
     }
 
+    /// Builds a frame without stream bytes (handshake, ACK, FIN, RST).
     fn push(
+        &mut self,
+        conn: ConnId,
+        build: impl FnOnce(&mut Vec<u8>) -> Result<Frame, SynthError>,
+    ) {
+        self.push_data(conn, None, 0..0, 0, build);
+    }
+
+    /// Builds a frame carrying stream bytes `range` of `dir` (`payload`
+    /// bytes long) straight into the hold-back buffer, and keeps it with
+    /// the other frames of the tap.
+    fn push_data(
         &mut self,
         conn: ConnId,
         dir: Option<Direction>,
         range: Range<u64>,
-        frame: Result<Frame, SynthError>,
+        payload: usize,
+        build: impl FnOnce(&mut Vec<u8>) -> Result<Frame, SynthError>,
     ) {
+        let arena = self.held.arena();
+        let chunk = arena.room(MAX_HEADERS + payload);
+        let start = chunk.len();
+        let frame = build(chunk);
+        let bytes = arena.span(start);
         match frame {
             Ok(frame) => self.out.push(Held {
                 conn,
                 dir,
                 range,
-                since: Instant::now(),
+                since: self.now,
                 frame,
+                bytes,
             }),
             Err(e) => {
                 self.counters
@@ -500,18 +533,24 @@ impl Recorder {
         } else {
             Duration::ZERO
         };
+        // One look at the clock per call, not per frame.
+        let mut now = None;
         while let Some(front) = self.held.front() {
             let due = all
                 || hold.is_zero()
                 || self.held.bytes() > self.opts.hold_bytes
-                || front.since.elapsed() >= hold;
+                || now
+                    .get_or_insert_with(Instant::now)
+                    .saturating_duration_since(front.since)
+                    >= hold;
             if !due {
                 break;
             }
-            if let Some(h) = self.held.pop_front() {
-                self.writer.write(&h.frame);
+            if let Some((h, bytes)) = self.held.pop_front() {
+                self.writer.write(&h.frame, bytes);
             }
         }
+        self.held.settle();
     }
 }
 

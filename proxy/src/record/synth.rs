@@ -9,8 +9,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use etherparse::{PacketBuilder, TcpHeader, TcpOptionElement};
-
+use super::checksum;
 use crate::tap::{Direction, Micros};
 
 /// Window scale announced in SYNs: a scaled window of 8 MiB keeps
@@ -21,6 +20,11 @@ const WINDOW: u16 = 0xffff;
 const TTL: u8 = 64;
 const ETHERNET_HEADER: usize = 14;
 const TCP_HEADER: usize = 20;
+/// MSS (4 bytes), NOP, window scale (3 bytes).
+const SYN_OPTIONS: usize = 8;
+const ETHERTYPE_IPV4: [u8; 2] = [0x08, 0x00];
+const ETHERTYPE_IPV6: [u8; 2] = [0x86, 0xdd];
+const IPPROTO_TCP: u8 = 6;
 
 /// Which leg of the proxied connection a frame belongs to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -64,16 +68,17 @@ pub(crate) fn other(dir: Direction) -> Direction {
     }
 }
 
-/// One synthesized frame, ready to write.
+/// One synthesized frame, ready to write; its stored bytes (see
+/// [`Frame::captured`]) are kept apart, in the hold-back buffer.
 #[derive(Clone, Debug)]
 pub struct Frame {
     /// The leg (pcapng interface) it was seen on.
     pub leg: Leg,
     /// Timestamp, microseconds since the UNIX epoch.
     pub at: Micros,
-    /// The whole frame as it was on the wire.
-    pub data: Vec<u8>,
-    /// How many bytes of `data` to store (less when a body is cut).
+    /// Length of the whole frame as it was on the wire.
+    pub len: usize,
+    /// How many bytes of it are stored (fewer when a body is cut).
     pub captured: usize,
     /// pcapng packet comments.
     pub comments: Vec<String>,
@@ -143,20 +148,27 @@ impl Flow {
     }
 
     /// Bytes in front of the payload: Ethernet, IP and TCP headers (no options).
+    #[cfg(test)]
     pub fn header_len(&self) -> usize {
         let ip = if self.ip[0].is_ipv4() { 20 } else { 40 };
         ETHERNET_HEADER + ip + TCP_HEADER
     }
 
     /// The SYN of the side sending `dir` (its initial sequence number).
-    pub fn syn(&self, dir: Direction, ack: Option<u32>, at: Micros) -> Result<Frame, SynthError> {
+    pub fn syn(
+        &self,
+        dir: Direction,
+        ack: Option<u32>,
+        at: Micros,
+        out: &mut Vec<u8>,
+    ) -> Result<Frame, SynthError> {
         let seq = self.isn[dir_index(dir)];
         let flags = Flags {
             syn: true,
             ack: ack.is_some(),
             ..Flags::default()
         };
-        self.segment(dir, seq, ack.unwrap_or(0), flags, &[], at)
+        self.segment(dir, seq, ack.unwrap_or(0), flags, &[], at, out)
     }
 
     /// The first sequence number after the SYN of `dir` (for the handshake's ACK).
@@ -164,7 +176,9 @@ impl Flow {
         self.isn[dir_index(dir)].wrapping_add(1)
     }
 
-    /// A segment sent by the side that sends `dir`.
+    /// A segment sent by the side that sends `dir`, appended to `out`
+    /// whole.
+    #[allow(clippy::too_many_arguments)]
     pub fn segment(
         &self,
         dir: Direction,
@@ -173,42 +187,118 @@ impl Flow {
         flags: Flags,
         payload: &[u8],
         at: Micros,
+        out: &mut Vec<u8>,
+    ) -> Result<Frame, SynthError> {
+        let sum = checksum::payload_sum(payload);
+        self.build(dir, seq, ack, flags, payload, sum, true, at, out)
+    }
+
+    /// A segment sent by the side that sends `dir` carrying `payload`
+    /// (whose [`checksum::payload_sum`] is `payload_sum`): its headers, and
+    /// the payload too when `store_payload`, are appended to `out`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn build(
+        &self,
+        dir: Direction,
+        seq: u32,
+        ack: u32,
+        flags: Flags,
+        payload: &[u8],
+        payload_sum: u16,
+        store_payload: bool,
+        at: Micros,
+        out: &mut Vec<u8>,
     ) -> Result<Frame, SynthError> {
         let (from, to) = match dir {
             Direction::Request => (0, 1),
             Direction::Response => (1, 0),
         };
-        let mut tcp = TcpHeader::new(self.port[from], self.port[to], seq, WINDOW);
-        tcp.syn = flags.syn;
-        tcp.ack = flags.ack;
-        tcp.fin = flags.fin;
-        tcp.rst = flags.rst;
-        tcp.psh = flags.psh;
-        if flags.ack {
-            tcp.acknowledgment_number = ack;
-        }
-        if flags.syn {
-            tcp.window_size = u16::MAX;
-            tcp.set_options(&[
-                TcpOptionElement::MaximumSegmentSize(self.mss as u16),
-                TcpOptionElement::Noop,
-                TcpOptionElement::WindowScale(WINDOW_SCALE),
-            ])
-            .map_err(|e| self.error(payload.len(), e.to_string()))?;
-        }
-        let eth = PacketBuilder::ethernet2(self.mac[from], self.mac[to]);
-        let step = match (self.ip[from], self.ip[to]) {
-            (IpAddr::V4(s), IpAddr::V4(d)) => eth.ipv4(s.octets(), d.octets(), TTL).tcp_header(tcp),
-            (s, d) => eth.ipv6(v6_octets(s), v6_octets(d), TTL).tcp_header(tcp),
+        // TCP header (RFC 9293 section 3.1); a SYN carries MSS, NOP and
+        // window scale options.
+        let mut tcp = [0u8; TCP_HEADER + SYN_OPTIONS];
+        let tcp_len = if flags.syn {
+            TCP_HEADER + SYN_OPTIONS
+        } else {
+            TCP_HEADER
         };
-        let mut data = Vec::with_capacity(step.size(payload.len()));
-        step.write(&mut data, payload)
-            .map_err(|e| self.error(payload.len(), e.to_string()))?;
+        tcp[0..2].copy_from_slice(&self.port[from].to_be_bytes());
+        tcp[2..4].copy_from_slice(&self.port[to].to_be_bytes());
+        tcp[4..8].copy_from_slice(&seq.to_be_bytes());
+        if flags.ack {
+            tcp[8..12].copy_from_slice(&ack.to_be_bytes());
+        }
+        tcp[12] = ((tcp_len / 4) as u8) << 4;
+        tcp[13] = u8::from(flags.fin)
+            | u8::from(flags.syn) << 1
+            | u8::from(flags.rst) << 2
+            | u8::from(flags.psh) << 3
+            | u8::from(flags.ack) << 4;
+        tcp[14..16].copy_from_slice(&WINDOW.to_be_bytes());
+        if flags.syn {
+            let mss = (self.mss as u16).to_be_bytes();
+            tcp[20..28].copy_from_slice(&[2, 4, mss[0], mss[1], 1, 3, 3, WINDOW_SCALE]);
+        }
+        let tcp = &mut tcp[..tcp_len];
+        let segment_len = tcp_len + payload.len();
+        let (src, dst) = (self.ip[from], self.ip[to]);
+        let v4 = match (src, dst) {
+            (IpAddr::V4(s), IpAddr::V4(d)) => Some((s.octets(), d.octets())),
+            _ => None,
+        };
+        let limit = if v4.is_some() { 65_535 - 20 } else { 65_535 };
+        if segment_len > limit {
+            return Err(self.error(
+                payload.len(),
+                format!("{segment_len} bytes of TCP segment exceed the IP length field"),
+            ));
+        }
+        let (src, dst) = match v4 {
+            Some((s, d)) => (IpAddr::from(s), IpAddr::from(d)),
+            None => (IpAddr::from(v6_octets(src)), IpAddr::from(v6_octets(dst))),
+        };
+        let csum = checksum::tcp_checksum(src, dst, tcp, payload_sum, payload.len());
+        tcp[16..18].copy_from_slice(&csum.to_be_bytes());
+
+        let start = out.len();
+        out.reserve(ETHERNET_HEADER + 40 + tcp.len() + payload.len());
+        out.extend_from_slice(&self.mac[to]);
+        out.extend_from_slice(&self.mac[from]);
+        match v4 {
+            Some((s, d)) => {
+                let total = (20 + segment_len) as u16;
+                out.extend_from_slice(&ETHERTYPE_IPV4);
+                let mut ip = [0u8; 20];
+                ip[0] = 0x45;
+                ip[2..4].copy_from_slice(&total.to_be_bytes());
+                ip[6] = 0x40; // don't fragment
+                ip[8] = TTL;
+                ip[9] = IPPROTO_TCP;
+                ip[12..16].copy_from_slice(&s);
+                ip[16..20].copy_from_slice(&d);
+                let c = checksum::ipv4_header_checksum(&ip);
+                ip[10..12].copy_from_slice(&c.to_be_bytes());
+                out.extend_from_slice(&ip);
+            }
+            None => {
+                let len = segment_len as u16;
+                out.extend_from_slice(&ETHERTYPE_IPV6);
+                out.extend_from_slice(&[0x60, 0, 0, 0]);
+                out.extend_from_slice(&len.to_be_bytes());
+                out.extend_from_slice(&[IPPROTO_TCP, TTL]);
+                out.extend_from_slice(&v6_octets(src));
+                out.extend_from_slice(&v6_octets(dst));
+            }
+        }
+        out.extend_from_slice(tcp);
+        let len = out.len() - start + payload.len();
+        if store_payload {
+            out.extend_from_slice(payload);
+        }
         Ok(Frame {
             leg: self.leg,
             at,
-            captured: data.len(),
-            data,
+            len,
+            captured: out.len() - start,
             comments: Vec::new(),
         })
     }
@@ -273,6 +363,7 @@ mod tests {
             psh: true,
             ..Flags::default()
         };
+        let mut data = Vec::new();
         let frame = f
             .segment(
                 Direction::Request,
@@ -281,11 +372,13 @@ mod tests {
                 flags,
                 b"hello",
                 5,
+                &mut data,
             )
             .unwrap();
         assert_eq!(f.mss(), 1460);
-        assert_eq!(frame.data.len(), f.header_len() + 5);
-        let p = SlicedPacket::from_ethernet(&frame.data).unwrap();
+        assert_eq!(data.len(), f.header_len() + 5);
+        assert_eq!((frame.len, frame.captured), (data.len(), data.len()));
+        let p = SlicedPacket::from_ethernet(&data).unwrap();
         let Some(NetSlice::Ipv4(ip)) = p.net else {
             panic!("not ipv4")
         };

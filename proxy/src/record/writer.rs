@@ -2,7 +2,10 @@
 //! classic pcap, rotated like tcpdump's `-C`/`-G`/`-W`, and never in the way.
 //!
 //! Every block is built whole in a staging buffer (at least 64 KiB before it
-//! goes to disk), so a file only ever ends at a block boundary. When a write
+//! goes to disk), so a file only ever ends at a block boundary. File headers
+//! are encoded by pcap-file; packet blocks (pcapng EPBs, big-endian like
+//! the section header, and classic pcap records) are laid out here, straight
+//! into the staging buffer: one copy of each byte. When a write
 //! fails (ENOSPC, EIO, a removed directory) the file is truncated back to the
 //! last block that was written completely, the staged bytes are counted as
 //! lost, a warning is logged at most once a minute, and recording goes on:
@@ -18,7 +21,6 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pcap_file::pcapng::blocks::enhanced_packet::{EnhancedPacketBlock, EnhancedPacketOption};
 use pcap_file::pcapng::blocks::interface_description::{
     InterfaceDescriptionBlock, InterfaceDescriptionOption,
 };
@@ -33,6 +35,13 @@ use super::{PcapFormat, RecordCounters};
 pub const WRITE_BUFFER_BYTES: usize = 256 * 1024;
 /// Largest frame stored; also the snaplen announced in file headers.
 pub const SNAPLEN: u32 = 262_144;
+/// Room kept in the staging buffer beyond [`WRITE_BUFFER_BYTES`] for the
+/// block that fills it, so it is not reallocated for ordinary packets.
+const STAGING_SLACK: usize = 64 * 1024;
+/// pcapng block type of an Enhanced Packet Block.
+const ENHANCED_PACKET_BLOCK: u32 = 6;
+/// pcapng option code of a comment.
+const OPT_COMMENT: u16 = 1;
 /// At most one warning about write failures per this interval.
 const WARN_INTERVAL: Duration = Duration::from_secs(60);
 /// After a file could not be created, wait this long before trying again.
@@ -56,32 +65,6 @@ impl Rotation {
     }
 }
 
-/// The block encoder of the current file: pcap-file's pcapng writer over an
-/// in-memory buffer, or classic pcap records written by hand (16-byte
-/// record headers; pcap-file's classic writer cannot hand its buffer back).
-enum Staging {
-    PcapNg(PcapNgWriter<Vec<u8>>),
-    Pcap(Vec<u8>),
-}
-
-impl std::fmt::Debug for Staging {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Staging::PcapNg(w) => write!(f, "PcapNg({} bytes staged)", w.get_ref().len()),
-            Staging::Pcap(v) => write!(f, "Pcap({} bytes staged)", v.len()),
-        }
-    }
-}
-
-impl Staging {
-    fn buffer(&mut self) -> &mut Vec<u8> {
-        match self {
-            Staging::PcapNg(w) => w.get_mut(),
-            Staging::Pcap(v) => v,
-        }
-    }
-}
-
 #[derive(Debug)]
 struct OpenFile {
     file: File,
@@ -101,7 +84,8 @@ pub struct CaptureWriter {
     legs: Vec<Leg>,
     rotation: Rotation,
     counters: Arc<RecordCounters>,
-    staging: Staging,
+    /// Whole blocks not written yet.
+    staging: Vec<u8>,
     /// Where each whole block staged so far ends, so a partly failed write
     /// can keep the blocks that made it to disk.
     boundaries: Vec<usize>,
@@ -129,7 +113,7 @@ impl CaptureWriter {
             legs,
             rotation,
             counters,
-            staging: Staging::Pcap(Vec::new()),
+            staging: Vec::new(),
             boundaries: Vec::new(),
             file: None,
             index: 0,
@@ -152,70 +136,90 @@ impl CaptureWriter {
         }
     }
 
-    /// Stages one frame, rotating first when it is time, and writes the
-    /// staging buffer out when it is full.
-    pub fn write(&mut self, frame: &Frame) {
+    /// Stages one frame whose stored bytes are `data`, rotating first when
+    /// it is time, and writes the staging buffer out when it is full.
+    pub fn write(&mut self, frame: &Frame, data: &[u8]) {
         let Some(interface) = self.legs.iter().position(|l| *l == frame.leg) else {
             return;
         };
-        let block_len = frame.captured as u64 + 64;
+        let block_len = data.len() as u64 + 64;
         if self.rotation_due(frame.at, block_len) {
             self.rotate();
         }
         if self.file.is_none() && !self.open_next() {
-            self.lost(frame.captured as u64);
+            self.lost(data.len() as u64);
             return;
         }
-        if self.staging.buffer().is_empty() && self.file.as_ref().is_some_and(|f| f.good_len == 0) {
+        if self.staging.is_empty() && self.file.as_ref().is_some_and(|f| f.good_len == 0) {
             self.stage_header();
         }
-        let captured = frame.captured.min(frame.data.len()).min(SNAPLEN as usize);
-        let timestamp = Duration::from_micros(frame.at);
-        let staged = match &mut self.staging {
-            Staging::PcapNg(w) => {
-                let block = EnhancedPacketBlock {
-                    interface_id: interface as u32,
-                    timestamp,
-                    original_len: frame.data.len() as u32,
-                    data: Cow::Borrowed(&frame.data[..captured]),
-                    options: frame
+        let captured = &data[..data.len().min(SNAPLEN as usize)];
+        let buf = &mut self.staging;
+        match self.format {
+            PcapFormat::Pcapng => {
+                // Enhanced Packet Block (pcapng section 4.3), timestamps in
+                // nanoseconds (if_tsresol 9), then an opt_comment per comment
+                // and opt_endofopt when there are any.
+                let pad = |n: usize| (4 - n % 4) % 4;
+                let options = if frame.comments.is_empty() {
+                    0
+                } else {
+                    frame
                         .comments
                         .iter()
-                        .map(|c| EnhancedPacketOption::Comment(Cow::Borrowed(c.as_str())))
-                        .collect(),
+                        .map(|c| 4 + c.len() + pad(c.len()))
+                        .sum::<usize>()
+                        + 4
                 };
-                w.write_pcapng_block(block).is_ok()
+                let total = (32 + captured.len() + pad(captured.len()) + options) as u32;
+                let nanos = u128::from(frame.at) * 1000;
+                buf.reserve(total as usize);
+                buf.extend_from_slice(&ENHANCED_PACKET_BLOCK.to_be_bytes());
+                buf.extend_from_slice(&total.to_be_bytes());
+                buf.extend_from_slice(&(interface as u32).to_be_bytes());
+                buf.extend_from_slice(&((nanos >> 32) as u32).to_be_bytes());
+                buf.extend_from_slice(&(nanos as u32).to_be_bytes());
+                buf.extend_from_slice(&(captured.len() as u32).to_be_bytes());
+                buf.extend_from_slice(&(frame.len as u32).to_be_bytes());
+                buf.extend_from_slice(captured);
+                buf.extend_from_slice(&[0; 3][..pad(captured.len())]);
+                for c in &frame.comments {
+                    buf.extend_from_slice(&OPT_COMMENT.to_be_bytes());
+                    buf.extend_from_slice(&(c.len() as u16).to_be_bytes());
+                    buf.extend_from_slice(c.as_bytes());
+                    buf.extend_from_slice(&[0; 3][..pad(c.len())]);
+                }
+                if !frame.comments.is_empty() {
+                    buf.extend_from_slice(&[0; 4]);
+                }
+                buf.extend_from_slice(&total.to_be_bytes());
             }
-            Staging::Pcap(buf) => {
+            PcapFormat::Pcap => {
                 let secs = (frame.at / 1_000_000) as u32;
                 let usecs = (frame.at % 1_000_000) as u32;
+                buf.reserve(16 + captured.len());
                 buf.extend_from_slice(&secs.to_ne_bytes());
                 buf.extend_from_slice(&usecs.to_ne_bytes());
-                buf.extend_from_slice(&(captured as u32).to_ne_bytes());
-                buf.extend_from_slice(&(frame.data.len() as u32).to_ne_bytes());
-                buf.extend_from_slice(&frame.data[..captured]);
-                true
+                buf.extend_from_slice(&(captured.len() as u32).to_ne_bytes());
+                buf.extend_from_slice(&(frame.len as u32).to_ne_bytes());
+                buf.extend_from_slice(captured);
             }
-        };
-        if !staged {
-            self.lost(frame.captured as u64);
-            return;
         }
-        let end = self.staging.buffer().len();
+        let end = self.staging.len();
         self.boundaries.push(end);
         self.counters.packets.fetch_add(1, Ordering::Relaxed);
         if let Some(f) = self.file.as_mut() {
             f.packets += 1;
             f.first_packet.get_or_insert(frame.at);
         }
-        if self.staging.buffer().len() >= WRITE_BUFFER_BYTES {
+        if self.staging.len() >= WRITE_BUFFER_BYTES {
             self.flush();
         }
     }
 
     /// Writes what is staged to the current file.
     pub fn flush(&mut self) {
-        let buf = std::mem::take(self.staging.buffer());
+        let buf = std::mem::take(&mut self.staging);
         let boundaries = std::mem::take(&mut self.boundaries);
         if buf.is_empty() {
             return;
@@ -272,7 +276,7 @@ impl CaptureWriter {
         // Reuse the allocation for the next round of blocks.
         let mut buf = buf;
         buf.clear();
-        *self.staging.buffer() = buf;
+        self.staging = buf;
     }
 
     /// Flushes and closes the current file.
@@ -303,10 +307,7 @@ impl CaptureWriter {
     }
 
     fn staged_len(&self) -> u64 {
-        match &self.staging {
-            Staging::PcapNg(w) => w.get_ref().len() as u64,
-            Staging::Pcap(v) => v.len() as u64,
-        }
+        self.staging.len() as u64
     }
 
     fn rotate(&mut self) {
@@ -367,13 +368,13 @@ impl CaptureWriter {
     fn stage_header(&mut self) {
         self.staging = self.header();
         self.boundaries.clear();
-        let end = self.staging.buffer().len();
+        let end = self.staging.len();
         self.boundaries.push(end);
     }
 
     /// A staging buffer holding a file header: SHB and one IDB per leg in
     /// pcapng, the global header in classic pcap.
-    fn header(&self) -> Staging {
+    fn header(&self) -> Vec<u8> {
         match self.format {
             PcapFormat::Pcapng => {
                 let section = SectionHeaderBlock {
@@ -382,10 +383,11 @@ impl CaptureWriter {
                     ))],
                     ..SectionHeaderBlock::default()
                 };
-                let mut w = match PcapNgWriter::with_section_header(Vec::new(), section) {
+                let buffer = Vec::with_capacity(WRITE_BUFFER_BYTES + 2 * STAGING_SLACK);
+                let mut w = match PcapNgWriter::with_section_header(buffer, section) {
                     Ok(w) => w,
-                    // Writing into a Vec cannot fail; fall back to a bare section.
-                    Err(_) => return Staging::Pcap(Vec::new()),
+                    // Writing into a Vec cannot fail.
+                    Err(_) => return Vec::new(),
                 };
                 for leg in &self.legs {
                     let idb = InterfaceDescriptionBlock {
@@ -402,13 +404,13 @@ impl CaptureWriter {
                         ],
                     };
                     if w.write_pcapng_block(idb).is_err() {
-                        return Staging::Pcap(Vec::new());
+                        return Vec::new();
                     }
                 }
-                Staging::PcapNg(w)
+                w.into_inner()
             }
             PcapFormat::Pcap => {
-                let mut v = Vec::with_capacity(WRITE_BUFFER_BYTES);
+                let mut v = Vec::with_capacity(WRITE_BUFFER_BYTES + 2 * STAGING_SLACK);
                 v.extend_from_slice(&0xa1b2_c3d4u32.to_ne_bytes());
                 v.extend_from_slice(&2u16.to_ne_bytes());
                 v.extend_from_slice(&4u16.to_ne_bytes());
@@ -416,7 +418,7 @@ impl CaptureWriter {
                 v.extend_from_slice(&0u32.to_ne_bytes());
                 v.extend_from_slice(&SNAPLEN.to_ne_bytes());
                 v.extend_from_slice(&1u32.to_ne_bytes()); // LINKTYPE_ETHERNET
-                Staging::Pcap(v)
+                v
             }
         }
     }
