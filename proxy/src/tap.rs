@@ -16,12 +16,19 @@ pub use icap_codec::Direction;
 use tokio::sync::mpsc;
 
 /// How much nicer than forwarding the recorder's thread is (a Linux nice
-/// level, per thread). When every CPU is busy, forwarding and the observer
-/// (whose records are the product) win it, and the capture, the bulk of the
-/// side-path work at two bytes written per byte forwarded, falls behind,
-/// drops and counts, which is what its bounded queue is for. When there is
-/// CPU to spare, as in a deployment not at its limit, it changes nothing.
+/// level, per thread). When every CPU is busy, forwarding wins it, then the
+/// observer (whose records are the product), and the capture, the bulk of
+/// the side-path work at two bytes written per byte forwarded, falls
+/// behind, drops and counts, which is what its bounded queue is for. When
+/// there is CPU to spare, as in a deployment not at its limit, it changes
+/// nothing.
 pub const RECORDER_NICENESS: i32 = 10;
+
+/// How much nicer than forwarding the live observer's thread is: less than
+/// the recorder, so that of what forwarding leaves, records get about three
+/// times the capture's share. A woken observer then also does not preempt
+/// a forwarding thread on a shared CPU.
+pub const OBSERVER_NICENESS: i32 = 5;
 
 /// Lowers the calling thread's CPU priority to `niceness`. Needs no
 /// privilege; if the system refuses, the thread keeps the process's

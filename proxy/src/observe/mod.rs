@@ -50,6 +50,45 @@ impl ObserveArgs {
 /// How often the live observer runs its clock rules when no tap arrives.
 const LIVE_TICK: Duration = Duration::from_millis(250);
 
+/// How long the observer sleeps between looks at its queue while taps keep
+/// coming.
+const BUSY_POLL: Duration = Duration::from_micros(50);
+
+/// Takes taps while they keep coming, looking every [`BUSY_POLL`] rather
+/// than waiting on the queue: a waiting receiver is woken (a futex wake and
+/// a context switch) for every tap, which on a busy machine costs the
+/// forwarding path more than the observer's work itself. Returns when a
+/// look finds nothing (false when the queue is closed).
+fn observe_while_busy(
+    observer: &mut Observer,
+    taps: &mut TapReceiver,
+    ticker: &mut tokio::time::Interval,
+) -> bool {
+    let mut last_tick = std::time::Instant::now();
+    loop {
+        let mut got = false;
+        loop {
+            match taps.try_recv() {
+                Ok(tap) => {
+                    observer.handle(tap);
+                    got = true;
+                }
+                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
+                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => return false,
+            }
+        }
+        if !got {
+            return true;
+        }
+        if last_tick.elapsed() >= LIVE_TICK {
+            observer.tick(now_micros());
+            ticker.reset();
+            last_tick = std::time::Instant::now();
+        }
+        std::thread::sleep(BUSY_POLL);
+    }
+}
+
 /// Runs `observer` on its own thread, fed by `taps`, until every sender of
 /// the queue is gone; then finishes every connection and returns the
 /// observer. Decoding never runs on the forwarding runtime's workers.
@@ -61,6 +100,7 @@ pub fn spawn_live(
     std::thread::Builder::new()
         .name("icaptap-observer".to_string())
         .spawn(move || {
+            crate::tap::lower_thread_priority(crate::tap::OBSERVER_NICENESS);
             // One `block_on` for the thread's life and one ticker: waiting
             // costs no timer registration per tap.
             runtime.block_on(async {
@@ -75,8 +115,8 @@ pub fn spawn_live(
                         tap = taps.recv() => match tap {
                             Some(tap) => {
                                 observer.handle(tap);
-                                while let Ok(tap) = taps.try_recv() {
-                                    observer.handle(tap);
+                                if !observe_while_busy(&mut observer, &mut taps, &mut ticker) {
+                                    break;
                                 }
                             }
                             None => break,
