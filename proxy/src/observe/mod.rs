@@ -11,13 +11,13 @@ pub mod services;
 pub mod verdict;
 
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 pub use finding::{Finding, RuleCode};
 pub use observer::{Note, NoteSink, Observer, ObserverConfig};
 pub use verdict::Verdict;
 
-use crate::tap::{now_micros, TapReceiver};
+use crate::tap::{now_micros, Busy, TapReceiver};
 
 /// Options of the observer's clock rules.
 #[derive(Clone, Debug, clap::Args)]
@@ -50,45 +50,6 @@ impl ObserveArgs {
 /// How often the live observer runs its clock rules when no tap arrives.
 const LIVE_TICK: Duration = Duration::from_millis(250);
 
-/// How long the observer sleeps between looks at its queue while taps keep
-/// coming.
-const BUSY_POLL: Duration = Duration::from_micros(50);
-
-/// Takes taps while they keep coming, looking every [`BUSY_POLL`] rather
-/// than waiting on the queue: a waiting receiver is woken (a futex wake and
-/// a context switch) for every tap, which on a busy machine costs the
-/// forwarding path more than the observer's work itself. Returns when a
-/// look finds nothing (false when the queue is closed).
-fn observe_while_busy(
-    observer: &mut Observer,
-    taps: &mut TapReceiver,
-    ticker: &mut tokio::time::Interval,
-) -> bool {
-    let mut last_tick = std::time::Instant::now();
-    loop {
-        let mut got = false;
-        loop {
-            match taps.try_recv() {
-                Ok(tap) => {
-                    observer.handle(tap);
-                    got = true;
-                }
-                Err(tokio::sync::mpsc::error::TryRecvError::Empty) => break,
-                Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => return false,
-            }
-        }
-        if !got {
-            return true;
-        }
-        if last_tick.elapsed() >= LIVE_TICK {
-            observer.tick(now_micros());
-            ticker.reset();
-            last_tick = std::time::Instant::now();
-        }
-        std::thread::sleep(BUSY_POLL);
-    }
-}
-
 /// Runs `observer` on its own thread, fed by `taps`, until every sender of
 /// the queue is gone; then finishes every connection and returns the
 /// observer. Decoding never runs on the forwarding runtime's workers.
@@ -115,7 +76,18 @@ pub fn spawn_live(
                         tap = taps.recv() => match tap {
                             Some(tap) => {
                                 observer.handle(tap);
-                                if !observe_while_busy(&mut observer, &mut taps, &mut ticker) {
+                                let mut last_tick = Instant::now();
+                                let open = taps.take_while_busy(|busy| match busy {
+                                    Busy::Tap(tap) => observer.handle(tap),
+                                    Busy::Looked => {
+                                        if last_tick.elapsed() >= LIVE_TICK {
+                                            observer.tick(now_micros());
+                                            ticker.reset();
+                                            last_tick = Instant::now();
+                                        }
+                                    }
+                                });
+                                if !open {
                                     break;
                                 }
                             }
