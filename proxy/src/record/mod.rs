@@ -30,7 +30,7 @@ pub use body::BodyCapture;
 pub use synth::Leg;
 pub use writer::Rotation;
 
-use crate::tap::TapReceiver;
+use crate::tap::{Busy, TapReceiver};
 
 /// How often the recorder thread wakes without taps to release held packets
 /// and flush the file.
@@ -332,25 +332,37 @@ pub fn spawn(
             crate::tap::lower_thread_priority(crate::tap::RECORDER_NICENESS);
             runtime.block_on(async {
                 loop {
-                    // Waiting on the queue (not polling it) keeps the tail
-                    // latency low: polling every millisecond saved CPU per
-                    // GiB but made the recorder run in bursts that delayed
-                    // forwarding (RESPMOD 4 KiB p99 154 -> 634 µs added,
-                    // docs/performance.md).
-                    match tokio::time::timeout(TICK, taps.recv()).await {
+                    // Waiting on the queue when idle; while taps keep
+                    // coming, looking every 50 µs instead of being woken for
+                    // each (`take_while_busy`). Polling every millisecond
+                    // was tried and made the recorder run in bursts that
+                    // delayed forwarding (docs/performance.md).
+                    let open = match tokio::time::timeout(TICK, taps.recv()).await {
                         Ok(Some(tap)) => {
                             while let Ok(note) = rx.try_recv() {
                                 recorder.annotate(note);
                             }
                             recorder.on_tap(tap);
+                            taps.take_while_busy(|busy| {
+                                while let Ok(note) = rx.try_recv() {
+                                    recorder.annotate(note);
+                                }
+                                match busy {
+                                    Busy::Tap(tap) => recorder.on_tap(tap),
+                                    Busy::Looked => recorder.tick(),
+                                }
+                            })
                         }
-                        Ok(None) => break,
-                        Err(_elapsed) => {}
-                    }
+                        Ok(None) => false,
+                        Err(_elapsed) => true,
+                    };
                     while let Ok(note) = rx.try_recv() {
                         recorder.annotate(note);
                     }
                     recorder.tick();
+                    if !open {
+                        break;
+                    }
                 }
             });
             while let Ok(note) = rx.try_recv() {
