@@ -72,16 +72,7 @@ async fn offline_analysis_agrees_with_the_live_proxy() {
     }
     let origin = Origin::start(objects.clone());
     let squid_dir = tmp.path().join("squid");
-    let icap = SquidIcap {
-        icap: proxy.listen,
-        reqmod_service: "/echo".to_string(),
-        respmod_service: "/echo".to_string(),
-        bypass: false,
-        preview_size: 1024,
-    };
-    let squid = tokio::task::spawn_blocking(move || Squid::start(&squid_dir, &icap))
-        .await
-        .unwrap();
+    let squid = Squid::start_from_async(squid_dir, SquidIcap::echo(proxy.listen)).await;
     let squid_addr = squid.addr;
     let urls: Vec<String> = objects.iter().map(|(p, _)| origin.url(p)).collect();
     tokio::task::spawn_blocking(move || {

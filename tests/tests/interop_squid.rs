@@ -73,18 +73,7 @@ async fn squid_through_icaptap_to_c_icap() {
     }
     let origin = Origin::start(objects.clone());
     let squid_dir = tmp.path().join("squid");
-    let squid = tokio::task::spawn_blocking({
-        let icap = SquidIcap {
-            icap: proxy.listen,
-            reqmod_service: "/echo".to_string(),
-            respmod_service: "/echo".to_string(),
-            bypass: false,
-            preview_size: 1024,
-        };
-        move || Squid::start(&squid_dir, &icap)
-    })
-    .await
-    .unwrap();
+    let squid = Squid::start_from_async(squid_dir, SquidIcap::echo(proxy.listen)).await;
 
     let squid_addr = squid.addr;
     let fetched = tokio::task::spawn_blocking({

@@ -8,7 +8,6 @@ mod peers;
 mod record_common;
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use icaptap::forward::ForwardConfig;
@@ -53,23 +52,11 @@ async fn squid_icaptap_c_icap_capture_matches_tcpdump() {
     let proxy = start(ProxyPlan::new(forward, out.clone())).await.unwrap();
     let (pp, cp) = (proxy.listen.port(), cicap.addr.port());
 
-    let dump = tmp.path().join("lo.pcap");
-    let dump_err = std::fs::File::create(tmp.path().join("tcpdump.err")).unwrap();
-    let mut tcpdump = Command::new("tcpdump")
-        .args(["-i", "lo", "-nn", "-s", "0", "-B", "65536", "-U", "-w"])
-        .arg(&dump)
-        .arg(format!("tcp port {pp} or tcp port {cp}"))
-        .stdout(Stdio::null())
-        .stderr(dump_err)
-        .spawn()
-        .expect("run tcpdump");
-    for _ in 0..100 {
-        let err = std::fs::read_to_string(tmp.path().join("tcpdump.err")).unwrap_or_default();
-        if err.contains("listening on") {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let tcpdump = Tcpdump::start(
+        "lo",
+        &format!("tcp port {pp} or tcp port {cp}"),
+        &tmp.path().join("lo.pcap"),
+    );
 
     let mut objects = vec![("/page.html".to_string(), b"<html>hello</html>".to_vec())];
     objects.push((
@@ -84,18 +71,7 @@ async fn squid_icaptap_c_icap_capture_matches_tcpdump() {
     }
     let origin = Origin::start(objects.clone());
     let squid_dir = tmp.path().join("squid");
-    let squid = tokio::task::spawn_blocking({
-        let icap = SquidIcap {
-            icap: proxy.listen,
-            reqmod_service: "/echo".to_string(),
-            respmod_service: "/echo".to_string(),
-            bypass: false,
-            preview_size: 1024,
-        };
-        move || Squid::start(&squid_dir, &icap)
-    })
-    .await
-    .unwrap();
+    let squid = Squid::start_from_async(squid_dir, SquidIcap::echo(proxy.listen)).await;
     let squid_addr = squid.addr;
     let urls: Vec<(String, Vec<u8>)> = objects
         .iter()
@@ -114,12 +90,9 @@ async fn squid_icaptap_c_icap_capture_matches_tcpdump() {
     drop(squid);
     tokio::time::sleep(Duration::from_millis(300)).await;
     proxy.stop().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let _ = Command::new("kill")
-        .arg("-INT")
-        .arg(tcpdump.id().to_string())
-        .status();
-    let _ = tcpdump.wait();
+    let dump = tokio::task::spawn_blocking(move || tcpdump.stop())
+        .await
+        .unwrap();
 
     let capture = out.join("capture.pcapng");
     let decode = vec![

@@ -132,7 +132,29 @@ pub struct SquidIcap {
     pub preview_size: usize,
 }
 
+impl SquidIcap {
+    /// Both services at `/echo` of `icap` (c-icap's echo service), fail
+    /// closed, a 1 KiB preview: how the interop tests chain Squid.
+    pub fn echo(icap: SocketAddr) -> SquidIcap {
+        SquidIcap {
+            icap,
+            reqmod_service: "/echo".to_string(),
+            respmod_service: "/echo".to_string(),
+            bypass: false,
+            preview_size: 1024,
+        }
+    }
+}
+
 impl Squid {
+    /// [`Squid::start`] from an async test, off the runtime's workers
+    /// (Squid takes a while to start listening).
+    pub async fn start_from_async(dir: PathBuf, icap: SquidIcap) -> Squid {
+        tokio::task::spawn_blocking(move || Squid::start(&dir, &icap))
+            .await
+            .unwrap()
+    }
+
     /// Starts Squid and waits until it accepts HTTP.
     pub fn start(dir: &Path, icap: &SquidIcap) -> Squid {
         std::fs::create_dir_all(dir).unwrap();
