@@ -565,56 +565,35 @@ fn value_list(map: &std::collections::BTreeMap<String, u64>) -> String {
         .join("<br>")
 }
 
+/// One `label: value` row of a facts table; `html` is already escaped.
+fn fact_row(page: &mut String, label: &str, html: &str) {
+    let _ = write!(page, "<tr><th>{label}</th><td>{html}</td></tr>");
+}
+
+/// Addresses, escaped, in a monospace list.
+fn addresses<'a>(addrs: impl Iterator<Item = &'a String>) -> String {
+    addrs
+        .map(|a| format!("<span class=\"mono\">{}</span>", esc(a)))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn peers(page: &mut String, facts: &Facts) {
     let p = &facts.products;
     page.push_str("<h2 id=\"peers\">Clients and sensors seen</h2><div class=\"two\"><div><h3>ICAP clients</h3><table><tbody>");
-    let addrs: Vec<String> = facts
-        .clients
-        .keys()
-        .map(|c| format!("<span class=\"mono\">{}</span>", esc(c)))
-        .collect();
-    let _ = write!(
-        page,
-        "<tr><th>addresses</th><td>{}</td></tr>",
-        addrs.join(", ")
-    );
-    let _ = write!(
-        page,
-        "<tr><th>User-Agent</th><td>{}</td></tr>",
-        value_list(&p.user_agents)
-    );
+    fact_row(page, "addresses", &addresses(facts.clients.keys()));
+    fact_row(page, "User-Agent", &value_list(&p.user_agents));
     let methods: Vec<String> = facts
         .summary
         .by_method
         .iter()
         .map(|(m, n)| format!("<code>{}</code> × {n}", esc(m)))
         .collect();
-    let _ = write!(
-        page,
-        "<tr><th>ICAP methods</th><td>{}</td></tr>",
-        methods.join(", ")
-    );
+    fact_row(page, "ICAP methods", &methods.join(", "));
     page.push_str("</tbody></table></div><div><h3>ICAP servers (sensors)</h3><table><tbody>");
-    let sensors: Vec<String> = facts
-        .sensors
-        .keys()
-        .map(|c| format!("<span class=\"mono\">{}</span>", esc(c)))
-        .collect();
-    let _ = write!(
-        page,
-        "<tr><th>addresses</th><td>{}</td></tr>",
-        sensors.join(", ")
-    );
-    let _ = write!(
-        page,
-        "<tr><th>Server</th><td>{}</td></tr>",
-        value_list(&p.servers)
-    );
-    let _ = write!(
-        page,
-        "<tr><th>Service</th><td>{}</td></tr>",
-        value_list(&p.services)
-    );
+    fact_row(page, "addresses", &addresses(facts.sensors.keys()));
+    fact_row(page, "Server", &value_list(&p.servers));
+    fact_row(page, "Service", &value_list(&p.services));
     let tags: BTreeSet<&str> = facts
         .services
         .values()
@@ -624,15 +603,12 @@ fn peers(page: &mut String, facts: &Facts) {
         .iter()
         .map(|t| format!("<code>{}</code>", esc(t)))
         .collect();
-    let _ = write!(
-        page,
-        "<tr><th>ISTag</th><td>{}</td></tr>",
-        if tags.is_empty() {
-            "none".to_string()
-        } else {
-            tags.join(" ")
-        }
-    );
+    let tags = if tags.is_empty() {
+        "none".to_string()
+    } else {
+        tags.join(" ")
+    };
+    fact_row(page, "ISTag", &tags);
     page.push_str("</tbody></table></div></div>");
     if !p.scanned {
         let why = p
