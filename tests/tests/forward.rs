@@ -40,10 +40,7 @@ async fn one_case(
 ) {
     let (sensor, sensor_addr) = sensor_listener().await;
     let (queue, mut rx) = TapQueue::bounded(1 << 20);
-    let sinks = TapSinks {
-        observer: Some(queue),
-        recorder: None,
-    };
+    let sinks = observer_only(queue);
     let proxy = start_proxy(sensor_addr, sinks, |c| c.buffer_size = buffer_size).await;
 
     let down_for_sensor = down.clone();
@@ -168,15 +165,7 @@ async fn taps_reconstruct_the_forwarded_bytes_over_many_connections() {
     let (sensor, sensor_addr) = sensor_listener().await;
     let (queue, mut rx) = TapQueue::bounded(1 << 16);
     let drops = queue.drops().clone();
-    let proxy = start_proxy(
-        sensor_addr,
-        TapSinks {
-            observer: Some(queue),
-            recorder: None,
-        },
-        |c| c.buffer_size = 1024,
-    )
-    .await;
+    let proxy = start_proxy(sensor_addr, observer_only(queue), |c| c.buffer_size = 1024).await;
     // An echo sensor that answers with every byte reversed in order of
     // arrival chunk: the two directions differ, so a mix-up would show.
     tokio::spawn(async move {
@@ -254,15 +243,7 @@ async fn a_stalled_observer_loses_taps_never_bytes() {
     // Capacity 1 and never read: everything after the first tap is dropped.
     let (queue, _never_read) = TapQueue::bounded(1);
     let drops = queue.drops().clone();
-    let proxy = start_proxy(
-        sensor_addr,
-        TapSinks {
-            observer: Some(queue),
-            recorder: None,
-        },
-        |_| {},
-    )
-    .await;
+    let proxy = start_proxy(sensor_addr, observer_only(queue), |_| {}).await;
     let down = pattern(99, 2_000_000);
     let down_for_sensor = down.clone();
     let sensor_side = tokio::spawn(async move {

@@ -22,15 +22,7 @@ use tokio::time::timeout;
 async fn sensor_reset_reaches_the_client_as_a_reset() {
     let (sensor, sensor_addr) = sensor_listener().await;
     let (queue, mut rx) = TapQueue::bounded(1024);
-    let proxy = start_proxy(
-        sensor_addr,
-        TapSinks {
-            observer: Some(queue),
-            recorder: None,
-        },
-        |_| {},
-    )
-    .await;
+    let proxy = start_proxy(sensor_addr, observer_only(queue), |_| {}).await;
     let sensor_side = tokio::spawn(async move {
         let (mut s, _) = sensor.accept().await.unwrap();
         let mut buf = [0u8; 5];
@@ -72,15 +64,7 @@ async fn sensor_reset_reaches_the_client_as_a_reset() {
 async fn client_reset_reaches_the_sensor_as_a_reset() {
     let (sensor, sensor_addr) = sensor_listener().await;
     let (queue, mut rx) = TapQueue::bounded(1024);
-    let proxy = start_proxy(
-        sensor_addr,
-        TapSinks {
-            observer: Some(queue),
-            recorder: None,
-        },
-        |_| {},
-    )
-    .await;
+    let proxy = start_proxy(sensor_addr, observer_only(queue), |_| {}).await;
     let sensor_side = tokio::spawn(async move {
         let (mut s, _) = sensor.accept().await.unwrap();
         let mut got = Vec::new();
@@ -116,15 +100,7 @@ async fn refused_sensor_connect_closes_the_client_and_is_reported() {
     let (gone, gone_addr) = sensor_listener().await;
     drop(gone);
     let (queue, mut rx) = TapQueue::bounded(1024);
-    let proxy = start_proxy(
-        gone_addr,
-        TapSinks {
-            observer: Some(queue),
-            recorder: None,
-        },
-        |_| {},
-    )
-    .await;
+    let proxy = start_proxy(gone_addr, observer_only(queue), |_| {}).await;
     let mut c = TcpStream::connect(proxy.addr).await.unwrap();
     let mut got = Vec::new();
     match timeout(PATIENCE, c.read_to_end(&mut got)).await.unwrap() {
@@ -259,14 +235,9 @@ async fn shutdown_stops_accepting_and_lets_open_connections_finish() {
 async fn connections_left_after_the_drain_period_are_cut_and_reported() {
     let (sensor, sensor_addr) = sensor_listener().await;
     let (queue, mut rx) = TapQueue::bounded(1024);
-    let proxy = start_proxy(
-        sensor_addr,
-        TapSinks {
-            observer: Some(queue),
-            recorder: None,
-        },
-        |c| c.drain = Duration::from_millis(300),
-    )
+    let proxy = start_proxy(sensor_addr, observer_only(queue), |c| {
+        c.drain = Duration::from_millis(300)
+    })
     .await;
     let sensor_side = tokio::spawn(async move {
         let (mut s, _) = sensor.accept().await.unwrap();

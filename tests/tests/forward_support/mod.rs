@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use icaptap::forward::{self, CancellationToken, ForwardConfig, ForwardCounters, ForwardStats};
-use icaptap::tap::{CloseKind, Direction, Tap, TapEvent, TapReceiver, TapSinks};
+use icaptap::tap::{CloseKind, Direction, Tap, TapEvent, TapQueue, TapReceiver, TapSinks};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
@@ -21,6 +21,15 @@ pub struct Proxy {
     pub shutdown: CancellationToken,
     pub counters: Arc<ForwardCounters>,
     pub served: JoinHandle<ForwardStats>,
+}
+
+/// Side paths of a test proxy: only an observer queue, whose taps the test
+/// reads back.
+pub fn observer_only(queue: TapQueue) -> TapSinks {
+    TapSinks {
+        observer: Some(queue),
+        recorder: None,
+    }
 }
 
 pub async fn start_proxy(
