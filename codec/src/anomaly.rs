@@ -5,7 +5,7 @@
 //! A recoverable oddity is an event, never an `Err`: the decoder reports it
 //! and goes on.
 
-use crate::event::Direction;
+use crate::vocabulary::Direction;
 
 /// Who caused an anomaly.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -15,8 +15,9 @@ use xxhash_rust::xxh3::Xxh3;
 
 use crate::anomaly::{Anomaly, AnomalyCode, Side};
 use crate::encapsulated::EntityKind;
-use crate::event::{Event, HttpHead, MessageEnd, Method, RequestHead, ResponseHead};
+use crate::event::{Event, HttpHead, MessageEnd, RequestHead, ResponseHead};
 use crate::options::OptionsInfo;
+use crate::vocabulary::Method;
 
 /// When and where an event was seen: a time in microseconds since the UNIX
 /// epoch and, for offline analysis, the capture frame that carried it.
@@ -666,7 +667,7 @@ fn check_content_lost(x: &mut Exchange) {
 mod tests {
     use super::*;
     use crate::decoder::Decoder;
-    use crate::event::Direction;
+    use crate::vocabulary::Direction;
     use bytes::Bytes;
 
     #[test]

@@ -12,13 +12,14 @@ use bytes::Bytes;
 use crate::anomaly::{Anomaly, AnomalyCode, Side};
 use crate::chunked::{ChunkStep, ChunkedBody};
 use crate::encapsulated::EntityKind;
-use crate::event::{Direction, Event, MessageEnd};
+use crate::event::{Event, MessageEnd};
 use crate::head::{
     is_plausible_start, looks_like_icap_start, parse_http_head, parse_request_line,
     parse_status_line, Finding, HeadCollector, Line, LineReader, LineStatus, StartLineError,
 };
 use crate::icap_head;
 use crate::limits::Limits;
+use crate::vocabulary::Direction;
 
 /// The first byte of a TLS handshake record, and the major version byte
 /// that follows it.

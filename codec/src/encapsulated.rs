@@ -3,7 +3,7 @@
 //! syntax, and the order and forms allowed per method and direction.
 
 use crate::anomaly::AnomalyCode;
-use crate::event::Method;
+use crate::vocabulary::Method;
 
 /// An entity named in `Encapsulated`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]

@@ -8,15 +8,7 @@ use bytes::Bytes;
 
 use crate::anomaly::Anomaly;
 use crate::encapsulated::{Encapsulated, EntityKind};
-
-/// Which way the bytes of a stream travel on an ICAP connection.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Direction {
-    /// From the ICAP client (the web proxy) to the ICAP server: requests.
-    Request,
-    /// From the ICAP server (the sensor) to the ICAP client: responses.
-    Response,
-}
+use crate::vocabulary::Method;
 
 /// One header field as it appeared on the wire (folded lines joined by a
 /// single space, name case preserved).
@@ -72,31 +64,6 @@ impl Headers {
     /// Whether there are no fields.
     pub fn is_empty(&self) -> bool {
         self.0.is_empty()
-    }
-}
-
-/// An ICAP request method (RFC 3507 section 4.3.2).
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-pub enum Method {
-    /// `OPTIONS`: the client asks the service for its capabilities.
-    Options,
-    /// `REQMOD`: request modification.
-    Reqmod,
-    /// `RESPMOD`: response modification.
-    Respmod,
-    /// Any other token; reported as an anomaly, decoded as far as possible.
-    Other(Bytes),
-}
-
-impl Method {
-    /// The method as it is written on the wire.
-    pub fn as_str(&self) -> &str {
-        match self {
-            Method::Options => "OPTIONS",
-            Method::Reqmod => "REQMOD",
-            Method::Respmod => "RESPMOD",
-            Method::Other(b) => std::str::from_utf8(b).unwrap_or("?"),
-        }
     }
 }
 

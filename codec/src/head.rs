@@ -9,8 +9,9 @@ use bytes::{Bytes, BytesMut};
 
 use crate::anomaly::AnomalyCode;
 use crate::encapsulated::EntityKind;
-use crate::event::{Direction, Header, Headers, HttpHead, Method};
+use crate::event::{Header, Headers, HttpHead};
 use crate::limits::Limits;
+use crate::vocabulary::{Direction, Method};
 
 /// One line of a head, without its terminator.
 #[derive(Clone, Debug)]

@@ -6,12 +6,13 @@
 
 use crate::anomaly::AnomalyCode;
 use crate::encapsulated::{Encapsulated, FormContext};
-use crate::event::{Direction, Event, Headers, Method, RequestHead, ResponseHead};
+use crate::event::{Event, Headers, RequestHead, ResponseHead};
 use crate::head::{
     is_known_status, istag_problem, parse_decimal, parse_header_lines, parse_request_line,
     parse_status_line, Finding, Line,
 };
 use crate::limits::Limits;
+use crate::vocabulary::{Direction, Method};
 
 /// What a complete ICAP head says.
 pub(crate) struct InterpretedHead {

@@ -24,11 +24,13 @@ pub mod head;
 mod icap_head;
 pub mod limits;
 pub mod options;
+pub mod vocabulary;
 
 pub use anomaly::{Anomaly, AnomalyCode, Severity, Side};
 pub use correlator::{BodyStats, Correlator, Exchange, PreviewFacts, Stamp, Timings};
 pub use decoder::Decoder;
 pub use encapsulated::{Encapsulated, EntityKind};
-pub use event::{Direction, Event, Header, Headers, HttpHead, Method, RequestHead, ResponseHead};
+pub use event::{Event, Header, Headers, HttpHead, RequestHead, ResponseHead};
 pub use limits::Limits;
 pub use options::OptionsInfo;
+pub use vocabulary::{Direction, Method};
