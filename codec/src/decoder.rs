@@ -25,7 +25,9 @@ use crate::vocabulary::Direction;
 /// that follows it.
 const TLS_HANDSHAKE: [u8; 2] = [0x16, 0x03];
 
-/// Where in the stream the decoder is.
+/// Where in the stream the decoder is. The states inside a message carry
+/// what the decoder knows about it, so no message outlives its states and
+/// no state inside a message lacks one.
 #[derive(Debug)]
 enum State {
     /// Between messages: the next line should be a start line.
@@ -35,13 +37,13 @@ enum State {
     Resync { from: u64, quiet: bool },
     /// Collecting the ICAP header block.
     IcapHead,
-    /// Collecting an encapsulated HTTP header block.
-    HttpHead,
-    /// Inside the chunked body.
-    Body(ChunkedBody),
-    /// A preview ended without `ieof`: either the remainder follows (after
-    /// the server's 100 Continue) or a new message starts.
-    PreviewPaused,
+    /// Collecting an encapsulated HTTP header block of this message.
+    HttpHead(Message),
+    /// Inside the chunked body of this message.
+    Body(ChunkedBody, Message),
+    /// A preview of this request ended without `ieof`: either the remainder
+    /// follows (after the server's 100 Continue) or a new message starts.
+    PreviewPaused(Message),
     /// A TLS handshake on a plain port: the rest of the stream is ignored.
     Tls,
 }
@@ -88,7 +90,6 @@ pub struct Decoder {
     /// Findings made while an ICAP head is collected, reported after the
     /// head event so that they belong to its message.
     deferred: Vec<Finding>,
-    msg: Option<Message>,
 }
 
 impl Decoder {
@@ -108,7 +109,6 @@ impl Decoder {
             line: LineReader::default(),
             head: HeadCollector::default(),
             deferred: Vec::new(),
-            msg: None,
         }
     }
 
@@ -135,17 +135,26 @@ impl Decoder {
     /// stream order.
     pub fn decode(&mut self, mut input: Bytes, out: &mut Vec<Event>) {
         while !input.is_empty() {
-            match self.state {
+            // Each step owns the state it starts in and leaves the next one
+            // in `self.state`; states without data are put back as they were.
+            match std::mem::replace(&mut self.state, State::Idle) {
                 State::Tls => {
+                    self.state = State::Tls;
                     self.pos += input.len() as u64;
                     return;
                 }
                 State::Idle => self.idle(&mut input, out),
-                State::Resync { from, quiet } => self.resync(&mut input, from, quiet, out),
-                State::IcapHead => self.icap_head(&mut input, out),
-                State::HttpHead => self.http_head(&mut input, out),
-                State::Body(_) => self.body(&mut input, out),
-                State::PreviewPaused => self.preview_paused(&input, out),
+                State::Resync { from, quiet } => {
+                    self.state = State::Resync { from, quiet };
+                    self.resync(&mut input, from, quiet, out);
+                }
+                State::IcapHead => {
+                    self.state = State::IcapHead;
+                    self.icap_head(&mut input, out);
+                }
+                State::HttpHead(msg) => self.http_head(msg, &mut input, out),
+                State::Body(chunked, msg) => self.body(chunked, msg, &mut input, out),
+                State::PreviewPaused(msg) => self.preview_paused(msg, &input, out),
             }
         }
     }
@@ -173,7 +182,6 @@ impl Decoder {
         self.pos += len;
         self.line.reset();
         self.deferred.clear();
-        self.msg = None;
         if !matches!(self.state, State::Tls) {
             self.state = State::Resync {
                 from: self.pos,
@@ -198,15 +206,15 @@ impl Decoder {
                 }
             }
             State::IcapHead => self.anomaly(out, AnomalyCode::MessageTruncated, at, truncated),
-            State::HttpHead => {
+            State::HttpHead(msg) => {
                 if self.head.is_empty() && self.line.is_empty() {
-                    self.entity_absent(out, at);
+                    self.entity_absent(&msg, out, at);
                 }
                 self.anomaly(out, AnomalyCode::MessageTruncated, at, truncated);
             }
-            State::Body(body) => {
+            State::Body(body, msg) => {
                 if body.is_untouched() {
-                    self.entity_absent(out, at);
+                    self.entity_absent(&msg, out, at);
                 } else if !body.in_trailer() {
                     self.anomaly(
                         out,
@@ -217,11 +225,10 @@ impl Decoder {
                 }
                 self.anomaly(out, AnomalyCode::MessageTruncated, at, truncated);
             }
-            State::PreviewPaused => self.end_message(out, MessageEnd::PreviewOnly, None),
+            State::PreviewPaused(msg) => self.end_message(msg, out, MessageEnd::PreviewOnly, None),
         }
         self.line.reset();
         self.deferred.clear();
-        self.msg = None;
         self.state = State::Idle;
     }
 
@@ -257,13 +264,12 @@ impl Decoder {
         );
     }
 
-    fn entity_absent(&self, out: &mut Vec<Event>, at: u64) {
-        let what = self.msg.as_ref().and_then(|m| {
-            m.header_entities
-                .get(m.next_header)
-                .or(m.body.as_ref())
-                .map(|(k, _)| k.as_str())
-        });
+    fn entity_absent(&self, msg: &Message, out: &mut Vec<Event>, at: u64) {
+        let what = msg
+            .header_entities
+            .get(msg.next_header)
+            .or(msg.body.as_ref())
+            .map(|(k, _)| k.as_str());
         self.anomaly(
             out,
             AnomalyCode::EncapsulatedEntityAbsent,
@@ -454,7 +460,7 @@ impl Decoder {
             (Some(n), Some((kind, _))) if kind != EntityKind::NullBody => BodyPhase::Preview(n),
             _ => BodyPhase::Whole,
         };
-        self.msg = Some(Message {
+        let msg = Message {
             section_start: self.pos,
             header_entities: entities.into_iter().filter(|(k, _)| !k.is_body()).collect(),
             next_header: 0,
@@ -463,17 +469,16 @@ impl Decoder {
             body_bytes: 0,
             declared: None,
             overrun_reported: false,
-        });
+        };
         if is_interim {
-            self.end_message(out, MessageEnd::Complete, None);
+            self.end_message(msg, out, MessageEnd::Complete, None);
         } else {
-            self.next_entity(out);
+            self.next_entity(msg, out);
         }
     }
 
     /// Checks that the entity declared at `offset` starts here.
-    fn check_offset(&self, out: &mut Vec<Event>, kind: EntityKind, offset: u64) {
-        let Some(msg) = &self.msg else { return };
+    fn check_offset(&self, msg: &Message, out: &mut Vec<Event>, kind: EntityKind, offset: u64) {
         let actual = self.pos - msg.section_start;
         if actual != offset {
             self.anomaly(
@@ -490,21 +495,17 @@ impl Decoder {
     }
 
     /// Moves on to the next declared entity, or ends the message.
-    fn next_entity(&mut self, out: &mut Vec<Event>) {
-        let Some(msg) = &self.msg else {
-            self.state = State::Idle;
-            return;
-        };
+    fn next_entity(&mut self, msg: Message, out: &mut Vec<Event>) {
         if let Some(&(kind, offset)) = msg.header_entities.get(msg.next_header) {
-            self.check_offset(out, kind, offset);
+            self.check_offset(&msg, out, kind, offset);
             self.head.begin(self.pos);
-            self.state = State::HttpHead;
+            self.state = State::HttpHead(msg);
             return;
         }
         match msg.body {
             Some((EntityKind::NullBody, offset)) => {
                 let declared = msg.declared;
-                self.check_offset(out, EntityKind::NullBody, offset);
+                self.check_offset(&msg, out, EntityKind::NullBody, offset);
                 if self.direction == Direction::Request {
                     if let Some((length, chunked)) = declared {
                         if chunked || length.is_some_and(|n| n > 0) {
@@ -525,23 +526,26 @@ impl Decoder {
                         }
                     }
                 }
-                self.end_message(out, MessageEnd::Complete, None);
+                self.end_message(msg, out, MessageEnd::Complete, None);
             }
             Some((kind, offset)) => {
-                self.check_offset(out, kind, offset);
-                self.state = State::Body(ChunkedBody::new());
+                self.check_offset(&msg, out, kind, offset);
+                self.state = State::Body(ChunkedBody::new(), msg);
             }
-            None => self.end_message(out, MessageEnd::Complete, None),
+            None => self.end_message(msg, out, MessageEnd::Complete, None),
         }
     }
 
-    fn http_head(&mut self, input: &mut Bytes, out: &mut Vec<Event>) {
+    fn http_head(&mut self, msg: Message, input: &mut Bytes, out: &mut Vec<Event>) {
         loop {
             match self
                 .line
                 .read(input, &mut self.pos, self.limits.max_line_len)
             {
-                LineStatus::Partial => return,
+                LineStatus::Partial => {
+                    self.state = State::HttpHead(msg);
+                    return;
+                }
                 LineStatus::TooLong { start } => {
                     self.head.count(self.pos - start);
                     self.anomaly(
@@ -557,15 +561,14 @@ impl Decoder {
                 LineStatus::Complete(line)
                     if self.head.is_empty() && looks_like_icap_start(&line.bytes) =>
                 {
-                    self.entity_absent(out, line.start);
-                    self.msg = None;
+                    self.entity_absent(&msg, out, line.start);
                     self.state = State::Idle;
                     self.start_line(line, out);
                     return;
                 }
                 LineStatus::Complete(line) if line.bytes.is_empty() => {
                     self.head.count(line.wire_len);
-                    self.http_head_done(out);
+                    self.http_head_done(msg, out);
                     return;
                 }
                 LineStatus::Complete(line) => {
@@ -585,11 +588,10 @@ impl Decoder {
         }
     }
 
-    fn http_head_done(&mut self, out: &mut Vec<Event>) {
+    fn http_head_done(&mut self, mut msg: Message, out: &mut Vec<Event>) {
         self.state = State::Idle;
         let (start, len) = (self.head.start, self.pos - self.head.start);
         let (block, _) = self.head.finish();
-        let Some(msg) = self.msg.as_mut() else { return };
         let kind = msg
             .header_entities
             .get(msg.next_header)
@@ -605,21 +607,23 @@ impl Decoder {
                 self.anomaly(out, code, start, detail);
             }
         }
-        self.next_entity(out);
+        self.next_entity(msg, out);
     }
 
-    fn body(&mut self, input: &mut Bytes, out: &mut Vec<Event>) {
+    fn body(
+        &mut self,
+        mut chunked: ChunkedBody,
+        mut msg: Message,
+        input: &mut Bytes,
+        out: &mut Vec<Event>,
+    ) {
         loop {
-            let State::Body(chunked) = &mut self.state else {
-                return;
-            };
             match chunked.step(input, &mut self.pos, &self.limits) {
-                ChunkStep::NeedMore => return,
+                ChunkStep::NeedMore => {
+                    self.state = State::Body(chunked, msg);
+                    return;
+                }
                 ChunkStep::Data(mut data) => {
-                    let Some(msg) = self.msg.as_mut() else {
-                        out.push(Event::Body(data));
-                        continue;
-                    };
                     let before = msg.body_bytes;
                     msg.body_bytes += data.len() as u64;
                     let overrun = match msg.phase {
@@ -655,7 +659,7 @@ impl Decoder {
                     ieof,
                     use_original_body,
                 } => {
-                    self.body_end(out, ieof, use_original_body);
+                    self.body_end(msg, out, ieof, use_original_body);
                     return;
                 }
                 ChunkStep::Broken((code, at, detail)) => {
@@ -665,7 +669,6 @@ impl Decoder {
                         at,
                         format!("{detail}; skipped to the next message"),
                     );
-                    self.msg = None;
                     self.state = State::Resync {
                         from: self.pos,
                         quiet: true,
@@ -673,8 +676,7 @@ impl Decoder {
                     return;
                 }
                 ChunkStep::NotABody(line) => {
-                    self.entity_absent(out, line.start);
-                    self.msg = None;
+                    self.entity_absent(&msg, out, line.start);
                     self.state = State::Idle;
                     self.start_line(line, out);
                     return;
@@ -683,11 +685,13 @@ impl Decoder {
         }
     }
 
-    fn body_end(&mut self, out: &mut Vec<Event>, ieof: bool, use_original_body: Option<u64>) {
-        let Some(msg) = self.msg.as_mut() else {
-            self.state = State::Idle;
-            return;
-        };
+    fn body_end(
+        &mut self,
+        mut msg: Message,
+        out: &mut Vec<Event>,
+        ieof: bool,
+        use_original_body: Option<u64>,
+    ) {
         match msg.phase {
             BodyPhase::Preview(n) => {
                 if !ieof && msg.body_bytes < n {
@@ -704,12 +708,10 @@ impl Decoder {
                     ieof,
                 });
                 if ieof {
-                    self.end_message(out, MessageEnd::Complete, use_original_body);
+                    self.end_message(msg, out, MessageEnd::Complete, use_original_body);
                 } else {
-                    if let Some(msg) = self.msg.as_mut() {
-                        msg.phase = BodyPhase::Remainder;
-                    }
-                    self.state = State::PreviewPaused;
+                    msg.phase = BodyPhase::Remainder;
+                    self.state = State::PreviewPaused(msg);
                 }
             }
             BodyPhase::Whole | BodyPhase::Remainder => {
@@ -721,7 +723,7 @@ impl Decoder {
                         "a zero chunk with ieof outside a preview".to_string(),
                     );
                 }
-                self.end_message(out, MessageEnd::Complete, use_original_body);
+                self.end_message(msg, out, MessageEnd::Complete, use_original_body);
             }
         }
     }
@@ -729,17 +731,22 @@ impl Decoder {
     /// After a preview without `ieof`: a chunk-size line (a hex digit)
     /// continues the body; anything else means the server answered without
     /// asking for the rest, and the request ended with its preview.
-    fn preview_paused(&mut self, input: &Bytes, out: &mut Vec<Event>) {
+    fn preview_paused(&mut self, msg: Message, input: &Bytes, out: &mut Vec<Event>) {
         if input.first().is_some_and(u8::is_ascii_hexdigit) {
-            self.state = State::Body(ChunkedBody::new());
+            self.state = State::Body(ChunkedBody::new(), msg);
         } else {
-            self.end_message(out, MessageEnd::PreviewOnly, None);
+            self.end_message(msg, out, MessageEnd::PreviewOnly, None);
         }
     }
 
-    fn end_message(&mut self, out: &mut Vec<Event>, end: MessageEnd, uob: Option<u64>) {
+    fn end_message(
+        &mut self,
+        msg: Message,
+        out: &mut Vec<Event>,
+        end: MessageEnd,
+        uob: Option<u64>,
+    ) {
         self.state = State::Idle;
-        let Some(msg) = self.msg.take() else { return };
         let real_body = matches!(msg.body, Some((k, _)) if k != EntityKind::NullBody);
         if end == MessageEnd::Complete && real_body && uob.is_none() {
             if let Some((Some(length), _)) = msg.declared {
