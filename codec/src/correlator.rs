@@ -215,22 +215,23 @@ impl std::fmt::Debug for BodyHashers {
     }
 }
 
-/// Where a response-direction message is going.
+/// Where a response-direction message is going, by the `seq` of its
+/// exchange: the key stays true however many exchanges leave `open`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum ResponseTarget {
     /// No response message in progress.
     Idle,
-    /// A `100 Continue` for the exchange at this index of `open`.
-    Interim(usize),
-    /// The final response of the exchange at this index of `open`.
-    Final(usize),
+    /// A `100 Continue` for the exchange with this seq.
+    Interim(u64),
+    /// The final response of the exchange with this seq.
+    Final(u64),
 }
 
 /// Pairs the requests and responses of one connection into exchanges.
 #[derive(Debug)]
 pub struct Correlator {
     next_seq: u64,
-    /// Exchanges not yet over, oldest first.
+    /// Exchanges not yet over, oldest first, so in increasing `seq`.
     open: VecDeque<Exchange>,
     /// Exchanges over, waiting to be taken.
     done: VecDeque<Exchange>,
@@ -298,17 +299,13 @@ impl Correlator {
         match event {
             Event::ResponseHead(head) => self.response_head(head, stamp),
             Event::HttpHead(http) => {
-                if let ResponseTarget::Final(i) = self.response_target {
-                    if let Some(x) = self.open.get_mut(i) {
-                        x.response_http.push(*http);
-                    }
+                if let Some(x) = self.receiving_final_response() {
+                    x.response_http.push(*http);
                 }
             }
             Event::Body(data) => {
-                if let ResponseTarget::Final(i) = self.response_target {
-                    if let Some(x) = self.open.get_mut(i) {
-                        add_body(&mut x.response_body, &mut x.body_hashers.response, &data);
-                    }
+                if let Some(x) = self.receiving_final_response() {
+                    add_body(&mut x.response_body, &mut x.body_hashers.response, &data);
                 }
             }
             Event::MessageEnd {
@@ -362,6 +359,20 @@ impl Correlator {
         }
     }
 
+    /// The open exchange with this `seq`.
+    fn open_exchange(&mut self, seq: u64) -> Option<&mut Exchange> {
+        let i = self.open.binary_search_by_key(&seq, |x| x.seq).ok()?;
+        self.open.get_mut(i)
+    }
+
+    /// The exchange whose final response is being received.
+    fn receiving_final_response(&mut self) -> Option<&mut Exchange> {
+        match self.response_target {
+            ResponseTarget::Final(seq) => self.open_exchange(seq),
+            ResponseTarget::Interim(_) | ResponseTarget::Idle => None,
+        }
+    }
+
     fn request_head(&mut self, head: Box<RequestHead>, stamp: Stamp) {
         let preview = head.preview.map(|declared| PreviewFacts {
             declared,
@@ -391,13 +402,12 @@ impl Correlator {
             return;
         };
         oldest.incomplete = true;
+        if let ResponseTarget::Final(seq) | ResponseTarget::Interim(seq) = self.response_target {
+            if seq == oldest.seq {
+                self.response_target = ResponseTarget::Idle;
+            }
+        }
         self.done.push_back(oldest);
-        self.response_target = match self.response_target {
-            ResponseTarget::Final(0) | ResponseTarget::Interim(0) => ResponseTarget::Idle,
-            ResponseTarget::Final(i) => ResponseTarget::Final(i - 1),
-            ResponseTarget::Interim(i) => ResponseTarget::Interim(i - 1),
-            ResponseTarget::Idle => ResponseTarget::Idle,
-        };
     }
 
     fn request_body(&mut self, data: &[u8]) {
@@ -452,14 +462,14 @@ impl Correlator {
     }
 
     fn response_anomaly(&mut self, a: Anomaly) {
-        let i = match self.response_target {
-            ResponseTarget::Interim(i) | ResponseTarget::Final(i) => i,
+        let seq = match self.response_target {
+            ResponseTarget::Interim(seq) | ResponseTarget::Final(seq) => seq,
             ResponseTarget::Idle => {
                 self.held_response.push(a);
                 return;
             }
         };
-        match self.open.get_mut(i) {
+        match self.open_exchange(seq) {
             Some(x) => x.anomalies.push(a),
             None => self.connection_anomalies.push(a),
         }
@@ -493,29 +503,27 @@ impl Correlator {
             check_continue(x, &head);
             x.continues += 1;
             x.timings.continue_.get_or_insert(stamp);
-            self.response_target = ResponseTarget::Interim(index);
+            self.response_target = ResponseTarget::Interim(x.seq);
             return;
         }
         check_final(x, &head);
         x.timings.response_head = Some(stamp);
         x.body_hashers.response = Some(BodyHasher::response());
         x.response = Some(head);
-        self.response_target = ResponseTarget::Final(index);
+        self.response_target = ResponseTarget::Final(x.seq);
     }
 
     fn response_end(&mut self, use_original_body: Option<u64>, stamp: Stamp) {
-        if let ResponseTarget::Final(i) = self.response_target {
-            if let Some(x) = self.open.get_mut(i) {
-                x.response_ended = true;
-                x.use_original_body = use_original_body;
-                x.timings.response_complete = Some(stamp);
-                finish_hash(
-                    &mut x.response_body,
-                    &mut x.body_hashers.response,
-                    x.incomplete,
-                );
-                check_content_lost(x);
-            }
+        if let Some(x) = self.receiving_final_response() {
+            x.response_ended = true;
+            x.use_original_body = use_original_body;
+            x.timings.response_complete = Some(stamp);
+            finish_hash(
+                &mut x.response_body,
+                &mut x.body_hashers.response,
+                x.incomplete,
+            );
+            check_content_lost(x);
         }
         self.response_target = ResponseTarget::Idle;
     }
@@ -533,11 +541,6 @@ impl Correlator {
                 }
                 self.done.push_back(x);
             }
-            self.response_target = match self.response_target {
-                ResponseTarget::Final(i) => ResponseTarget::Final(i.saturating_sub(1)),
-                ResponseTarget::Interim(i) => ResponseTarget::Interim(i.saturating_sub(1)),
-                ResponseTarget::Idle => ResponseTarget::Idle,
-            };
         }
     }
 }
