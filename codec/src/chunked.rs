@@ -8,7 +8,8 @@
 use bytes::Bytes;
 
 use crate::anomaly::AnomalyCode;
-use crate::head::{looks_like_icap_start, Finding, Line, LineReader, LineStatus};
+use crate::framing::{Line, LineReader, LineStatus};
+use crate::head::{looks_like_icap_start, Finding};
 use crate::limits::Limits;
 
 /// Where in the chunked grammar the next byte belongs.

@@ -13,9 +13,10 @@ use crate::anomaly::{Anomaly, AnomalyCode, Side};
 use crate::chunked::{ChunkStep, ChunkedBody};
 use crate::encapsulated::EntityKind;
 use crate::event::{Event, MessageEnd};
+use crate::framing::{HeadCollector, Line, LineReader, LineStatus};
 use crate::head::{
     is_plausible_start, looks_like_icap_start, parse_http_head, parse_request_line,
-    parse_status_line, Finding, HeadCollector, Line, LineReader, LineStatus, StartLineError,
+    parse_status_line, Finding, StartLineError,
 };
 use crate::icap_head;
 use crate::limits::Limits;

@@ -7,9 +7,10 @@
 use crate::anomaly::AnomalyCode;
 use crate::encapsulated::{Encapsulated, FormContext};
 use crate::event::{Event, Headers, RequestHead, ResponseHead};
+use crate::framing::Line;
 use crate::head::{
     is_known_status, istag_problem, parse_decimal, parse_header_lines, parse_request_line,
-    parse_status_line, Finding, Line,
+    parse_status_line, Finding,
 };
 use crate::limits::Limits;
 use crate::vocabulary::{Direction, Method};

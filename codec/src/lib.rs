@@ -20,6 +20,7 @@ pub mod correlator;
 pub mod decoder;
 pub mod encapsulated;
 pub mod event;
+mod framing;
 pub mod head;
 mod icap_head;
 pub mod limits;
