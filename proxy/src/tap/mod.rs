@@ -1,0 +1,18 @@
+//! What a connection reports about itself, and how those reports reach the
+//! side paths (observer, recorder) without ever slowing forwarding.
+//!
+//! - [`event`]: the vocabulary, [`Tap`], [`TapEvent`], [`ConnMeta`],
+//!   [`CloseKind`];
+//! - [`queue`]: the bounded, lossy inbox of a side path, [`TapQueue`] and
+//!   [`TapReceiver`], and [`TapSinks`], every inbox a session reports to;
+//! - [`priority`]: how much nicer than forwarding each side-path thread is.
+
+pub mod event;
+pub mod priority;
+pub mod queue;
+
+pub use event::{now_micros, CloseKind, ConnId, ConnMeta, Direction, Micros, Tap, TapEvent};
+pub use priority::{lower_thread_priority, OBSERVER_NICENESS, RECORDER_NICENESS};
+pub use queue::{
+    Busy, DropCounters, TapQueue, TapReceiver, TapSinks, BUSY_POLL, DEFAULT_QUEUE_BYTES,
+};
