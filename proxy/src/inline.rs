@@ -258,8 +258,7 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
         recorder = Some((queue, handle));
     }
     let observer_thread =
-        observe::spawn_live(observer, observer_rx, tokio::runtime::Handle::current())
-            .map_err(ProxyError::Runtime)?;
+        observe::spawn_live(observer, observer_rx).map_err(ProxyError::Runtime)?;
     let sinks = TapSinks {
         observer: Some(observer_queue.clone()),
         recorder: recorder.as_ref().map(|(queue, _)| queue.clone()),
@@ -338,7 +337,7 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
         // its queue, finishes the connections and hands itself back.
         let join = tokio::task::spawn_blocking(move || observer_thread.join());
         if let Ok(Ok(mut observer)) = join.await {
-            observer.sink_mut().flush();
+            observer.0.sink_mut().flush();
         }
         // The observer's last packet comments are queued; now the recorder
         // may end.

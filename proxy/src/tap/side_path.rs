@@ -1,0 +1,205 @@
+//! One engine for every side path (the live observer, the recorder, the
+//! offline observer): a thread of its own, at a lower CPU priority than
+//! forwarding, that takes taps from an inbox, hands them to the side path,
+//! gives it a tick for its clock work, and finishes it when the inbox
+//! closes.
+//!
+//! While taps keep coming from a live queue the engine looks at the queue
+//! every [`BUSY_POLL`](super::queue::BUSY_POLL) instead of being woken for
+//! each tap (see [`TapReceiver::take_while_busy`]); when idle it waits on the
+//! queue and costs nothing. Polling the queue every millisecond instead
+//! was tried and made the side paths run in bursts that delayed forwarding
+//! (docs/performance.md). Ticks come every tick interval while idle and
+//! at most once per interval while busy, so a steady stream of taps never
+//! starves the clock and never pays for it per tap.
+
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::batches::BatchReceiver;
+use super::event::Tap;
+use super::priority::lower_thread_priority;
+use super::queue::{Busy, TapReceiver};
+
+/// A consumer of taps on its own thread.
+pub trait SidePath: Send + 'static {
+    /// Handles one tap, in the order the connection reported them.
+    fn on_tap(&mut self, tap: Tap);
+    /// Clock work: timeouts, releasing what was held, flushing.
+    fn tick(&mut self);
+    /// The inbox is closed and empty: nothing more will come.
+    fn finish(&mut self);
+}
+
+/// Where a side path's taps come from.
+#[derive(Debug)]
+pub enum Inbox {
+    /// The live proxy's bounded, lossy queue.
+    Live(TapReceiver),
+    /// Batches from a capture reader that waits for room.
+    Batches(BatchReceiver),
+}
+
+/// A side path's thread; [`SidePathThread::join`] hands the side path
+/// back once it has finished.
+pub struct SidePathThread<P> {
+    thread: JoinHandle<P>,
+}
+
+impl<P> std::fmt::Debug for SidePathThread<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("SidePathThread")
+            .field(&self.thread.thread().name())
+            .finish()
+    }
+}
+
+impl<P> SidePathThread<P> {
+    /// Waits until the inbox is closed, drained and the side path finished.
+    pub fn join(self) -> std::thread::Result<P> {
+        self.thread.join()
+    }
+}
+
+/// A side path whose thread could not be started, handed back so the
+/// caller may run it another way or report `error`.
+pub struct NotStarted<P> {
+    /// Why (out of threads or memory).
+    pub error: std::io::Error,
+    /// The side path, untouched.
+    pub path: P,
+}
+
+impl<P> std::fmt::Debug for NotStarted<P> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "NotStarted({})", self.error)
+    }
+}
+
+/// Runs `path` on a thread called `name`, at `niceness` if given, fed by
+/// `inbox`, ticked every `tick` if given, until the inbox closes; then
+/// finishes it.
+pub fn spawn<P: SidePath>(
+    name: &str,
+    niceness: Option<i32>,
+    tick: Option<Duration>,
+    inbox: Inbox,
+    path: P,
+) -> Result<SidePathThread<P>, NotStarted<P>> {
+    // A live queue is waited on with a timer: a current-thread runtime on
+    // the side path's own thread, one `block_on` for its whole life.
+    let runtime = match &inbox {
+        Inbox::Live(_) => match tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+        {
+            Ok(runtime) => Some(runtime),
+            Err(error) => return Err(NotStarted { error, path }),
+        },
+        Inbox::Batches(_) => None,
+    };
+    // Shared only so that the side path is still at hand if no thread can
+    // be started; the thread takes it out first thing.
+    let shared = Arc::new(Mutex::new(Some(path)));
+    let for_thread = Arc::clone(&shared);
+    let started = std::thread::Builder::new()
+        .name(name.to_string())
+        .spawn(move || {
+            let mut path = for_thread
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+                .expect("a side path is taken once");
+            drop(for_thread);
+            if let Some(niceness) = niceness {
+                lower_thread_priority(niceness);
+            }
+            match inbox {
+                Inbox::Live(mut taps) => {
+                    if let Some(runtime) = runtime {
+                        runtime.block_on(run_live(&mut path, &mut taps, tick));
+                    }
+                }
+                Inbox::Batches(batches) => run_batches(&mut path, &batches, tick),
+            }
+            path.finish();
+            path
+        });
+    match started {
+        Ok(thread) => Ok(SidePathThread { thread }),
+        Err(error) => {
+            let path = shared
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take()
+                .expect("the thread never started");
+            Err(NotStarted { error, path })
+        }
+    }
+}
+
+/// Waits for the ticker's next tick, or forever without one.
+async fn next_tick(ticker: &mut Option<tokio::time::Interval>) {
+    match ticker {
+        Some(ticker) => {
+            ticker.tick().await;
+        }
+        None => std::future::pending().await,
+    }
+}
+
+/// The live loop: waits on the queue when idle, takes taps while busy.
+async fn run_live<P: SidePath>(path: &mut P, taps: &mut TapReceiver, every: Option<Duration>) {
+    let mut ticker = every.map(|every| {
+        let mut ticker = tokio::time::interval(every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ticker
+    });
+    loop {
+        // The ticker first: it is ready only when due, and a steady stream
+        // of taps must not starve the clock work.
+        tokio::select! {
+            biased;
+            _ = next_tick(&mut ticker) => path.tick(),
+            tap = taps.recv() => match tap {
+                Some(tap) => {
+                    path.on_tap(tap);
+                    let mut last_tick = Instant::now();
+                    let open = taps.take_while_busy(|busy| match busy {
+                        Busy::Tap(tap) => path.on_tap(tap),
+                        Busy::Looked => {
+                            if let (Some(every), Some(ticker)) = (every, ticker.as_mut()) {
+                                if last_tick.elapsed() >= every {
+                                    path.tick();
+                                    ticker.reset();
+                                    last_tick = Instant::now();
+                                }
+                            }
+                        }
+                    });
+                    if !open {
+                        break;
+                    }
+                }
+                None => break,
+            },
+        }
+    }
+}
+
+/// The batch loop: every batch in order, a tick between batches when due.
+fn run_batches<P: SidePath>(path: &mut P, batches: &BatchReceiver, every: Option<Duration>) {
+    let mut last_tick = Instant::now();
+    while let Some(batch) = batches.recv() {
+        for tap in batch {
+            path.on_tap(tap);
+        }
+        if let Some(every) = every {
+            if last_tick.elapsed() >= every {
+                path.tick();
+                last_tick = Instant::now();
+            }
+        }
+    }
+}
