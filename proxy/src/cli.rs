@@ -32,7 +32,7 @@ pub enum LogFormat {
 pub enum Command {
     /// Forward ICAP between a client and a sensor, decoding and recording
     /// every exchange (the main job).
-    Proxy(Box<crate::inline::ProxyArgs>),
+    Proxy(Box<crate::jobs::proxy::ProxyArgs>),
     /// Analyse tcpdump captures (one side, or both with --peer) with the same
     /// decoder as the proxy.
     Analyze(crate::analyze::AnalyzeArgs),
@@ -104,11 +104,11 @@ pub fn main() -> ExitCode {
     };
     init_logging(cli.log_format, default_level);
     match cli.command {
-        Command::Proxy(args) => match crate::inline::run(*args) {
+        Command::Proxy(args) => match crate::jobs::proxy::run(*args) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },
-        Command::Analyze(args) => match crate::offline::run(args) {
+        Command::Analyze(args) => match crate::jobs::analyze::run(args) {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },

@@ -9,7 +9,8 @@
 //!
 //! Layout, one folder per concern:
 //! - [`forward`]: the hot path, bytes in and the same bytes out;
-//! - [`tap`]: what a connection reports to the side paths;
+//! - [`tap`]: what a connection reports to the side paths, and the one
+//!   engine that runs each side path on its own thread;
 //! - [`observe`]: decoding, verdicts and anomaly rules, live and offline;
 //! - [`record`]: pcapng/pcap writing with synthesized TCP/IP;
 //! - [`output`]: JSONL records and the run summary;
@@ -17,16 +18,17 @@
 //! - [`evidence`]: the report and the support-ticket bundle;
 //! - [`toolkit`]: mock sensor, client, replay, vendor checks and the demo;
 //! - [`ops`]: metrics endpoint, stop conditions, flight recorder,
-//!   transparent mode, several listeners, completions and man page.
+//!   transparent mode, several listeners, completions and man page;
+//! - [`jobs`]: `icaptap proxy` and `icaptap analyze`, wiring the rooms
+//!   together.
 
 pub mod analyze;
 pub mod cli;
 pub mod config;
 pub mod evidence;
 pub mod forward;
-pub mod inline;
+pub mod jobs;
 pub mod observe;
-pub mod offline;
 pub mod ops;
 pub mod output;
 pub mod record;

@@ -21,7 +21,7 @@ use std::process::Command;
 use std::time::Duration;
 
 use icaptap::forward::ForwardConfig;
-use icaptap::inline::{start, ProxyPlan};
+use icaptap::jobs::proxy::{start, ProxyPlan};
 use icaptap::ops::{OpsPlan, TransparentMode};
 use nix::sched::{setns, CloneFlags};
 

@@ -5,7 +5,7 @@
 //!   `/healthz`, `/status` JSON), fed by the live counters of the side paths
 //!   and by [`metrics::RecordMetrics`], a record sink;
 //! - [`stop`]: `--max-exchanges` and `--stop-on CODE`, so a temporary
-//!   deployment ends by itself (`--duration` lives in [`crate::inline`]);
+//!   deployment ends by itself (`--duration` lives in [`crate::jobs::proxy`]);
 //! - [`flight`]: the flight recorder, `--ring SIZE` and `--trigger CODE`;
 //! - [`transparent`]: `--transparent` (nftables/iptables REDIRECT with
 //!   `SO_ORIGINAL_DST`, or TPROXY with `IP_TRANSPARENT`);
