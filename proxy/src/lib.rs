@@ -8,7 +8,8 @@
 //! toolkit simulates a sensor and a client for regression tests.
 //!
 //! Layout, one folder per concern:
-//! - [`forward`]: the hot path, bytes in and the same bytes out;
+//! - [`forward`]: the hot path, bytes in and the same bytes out, with
+//!   transparent mode and several listeners (`--route`);
 //! - [`tap`]: what a connection reports to the side paths, and the one
 //!   engine that runs each side path on its own thread;
 //! - [`observe`]: decoding, verdicts and anomaly rules, live and offline;
@@ -17,8 +18,8 @@
 //! - [`analyze`]: capture reading and TCP reassembly into taps;
 //! - [`evidence`]: the report and the support-ticket bundle;
 //! - [`toolkit`]: mock sensor, client, replay, vendor checks and the demo;
-//! - [`ops`]: metrics endpoint, stop conditions, flight recorder,
-//!   transparent mode, several listeners, completions and man page;
+//! - [`ops`]: watching a run: metrics endpoint, stop conditions, flight
+//!   recorder; completions and man page;
 //! - [`jobs`]: `icaptap proxy` and `icaptap analyze`, wiring the rooms
 //!   together.
 

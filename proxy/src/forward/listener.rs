@@ -123,8 +123,8 @@ pub async fn bind(cfg: &ForwardConfig) -> Result<Listener, ForwardError> {
         TcpSocket::new_v6()
     }
     .map_err(|e| ForwardError::new(addr, e))?;
-    if cfg.transparent == Some(crate::ops::TransparentMode::Tproxy) {
-        crate::ops::transparent::accept_foreign_addresses(&socket)
+    if cfg.transparent == Some(super::transparent::TransparentMode::Tproxy) {
+        super::transparent::accept_foreign_addresses(&socket)
             .map_err(|source| ForwardError::Other { addr, source })?;
     }
     // A restarted icaptap must be able to bind while old connections linger

@@ -15,12 +15,19 @@
 //! - `options`: flags, environment variables, defaults, resolution;
 //! - `listener`: accepting, the connection limit, shutdown and drain;
 //! - `session`: one connection's two copy loops and mirrored close/reset;
-//! - `counters`: live counters for the status line and metrics.
+//! - `counters`: live counters for the status line and metrics;
+//! - [`transparent`]: `--transparent`, forwarding each connection to the
+//!   address it was redirected from (nftables/iptables REDIRECT with
+//!   `SO_ORIGINAL_DST`, or TPROXY with `IP_TRANSPARENT`);
+//! - [`routes`]: `--route LISTEN=UPSTREAM`, more listeners, each with its
+//!   own sensor.
 
 mod counters;
 mod listener;
 mod options;
+pub mod routes;
 mod session;
+pub mod transparent;
 
 pub use counters::{ForwardCounters, ForwardStats};
 pub use listener::{
@@ -31,7 +38,9 @@ pub use options::{
     parse_buffer_size, parse_duration, ConfigError, ForwardArgs, ForwardConfig, DEFAULT_ICAP_PORT,
     MAX_BUFFER_SIZE, MAX_CONNECTIONS_LIMIT, MIN_BUFFER_SIZE,
 };
+pub use routes::{route_configs, Route, RouteError};
 pub use session::END_TAP_WAIT;
 /// The shutdown signal [`serve`] takes, re-exported so callers need no
 /// direct dependency on tokio-util.
 pub use tokio_util::sync::CancellationToken;
+pub use transparent::TransparentMode;

@@ -75,9 +75,9 @@ pub struct ForwardConfig {
     /// Grace period for open connections at shutdown.
     pub drain: Duration,
     /// Transparent mode: each connection goes to the address it was
-    /// redirected from (see [`crate::ops::transparent`]); connections made
+    /// redirected from (see [`super::transparent`]); connections made
     /// to icaptap directly still go to `upstream`.
-    pub transparent: Option<crate::ops::TransparentMode>,
+    pub transparent: Option<super::transparent::TransparentMode>,
 }
 
 impl ForwardConfig {

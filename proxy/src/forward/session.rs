@@ -188,7 +188,7 @@ fn destination(
     let Some(mode) = cfg.transparent else {
         return cfg.upstream;
     };
-    match crate::ops::transparent::original_destination(client, listen, cfg.listen, mode) {
+    match super::transparent::original_destination(client, listen, cfg.listen, mode) {
         Ok(Some(original)) => original,
         Ok(None) => cfg.upstream,
         Err(e) => {

@@ -14,11 +14,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::forward::{
-    self, CancellationToken, ForwardArgs, ForwardConfig, ForwardCounters, ForwardStats,
+    self, route_configs, CancellationToken, ForwardArgs, ForwardConfig, ForwardCounters,
+    ForwardStats, RouteError,
 };
 use crate::observe::{self, LiveObserver, ObserveArgs, Observer, ObserverConfig};
 use crate::ops::endpoint::{self, MetricsError};
-use crate::ops::listeners::{route_configs, RouteError};
 use crate::ops::metrics::{IncidentCounters, LiveSources, RecordMetrics};
 use crate::ops::stop::StopWatch;
 use crate::ops::{flight, OpsArgs, OpsPlan, SinkFanout};

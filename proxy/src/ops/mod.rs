@@ -7,23 +7,23 @@
 //! - [`stop`]: `--max-exchanges` and `--stop-on CODE`, so a temporary
 //!   deployment ends by itself (`--duration` lives in [`crate::jobs::proxy`]);
 //! - [`flight`]: the flight recorder, `--ring SIZE` and `--trigger CODE`;
-//! - [`transparent`]: `--transparent` (nftables/iptables REDIRECT with
-//!   `SO_ORIGINAL_DST`, or TPROXY with `IP_TRANSPARENT`);
-//! - [`listeners`]: `--route LISTEN=UPSTREAM`, several listeners and sensors;
 //! - [`manual`]: shell completions and the man page from the clap definitions.
+//!
+//! [`OpsArgs`] also reads `--transparent` and `--route`, beside the other
+//! options of a deployment; what they do is forwarding, in
+//! [`crate::forward::transparent`] and [`crate::forward::routes`].
 
 pub mod endpoint;
 pub mod flight;
-pub mod listeners;
 pub mod manual;
 pub mod metrics;
 pub mod stop;
-pub mod transparent;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use transparent::TransparentMode;
+use crate::forward::routes::{parse_route, Route};
+use crate::forward::TransparentMode;
 
 /// Where `--metrics` listens when given without an address: loopback only,
 /// because the endpoint shows traffic facts (URLs of problem exchanges).
@@ -94,8 +94,8 @@ pub struct OpsArgs {
     /// More listeners, each with its own sensor: LISTEN=UPSTREAM, e.g.
     /// 0.0.0.0:1345=sensor-b:1344 (repeat, or a list in the config file).
     #[arg(long = "route", env = "ICAPTAP_ROUTES", value_name = "LISTEN=UPSTREAM",
-          value_delimiter = ';', value_parser = listeners::parse_route)]
-    pub routes: Vec<listeners::Route>,
+          value_delimiter = ';', value_parser = parse_route)]
+    pub routes: Vec<Route>,
 }
 
 impl OpsArgs {
@@ -134,7 +134,7 @@ pub struct OpsPlan {
     /// Transparent mode.
     pub transparent: Option<TransparentMode>,
     /// Extra listeners.
-    pub routes: Vec<listeners::Route>,
+    pub routes: Vec<Route>,
 }
 
 /// Hands every record to several sinks in order: the run's files first,
