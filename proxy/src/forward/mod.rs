@@ -15,7 +15,8 @@
 //! - `options`: flags, environment variables, defaults, resolution;
 //! - `listener`: accepting, the connection limit, shutdown and drain;
 //! - `session`: one connection's two copy loops and mirrored close/reset;
-//! - `counters`: live counters for the status line and metrics;
+//! - `counters`: live counters for the status line and metrics, and the
+//!   open-file limit alarm;
 //! - [`transparent`]: `--transparent`, forwarding each connection to the
 //!   address it was redirected from (nftables/iptables REDIRECT with
 //!   `SO_ORIGINAL_DST`, or TPROXY with `IP_TRANSPARENT`);
@@ -29,10 +30,9 @@ pub mod routes;
 mod session;
 pub mod transparent;
 
-pub use counters::{ForwardCounters, ForwardStats};
+pub use counters::{ForwardCounters, ForwardStats, FD_LIMIT_WARN_EVERY};
 pub use listener::{
-    bind, serve, ForwardError, Listener, ACCEPT_ERROR_BACKOFF, FD_LIMIT_BACKOFF,
-    FD_LIMIT_WARN_EVERY, LISTEN_BACKLOG,
+    bind, serve, ForwardError, Listener, ACCEPT_ERROR_BACKOFF, FD_LIMIT_BACKOFF, LISTEN_BACKLOG,
 };
 pub use options::{
     parse_buffer_size, parse_duration, ConfigError, ForwardArgs, ForwardConfig, DEFAULT_ICAP_PORT,

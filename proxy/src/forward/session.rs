@@ -22,8 +22,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::counters::{ForwardCounters, OpenConnection};
-use super::listener::FdLimitAlarm;
+use super::counters::{FdLimitAlarm, ForwardCounters, OpenConnection};
 use super::options::ForwardConfig;
 use crate::tap::{self, CloseKind, ConnId, ConnMeta, Direction, Tap, TapEvent, TapQueue, TapSinks};
 
