@@ -19,9 +19,10 @@
 //! - [`evidence`]: the report and the support-ticket bundle;
 //! - [`toolkit`]: mock sensor, client, replay, vendor checks and the demo;
 //! - [`ops`]: watching a run: metrics endpoint, stop conditions, flight
-//!   recorder; completions and man page;
+//!   recorder;
 //! - [`jobs`]: `icaptap proxy` and `icaptap analyze`, wiring the rooms
-//!   together.
+//!   together;
+//! - [`cli`]: the command line, its completions and man pages.
 
 pub mod analyze;
 pub mod cli;

@@ -7,7 +7,6 @@
 //! - [`stop`]: `--max-exchanges` and `--stop-on CODE`, so a temporary
 //!   deployment ends by itself (`--duration` lives in [`crate::jobs::proxy`]);
 //! - [`flight`]: the flight recorder, `--ring SIZE` and `--trigger CODE`;
-//! - [`manual`]: shell completions and the man page from the clap definitions.
 //!
 //! [`OpsArgs`] also reads `--transparent` and `--route`, beside the other
 //! options of a deployment; what they do is forwarding, in
@@ -15,7 +14,6 @@
 
 pub mod endpoint;
 pub mod flight;
-pub mod manual;
 pub mod metrics;
 pub mod stop;
 
