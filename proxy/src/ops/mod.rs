@@ -134,34 +134,3 @@ pub struct OpsPlan {
     /// Extra listeners.
     pub routes: Vec<Route>,
 }
-
-/// Hands every record to several sinks in order: the run's files first,
-/// then the operational watchers (metrics, stop conditions, flight
-/// recorder), so a watcher that stops the run never races the files.
-pub struct SinkFanout(pub Vec<Box<dyn crate::output::writer::RecordSink>>);
-
-impl std::fmt::Debug for SinkFanout {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SinkFanout({} sinks)", self.0.len())
-    }
-}
-
-impl crate::output::writer::RecordSink for SinkFanout {
-    fn exchange(&mut self, record: &crate::output::records::ExchangeRecord) {
-        for sink in &mut self.0 {
-            sink.exchange(record);
-        }
-    }
-
-    fn connection(&mut self, record: &crate::output::records::ConnectionRecord) {
-        for sink in &mut self.0 {
-            sink.connection(record);
-        }
-    }
-
-    fn flush(&mut self) {
-        for sink in &mut self.0 {
-            sink.flush();
-        }
-    }
-}
