@@ -22,6 +22,7 @@ use std::time::Duration;
 
 use crate::forward::routes::{parse_route, Route};
 use crate::forward::TransparentMode;
+use crate::units::{parse_duration, parse_size};
 
 /// Where `--metrics` listens when given without an address: loopback only,
 /// because the endpoint shows traffic facts (URLs of problem exchanges).
@@ -50,7 +51,7 @@ pub struct OpsArgs {
     pub stop_on: Vec<String>,
     /// Flight recorder: keep only the newest SIZE of capture on disk (K, M,
     /// G suffixes), in a ring of files.
-    #[arg(long, env = "ICAPTAP_RING", value_name = "SIZE", value_parser = crate::record::parse_size,
+    #[arg(long, env = "ICAPTAP_RING", value_name = "SIZE", value_parser = parse_size,
           conflicts_with_all = ["rotate_size", "keep"])]
     pub ring: Option<u64>,
     /// Flight recorder: when one of these anomaly codes is seen, keep the
@@ -65,12 +66,12 @@ pub struct OpsArgs {
     pub trigger: Vec<String>,
     /// Flight recorder: how much of the records before a trigger to keep.
     #[arg(long, env = "ICAPTAP_TRIGGER_BEFORE", default_value = "60s", value_name = "DURATION",
-          value_parser = crate::forward::parse_duration)]
+          value_parser = parse_duration)]
     pub trigger_before: Duration,
     /// Flight recorder: how long to go on recording after a trigger before
     /// the incident is written.
     #[arg(long, env = "ICAPTAP_TRIGGER_AFTER", default_value = "10s", value_name = "DURATION",
-          value_parser = crate::forward::parse_duration)]
+          value_parser = parse_duration)]
     pub trigger_after: Duration,
     /// Flight recorder: most incidents written in one run (later triggers
     /// are counted, not written).

@@ -130,7 +130,7 @@ impl RecordArgs {
     }
 }
 
-pub use crate::units::parse_size;
+use crate::units::parse_size;
 
 /// Everything the recorder needs to know.
 #[derive(Clone, Debug, PartialEq, Eq)]
