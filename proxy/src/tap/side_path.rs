@@ -13,7 +13,7 @@
 //! at most once per interval while busy, so a steady stream of taps never
 //! starves the clock and never pays for it per tap.
 
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::mpsc::{sync_channel, SendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -41,10 +41,16 @@ pub enum Inbox {
     Batches(BatchReceiver),
 }
 
+/// An inbox with what its thread needs to wait on it.
+enum Driven {
+    Live(TapReceiver, tokio::runtime::Runtime),
+    Batches(BatchReceiver),
+}
+
 /// A side path's thread; [`SidePathThread::join`] hands the side path
 /// back once it has finished.
 pub struct SidePathThread<P> {
-    thread: JoinHandle<P>,
+    thread: JoinHandle<Option<P>>,
 }
 
 impl<P> std::fmt::Debug for SidePathThread<P> {
@@ -58,7 +64,9 @@ impl<P> std::fmt::Debug for SidePathThread<P> {
 impl<P> SidePathThread<P> {
     /// Waits until the inbox is closed, drained and the side path finished.
     pub fn join(self) -> std::thread::Result<P> {
-        self.thread.join()
+        self.thread.join()?.ok_or_else(|| {
+            Box::new("the side path never reached its thread") as Box<dyn std::any::Any + Send>
+        })
     }
 }
 
@@ -89,53 +97,45 @@ pub fn spawn<P: SidePath>(
 ) -> Result<SidePathThread<P>, NotStarted<P>> {
     // A live queue is waited on with a timer: a current-thread runtime on
     // the side path's own thread, one `block_on` for its whole life.
-    let runtime = match &inbox {
-        Inbox::Live(_) => match tokio::runtime::Builder::new_current_thread()
+    let inbox = match inbox {
+        Inbox::Live(taps) => match tokio::runtime::Builder::new_current_thread()
             .enable_time()
             .build()
         {
-            Ok(runtime) => Some(runtime),
+            Ok(runtime) => Driven::Live(taps, runtime),
             Err(error) => return Err(NotStarted { error, path }),
         },
-        Inbox::Batches(_) => None,
+        Inbox::Batches(batches) => Driven::Batches(batches),
     };
-    // Shared only so that the side path is still at hand if no thread can
-    // be started; the thread takes it out first thing.
-    let shared = Arc::new(Mutex::new(Some(path)));
-    let for_thread = Arc::clone(&shared);
+    // The side path is handed over only once its thread runs, so that it
+    // is still at hand if no thread can be started.
+    let (give, take) = sync_channel::<P>(1);
     let started = std::thread::Builder::new()
         .name(name.to_string())
         .spawn(move || {
-            let mut path = for_thread
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take()
-                .expect("a side path is taken once");
-            drop(for_thread);
+            let mut path = take.recv().ok()?;
             if let Some(niceness) = niceness {
                 lower_thread_priority(niceness);
             }
             match inbox {
-                Inbox::Live(mut taps) => {
-                    if let Some(runtime) = runtime {
-                        runtime.block_on(run_live(&mut path, &mut taps, tick));
-                    }
+                Driven::Live(mut taps, runtime) => {
+                    runtime.block_on(run_live(&mut path, &mut taps, tick));
                 }
-                Inbox::Batches(batches) => run_batches(&mut path, &batches, tick),
+                Driven::Batches(batches) => run_batches(&mut path, &batches, tick),
             }
             path.finish();
-            path
+            Some(path)
         });
-    match started {
-        Ok(thread) => Ok(SidePathThread { thread }),
-        Err(error) => {
-            let path = shared
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner)
-                .take()
-                .expect("the thread never started");
-            Err(NotStarted { error, path })
-        }
+    let thread = match started {
+        Ok(thread) => thread,
+        Err(error) => return Err(NotStarted { error, path }),
+    };
+    match give.send(path) {
+        Ok(()) => Ok(SidePathThread { thread }),
+        Err(SendError(path)) => Err(NotStarted {
+            error: std::io::Error::other(format!("the {name} thread ended at its start")),
+            path,
+        }),
     }
 }
 
