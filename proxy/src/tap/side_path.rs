@@ -203,3 +203,98 @@ fn run_batches<P: SidePath>(path: &mut P, batches: &BatchReceiver, every: Option
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::tap::batches::TapBatches;
+    use crate::tap::event::{ConnMeta, TapEvent};
+    use crate::tap::queue::TapQueue;
+
+    /// Remembers what the engine handed it.
+    #[derive(Debug, Default)]
+    struct Log {
+        taps: Vec<u64>,
+        ticks: usize,
+        finished: usize,
+    }
+
+    impl SidePath for Log {
+        fn on_tap(&mut self, tap: Tap) {
+            assert_eq!(self.finished, 0, "no tap after the finish");
+            self.taps.push(tap.at);
+        }
+
+        fn tick(&mut self) {
+            self.ticks += 1;
+        }
+
+        fn finish(&mut self) {
+            self.finished += 1;
+        }
+    }
+
+    fn tap(at: u64) -> Tap {
+        let addr = SocketAddr::from(([127, 0, 0, 1], 1));
+        Tap {
+            conn: Arc::new(ConnMeta {
+                id: 1,
+                client: addr,
+                listen: addr,
+                upstream_local: None,
+                server: addr,
+                opened: 0,
+            }),
+            at,
+            frame: None,
+            event: TapEvent::Open,
+        }
+    }
+
+    #[test]
+    fn a_live_side_path_gets_every_queued_tap_in_order_then_one_finish() {
+        let (queue, rx) = TapQueue::bounded(100);
+        let thread = spawn(
+            "test-live",
+            None,
+            Some(Duration::from_millis(10)),
+            Inbox::Live(rx),
+            Log::default(),
+        )
+        .unwrap();
+        for at in 0..50 {
+            assert!(queue.deliver_blocking(tap(at)));
+        }
+        // Idle for a few tick intervals: the clock work comes anyway.
+        std::thread::sleep(Duration::from_millis(50));
+        drop(queue);
+        let log = thread.join().unwrap();
+        assert_eq!(log.taps, (0..50).collect::<Vec<_>>());
+        assert_eq!(log.finished, 1);
+        assert!(log.ticks >= 1);
+    }
+
+    #[test]
+    fn a_batched_side_path_gets_every_tap_across_batches_and_no_tick_without_a_clock() {
+        let (mut batches, rx) = TapBatches::channel();
+        let thread = spawn(
+            "test-batches",
+            None,
+            None,
+            Inbox::Batches(rx),
+            Log::default(),
+        )
+        .unwrap();
+        let n = 3 * crate::tap::batches::TAP_BATCH as u64 + 7;
+        for at in 0..n {
+            batches.push(tap(at));
+        }
+        batches.close();
+        let log = thread.join().unwrap();
+        assert_eq!(log.taps, (0..n).collect::<Vec<_>>());
+        assert_eq!((log.ticks, log.finished), (0, 1));
+    }
+}
