@@ -10,7 +10,7 @@
 //! - `read_captures` alone (reading, link/IP/TCP parsing, reassembly);
 //! - `read_captures` feeding an icap-codec decoder per stream (what
 //!   `icaptap analyze` does before verdicts), counting ICAP messages;
-//! - the whole `icaptap analyze` job (`offline::analyze_into` and the report:
+//! - the whole `icaptap analyze` job (`jobs::analyze::analyze_into` and the report:
 //!   observer with verdicts and rules, SHA-256 of every request body,
 //!   exchanges.jsonl, connections.jsonl, summary.json, report.html and
 //!   report.md), counting exchange records;
@@ -372,7 +372,7 @@ fn icaptap_analyze(path: &Path) -> Run {
     let out = tempfile::tempdir().unwrap();
     let dir = out.path().join("analysis");
     let start = Instant::now();
-    let side = icaptap::offline::analyze_into(
+    let side = icaptap::jobs::analyze::analyze_into(
         &[path.to_path_buf()],
         &AnalyzeOptions::default(),
         icaptap::observe::ObserverConfig::default(),

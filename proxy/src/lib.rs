@@ -8,25 +8,29 @@
 //! toolkit simulates a sensor and a client for regression tests.
 //!
 //! Layout, one folder per concern:
-//! - [`forward`]: the hot path, bytes in and the same bytes out;
-//! - [`tap`]: what a connection reports to the side paths;
+//! - [`forward`]: the hot path, bytes in and the same bytes out, with
+//!   transparent mode and several listeners (`--route`);
+//! - [`tap`]: what a connection reports to the side paths, and the one
+//!   engine that runs each side path on its own thread;
 //! - [`observe`]: decoding, verdicts and anomaly rules, live and offline;
 //! - [`record`]: pcapng/pcap writing with synthesized TCP/IP;
 //! - [`output`]: JSONL records and the run summary;
 //! - [`analyze`]: capture reading and TCP reassembly into taps;
 //! - [`evidence`]: the report and the support-ticket bundle;
 //! - [`toolkit`]: mock sensor, client, replay, vendor checks and the demo;
-//! - [`ops`]: metrics endpoint, stop conditions, flight recorder,
-//!   transparent mode, several listeners, completions and man page.
+//! - [`ops`]: watching a run: metrics endpoint, stop conditions, flight
+//!   recorder;
+//! - [`jobs`]: `icaptap proxy` and `icaptap analyze`, wiring the rooms
+//!   together;
+//! - [`cli`]: the command line, its completions and man pages.
 
 pub mod analyze;
 pub mod cli;
 pub mod config;
 pub mod evidence;
 pub mod forward;
-pub mod inline;
+pub mod jobs;
 pub mod observe;
-pub mod offline;
 pub mod ops;
 pub mod output;
 pub mod record;

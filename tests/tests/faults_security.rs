@@ -144,7 +144,7 @@ async fn everything_a_run_writes_is_private_whatever_the_umask() {
 #[derive(Debug, Parser)]
 struct ProxyOnly {
     #[command(flatten)]
-    proxy: icaptap::inline::ProxyArgs,
+    proxy: icaptap::jobs::proxy::ProxyArgs,
 }
 
 #[test]

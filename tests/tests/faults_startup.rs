@@ -3,7 +3,7 @@
 //! anything listens (the listen port stays free, "listening on" is never
 //! printed) and without leaving a half-made run behind.
 //!
-//! The binary is run as a process (not `inline::start`) because what a user
+//! The binary is run as a process (not `jobs::proxy::start`) because what a user
 //! sees is its stderr and exit status. `CARGO_BIN_EXE_icaptap` only exists
 //! for tests inside the icaptap package, so `faults_support` builds the
 //! binary with cargo into the target directory of this very test

@@ -191,7 +191,7 @@ fn the_sample_config_is_a_valid_proxy_config() {
 #[test]
 fn completions_and_man_pages_come_from_the_command_line_definitions() {
     let mut script = Vec::new();
-    icaptap::ops::manual::write_completions(clap_complete_shell_bash(), &mut script);
+    icaptap::cli::manual::write_completions(clap_complete_shell_bash(), &mut script);
     let script = String::from_utf8(script).unwrap();
     for option in [
         "--max-exchanges",
@@ -211,7 +211,7 @@ fn completions_and_man_pages_come_from_the_command_line_definitions() {
         String::from_utf8_lossy(&syntax.stderr)
     );
 
-    let pages = icaptap::ops::manual::manpage(&icaptap::ops::manual::ManpageArgs {
+    let pages = icaptap::cli::manual::manpage(&icaptap::cli::ManpageArgs {
         dir: Some(dir.path().to_path_buf()),
     })
     .unwrap();
@@ -248,6 +248,6 @@ fn completions_and_man_pages_come_from_the_command_line_definitions() {
     }
 }
 
-fn clap_complete_shell_bash() -> icaptap::ops::manual::Shell {
-    icaptap::ops::manual::Shell::Bash
+fn clap_complete_shell_bash() -> icaptap::cli::manual::Shell {
+    icaptap::cli::manual::Shell::Bash
 }

@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use icaptap::forward::ForwardConfig;
-use icaptap::inline::{start, ProxyPlan};
+use icaptap::jobs::proxy::{start, ProxyPlan};
 use icaptap::ops::flight::FlightOptions;
 use icaptap::ops::stop::StopConditions;
 use icaptap::ops::OpsPlan;

@@ -21,8 +21,9 @@ use std::process::Command;
 use std::time::Duration;
 
 use icaptap::forward::ForwardConfig;
-use icaptap::inline::{start, ProxyPlan};
-use icaptap::ops::{OpsPlan, TransparentMode};
+use icaptap::forward::TransparentMode;
+use icaptap::jobs::proxy::{start, ProxyPlan};
+use icaptap::ops::OpsPlan;
 use nix::sched::{setns, CloneFlags};
 
 const CLIENT_IP: &str = "10.254.1.2";

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use icaptap::forward::ForwardConfig;
-use icaptap::inline::{start, ProxyPlan};
+use icaptap::jobs::proxy::{start, ProxyPlan};
 use peers::*;
 use record_common::tshark;
 

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use icaptap::forward::ForwardConfig;
-use icaptap::inline::{start, ProxyPlan};
+use icaptap::jobs::proxy::{start, ProxyPlan};
 use icaptap::toolkit::client::{send_once, IcapMethod, IcapTarget, RequestSpec, Verdict};
 use icaptap::toolkit::replay::{load, replay};
 use icaptap::toolkit::sample::{large_body, Sample};

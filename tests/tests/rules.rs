@@ -519,9 +519,9 @@ async fn max_connections_exceeded() {
     let mut forward =
         icaptap::forward::ForwardConfig::new("127.0.0.1:0".parse().unwrap(), upstream);
     forward.drain = Duration::from_secs(2);
-    let proxy = icaptap::inline::start(icaptap::inline::ProxyPlan {
+    let proxy = icaptap::jobs::proxy::start(icaptap::jobs::proxy::ProxyPlan {
         observer: quick_timers(),
-        ..icaptap::inline::ProxyPlan::new(forward, dir.clone())
+        ..icaptap::jobs::proxy::ProxyPlan::new(forward, dir.clone())
     })
     .await
     .unwrap();

@@ -8,8 +8,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use icap_codec::{Decoder, Direction, Event};
+use icaptap::toolkit::client::load::{run_load, LoadConfig, LoadStop};
 use icaptap::toolkit::client::{build_request, send_once, threat_of, IcapConnection};
-use icaptap::toolkit::load::{run_load, LoadConfig, LoadStop};
 use icaptap::toolkit::sample::EICAR;
 use icaptap::toolkit::scenario::Scenario;
 use icaptap::toolkit::sensor::SensorStats;

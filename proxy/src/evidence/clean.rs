@@ -111,7 +111,7 @@ pub fn run(args: CleanArgs) -> Result<CleanOutcome, EvidenceError> {
     println!(
         "icaptap: {verb} {} files ({}) from {}",
         out.removed.len(),
-        super::units::bytes(out.bytes),
+        super::readable::bytes(out.bytes),
         args.dir.display()
     );
     for k in &out.kept {

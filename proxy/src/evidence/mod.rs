@@ -24,13 +24,13 @@ pub mod load;
 pub mod manifest;
 pub mod products;
 pub mod pseudonym;
+pub mod readable;
 pub mod redact;
 pub mod redact_pcap;
 pub mod report_html;
 pub mod report_md;
 pub mod svg;
 pub mod ticket;
-pub mod units;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -11,8 +11,8 @@ use std::fmt::Write;
 use super::catalogue::Catalogue;
 use super::escape::html as esc;
 use super::facts::{AnomalyExample, Facts, SEVERITY_ORDER, VERDICT_ORDER};
+use super::readable;
 use super::svg;
-use super::units;
 
 const STYLE: &str = r#"
 :root{--fg:#1f2328;--muted:#59636e;--line:#d1d9e0;--bg:#ffffff;--panel:#f6f8fa;--accent:#4c6ef5;
@@ -171,14 +171,14 @@ fn headline(page: &mut String, facts: &Facts) {
     let cards = [
         (facts.exchanges().to_string(), "exchanges"),
         (s.connections.to_string(), "connections"),
-        (units::duration(facts.duration_s()), "duration"),
+        (readable::duration(facts.duration_s()), "duration"),
         (
-            format!("{}/s", units::rate(facts.exchanges_per_s())),
+            format!("{}/s", readable::rate(facts.exchanges_per_s())),
             "mean rate",
         ),
         (
             if s.latency_us.count > 0 {
-                units::micros(s.latency_us.p99)
+                readable::micros(s.latency_us.p99)
             } else {
                 "–".to_string()
             },
@@ -229,7 +229,7 @@ fn verdicts(page: &mut String, facts: &Facts) {
             page,
             "<tr><td>{}</td><td class=\"num\">{n}</td><td class=\"num\">{}</td><td><div class=\"bar\" style=\"width:{width:.1}%;background:{}\"></div></td></tr>",
             chip(v),
-            esc(&units::percent(n, total)),
+            esc(&readable::percent(n, total)),
             svg::verdict_colour(v),
         );
     }
@@ -357,7 +357,7 @@ fn observed(page: &mut String, facts: &Facts) {
             esc(s.ended.as_deref().unwrap_or("?"))
         ),
     );
-    row("duration", esc(&units::duration(facts.duration_s())));
+    row("duration", esc(&readable::duration(facts.duration_s())));
     if let Some(l) = &setting.listen {
         row("listening on", format!("<code>{}</code>", esc(l)));
     }
@@ -393,7 +393,7 @@ fn observed(page: &mut String, facts: &Facts) {
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default()),
-                esc(&units::bytes(size))
+                esc(&readable::bytes(size))
             )
         })
         .collect();
@@ -409,11 +409,11 @@ fn observed(page: &mut String, facts: &Facts) {
         "traffic",
         esc(&format!(
             "{} exchanges/s mean, {} in the busiest second; {}/s ({} client→sensor, {} sensor→client)",
-            units::rate(facts.exchanges_per_s()),
+            readable::rate(facts.exchanges_per_s()),
             facts.peak_per_s(),
-            units::bytes(facts.bytes_per_s() as u64),
-            units::bytes(s.bytes_client_to_server),
-            units::bytes(s.bytes_server_to_client)
+            readable::bytes(facts.bytes_per_s() as u64),
+            readable::bytes(s.bytes_client_to_server),
+            readable::bytes(s.bytes_server_to_client)
         )),
     );
     let d = &s.drops;
@@ -452,11 +452,11 @@ fn latency(page: &mut String, facts: &Facts) {
             "<tr><td><code>{}</code></td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td><td class=\"num\">{}</td></tr>",
             esc(&l.key),
             h.len(),
-            esc(&units::micros(h.value_at_quantile(0.5))),
-            esc(&units::micros(h.value_at_quantile(0.9))),
-            esc(&units::micros(h.value_at_quantile(0.99))),
-            esc(&units::micros(h.value_at_quantile(0.999))),
-            esc(&units::micros(h.max())),
+            esc(&readable::micros(h.value_at_quantile(0.5))),
+            esc(&readable::micros(h.value_at_quantile(0.9))),
+            esc(&readable::micros(h.value_at_quantile(0.99))),
+            esc(&readable::micros(h.value_at_quantile(0.999))),
+            esc(&readable::micros(h.max())),
         );
     }
     page.push_str("</tbody></table>");
@@ -548,8 +548,8 @@ fn clients(page: &mut String, facts: &Facts) {
             c.resets,
             c.exchanges,
             c.problem_exchanges,
-            esc(&units::bytes(c.bytes_up)),
-            esc(&units::bytes(c.bytes_down)),
+            esc(&readable::bytes(c.bytes_up)),
+            esc(&readable::bytes(c.bytes_down)),
         );
     }
     page.push_str("</tbody></table>");
@@ -662,7 +662,7 @@ fn appendix(page: &mut String, facts: &Facts) {
             esc(x.service.as_deref().unwrap_or("-")),
             x.icap_status.map_or("-".to_string(), |s| s.to_string()),
             chip(&x.verdict),
-            x.latency_us.map_or("-".to_string(), units::micros),
+            x.latency_us.map_or("-".to_string(), readable::micros),
             esc(&frames),
             codes.join(" "),
         );

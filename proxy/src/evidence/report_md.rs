@@ -8,7 +8,7 @@ use std::fmt::Write;
 use super::catalogue::Catalogue;
 use super::escape::{markdown as md, markdown_code as code};
 use super::facts::{Facts, SEVERITY_ORDER, VERDICT_ORDER};
-use super::units;
+use super::readable;
 
 /// Seconds listed in the "busiest seconds" table.
 const BUSIEST_SECONDS: usize = 5;
@@ -45,7 +45,7 @@ pub fn render(facts: &Facts, catalogue: &Catalogue, generated: &str) -> String {
     let _ = writeln!(
         out,
         "| duration | {} |",
-        units::duration(facts.duration_s())
+        readable::duration(facts.duration_s())
     );
     let setting = facts.setting();
     if let Some(l) = &setting.listen {
@@ -70,15 +70,15 @@ pub fn render(facts: &Facts, catalogue: &Catalogue, generated: &str) -> String {
             out,
             "| capture file | {} ({}) |",
             code(&name),
-            units::bytes(size)
+            readable::bytes(size)
         );
     }
     let _ = writeln!(
         out,
         "| traffic | {} exchanges/s mean, {} in the busiest second, {}/s |",
-        units::rate(facts.exchanges_per_s()),
+        readable::rate(facts.exchanges_per_s()),
         facts.peak_per_s(),
-        units::bytes(facts.bytes_per_s() as u64)
+        readable::bytes(facts.bytes_per_s() as u64)
     );
     let _ = writeln!(
         out,
@@ -94,7 +94,7 @@ pub fn render(facts: &Facts, catalogue: &Catalogue, generated: &str) -> String {
     for v in VERDICT_ORDER {
         let n = facts.verdicts.get(v).copied().unwrap_or(0);
         if n > 0 || matches!(v, "missing" | "malformed" | "error" | "clean") {
-            let _ = writeln!(out, "| {v} | {n} | {} |", units::percent(n, total));
+            let _ = writeln!(out, "| {v} | {n} | {} |", readable::percent(n, total));
         }
     }
     for (v, n) in facts
@@ -102,7 +102,12 @@ pub fn render(facts: &Facts, catalogue: &Catalogue, generated: &str) -> String {
         .iter()
         .filter(|(v, _)| !VERDICT_ORDER.contains(&v.as_str()))
     {
-        let _ = writeln!(out, "| {} | {n} | {} |", md(v), units::percent(*n, total));
+        let _ = writeln!(
+            out,
+            "| {} | {n} | {} |",
+            md(v),
+            readable::percent(*n, total)
+        );
     }
     let _ = writeln!(out, "| **total** | {total} | |\n");
 
@@ -177,11 +182,11 @@ pub fn render(facts: &Facts, catalogue: &Catalogue, generated: &str) -> String {
                 "| {} | {} | {} | {} | {} | {} | {} |",
                 code(&l.key),
                 h.len(),
-                units::micros(h.value_at_quantile(0.5)),
-                units::micros(h.value_at_quantile(0.9)),
-                units::micros(h.value_at_quantile(0.99)),
-                units::micros(h.value_at_quantile(0.999)),
-                units::micros(h.max())
+                readable::micros(h.value_at_quantile(0.5)),
+                readable::micros(h.value_at_quantile(0.9)),
+                readable::micros(h.value_at_quantile(0.99)),
+                readable::micros(h.value_at_quantile(0.999)),
+                readable::micros(h.max())
             );
         }
         out.push('\n');
@@ -240,8 +245,8 @@ pub fn render(facts: &Facts, catalogue: &Catalogue, generated: &str) -> String {
             c.resets,
             c.exchanges,
             c.problem_exchanges,
-            units::bytes(c.bytes_up),
-            units::bytes(c.bytes_down)
+            readable::bytes(c.bytes_up),
+            readable::bytes(c.bytes_down)
         );
     }
     out.push('\n');

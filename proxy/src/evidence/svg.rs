@@ -10,7 +10,7 @@ use hdrhistogram::Histogram;
 
 use super::escape;
 use super::facts::VERDICT_ORDER;
-use super::units;
+use super::readable;
 
 /// The colour of each verdict, shared by the charts and the tables.
 pub fn verdict_colour(verdict: &str) -> &'static str {
@@ -88,11 +88,11 @@ pub fn latency_histogram(h: &Histogram<u64>, title: &str) -> String {
                 TOP + plot_h - bh,
                 (bar_w - 2.0).max(1.0),
                 bh.max(1.0),
-                escape::html(&units::micros(edges[first + i])),
+                escape::html(&readable::micros(edges[first + i])),
                 escape::html(
                     &edges
                         .get(first + i + 1)
-                        .map_or("∞".to_string(), |e| units::micros(*e))
+                        .map_or("∞".to_string(), |e| readable::micros(*e))
                 ),
             );
         }
@@ -103,7 +103,7 @@ pub fn latency_histogram(h: &Histogram<u64>, title: &str) -> String {
                 r##"<text x="{:.1}" y="{:.1}" class="tick" text-anchor="middle">{}</text>"##,
                 x,
                 HEIGHT - BOTTOM + 14.0,
-                escape::html(&units::micros(edge))
+                escape::html(&readable::micros(edge))
             );
         }
     }
@@ -135,7 +135,7 @@ pub fn latency_histogram(h: &Histogram<u64>, title: &str) -> String {
                 } else {
                     0.0
                 },
-            escape::html(&units::micros(v)),
+            escape::html(&readable::micros(v)),
         );
     }
     s.push_str("</svg>");
@@ -225,7 +225,7 @@ pub fn timeline(per_second: &BTreeMap<i64, BTreeMap<String, u64>>) -> String {
                 (col_w - 0.5).max(0.5),
                 verdict_colour(verdict),
                 i * group,
-                units::rate(*n),
+                readable::rate(*n),
             );
         }
     }
@@ -235,7 +235,7 @@ pub fn timeline(per_second: &BTreeMap<i64, BTreeMap<String, u64>>) -> String {
         HEIGHT - BOTTOM + 14.0,
         WIDTH - RIGHT,
         HEIGHT - BOTTOM + 14.0,
-        escape::html(&units::duration(span as f64)),
+        escape::html(&readable::duration(span as f64)),
     );
     if group > 1 {
         let _ = write!(

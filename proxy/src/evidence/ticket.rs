@@ -9,7 +9,7 @@ use std::fmt::Write;
 use super::escape::{markdown as md, markdown_code as code};
 use super::facts::{Facts, SEVERITY_ORDER};
 use super::hostinfo::HostInfo;
-use super::units;
+use super::readable;
 
 const BLANK: &str = "_(to fill in)_";
 
@@ -40,7 +40,7 @@ pub fn render(facts: &Facts, host: &HostInfo, bundle_name: &str) -> String {
         t,
         "- Memory: {}",
         host.memory_bytes
-            .map_or("unknown".to_string(), units::bytes)
+            .map_or("unknown".to_string(), readable::bytes)
     );
     let _ = writeln!(t, "- OS: {}", opt(&host.os));
     let _ = writeln!(t, "- Kernel: {}", opt(&host.kernel));
@@ -52,21 +52,21 @@ pub fn render(facts: &Facts, host: &HostInfo, bundle_name: &str) -> String {
         "- Period: {} to {} ({})",
         md(s.started.as_deref().unwrap_or("?")),
         md(s.ended.as_deref().unwrap_or("?")),
-        units::duration(facts.duration_s())
+        readable::duration(facts.duration_s())
     );
     let _ = writeln!(
         t,
         "- Exchanges: {} ({} per second on average, {} in the busiest second)",
         facts.exchanges(),
-        units::rate(facts.exchanges_per_s()),
+        readable::rate(facts.exchanges_per_s()),
         facts.peak_per_s()
     );
     let _ = writeln!(
         t,
         "- Bytes: {} per second on average ({} client→sensor, {} sensor→client in total)",
-        units::bytes(facts.bytes_per_s() as u64),
-        units::bytes(s.bytes_client_to_server),
-        units::bytes(s.bytes_server_to_client)
+        readable::bytes(facts.bytes_per_s() as u64),
+        readable::bytes(s.bytes_client_to_server),
+        readable::bytes(s.bytes_server_to_client)
     );
     let _ = writeln!(
         t,

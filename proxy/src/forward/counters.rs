@@ -2,8 +2,14 @@
 //! atomics (one add per read, no lock); the status line and the metrics
 //! endpoint read them at any time through a shared [`ForwardCounters`], and
 //! [`ForwardStats`] is a plain snapshot for the summary at exit.
+//! [`FdLimitAlarm`] counts hits of the open-file limit, from accepts and
+//! connects alike, and warns about them now and then.
 
+use std::io;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use tracing::warn;
 
 /// Counters shared by the listener, its sessions and whoever reports on them.
 #[derive(Debug, Default)]
@@ -89,5 +95,59 @@ impl<'a> OpenConnection<'a> {
 impl Drop for OpenConnection<'_> {
     fn drop(&mut self) {
         self.open.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// How often the open-file limit warning may repeat while the limit holds.
+pub const FD_LIMIT_WARN_EVERY: Duration = Duration::from_secs(60);
+
+/// `EMFILE` and `ENFILE`: the same numbers on Linux and the BSDs.
+const EMFILE: i32 = 24;
+const ENFILE: i32 = 23;
+
+/// Tells the operator, clearly and not on every failure, that the process
+/// ran out of file descriptors.
+#[derive(Debug)]
+pub(crate) struct FdLimitAlarm {
+    started: Instant,
+    /// Milliseconds after `started` of the last warning, plus one (0 = never).
+    last_warned: AtomicU64,
+}
+
+impl Default for FdLimitAlarm {
+    fn default() -> Self {
+        FdLimitAlarm {
+            started: Instant::now(),
+            last_warned: AtomicU64::new(0),
+        }
+    }
+}
+
+impl FdLimitAlarm {
+    /// Whether `e` is the per-process or system-wide open-file limit.
+    pub(crate) fn is_fd_limit(e: &io::Error) -> bool {
+        matches!(e.raw_os_error(), Some(EMFILE) | Some(ENFILE))
+    }
+
+    /// Counts one hit and warns if it has not warned lately.
+    pub(crate) fn raise(&self, counters: &ForwardCounters) {
+        ForwardCounters::add(&counters.fd_limit_hits, 1);
+        let now = self.started.elapsed().as_millis() as u64 + 1;
+        let last = self.last_warned.load(Ordering::Relaxed);
+        let due = last == 0 || now.saturating_sub(last) >= FD_LIMIT_WARN_EVERY.as_millis() as u64;
+        if due
+            && self
+                .last_warned
+                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+                .is_ok()
+        {
+            let open = counters.connections_open.load(Ordering::Relaxed);
+            let hits = counters.fd_limit_hits.load(Ordering::Relaxed);
+            warn!(
+                open,
+                hits,
+                "open-file limit reached ({open} connections open); raise `ulimit -n` or lower --max-connections"
+            );
+        }
     }
 }

@@ -8,14 +8,14 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::net::{TcpListener, TcpSocket};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use super::counters::{ForwardCounters, ForwardStats};
+use super::counters::{FdLimitAlarm, ForwardCounters, ForwardStats};
 use super::options::ForwardConfig;
 use super::session::{Session, SessionShared, END_TAP_WAIT};
 use crate::tap::TapSinks;
@@ -29,13 +29,6 @@ pub const FD_LIMIT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Pause after any other failed accept (ENOBUFS, ENOMEM...).
 pub const ACCEPT_ERROR_BACKOFF: Duration = Duration::from_millis(20);
-
-/// How often the open-file limit warning may repeat while the limit holds.
-pub const FD_LIMIT_WARN_EVERY: Duration = Duration::from_secs(60);
-
-/// `EMFILE` and `ENFILE`: the same numbers on Linux and the BSDs.
-const EMFILE: i32 = 24;
-const ENFILE: i32 = 23;
 
 /// A failure to start listening, before any client is served.
 #[derive(Debug, thiserror::Error)]
@@ -123,8 +116,8 @@ pub async fn bind(cfg: &ForwardConfig) -> Result<Listener, ForwardError> {
         TcpSocket::new_v6()
     }
     .map_err(|e| ForwardError::new(addr, e))?;
-    if cfg.transparent == Some(crate::ops::TransparentMode::Tproxy) {
-        crate::ops::transparent::accept_foreign_addresses(&socket)
+    if cfg.transparent == Some(super::transparent::TransparentMode::Tproxy) {
+        super::transparent::accept_foreign_addresses(&socket)
             .map_err(|source| ForwardError::Other { addr, source })?;
     }
     // A restarted icaptap must be able to bind while old connections linger
@@ -252,51 +245,4 @@ pub async fn serve(
         }
     }
     counters.snapshot()
-}
-
-/// Tells the operator, clearly and not on every failure, that the process
-/// ran out of file descriptors.
-#[derive(Debug)]
-pub(crate) struct FdLimitAlarm {
-    started: Instant,
-    /// Milliseconds after `started` of the last warning, plus one (0 = never).
-    last_warned: AtomicU64,
-}
-
-impl Default for FdLimitAlarm {
-    fn default() -> Self {
-        FdLimitAlarm {
-            started: Instant::now(),
-            last_warned: AtomicU64::new(0),
-        }
-    }
-}
-
-impl FdLimitAlarm {
-    /// Whether `e` is the per-process or system-wide open-file limit.
-    pub(crate) fn is_fd_limit(e: &io::Error) -> bool {
-        matches!(e.raw_os_error(), Some(EMFILE) | Some(ENFILE))
-    }
-
-    /// Counts one hit and warns if it has not warned lately.
-    pub(crate) fn raise(&self, counters: &ForwardCounters) {
-        ForwardCounters::add(&counters.fd_limit_hits, 1);
-        let now = self.started.elapsed().as_millis() as u64 + 1;
-        let last = self.last_warned.load(Ordering::Relaxed);
-        let due = last == 0 || now.saturating_sub(last) >= FD_LIMIT_WARN_EVERY.as_millis() as u64;
-        if due
-            && self
-                .last_warned
-                .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
-                .is_ok()
-        {
-            let open = counters.connections_open.load(Ordering::Relaxed);
-            let hits = counters.fd_limit_hits.load(Ordering::Relaxed);
-            warn!(
-                open,
-                hits,
-                "open-file limit reached ({open} connections open); raise `ulimit -n` or lower --max-connections"
-            );
-        }
-    }
 }

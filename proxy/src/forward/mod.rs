@@ -15,23 +15,32 @@
 //! - `options`: flags, environment variables, defaults, resolution;
 //! - `listener`: accepting, the connection limit, shutdown and drain;
 //! - `session`: one connection's two copy loops and mirrored close/reset;
-//! - `counters`: live counters for the status line and metrics.
+//! - `counters`: live counters for the status line and metrics, and the
+//!   open-file limit alarm;
+//! - [`transparent`]: `--transparent`, forwarding each connection to the
+//!   address it was redirected from (nftables/iptables REDIRECT with
+//!   `SO_ORIGINAL_DST`, or TPROXY with `IP_TRANSPARENT`);
+//! - [`routes`]: `--route LISTEN=UPSTREAM`, more listeners, each with its
+//!   own sensor.
 
 mod counters;
 mod listener;
 mod options;
+pub mod routes;
 mod session;
+pub mod transparent;
 
-pub use counters::{ForwardCounters, ForwardStats};
+pub use counters::{ForwardCounters, ForwardStats, FD_LIMIT_WARN_EVERY};
 pub use listener::{
-    bind, serve, ForwardError, Listener, ACCEPT_ERROR_BACKOFF, FD_LIMIT_BACKOFF,
-    FD_LIMIT_WARN_EVERY, LISTEN_BACKLOG,
+    bind, serve, ForwardError, Listener, ACCEPT_ERROR_BACKOFF, FD_LIMIT_BACKOFF, LISTEN_BACKLOG,
 };
 pub use options::{
-    parse_buffer_size, parse_duration, ConfigError, ForwardArgs, ForwardConfig, DEFAULT_ICAP_PORT,
-    MAX_BUFFER_SIZE, MAX_CONNECTIONS_LIMIT, MIN_BUFFER_SIZE,
+    parse_buffer_size, ConfigError, ForwardArgs, ForwardConfig, DEFAULT_ICAP_PORT, MAX_BUFFER_SIZE,
+    MAX_CONNECTIONS_LIMIT, MIN_BUFFER_SIZE,
 };
+pub use routes::{route_configs, Route, RouteError};
 pub use session::END_TAP_WAIT;
 /// The shutdown signal [`serve`] takes, re-exported so callers need no
 /// direct dependency on tokio-util.
 pub use tokio_util::sync::CancellationToken;
+pub use transparent::TransparentMode;

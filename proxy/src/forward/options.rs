@@ -7,6 +7,8 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
+use crate::units::{parse_duration, parse_size};
+
 /// The ICAP port (RFC 3507 section 4.2), used when `--upstream` names no port.
 pub const DEFAULT_ICAP_PORT: u16 = 1344;
 
@@ -75,9 +77,9 @@ pub struct ForwardConfig {
     /// Grace period for open connections at shutdown.
     pub drain: Duration,
     /// Transparent mode: each connection goes to the address it was
-    /// redirected from (see [`crate::ops::transparent`]); connections made
+    /// redirected from (see [`super::transparent`]); connections made
     /// to icaptap directly still go to `upstream`.
-    pub transparent: Option<crate::ops::TransparentMode>,
+    pub transparent: Option<super::transparent::TransparentMode>,
 }
 
 impl ForwardConfig {
@@ -176,12 +178,10 @@ fn has_port(s: &str) -> bool {
     }
 }
 
-pub use crate::units::parse_duration;
-
 /// Parses a read-buffer size (see [`crate::units::parse_size`]) within the
 /// accepted buffer range.
 pub fn parse_buffer_size(text: &str) -> Result<usize, String> {
-    let bytes = usize::try_from(crate::units::parse_size(text)?).unwrap_or(usize::MAX);
+    let bytes = usize::try_from(parse_size(text)?).unwrap_or(usize::MAX);
     if !(MIN_BUFFER_SIZE..=MAX_BUFFER_SIZE).contains(&bytes) {
         return Err(format!(
             "`{}`: buffer size must be between {MIN_BUFFER_SIZE} bytes and {} MiB",

@@ -22,8 +22,7 @@ use tokio::sync::OwnedSemaphorePermit;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
-use super::counters::{ForwardCounters, OpenConnection};
-use super::listener::FdLimitAlarm;
+use super::counters::{FdLimitAlarm, ForwardCounters, OpenConnection};
 use super::options::ForwardConfig;
 use crate::tap::{self, CloseKind, ConnId, ConnMeta, Direction, Tap, TapEvent, TapQueue, TapSinks};
 
@@ -188,7 +187,7 @@ fn destination(
     let Some(mode) = cfg.transparent else {
         return cfg.upstream;
     };
-    match crate::ops::transparent::original_destination(client, listen, cfg.listen, mode) {
+    match super::transparent::original_destination(client, listen, cfg.listen, mode) {
         Ok(Some(original)) => original,
         Ok(None) => cfg.upstream,
         Err(e) => {

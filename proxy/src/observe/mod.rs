@@ -10,14 +10,14 @@ pub mod rules;
 pub mod services;
 pub mod verdict;
 
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 pub use finding::{Finding, RuleCode};
 pub use observer::{Note, NoteSink, Observer, ObserverConfig};
 pub use verdict::Verdict;
 
-use crate::tap::{now_micros, Busy, TapReceiver};
+use crate::tap::side_path::{self, Inbox, SidePath, SidePathThread};
+use crate::tap::{now_micros, Tap, TapReceiver, OBSERVER_NICENESS};
 
 /// Options of the observer's clock rules.
 #[derive(Clone, Debug, clap::Args)]
@@ -50,53 +50,37 @@ impl ObserveArgs {
 /// How often the live observer runs its clock rules when no tap arrives.
 const LIVE_TICK: Duration = Duration::from_millis(250);
 
+/// The observer as a live side path: its clock is the wall clock.
+#[derive(Debug)]
+pub struct LiveObserver(pub Observer);
+
+impl SidePath for LiveObserver {
+    fn on_tap(&mut self, tap: Tap) {
+        self.0.handle(tap);
+    }
+
+    fn tick(&mut self) {
+        self.0.tick(now_micros());
+    }
+
+    fn finish(&mut self) {
+        self.0.finish(now_micros());
+    }
+}
+
 /// Runs `observer` on its own thread, fed by `taps`, until every sender of
-/// the queue is gone; then finishes every connection and returns the
-/// observer. Decoding never runs on the forwarding runtime's workers.
+/// the queue is gone; then finishes every connection and hands the
+/// observer back. Decoding never runs on the forwarding runtime's workers.
 pub fn spawn_live(
-    mut observer: Observer,
-    mut taps: TapReceiver,
-    runtime: tokio::runtime::Handle,
-) -> std::io::Result<JoinHandle<Observer>> {
-    std::thread::Builder::new()
-        .name("icaptap-observer".to_string())
-        .spawn(move || {
-            crate::tap::lower_thread_priority(crate::tap::OBSERVER_NICENESS);
-            // One `block_on` for the thread's life and one ticker: waiting
-            // costs no timer registration per tap.
-            runtime.block_on(async {
-                let mut ticker = tokio::time::interval(LIVE_TICK);
-                ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                loop {
-                    // The ticker first: it is ready only when due, and a
-                    // steady stream of taps must not starve the clock rules.
-                    tokio::select! {
-                        biased;
-                        _ = ticker.tick() => observer.tick(now_micros()),
-                        tap = taps.recv() => match tap {
-                            Some(tap) => {
-                                observer.handle(tap);
-                                let mut last_tick = Instant::now();
-                                let open = taps.take_while_busy(|busy| match busy {
-                                    Busy::Tap(tap) => observer.handle(tap),
-                                    Busy::Looked => {
-                                        if last_tick.elapsed() >= LIVE_TICK {
-                                            observer.tick(now_micros());
-                                            ticker.reset();
-                                            last_tick = Instant::now();
-                                        }
-                                    }
-                                });
-                                if !open {
-                                    break;
-                                }
-                            }
-                            None => break,
-                        },
-                    }
-                }
-            });
-            observer.finish(now_micros());
-            observer
-        })
+    observer: Observer,
+    taps: TapReceiver,
+) -> std::io::Result<SidePathThread<LiveObserver>> {
+    side_path::spawn(
+        "icaptap-observer",
+        Some(OBSERVER_NICENESS),
+        Some(LIVE_TICK),
+        Inbox::Live(taps),
+        LiveObserver(observer),
+    )
+    .map_err(|not_started| not_started.error)
 }

@@ -5,25 +5,24 @@
 //!   `/healthz`, `/status` JSON), fed by the live counters of the side paths
 //!   and by [`metrics::RecordMetrics`], a record sink;
 //! - [`stop`]: `--max-exchanges` and `--stop-on CODE`, so a temporary
-//!   deployment ends by itself (`--duration` lives in [`crate::inline`]);
+//!   deployment ends by itself (`--duration` lives in [`crate::jobs::proxy`]);
 //! - [`flight`]: the flight recorder, `--ring SIZE` and `--trigger CODE`;
-//! - [`transparent`]: `--transparent` (nftables/iptables REDIRECT with
-//!   `SO_ORIGINAL_DST`, or TPROXY with `IP_TRANSPARENT`);
-//! - [`listeners`]: `--route LISTEN=UPSTREAM`, several listeners and sensors;
-//! - [`manual`]: shell completions and the man page from the clap definitions.
+//!
+//! [`OpsArgs`] also reads `--transparent` and `--route`, beside the other
+//! options of a deployment; what they do is forwarding, in
+//! [`crate::forward::transparent`] and [`crate::forward::routes`].
 
 pub mod endpoint;
 pub mod flight;
-pub mod listeners;
-pub mod manual;
 pub mod metrics;
 pub mod stop;
-pub mod transparent;
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-pub use transparent::TransparentMode;
+use crate::forward::routes::{parse_route, Route};
+use crate::forward::TransparentMode;
+use crate::units::{parse_duration, parse_size};
 
 /// Where `--metrics` listens when given without an address: loopback only,
 /// because the endpoint shows traffic facts (URLs of problem exchanges).
@@ -52,7 +51,7 @@ pub struct OpsArgs {
     pub stop_on: Vec<String>,
     /// Flight recorder: keep only the newest SIZE of capture on disk (K, M,
     /// G suffixes), in a ring of files.
-    #[arg(long, env = "ICAPTAP_RING", value_name = "SIZE", value_parser = crate::record::parse_size,
+    #[arg(long, env = "ICAPTAP_RING", value_name = "SIZE", value_parser = parse_size,
           conflicts_with_all = ["rotate_size", "keep"])]
     pub ring: Option<u64>,
     /// Flight recorder: when one of these anomaly codes is seen, keep the
@@ -67,12 +66,12 @@ pub struct OpsArgs {
     pub trigger: Vec<String>,
     /// Flight recorder: how much of the records before a trigger to keep.
     #[arg(long, env = "ICAPTAP_TRIGGER_BEFORE", default_value = "60s", value_name = "DURATION",
-          value_parser = crate::forward::parse_duration)]
+          value_parser = parse_duration)]
     pub trigger_before: Duration,
     /// Flight recorder: how long to go on recording after a trigger before
     /// the incident is written.
     #[arg(long, env = "ICAPTAP_TRIGGER_AFTER", default_value = "10s", value_name = "DURATION",
-          value_parser = crate::forward::parse_duration)]
+          value_parser = parse_duration)]
     pub trigger_after: Duration,
     /// Flight recorder: most incidents written in one run (later triggers
     /// are counted, not written).
@@ -94,8 +93,8 @@ pub struct OpsArgs {
     /// More listeners, each with its own sensor: LISTEN=UPSTREAM, e.g.
     /// 0.0.0.0:1345=sensor-b:1344 (repeat, or a list in the config file).
     #[arg(long = "route", env = "ICAPTAP_ROUTES", value_name = "LISTEN=UPSTREAM",
-          value_delimiter = ';', value_parser = listeners::parse_route)]
-    pub routes: Vec<listeners::Route>,
+          value_delimiter = ';', value_parser = parse_route)]
+    pub routes: Vec<Route>,
 }
 
 impl OpsArgs {
@@ -134,36 +133,5 @@ pub struct OpsPlan {
     /// Transparent mode.
     pub transparent: Option<TransparentMode>,
     /// Extra listeners.
-    pub routes: Vec<listeners::Route>,
-}
-
-/// Hands every record to several sinks in order: the run's files first,
-/// then the operational watchers (metrics, stop conditions, flight
-/// recorder), so a watcher that stops the run never races the files.
-pub struct SinkFanout(pub Vec<Box<dyn crate::output::writer::RecordSink>>);
-
-impl std::fmt::Debug for SinkFanout {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "SinkFanout({} sinks)", self.0.len())
-    }
-}
-
-impl crate::output::writer::RecordSink for SinkFanout {
-    fn exchange(&mut self, record: &crate::output::records::ExchangeRecord) {
-        for sink in &mut self.0 {
-            sink.exchange(record);
-        }
-    }
-
-    fn connection(&mut self, record: &crate::output::records::ConnectionRecord) {
-        for sink in &mut self.0 {
-            sink.connection(record);
-        }
-    }
-
-    fn flush(&mut self) {
-        for sink in &mut self.0 {
-            sink.flush();
-        }
-    }
+    pub routes: Vec<Route>,
 }

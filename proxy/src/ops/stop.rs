@@ -1,6 +1,6 @@
 //! Stop conditions, so a temporary deployment ends by itself:
 //! `--max-exchanges N` and `--stop-on CODE[,CODE]` (`--duration` is a timer
-//! in [`crate::inline`]). [`StopWatch`] is a record sink on the observer's
+//! in [`crate::jobs::proxy`]). [`StopWatch`] is a record sink on the observer's
 //! thread; when a condition is met it records why and cancels the proxy's
 //! shutdown token, which stops accepting and drains as SIGTERM does.
 

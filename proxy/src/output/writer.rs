@@ -1,7 +1,7 @@
 //! Where records go. The observer is handed a [`RecordSink`] and knows
 //! nothing of files; [`JsonlSink`] writes the two JSON Lines files of an
 //! output directory, [`MemorySink`] keeps records for tests and for the
-//! report.
+//! report; [`Tee`] and [`SinkFanout`] hand each record to several sinks.
 
 use std::fs::File;
 use std::io::{Seek, SeekFrom, Write};
@@ -225,5 +225,36 @@ impl<A: RecordSink, B: RecordSink> RecordSink for Tee<A, B> {
     fn flush(&mut self) {
         self.0.flush();
         self.1.flush();
+    }
+}
+
+/// Hands every record to several sinks in order: the run's files first,
+/// then the operational watchers (metrics, stop conditions, flight
+/// recorder), so a watcher that stops the run never races the files.
+pub struct SinkFanout(pub Vec<Box<dyn RecordSink>>);
+
+impl std::fmt::Debug for SinkFanout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SinkFanout({} sinks)", self.0.len())
+    }
+}
+
+impl RecordSink for SinkFanout {
+    fn exchange(&mut self, record: &ExchangeRecord) {
+        for sink in &mut self.0 {
+            sink.exchange(record);
+        }
+    }
+
+    fn connection(&mut self, record: &ConnectionRecord) {
+        for sink in &mut self.0 {
+            sink.connection(record);
+        }
+    }
+
+    fn flush(&mut self) {
+        for sink in &mut self.0 {
+            sink.flush();
+        }
     }
 }

@@ -22,7 +22,6 @@ pub mod writer;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::thread::JoinHandle;
 use std::time::Duration;
 
 pub use annotate::{annotation_channel, Annotation, AnnotationReceiver, AnnotationSender};
@@ -30,7 +29,8 @@ pub use body::BodyCapture;
 pub use synth::Leg;
 pub use writer::Rotation;
 
-use crate::tap::{Busy, TapReceiver};
+use crate::tap::side_path::{self, Inbox, SidePath, SidePathThread};
+use crate::tap::{Tap, TapReceiver, RECORDER_NICENESS};
 
 /// How often the recorder thread wakes without taps to release held packets
 /// and flush the file.
@@ -130,7 +130,7 @@ impl RecordArgs {
     }
 }
 
-pub use crate::units::parse_size;
+use crate::units::parse_size;
 
 /// Everything the recorder needs to know.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -249,7 +249,7 @@ pub enum RecordError {
 /// The running recorder.
 #[derive(Debug)]
 pub struct RecorderHandle {
-    thread: JoinHandle<()>,
+    thread: SidePathThread<Recording>,
     counters: Arc<RecordCounters>,
     annotations_dropped_in_channel: Arc<AtomicU64>,
 }
@@ -287,12 +287,46 @@ impl RecorderHandle {
     }
 }
 
+/// The recorder as a side path: the observer's packet comments are taken
+/// in before every tap, tick and the finish, so each lands on its packet
+/// while that packet is still held.
+struct Recording {
+    recorder: recorder::Recorder,
+    notes: std::sync::mpsc::Receiver<Annotation>,
+}
+
+impl Recording {
+    /// Hands the recorder every comment queued so far.
+    fn take_notes(&mut self) {
+        while let Ok(note) = self.notes.try_recv() {
+            self.recorder.annotate(note);
+        }
+    }
+}
+
+impl SidePath for Recording {
+    fn on_tap(&mut self, tap: Tap) {
+        self.take_notes();
+        self.recorder.on_tap(tap);
+    }
+
+    fn tick(&mut self) {
+        self.take_notes();
+        self.recorder.tick();
+    }
+
+    fn finish(&mut self) {
+        self.take_notes();
+        self.recorder.finish();
+    }
+}
+
 /// Starts the recorder on its own thread, writing into `out_dir` (which
 /// must exist). It stops when every sender of `taps` is dropped.
 pub fn spawn(
     out_dir: &Path,
     opts: RecordOptions,
-    mut taps: TapReceiver,
+    taps: TapReceiver,
     annotations: AnnotationReceiver,
 ) -> Result<RecorderHandle, RecordError> {
     match std::fs::metadata(out_dir) {
@@ -318,59 +352,19 @@ pub fn spawn(
         opts.rotation,
         Arc::clone(&counters),
     );
-    let mut recorder = recorder::Recorder::new(opts, writer, Arc::clone(&counters));
-    // A current-thread runtime on the recorder's own thread only to wait for
-    // taps with a timeout: held packets must be released when traffic stops.
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .map_err(RecordError::Spawn)?;
+    let recorder = recorder::Recorder::new(opts, writer, Arc::clone(&counters));
     let AnnotationReceiver { rx, dropped } = annotations;
-    let thread = std::thread::Builder::new()
-        .name("icaptap-recorder".into())
-        .spawn(move || {
-            crate::tap::lower_thread_priority(crate::tap::RECORDER_NICENESS);
-            runtime.block_on(async {
-                loop {
-                    // Waiting on the queue when idle; while taps keep
-                    // coming, looking every 50 µs instead of being woken for
-                    // each (`take_while_busy`). Polling every millisecond
-                    // was tried and made the recorder run in bursts that
-                    // delayed forwarding (docs/performance.md).
-                    let open = match tokio::time::timeout(TICK, taps.recv()).await {
-                        Ok(Some(tap)) => {
-                            while let Ok(note) = rx.try_recv() {
-                                recorder.annotate(note);
-                            }
-                            recorder.on_tap(tap);
-                            taps.take_while_busy(|busy| {
-                                while let Ok(note) = rx.try_recv() {
-                                    recorder.annotate(note);
-                                }
-                                match busy {
-                                    Busy::Tap(tap) => recorder.on_tap(tap),
-                                    Busy::Looked => recorder.tick(),
-                                }
-                            })
-                        }
-                        Ok(None) => false,
-                        Err(_elapsed) => true,
-                    };
-                    while let Ok(note) = rx.try_recv() {
-                        recorder.annotate(note);
-                    }
-                    recorder.tick();
-                    if !open {
-                        break;
-                    }
-                }
-            });
-            while let Ok(note) = rx.try_recv() {
-                recorder.annotate(note);
-            }
-            recorder.finish();
-        })
-        .map_err(RecordError::Spawn)?;
+    let thread = side_path::spawn(
+        "icaptap-recorder",
+        Some(RECORDER_NICENESS),
+        Some(TICK),
+        Inbox::Live(taps),
+        Recording {
+            recorder,
+            notes: rx,
+        },
+    )
+    .map_err(|not_started| RecordError::Spawn(not_started.error))?;
     Ok(RecorderHandle {
         thread,
         counters,

@@ -32,7 +32,7 @@ pub use report::{CaseResult, CheckReport};
 pub use runner::CheckEnv;
 pub use suite::{Case, Check, DownPolicy, Suite, SuiteError, DEFAULT_SUITE};
 
-use crate::inline::ProxyError;
+use crate::jobs::proxy::ProxyError;
 use crate::output::directory::default_dir_name;
 use crate::toolkit::sensor::SensorError;
 use crate::units::parse_duration;

@@ -2,12 +2,13 @@
 //! request (RFC 3507 sections 4.8 to 4.10) with a file or a built-in sample,
 //! prints the ICAP and HTTP response heads the way `c-icap-client -v` does,
 //! then a verdict line a person can read; or, in load mode, drives many
-//! requests over keep-alive connections (see [`super::load`]). The verdict
+//! requests over keep-alive connections (see [`load`]). The verdict
 //! is the observer's (`observe::verdict::classify` on the correlated
 //! exchange), so the client and the proxy never disagree on what an answer
 //! means.
 
 mod exchange;
+pub mod load;
 mod request;
 
 use std::io::Write;
@@ -22,10 +23,11 @@ use icap_codec::{EntityKind, Headers, ResponseHead, Severity, Side};
 pub use exchange::{Answer, ClientError, IcapConnection, MAX_KEPT_BODY};
 pub use request::{build_request, BuiltRequest, IcapMethod, IcapTarget, RequestSpec, ICAP_PORT};
 
+use load::{run_load, LoadConfig, LoadStop};
+
 use crate::observe::verdict::threat_names;
 pub use crate::observe::verdict::Verdict;
 
-use super::load::{run_load, LoadConfig, LoadStop};
 use super::sample::Sample;
 use crate::units::parse_duration;
 

@@ -12,7 +12,7 @@ use std::time::Duration;
 use bytes::Bytes;
 
 use crate::forward::ForwardConfig;
-use crate::inline::{start, ProxyPlan};
+use crate::jobs::proxy::{start, ProxyPlan};
 use crate::observe::ObserverConfig;
 use crate::output::console::summary_table;
 use crate::output::directory::default_dir_name;

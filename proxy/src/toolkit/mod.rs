@@ -6,7 +6,6 @@
 pub mod check;
 pub mod client;
 pub mod demo;
-pub mod load;
 pub mod replay;
 pub mod sample;
 pub mod scenario;

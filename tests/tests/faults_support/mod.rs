@@ -564,7 +564,7 @@ pub fn is_root() -> bool {
 /// The real proxy, in-process, recording into a private temporary
 /// directory, with fast clock rules.
 pub struct InProcess {
-    pub proxy: icaptap::inline::RunningProxy,
+    pub proxy: icaptap::jobs::proxy::RunningProxy,
     pub dir: PathBuf,
     pub tmp: tempfile::TempDir,
 }
@@ -586,9 +586,9 @@ pub async fn start_in_process(upstream: SocketAddr) -> InProcess {
         icaptap::forward::ForwardConfig::new("127.0.0.1:0".parse().unwrap(), upstream);
     forward.drain = Duration::from_secs(3);
     forward.connect_timeout = Duration::from_secs(2);
-    let proxy = icaptap::inline::start(icaptap::inline::ProxyPlan {
+    let proxy = icaptap::jobs::proxy::start(icaptap::jobs::proxy::ProxyPlan {
         observer: quick_timers(),
-        ..icaptap::inline::ProxyPlan::new(forward, dir.clone())
+        ..icaptap::jobs::proxy::ProxyPlan::new(forward, dir.clone())
     })
     .await
     .unwrap();

@@ -15,7 +15,7 @@ use std::collections::VecDeque;
 use icap_codec::event::MessageEnd;
 use icap_codec::{Decoder, Direction, Event};
 use icaptap::forward::ForwardConfig;
-use icaptap::inline::{start, ProxyPlan};
+use icaptap::jobs::proxy::{start, ProxyPlan};
 use icaptap::observe::ObserverConfig;
 use icaptap::output::records::{ConnectionRecord, ExchangeRecord};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -18,7 +18,7 @@ use super::report::{CaseResult, CheckReport};
 use super::suite::{case_dir, Check, Suite};
 use super::CheckError;
 use crate::forward::ForwardConfig;
-use crate::inline::{start, ProxyPlan, RunningProxy};
+use crate::jobs::proxy::{start, ProxyPlan, RunningProxy};
 use crate::output::records::{ConnectionRecord, ExchangeRecord};
 use crate::output::{parse_rfc3339, rfc3339};
 use crate::tap::now_micros;

@@ -1,146 +1,14 @@
-//! What a connection reports about itself, and how those reports reach the
-//! side paths (observer, recorder) without ever slowing forwarding.
-//!
-//! A [`Tap`] is one fact about one connection: it opened, bytes went one way
-//! (a refcounted [`Bytes`], never a copy), a direction closed, it finished.
-//! The live proxy produces taps from sockets; offline analysis produces the
-//! same taps from reassembled captures, so both feed one observer.
+//! A side path's inbox: a queue bounded in taps and in payload bytes that
+//! the forwarding path offers taps to without ever waiting, and that drops
+//! and counts what does not fit.
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use bytes::Bytes;
-pub use icap_codec::Direction;
 use tokio::sync::mpsc;
 
-/// How much nicer than forwarding the recorder's thread is (a Linux nice
-/// level, per thread). When every CPU is busy, forwarding wins it, then the
-/// observer (whose records are the product), and the capture, the bulk of
-/// the side-path work at two bytes written per byte forwarded, falls
-/// behind, drops and counts, which is what its bounded queue is for. When
-/// there is CPU to spare, as in a deployment not at its limit, it changes
-/// nothing.
-pub const RECORDER_NICENESS: i32 = 10;
-
-/// How much nicer than forwarding the live observer's thread is: less than
-/// the recorder, so that of what forwarding leaves, records get about three
-/// times the capture's share. A woken observer then also does not preempt
-/// a forwarding thread on a shared CPU.
-pub const OBSERVER_NICENESS: i32 = 5;
-
-/// Lowers the calling thread's CPU priority to `niceness`. Needs no
-/// privilege; if the system refuses, the thread keeps the process's
-/// priority and this is logged.
-pub fn lower_thread_priority(niceness: i32) {
-    let thread = rustix::thread::gettid();
-    if let Err(e) = rustix::process::setpriority_process(Some(thread), niceness) {
-        tracing::debug!("thread keeps its CPU priority: {e}");
-    }
-}
-
-/// A connection's id, unique within one run (1, 2, 3...).
-pub type ConnId = u64;
-
-/// Microseconds since the UNIX epoch.
-pub type Micros = u64;
-
-/// The current wall-clock time in microseconds since the UNIX epoch.
-pub fn now_micros() -> Micros {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_micros() as u64)
-        .unwrap_or(0)
-}
-
-/// The addresses of one proxied (or captured) ICAP connection.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct ConnMeta {
-    /// Connection id.
-    pub id: ConnId,
-    /// The ICAP client's address (the web proxy).
-    pub client: SocketAddr,
-    /// The address the client connected to (icaptap's listening address,
-    /// or the sensor's address when analysing a capture).
-    pub listen: SocketAddr,
-    /// icaptap's own address on the sensor leg, when connected.
-    pub upstream_local: Option<SocketAddr>,
-    /// The ICAP server's address (the sensor).
-    pub server: SocketAddr,
-    /// When the client's connection was accepted (or its first packet seen).
-    pub opened: Micros,
-}
-
-/// How one direction of a connection ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum CloseKind {
-    /// An orderly close (FIN).
-    Fin,
-    /// A reset (RST) or a hard socket error.
-    Reset,
-    /// icaptap closed it after an idle or connect timeout.
-    Timeout,
-    /// icaptap closed it while shutting down.
-    Shutdown,
-}
-
-impl CloseKind {
-    /// `fin`, `reset`, `timeout` or `shutdown`, as written in records.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CloseKind::Fin => "fin",
-            CloseKind::Reset => "reset",
-            CloseKind::Timeout => "timeout",
-            CloseKind::Shutdown => "shutdown",
-        }
-    }
-}
-
-/// What happened.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum TapEvent {
-    /// The client connected and the sensor leg is up.
-    Open,
-    /// The client connected but the sensor could not be reached; the
-    /// client connection is closed.
-    ConnectFailed {
-        /// Why, in words (refused, timed out, unreachable...).
-        error: String,
-    },
-    /// Bytes forwarded in `dir`, starting at stream offset `offset`.
-    /// Offsets let a consumer see bytes it never got (a gap).
-    Data {
-        /// Which way the bytes went.
-        dir: Direction,
-        /// Stream offset of the first byte.
-        offset: u64,
-        /// The bytes, exactly as forwarded.
-        bytes: Bytes,
-    },
-    /// The sender of `dir` stopped sending: its stream is over.
-    Closed {
-        /// Which direction ended.
-        dir: Direction,
-        /// How.
-        how: CloseKind,
-    },
-    /// Both directions are over; nothing more will come for this connection.
-    Finished,
-}
-
-/// One report about one connection.
-#[derive(Clone, Debug)]
-pub struct Tap {
-    /// The connection.
-    pub conn: Arc<ConnMeta>,
-    /// When it happened (microseconds since the UNIX epoch).
-    pub at: Micros,
-    /// The capture frame number that carried it (offline analysis only).
-    pub frame: Option<u64>,
-    /// What happened.
-    pub event: TapEvent,
-}
+use super::event::{Tap, TapEvent};
 
 /// Counts what a side path missed because it was behind.
 #[derive(Debug, Default)]
@@ -376,7 +244,12 @@ impl TapSinks {
 
 #[cfg(test)]
 mod tests {
+    use std::net::SocketAddr;
+
+    use bytes::Bytes;
+
     use super::*;
+    use crate::tap::event::{ConnMeta, Direction};
 
     fn data(conn: &Arc<ConnMeta>, offset: u64, len: usize) -> Tap {
         Tap {

@@ -10,25 +10,10 @@ use std::process::ExitCode;
 
 use clap::CommandFactory;
 
+use super::{Cli, CompletionsArgs, ManpageArgs};
+
 /// The shells completions are written for.
 pub use clap_complete::Shell;
-
-/// Options of `icaptap completions`.
-#[derive(Clone, Debug, clap::Args)]
-pub struct CompletionsArgs {
-    /// The shell to write completions for.
-    #[arg(value_enum)]
-    pub shell: clap_complete::Shell,
-}
-
-/// Options of `icaptap manpage`.
-#[derive(Clone, Debug, clap::Args)]
-pub struct ManpageArgs {
-    /// Write icaptap.1 and one page per subcommand (icaptap-proxy.1...) into
-    /// this directory instead of icaptap.1 to standard output.
-    #[arg(long, value_name = "DIR")]
-    pub dir: Option<PathBuf>,
-}
 
 /// A man page could not be written.
 #[derive(Debug, thiserror::Error)]
@@ -44,7 +29,7 @@ pub struct ManualError {
 
 /// Writes the completion script for `shell` to `out`.
 pub fn write_completions(shell: clap_complete::Shell, out: &mut dyn Write) {
-    let mut cmd = crate::cli::Cli::command();
+    let mut cmd = Cli::command();
     clap_complete::generate(shell, &mut cmd, "icaptap", out);
 }
 
@@ -64,7 +49,7 @@ fn render(cmd: clap::Command) -> Result<Vec<u8>, std::io::Error> {
 /// `icaptap manpage`: icaptap.1 on standard output, or every page into a
 /// directory; returns the pages written.
 pub fn manpage(args: &ManpageArgs) -> Result<Vec<PathBuf>, ManualError> {
-    let cmd = crate::cli::Cli::command();
+    let cmd = Cli::command();
     let Some(dir) = &args.dir else {
         let path = PathBuf::from("-");
         let page = render(cmd).map_err(|source| ManualError {

@@ -14,7 +14,7 @@
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 
-use crate::forward::{ConfigError, ForwardArgs, ForwardConfig};
+use super::options::{ConfigError, ForwardArgs, ForwardConfig};
 
 /// One extra listener and the sensor it forwards to.
 #[derive(Clone, Debug, PartialEq, Eq)]

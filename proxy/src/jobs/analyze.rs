@@ -20,7 +20,8 @@ use crate::output::records::{ConnectionRecord, ExchangeRecord};
 use crate::output::run::{OutputError, RunOutput};
 use crate::output::summary::{Drops, Summary};
 use crate::output::writer::{RecordSink, Tee};
-use crate::tap::Tap;
+use crate::tap::side_path::{self, Inbox, NotStarted, SidePath};
+use crate::tap::{Micros, Tap, TapBatches};
 
 /// Where the records of the `--peer` capture go, inside the output directory.
 pub const PEER_DIR: &str = "peer-side";
@@ -112,12 +113,25 @@ pub fn analyze_into(
     })
 }
 
-/// Taps handed to the observer thread at a time: one channel operation per
-/// batch instead of per tap.
-const TAP_BATCH: usize = 512;
-/// Batches in flight between the reader and the observer. Each tap pins a
-/// slice of a read block, so this also bounds the blocks held.
-const BATCHES_IN_FLIGHT: usize = 8;
+/// The observer as an offline side path: its clock is the capture's, so
+/// it finishes at the time of the last tap.
+struct CaptureObserver {
+    observer: Observer,
+    last: Micros,
+}
+
+impl SidePath for CaptureObserver {
+    fn on_tap(&mut self, tap: Tap) {
+        self.last = self.last.max(tap.at);
+        self.observer.handle(tap);
+    }
+
+    fn tick(&mut self) {}
+
+    fn finish(&mut self) {
+        self.observer.finish(self.last);
+    }
+}
 
 /// Runs `read` (which hands every tap of the capture to its sink) on this
 /// thread and `observer` on a thread of its own, so that reading and
@@ -125,59 +139,29 @@ const BATCHES_IN_FLIGHT: usize = 8;
 /// second core. Taps keep their capture order; the observer is finished at
 /// the time of the last tap.
 fn observe_on_own_thread<T>(observer: Observer, read: impl FnOnce(&mut dyn FnMut(Tap)) -> T) -> T {
-    // Shared only so that it is still at hand if no thread can be started;
-    // the observer thread holds the lock for its whole life.
-    let shared = Arc::new(Mutex::new(observer));
-    let for_thread = Arc::clone(&shared);
-    let (batches, received) = std::sync::mpsc::sync_channel::<Vec<Tap>>(BATCHES_IN_FLIGHT);
-    let worker = std::thread::Builder::new()
-        .name("icaptap-observer".to_string())
-        .spawn(move || {
-            let mut observer = for_thread.lock().unwrap_or_else(PoisonError::into_inner);
-            let mut last = 0u64;
-            for batch in received {
-                for tap in batch {
-                    last = last.max(tap.at);
-                    observer.handle(tap);
-                }
-            }
-            observer.finish(last);
-        });
-    let worker = match worker {
-        Ok(worker) => worker,
-        Err(e) => {
-            tracing::debug!("observer thread not started ({e}); observing inline");
-            let mut observer = shared.lock().unwrap_or_else(PoisonError::into_inner);
-            return observe_inline(&mut observer, read);
+    let observer = CaptureObserver { observer, last: 0 };
+    let (mut batches, received) = TapBatches::channel();
+    let thread = side_path::spawn(
+        "icaptap-observer",
+        None,
+        None,
+        Inbox::Batches(received),
+        observer,
+    );
+    let thread = match thread {
+        Ok(thread) => thread,
+        Err(NotStarted { error, mut path }) => {
+            tracing::debug!("observer thread not started ({error}); observing inline");
+            let result = read(&mut |tap| path.on_tap(tap));
+            path.finish();
+            return result;
         }
     };
-    let mut batch = Vec::with_capacity(TAP_BATCH);
-    let mut sent = true;
-    let result = read(&mut |tap| {
-        batch.push(tap);
-        if batch.len() == TAP_BATCH && sent {
-            let full = std::mem::replace(&mut batch, Vec::with_capacity(TAP_BATCH));
-            sent = batches.send(full).is_ok();
-        }
-    });
-    if sent && !batch.is_empty() {
-        let _ = batches.send(batch);
-    }
-    drop(batches);
-    if let Err(panic) = worker.join() {
+    let result = read(&mut |tap| batches.push(tap));
+    batches.close();
+    if let Err(panic) = thread.join() {
         std::panic::resume_unwind(panic);
     }
-    result
-}
-
-/// [`observe_on_own_thread`] without the thread.
-fn observe_inline<T>(observer: &mut Observer, read: impl FnOnce(&mut dyn FnMut(Tap)) -> T) -> T {
-    let mut last = 0u64;
-    let result = read(&mut |tap| {
-        last = last.max(tap.at);
-        observer.handle(tap);
-    });
-    observer.finish(last);
     result
 }
 

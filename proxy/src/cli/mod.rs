@@ -1,8 +1,12 @@
 //! The command line: one subcommand per job (proxy, demo, analyze, report,
 //! bundle, sensor, client, replay, check). Each job's options live beside the
-//! code that uses them; this file only dispatches and sets up logging.
+//! code that uses them; this module only names the jobs and sets up logging.
+//! The `icaptap` binary (`main.rs`) runs the job named; [`manual`] renders
+//! completions and man pages from these definitions.
 
-use std::process::ExitCode;
+pub mod manual;
+
+use std::path::PathBuf;
 
 use clap::{Parser, Subcommand, ValueEnum};
 
@@ -32,7 +36,7 @@ pub enum LogFormat {
 pub enum Command {
     /// Forward ICAP between a client and a sensor, decoding and recording
     /// every exchange (the main job).
-    Proxy(Box<crate::inline::ProxyArgs>),
+    Proxy(Box<crate::jobs::proxy::ProxyArgs>),
     /// Analyse tcpdump captures (one side, or both with --peer) with the same
     /// decoder as the proxy.
     Analyze(crate::analyze::AnalyzeArgs),
@@ -58,10 +62,10 @@ pub enum Command {
     Clean(crate::evidence::CleanArgs),
     /// Write shell completions to standard output (for packaging).
     #[command(hide = true)]
-    Completions(crate::ops::manual::CompletionsArgs),
+    Completions(CompletionsArgs),
     /// Write the man page(s) (for packaging).
     #[command(hide = true)]
-    Manpage(crate::ops::manual::ManpageArgs),
+    Manpage(ManpageArgs),
 }
 
 /// Sets up operational logging on stderr: `RUST_LOG` picks the level,
@@ -78,74 +82,19 @@ pub fn init_logging(format: LogFormat, default: &str) {
     };
 }
 
-/// Prints an error the way every job reports a failure, and picks the exit
-/// status (2 for a failure to start or run).
-fn fail(error: &dyn std::error::Error) -> ExitCode {
-    eprintln!("icaptap: error: {error}");
-    let mut source = error.source();
-    while let Some(cause) = source {
-        eprintln!("  caused by: {cause}");
-        source = cause.source();
-    }
-    ExitCode::from(2)
+/// Options of `icaptap completions`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct CompletionsArgs {
+    /// The shell to write completions for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
 }
 
-/// Entry point of the `icaptap` binary.
-pub fn main() -> ExitCode {
-    let cli = match crate::config::parse_with_config_file::<Cli, _, _>(std::env::args_os()) {
-        Ok(cli) => cli,
-        Err(crate::config::ConfigFileError::Cli(e)) => e.exit(),
-        Err(e) => return fail(&e),
-    };
-    // The demo prints its own story; its parts only speak up when wrong.
-    let default_level = match cli.command {
-        Command::Demo(_) => "warn",
-        _ => "warn,icaptap=info",
-    };
-    init_logging(cli.log_format, default_level);
-    match cli.command {
-        Command::Proxy(args) => match crate::inline::run(*args) {
-            Ok(_) => ExitCode::SUCCESS,
-            Err(e) => fail(&e),
-        },
-        Command::Analyze(args) => match crate::offline::run(args) {
-            Ok(_) => ExitCode::SUCCESS,
-            Err(e) => fail(&e),
-        },
-        Command::Demo(args) => crate::toolkit::demo::demo_main(args),
-        Command::Sensor(args) => crate::toolkit::sensor_main(args),
-        Command::Client(args) => crate::toolkit::client_main(args),
-        Command::Replay(args) => match crate::toolkit::replay::run(args) {
-            Ok(report) if report.difference_count() == 0 => ExitCode::SUCCESS,
-            Ok(_) => ExitCode::from(1),
-            Err(e) => fail(&e),
-        },
-        Command::Check(args) => match crate::toolkit::check::run(args) {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::from(1),
-            Err(e) => fail(&e),
-        },
-        Command::Report(args) => match crate::evidence::report(args) {
-            Ok(_) => ExitCode::SUCCESS,
-            Err(e) => fail(&e),
-        },
-        Command::Bundle(args) => match crate::evidence::bundle::run(args) {
-            Ok(_) => ExitCode::SUCCESS,
-            Err(e) => fail(&e),
-        },
-        Command::Clean(args) => match crate::evidence::clean::run(args) {
-            Ok(_) => ExitCode::SUCCESS,
-            Err(e) => fail(&e),
-        },
-        Command::Completions(args) => crate::ops::manual::completions(&args),
-        Command::Manpage(args) => match crate::ops::manual::manpage(&args) {
-            Ok(pages) => {
-                for page in pages {
-                    eprintln!("icaptap: wrote {}", page.display());
-                }
-                ExitCode::SUCCESS
-            }
-            Err(e) => fail(&e),
-        },
-    }
+/// Options of `icaptap manpage`.
+#[derive(Clone, Debug, clap::Args)]
+pub struct ManpageArgs {
+    /// Write icaptap.1 and one page per subcommand (icaptap-proxy.1...) into
+    /// this directory instead of icaptap.1 to standard output.
+    #[arg(long, value_name = "DIR")]
+    pub dir: Option<PathBuf>,
 }

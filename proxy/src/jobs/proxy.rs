@@ -13,21 +13,24 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use crate::forward::{self, CancellationToken, ForwardArgs, ForwardConfig};
-use crate::observe::{self, ObserveArgs, Observer, ObserverConfig};
+use crate::forward::{
+    self, route_configs, CancellationToken, ForwardArgs, ForwardConfig, ForwardCounters,
+    ForwardStats, RouteError,
+};
+use crate::observe::{self, LiveObserver, ObserveArgs, Observer, ObserverConfig};
 use crate::ops::endpoint::{self, MetricsError};
-use crate::ops::listeners::{route_configs, RouteError};
 use crate::ops::metrics::{IncidentCounters, LiveSources, RecordMetrics};
 use crate::ops::stop::StopWatch;
-use crate::ops::{flight, OpsArgs, OpsPlan, SinkFanout};
+use crate::ops::{flight, OpsArgs, OpsPlan};
 use crate::output::console::{status_line, summary_table};
 use crate::output::directory::{default_dir_name, watch_directory};
-use crate::output::run::RunOutput;
+use crate::output::run::{RunOutput, SharedSummary};
 use crate::output::summary::{Drops, Summary};
-use crate::output::writer::RecordSink;
+use crate::output::writer::{RecordSink, SinkFanout};
 use crate::record::annotate::ANNOTATION_QUEUE_CAPACITY;
-use crate::record::{self, annotation_channel, RecordArgs, RecordOptions};
-use crate::tap::{TapQueue, TapSinks, DEFAULT_QUEUE_BYTES};
+use crate::record::{self, annotation_channel, RecordArgs, RecordOptions, RecorderHandle};
+use crate::tap::{SidePathThread, TapQueue, TapSinks, DEFAULT_QUEUE_BYTES};
+use tokio::task::JoinHandle;
 
 /// Taps the observer's queue holds before the forwarding path starts
 /// dropping them (for the observer only).
@@ -118,7 +121,7 @@ pub struct RunningProxy {
     pub out: PathBuf,
     shutdown: CancellationToken,
     stop_reason: Arc<Mutex<Option<String>>>,
-    task: tokio::task::JoinHandle<Result<Summary, ProxyError>>,
+    task: JoinHandle<Result<Summary, ProxyError>>,
 }
 
 impl RunningProxy {
@@ -258,8 +261,7 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
         recorder = Some((queue, handle));
     }
     let observer_thread =
-        observe::spawn_live(observer, observer_rx, tokio::runtime::Handle::current())
-            .map_err(ProxyError::Runtime)?;
+        observe::spawn_live(observer, observer_rx).map_err(ProxyError::Runtime)?;
     let sinks = TapSinks {
         observer: Some(observer_queue.clone()),
         recorder: recorder.as_ref().map(|(queue, _)| queue.clone()),
@@ -269,7 +271,7 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
 
     // The side paths' figures, read at scrape time.
     let metrics_over = CancellationToken::new();
-    let metrics_task = metrics_listener.map(|socket| {
+    let metrics = metrics_listener.map(|socket| {
         let sources = Arc::new(LiveSources {
             forward: std::iter::once(counters.clone())
                 .chain(routes.iter().map(|(l, _)| l.counters()))
@@ -289,42 +291,125 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
     let run_over = CancellationToken::new();
     let incident_task = incident_writer.map(|w| tokio::spawn(w.run(run_over.clone())));
 
+    let status = plan
+        .status_every
+        .map(|every| spawn_status_line(every, summary, counters.clone(), shutdown.clone()));
+    let route_tasks = routes
+        .into_iter()
+        .map(|(listener, config)| {
+            let sinks = sinks.clone();
+            let token = shutdown.clone();
+            tokio::spawn(async move { forward::serve(listener, &config, sinks, token).await })
+        })
+        .collect();
     let token = shutdown.clone();
+    let forwarding =
+        tokio::spawn(async move { forward::serve(listener, &forward_config, sinks, token).await });
+    let lifecycle = Lifecycle {
+        forwarding,
+        routes: route_tasks,
+        status,
+        observer: (observer_queue, observer_thread),
+        recorder,
+        incidents: (run_over, incident_task),
+        output,
+        mode: plan.mode,
+        metrics: (metrics_over, metrics),
+    };
     let out = plan.out.clone();
-    let status_every = plan.status_every;
-    let mode = plan.mode;
-    let status_counters = counters.clone();
-    let task = tokio::spawn(async move {
-        let status = status_every.map(|every| {
-            let token = token.clone();
-            tokio::spawn(async move {
-                let mut last = 0u64;
-                let mut interval = tokio::time::interval(every);
-                interval.tick().await;
-                loop {
-                    tokio::select! {
-                        _ = token.cancelled() => break,
-                        _ = interval.tick() => {
-                            let s = summary.snapshot();
-                            let rate = (s.exchanges - last) as f64 / every.as_secs_f64();
-                            last = s.exchanges;
-                            let open = status_counters.connections_open.load(Ordering::Relaxed);
-                            eprintln!("{}", status_line(&s, open, rate));
-                        }
-                    }
+    let task = tokio::spawn(lifecycle.close());
+    Ok(RunningProxy {
+        listen,
+        listens,
+        metrics: metrics_addr,
+        out,
+        shutdown,
+        stop_reason,
+        task,
+    })
+}
+
+/// Prints a status line every `every` until `shutdown`.
+fn spawn_status_line(
+    every: Duration,
+    summary: SharedSummary,
+    counters: Arc<ForwardCounters>,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut last = 0u64;
+        let mut interval = tokio::time::interval(every);
+        interval.tick().await;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = interval.tick() => {
+                    let s = summary.snapshot();
+                    let rate = (s.exchanges - last) as f64 / every.as_secs_f64();
+                    last = s.exchanges;
+                    let open = counters.connections_open.load(Ordering::Relaxed);
+                    eprintln!("{}", status_line(&s, open, rate));
                 }
-            })
-        });
-        let route_tasks: Vec<_> = routes
-            .into_iter()
-            .map(|(listener, config)| {
-                let sinks = sinks.clone();
-                let token = token.clone();
-                tokio::spawn(async move { forward::serve(listener, &config, sinks, token).await })
-            })
-            .collect();
-        let stats = forward::serve(listener, &forward_config, sinks, token).await;
-        for route in route_tasks {
+            }
+        }
+    })
+}
+
+/// Everything a running proxy has started, and the one order it stops in
+/// ([`Lifecycle::close`]).
+struct Lifecycle {
+    /// Forwarding on the main listener; it ends once the shutdown token is
+    /// cancelled and the open connections are drained.
+    forwarding: JoinHandle<ForwardStats>,
+    /// Forwarding on each `--route` listener.
+    routes: Vec<JoinHandle<ForwardStats>>,
+    /// The status line on a terminal.
+    status: Option<JoinHandle<()>>,
+    /// The observer's queue and thread.
+    observer: (TapQueue, SidePathThread<LiveObserver>),
+    /// The recorder's queue and thread, unless `--no-pcap`.
+    recorder: Option<(TapQueue, RecorderHandle)>,
+    /// Ends the flight recorder's incident writer, and that writer.
+    incidents: (CancellationToken, Option<JoinHandle<()>>),
+    /// The run's output directory.
+    output: RunOutput,
+    /// What the run is called in summary.json.
+    mode: &'static str,
+    /// Ends the metrics endpoint, and that endpoint.
+    metrics: (CancellationToken, Option<JoinHandle<()>>),
+}
+
+impl Lifecycle {
+    /// Waits for forwarding to stop (the shutdown token is cancelled, the
+    /// open connections drained), then stops everything else, each only
+    /// once what feeds it is over:
+    ///
+    /// 1. the observer drains its queue, finishes every connection and its
+    ///    records are flushed; its last packet comments are now queued;
+    /// 2. the recorder drains its queue and those comments, and closes the
+    ///    capture;
+    /// 3. the flight recorder writes an incident still in its window, from
+    ///    the whole capture;
+    /// 4. summary.json is written, with the drop counts of both side paths;
+    /// 5. the metrics endpoint, which serves until the summary is final,
+    ///    stops.
+    async fn close(self) -> Result<Summary, ProxyError> {
+        let Lifecycle {
+            forwarding,
+            routes,
+            status,
+            observer: (observer_queue, observer_thread),
+            recorder,
+            incidents: (run_over, incident_task),
+            output,
+            mode,
+            metrics: (metrics_over, metrics_task),
+        } = self;
+        let stats = match forwarding.await {
+            Ok(stats) => stats,
+            Err(e) => std::panic::resume_unwind(e.into_panic()),
+        };
+        for route in routes {
             if let Ok(stats) = route.await {
                 tracing::info!(?stats, "forwarding stopped on a --route listener");
             }
@@ -338,7 +423,7 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
         // its queue, finishes the connections and hands itself back.
         let join = tokio::task::spawn_blocking(move || observer_thread.join());
         if let Ok(Ok(mut observer)) = join.await {
-            observer.sink_mut().flush();
+            observer.0.sink_mut().flush();
         }
         // The observer's last packet comments are queued; now the recorder
         // may end.
@@ -369,16 +454,7 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
             let _ = metrics.await;
         }
         Ok(summary?)
-    });
-    Ok(RunningProxy {
-        listen,
-        listens,
-        metrics: metrics_addr,
-        out,
-        shutdown,
-        stop_reason,
-        task,
-    })
+    }
 }
 
 /// Runs `icaptap proxy` until SIGINT/SIGTERM or `--duration`.

@@ -12,7 +12,8 @@ use std::time::Duration;
 use hdrhistogram::Histogram;
 use tokio::time::Instant;
 
-use super::client::{BuiltRequest, IcapConnection};
+use super::exchange::IcapConnection;
+use super::request::BuiltRequest;
 
 /// Pause after a failed connect, so a dead sensor is not hammered in a
 /// tight loop (each failure is still counted).

@@ -1,0 +1,115 @@
+//! The tap vocabulary: what a connection reports about itself.
+//!
+//! A [`Tap`] is one fact about one connection: it opened, bytes went one way
+//! (a refcounted [`Bytes`], never a copy), a direction closed, it finished.
+//! The live proxy produces taps from sockets; offline analysis produces the
+//! same taps from reassembled captures, so both feed one observer.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+pub use icap_codec::Direction;
+
+/// A connection's id, unique within one run (1, 2, 3...).
+pub type ConnId = u64;
+
+/// Microseconds since the UNIX epoch.
+pub type Micros = u64;
+
+/// The current wall-clock time in microseconds since the UNIX epoch.
+pub fn now_micros() -> Micros {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_micros() as u64)
+        .unwrap_or(0)
+}
+
+/// The addresses of one proxied (or captured) ICAP connection.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConnMeta {
+    /// Connection id.
+    pub id: ConnId,
+    /// The ICAP client's address (the web proxy).
+    pub client: SocketAddr,
+    /// The address the client connected to (icaptap's listening address,
+    /// or the sensor's address when analysing a capture).
+    pub listen: SocketAddr,
+    /// icaptap's own address on the sensor leg, when connected.
+    pub upstream_local: Option<SocketAddr>,
+    /// The ICAP server's address (the sensor).
+    pub server: SocketAddr,
+    /// When the client's connection was accepted (or its first packet seen).
+    pub opened: Micros,
+}
+
+/// How one direction of a connection ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum CloseKind {
+    /// An orderly close (FIN).
+    Fin,
+    /// A reset (RST) or a hard socket error.
+    Reset,
+    /// icaptap closed it after an idle or connect timeout.
+    Timeout,
+    /// icaptap closed it while shutting down.
+    Shutdown,
+}
+
+impl CloseKind {
+    /// `fin`, `reset`, `timeout` or `shutdown`, as written in records.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CloseKind::Fin => "fin",
+            CloseKind::Reset => "reset",
+            CloseKind::Timeout => "timeout",
+            CloseKind::Shutdown => "shutdown",
+        }
+    }
+}
+
+/// What happened.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TapEvent {
+    /// The client connected and the sensor leg is up.
+    Open,
+    /// The client connected but the sensor could not be reached; the
+    /// client connection is closed.
+    ConnectFailed {
+        /// Why, in words (refused, timed out, unreachable...).
+        error: String,
+    },
+    /// Bytes forwarded in `dir`, starting at stream offset `offset`.
+    /// Offsets let a consumer see bytes it never got (a gap).
+    Data {
+        /// Which way the bytes went.
+        dir: Direction,
+        /// Stream offset of the first byte.
+        offset: u64,
+        /// The bytes, exactly as forwarded.
+        bytes: Bytes,
+    },
+    /// The sender of `dir` stopped sending: its stream is over.
+    Closed {
+        /// Which direction ended.
+        dir: Direction,
+        /// How.
+        how: CloseKind,
+    },
+    /// Both directions are over; nothing more will come for this connection.
+    Finished,
+}
+
+/// One report about one connection.
+#[derive(Clone, Debug)]
+pub struct Tap {
+    /// The connection.
+    pub conn: Arc<ConnMeta>,
+    /// When it happened (microseconds since the UNIX epoch).
+    pub at: Micros,
+    /// The capture frame number that carried it (offline analysis only).
+    pub frame: Option<u64>,
+    /// What happened.
+    pub event: TapEvent,
+}
