@@ -13,6 +13,8 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::capture::annotate::ANNOTATION_QUEUE_CAPACITY;
+use crate::capture::{self, annotation_channel, RecordArgs, RecordOptions};
 use crate::forward::{self, CancellationToken, ForwardArgs, ForwardConfig};
 use crate::observe::{self, ObserveArgs, Observer, ObserverConfig};
 use crate::ops::endpoint::{self, MetricsError};
@@ -25,8 +27,6 @@ use crate::output::directory::{default_dir_name, watch_directory};
 use crate::output::run::RunOutput;
 use crate::output::summary::{Drops, Summary};
 use crate::output::writer::RecordSink;
-use crate::record::annotate::ANNOTATION_QUEUE_CAPACITY;
-use crate::record::{self, annotation_channel, RecordArgs, RecordOptions};
 use crate::tap::{TapQueue, TapSinks, DEFAULT_QUEUE_BYTES};
 
 /// Taps the observer's queue holds before the forwarding path starts
@@ -95,7 +95,7 @@ pub enum ProxyError {
     Runtime(#[source] std::io::Error),
     /// The recorder could not start.
     #[error(transparent)]
-    Record(#[from] record::RecordError),
+    Record(#[from] capture::RecordError),
     /// A `--route` is unusable.
     #[error(transparent)]
     Route(#[from] RouteError),
@@ -251,7 +251,7 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
         }
         let (queue, taps) = TapQueue::with_budget(plan.recorder_queue, plan.queue_bytes);
         let (notes, annotations) = annotation_channel(ANNOTATION_QUEUE_CAPACITY);
-        let handle = record::spawn(&plan.out, options, taps, annotations)?;
+        let handle = capture::spawn(&plan.out, options, taps, annotations)?;
         observer = observer.with_notes(Box::new(move |note| {
             notes.try_send(note);
         }));

@@ -11,7 +11,7 @@
 //! - [`forward`]: the hot path, bytes in and the same bytes out;
 //! - [`tap`]: what a connection reports to the side paths;
 //! - [`observe`]: decoding, verdicts and anomaly rules, live and offline;
-//! - [`record`]: pcapng/pcap writing with synthesized TCP/IP;
+//! - [`capture`]: pcapng/pcap writing with synthesized TCP/IP;
 //! - [`output`]: JSONL records and the run summary;
 //! - [`analyze`]: capture reading and TCP reassembly into taps;
 //! - [`evidence`]: the report and the support-ticket bundle;
@@ -20,6 +20,7 @@
 //!   transparent mode, several listeners, completions and man page.
 
 pub mod analyze;
+pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod evidence;
@@ -29,7 +30,6 @@ pub mod observe;
 pub mod offline;
 pub mod ops;
 pub mod output;
-pub mod record;
 pub mod tap;
 pub mod toolkit;
 pub mod units;

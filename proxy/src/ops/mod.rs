@@ -52,7 +52,7 @@ pub struct OpsArgs {
     pub stop_on: Vec<String>,
     /// Flight recorder: keep only the newest SIZE of capture on disk (K, M,
     /// G suffixes), in a ring of files.
-    #[arg(long, env = "ICAPTAP_RING", value_name = "SIZE", value_parser = crate::record::parse_size,
+    #[arg(long, env = "ICAPTAP_RING", value_name = "SIZE", value_parser = crate::capture::parse_size,
           conflicts_with_all = ["rotate_size", "keep"])]
     pub ring: Option<u64>,
     /// Flight recorder: when one of these anomaly codes is seen, keep the

@@ -289,7 +289,7 @@ impl HoldBack {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::synth::Leg;
+    use crate::capture::synth::Leg;
 
     fn frame(conn: ConnId, dir: Option<Direction>, range: Range<u64>, leg: Leg) -> Held {
         Held {
