@@ -16,8 +16,8 @@ use bytes::Bytes;
 
 use crate::tap::{ConnId, ConnMeta, Direction, Micros, Tap, TapEvent};
 
+use super::frames::Frame;
 use super::link;
-use super::reader::Frame;
 use super::reassembly::{HalfStream, Incoming, Origin, ReassemblyStats, StreamOutput};
 use super::segment::{self, NotTcp, TcpSegment};
 

@@ -8,6 +8,7 @@
 //!
 //! - [`reader`]: capture files (format and compression by magic bytes),
 //!   read by `pcap` and `pcapng` from `shared_buffer`'s recycled blocks;
+//! - [`frames`]: the frames those readers hand out, and why they stop;
 //! - [`link`]: link-layer headers down to the IP packet;
 //! - [`segment`]: IP and TCP headers down to a [`segment::TcpSegment`];
 //! - [`reassembly`]: one direction of one TCP connection, bytes in order;
@@ -23,6 +24,7 @@
 //! flows.
 
 pub mod flows;
+pub mod frames;
 pub mod link;
 mod pcap;
 mod pcapng;

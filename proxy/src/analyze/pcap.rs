@@ -2,15 +2,15 @@
 //! header, then records of a 16-byte header and the captured bytes. Either
 //! byte order, microsecond or nanosecond timestamps.
 
+use super::frames::{need, FrameSink, Stop, MAX_RECORD};
 use super::link;
-use super::reader::{need, RecordSink, Stop, MAX_RECORD};
 use super::shared_buffer::SharedReader;
 
 const FILE_HEADER: usize = 24;
 const RECORD_HEADER: usize = 16;
 
 /// Reads every record of a classic pcap into `sink`.
-pub(crate) fn read(r: &mut SharedReader, sink: &mut RecordSink<'_, '_>) -> Result<(), Stop> {
+pub(crate) fn read(r: &mut SharedReader, sink: &mut FrameSink<'_, '_>) -> Result<(), Stop> {
     if !need(r, FILE_HEADER)? {
         return Err(Stop::Truncated {
             offset: r.ahead().len() as u64,

@@ -4,8 +4,8 @@
 //! type and timestamp resolution (`if_tsresol`, `if_tsoffset`); packets come
 //! in enhanced (EPB), simple (SPB) and obsolete (PB) packet blocks.
 
+use super::frames::{need, FrameSink, Stop, MAX_RECORD};
 use super::link;
-use super::reader::{need, RecordSink, Stop, MAX_RECORD};
 use super::shared_buffer::SharedReader;
 use crate::tap::Micros;
 
@@ -76,7 +76,7 @@ impl Order {
 }
 
 /// Reads every block of a pcapng into `sink`.
-pub(crate) fn read(r: &mut SharedReader, sink: &mut RecordSink<'_, '_>) -> Result<(), Stop> {
+pub(crate) fn read(r: &mut SharedReader, sink: &mut FrameSink<'_, '_>) -> Result<(), Stop> {
     let mut order = Order { little: true };
     let mut interfaces: Vec<Interface> = Vec::new();
     let mut last_at: Micros = 0;

@@ -19,10 +19,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
-
+use super::frames::{Frame, FrameSink, Stop};
 use super::shared_buffer::{SharedReader, Source};
-use crate::tap::Micros;
 
 /// Why captures could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -98,24 +96,6 @@ pub struct FileStats {
     pub skipped_link_frames: u64,
     /// A warning when the file ended inside a record.
     pub truncated: Option<String>,
-}
-
-/// One packet record of a capture.
-#[derive(Debug)]
-pub struct Frame<'a> {
-    /// Frame number in its file, from 1.
-    pub number: u64,
-    /// Packet timestamp, microseconds since the UNIX epoch.
-    pub at: Micros,
-    /// LINKTYPE_ of the interface it was captured on.
-    pub linktype: u32,
-    /// The captured bytes (may be shorter than on the wire: snaplen), a
-    /// slice of the shared read block: payloads are cut from it without a
-    /// copy.
-    pub data: &'a Bytes,
-    /// Bytes of the file read so far (compressed bytes for gzip'd files),
-    /// for progress.
-    pub file_bytes_read: u64,
 }
 
 /// Counts bytes read from the file, before decompression, for progress.
@@ -264,16 +244,16 @@ impl CaptureFile {
         };
         let mut reader = SharedReader::new(source);
         let counter = self.read_count.clone();
-        let mut records = RecordSink {
-            stats: &mut self.stats,
-            file_bytes: &|| counter.load(Ordering::Relaxed),
-            each,
-        };
+        let file_bytes = || counter.load(Ordering::Relaxed);
+        let mut frames = FrameSink::new(&file_bytes, each);
         let ended = if self.magic == PCAPNG_MAGIC {
-            super::pcapng::read(&mut reader, &mut records)
+            super::pcapng::read(&mut reader, &mut frames)
         } else {
-            super::pcap::read(&mut reader, &mut records)
+            super::pcap::read(&mut reader, &mut frames)
         };
+        self.stats.frames = frames.frames;
+        self.stats.bytes = frames.bytes;
+        self.stats.skipped_link_frames = frames.skipped_link_frames;
         match ended {
             Ok(()) => {}
             Err(stop) => self.stopped(stop)?,
@@ -313,73 +293,5 @@ impl CaptureFile {
                 Err(AnalyzeError::UnsupportedLinkType { path, linktype })
             }
         }
-    }
-}
-
-/// How reading a file's records stopped before its clean end.
-#[derive(Debug)]
-pub(crate) enum Stop {
-    /// The input ended inside the record starting at `offset`.
-    Truncated {
-        /// Where the incomplete record starts.
-        offset: u64,
-    },
-    /// A record that cannot be valid.
-    Corrupt {
-        /// Where it starts.
-        offset: u64,
-        /// What is wrong.
-        what: String,
-    },
-    /// The source failed.
-    Io {
-        /// Where reading was.
-        offset: u64,
-        /// What the OS (or the gzip decoder) said.
-        source: io::Error,
-    },
-    /// A classic pcap of a link type with no decoder.
-    UnsupportedLinkType(u32),
-}
-
-/// Largest record accepted: larger ones are damage, not packets.
-pub(crate) const MAX_RECORD: usize = 256 * 1024 * 1024;
-
-/// Makes `n` bytes available, or says why not.
-pub(crate) fn need(reader: &mut SharedReader, n: usize) -> Result<bool, Stop> {
-    reader.fill(n).map_err(|source| Stop::Io {
-        offset: reader.offset(),
-        source,
-    })
-}
-
-/// Where the format readers hand their frames.
-pub(crate) struct RecordSink<'s, 'e> {
-    stats: &'s mut FileStats,
-    file_bytes: &'s dyn Fn() -> u64,
-    each: &'e mut dyn FnMut(Frame<'_>),
-}
-
-impl RecordSink<'_, '_> {
-    /// One more packet record, ending at stream offset `end`; `None` data
-    /// means it was skipped (an interface with no decoder).
-    pub(crate) fn record(&mut self, end: u64, frame: Option<(Micros, u32, Bytes)>) {
-        self.stats.frames += 1;
-        self.stats.bytes = end;
-        match frame {
-            Some((at, linktype, data)) => (self.each)(Frame {
-                number: self.stats.frames,
-                at,
-                linktype,
-                data: &data,
-                file_bytes_read: (self.file_bytes)(),
-            }),
-            None => self.stats.skipped_link_frames += 1,
-        }
-    }
-
-    /// A block that is not a packet, ending at stream offset `end`.
-    pub(crate) fn other(&mut self, end: u64) {
-        self.stats.bytes = end;
     }
 }
