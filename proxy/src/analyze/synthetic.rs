@@ -321,18 +321,18 @@ pub enum SyntheticFormat {
 }
 
 /// Writes frames of one link type to a pcap or pcapng stream.
-pub enum CaptureWriter<W: Write> {
+pub enum SyntheticWriter<W: Write> {
     /// Classic pcap.
     Pcap(PcapWriter<W>),
     /// pcapng.
     PcapNg(PcapNgWriter<W>),
 }
 
-impl<W: Write> std::fmt::Debug for CaptureWriter<W> {
+impl<W: Write> std::fmt::Debug for SyntheticWriter<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
-            CaptureWriter::Pcap(_) => "CaptureWriter::Pcap",
-            CaptureWriter::PcapNg(_) => "CaptureWriter::PcapNg",
+            SyntheticWriter::Pcap(_) => "SyntheticWriter::Pcap",
+            SyntheticWriter::PcapNg(_) => "SyntheticWriter::PcapNg",
         })
     }
 }
@@ -340,11 +340,11 @@ impl<W: Write> std::fmt::Debug for CaptureWriter<W> {
 /// Snapshot length written in synthetic captures.
 const SNAPLEN: u32 = 262_144;
 
-impl<W: Write> CaptureWriter<W> {
+impl<W: Write> SyntheticWriter<W> {
     /// A capture of `format` whose frames are of `linktype`.
     pub fn new(out: W, format: SyntheticFormat, linktype: u32) -> Result<Self, PcapError> {
         Ok(match format {
-            SyntheticFormat::Pcap => CaptureWriter::Pcap(PcapWriter::with_header(
+            SyntheticFormat::Pcap => SyntheticWriter::Pcap(PcapWriter::with_header(
                 out,
                 PcapHeader {
                     datalink: DataLink::from(linktype),
@@ -359,7 +359,7 @@ impl<W: Write> CaptureWriter<W> {
                     snaplen: SNAPLEN,
                     options: vec![InterfaceDescriptionOption::IfTsResol(9)],
                 })?;
-                CaptureWriter::PcapNg(w)
+                SyntheticWriter::PcapNg(w)
             }
         })
     }
@@ -368,10 +368,10 @@ impl<W: Write> CaptureWriter<W> {
     pub fn frame(&mut self, at: Micros, data: &[u8]) -> Result<(), PcapError> {
         let ts = Duration::from_micros(at);
         match self {
-            CaptureWriter::Pcap(w) => {
+            SyntheticWriter::Pcap(w) => {
                 w.write_packet(&PcapPacket::new(ts, data.len() as u32, data))?;
             }
-            CaptureWriter::PcapNg(w) => {
+            SyntheticWriter::PcapNg(w) => {
                 w.write_pcapng_block(EnhancedPacketBlock {
                     interface_id: 0,
                     timestamp: ts,
@@ -387,8 +387,8 @@ impl<W: Write> CaptureWriter<W> {
     /// The underlying writer.
     pub fn into_inner(self) -> W {
         match self {
-            CaptureWriter::Pcap(w) => w.into_writer(),
-            CaptureWriter::PcapNg(w) => w.into_inner(),
+            SyntheticWriter::Pcap(w) => w.into_writer(),
+            SyntheticWriter::PcapNg(w) => w.into_inner(),
         }
     }
 }

@@ -36,7 +36,7 @@ use super::annotate::Annotation;
 use super::body::BodyCutter;
 use super::checksum;
 use super::hold::{Held, HoldBack, IdHash};
-use super::synth::{dir_index, other, stand_in_local, Flags, Flow, Frame, Leg, SynthError};
+use super::synth::{dir_index, other, stand_in_local, Flags, Flow, Leg, SynthError, SynthFrame};
 use super::writer::CaptureWriter;
 use super::{PcapFormat, RecordCounters, RecordOptions};
 use crate::tap::{CloseKind, ConnId, ConnMeta, Direction, Tap, TapEvent};
@@ -430,7 +430,7 @@ impl Recorder {
     fn push(
         &mut self,
         conn: ConnId,
-        build: impl FnOnce(&mut Vec<u8>) -> Result<Frame, SynthError>,
+        build: impl FnOnce(&mut Vec<u8>) -> Result<SynthFrame, SynthError>,
     ) {
         self.push_data(conn, None, 0..0, 0, build);
     }
@@ -444,7 +444,7 @@ impl Recorder {
         dir: Option<Direction>,
         range: Range<u64>,
         payload: usize,
-        build: impl FnOnce(&mut Vec<u8>) -> Result<Frame, SynthError>,
+        build: impl FnOnce(&mut Vec<u8>) -> Result<SynthFrame, SynthError>,
     ) {
         let arena = self.held.arena();
         let chunk = arena.room(MAX_HEADERS + payload);

@@ -69,9 +69,9 @@ pub(crate) fn other(dir: Direction) -> Direction {
 }
 
 /// One synthesized frame, ready to write; its stored bytes (see
-/// [`Frame::captured`]) are kept apart, in the hold-back buffer.
+/// [`SynthFrame::captured`]) are kept apart, in the hold-back buffer.
 #[derive(Clone, Debug)]
-pub struct Frame {
+pub struct SynthFrame {
     /// The leg (pcapng interface) it was seen on.
     pub leg: Leg,
     /// Timestamp, microseconds since the UNIX epoch.
@@ -161,7 +161,7 @@ impl Flow {
         ack: Option<u32>,
         at: Micros,
         out: &mut Vec<u8>,
-    ) -> Result<Frame, SynthError> {
+    ) -> Result<SynthFrame, SynthError> {
         let seq = self.isn[dir_index(dir)];
         let flags = Flags {
             syn: true,
@@ -188,7 +188,7 @@ impl Flow {
         payload: &[u8],
         at: Micros,
         out: &mut Vec<u8>,
-    ) -> Result<Frame, SynthError> {
+    ) -> Result<SynthFrame, SynthError> {
         let sum = checksum::payload_sum(payload);
         self.build(dir, seq, ack, flags, payload, sum, true, at, out)
     }
@@ -208,7 +208,7 @@ impl Flow {
         store_payload: bool,
         at: Micros,
         out: &mut Vec<u8>,
-    ) -> Result<Frame, SynthError> {
+    ) -> Result<SynthFrame, SynthError> {
         let (from, to) = match dir {
             Direction::Request => (0, 1),
             Direction::Response => (1, 0),
@@ -294,7 +294,7 @@ impl Flow {
         if store_payload {
             out.extend_from_slice(payload);
         }
-        Ok(Frame {
+        Ok(SynthFrame {
             leg: self.leg,
             at,
             len,

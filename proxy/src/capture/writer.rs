@@ -28,7 +28,7 @@ use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeade
 use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::DataLink;
 
-use super::synth::{Frame, Leg};
+use super::synth::{Leg, SynthFrame};
 use super::{PcapFormat, RecordCounters};
 
 /// Staged bytes that trigger a write to disk (the "BufWriter" size).
@@ -138,7 +138,7 @@ impl CaptureWriter {
 
     /// Stages one frame whose stored bytes are `data`, rotating first when
     /// it is time, and writes the staging buffer out when it is full.
-    pub fn write(&mut self, frame: &Frame, data: &[u8]) {
+    pub fn write(&mut self, frame: &SynthFrame, data: &[u8]) {
         let Some(interface) = self.legs.iter().position(|l| *l == frame.leg) else {
             return;
         };
