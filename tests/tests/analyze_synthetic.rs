@@ -9,9 +9,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use icaptap::analyze::synthetic::{
-    Conversation, Flags, Segment, SyntheticFormat, SyntheticLink, SyntheticWriter,
+    Conversation, Segment, SyntheticFormat, SyntheticLink, SyntheticWriter,
 };
 use icaptap::analyze::{read_captures, AnalyzeError, AnalyzeOptions, CaptureStats};
+use icaptap::capture::packet::TcpFlags;
 use icaptap::tap::{CloseKind, Direction, Tap, TapEvent};
 
 const T0: u64 = 1_700_000_000_000_000;
@@ -511,10 +512,10 @@ fn reset_closes_both_directions_and_finishes() {
     segs.extend(c.data(Direction::Request, &req, 1460));
     segs.push(c.control(
         Direction::Response,
-        Flags {
+        TcpFlags {
             rst: true,
             ack: true,
-            ..Flags::default()
+            ..TcpFlags::default()
         },
     ));
     let bytes = capture_bytes(&c, &segs, SyntheticLink::Loop, SyntheticFormat::Pcap);

@@ -20,6 +20,7 @@ use pcap_file::pcapng::blocks::interface_description::{
 use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::{DataLink, PcapError};
 
+use crate::capture::packet::TcpFlags;
 use crate::tap::{Direction, Micros};
 
 use super::link;
@@ -106,19 +107,6 @@ impl SyntheticLink {
     }
 }
 
-/// TCP flags of a synthetic segment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Flags {
-    /// SYN.
-    pub syn: bool,
-    /// FIN.
-    pub fin: bool,
-    /// RST.
-    pub rst: bool,
-    /// ACK (set on everything but the first SYN).
-    pub ack: bool,
-}
-
 /// One TCP segment, not yet encoded: tests reorder, split, repeat or drop
 /// these before writing them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,8 +117,8 @@ pub struct Segment {
     pub seq: u32,
     /// Acknowledgement number.
     pub ack: u32,
-    /// Flags.
-    pub flags: Flags,
+    /// TcpFlags.
+    pub flags: TcpFlags,
     /// Payload.
     pub payload: Vec<u8>,
 }
@@ -142,7 +130,7 @@ impl Segment {
         Segment {
             seq: self.seq.wrapping_add(range.start as u32),
             payload: self.payload[range].to_vec(),
-            flags: Flags {
+            flags: TcpFlags {
                 fin: false,
                 ..self.flags
             },
@@ -186,31 +174,31 @@ impl Conversation {
     pub fn handshake(&mut self) -> Vec<Segment> {
         let syn = self.control(
             Direction::Request,
-            Flags {
+            TcpFlags {
                 syn: true,
-                ..Flags::default()
+                ..TcpFlags::default()
             },
         );
         let syn_ack = self.control(
             Direction::Response,
-            Flags {
+            TcpFlags {
                 syn: true,
                 ack: true,
-                ..Flags::default()
+                ..TcpFlags::default()
             },
         );
         let ack = self.control(
             Direction::Request,
-            Flags {
+            TcpFlags {
                 ack: true,
-                ..Flags::default()
+                ..TcpFlags::default()
             },
         );
         vec![syn, syn_ack, ack]
     }
 
     /// A segment without payload; SYN and FIN take one sequence number.
-    pub fn control(&mut self, dir: Direction, flags: Flags) -> Segment {
+    pub fn control(&mut self, dir: Direction, flags: TcpFlags) -> Segment {
         let (next, ack) = self.next(dir);
         let seq = *next;
         if flags.syn || flags.fin {
@@ -237,9 +225,9 @@ impl Conversation {
                     dir,
                     seq,
                     ack,
-                    flags: Flags {
+                    flags: TcpFlags {
                         ack: true,
-                        ..Flags::default()
+                        ..TcpFlags::default()
                     },
                     payload: chunk.to_vec(),
                 }
@@ -251,10 +239,10 @@ impl Conversation {
     pub fn fin(&mut self, dir: Direction) -> Segment {
         self.control(
             dir,
-            Flags {
+            TcpFlags {
                 fin: true,
                 ack: true,
-                ..Flags::default()
+                ..TcpFlags::default()
             },
         )
     }
@@ -263,9 +251,9 @@ impl Conversation {
     pub fn ack(&mut self, dir: Direction) -> Segment {
         self.control(
             dir,
-            Flags {
+            TcpFlags {
                 ack: true,
-                ..Flags::default()
+                ..TcpFlags::default()
             },
         )
     }

@@ -15,6 +15,7 @@ mod checksum;
 #[cfg(test)]
 mod golden;
 mod hold;
+pub mod packet;
 pub mod recorder;
 pub mod synth;
 pub mod writer;

@@ -36,7 +36,8 @@ use super::annotate::Annotation;
 use super::body::BodyCutter;
 use super::checksum;
 use super::hold::{Held, HoldBack, IdHash};
-use super::synth::{dir_index, other, stand_in_local, Flags, Flow, Leg, SynthError, SynthFrame};
+use super::packet::TcpFlags;
+use super::synth::{dir_index, other, stand_in_local, Flow, Leg, SynthError, SynthFrame};
 use super::writer::CaptureWriter;
 use super::{PcapFormat, RecordCounters, RecordOptions};
 use crate::tap::{CloseKind, ConnId, ConnMeta, Direction, Tap, TapEvent};
@@ -278,7 +279,7 @@ impl Recorder {
                 flow.after_syn(Direction::Request),
                 flow.after_syn(Direction::Response),
             );
-            let fin = Flags { fin: true, ..ACK };
+            let fin = TcpFlags { fin: true, ..ACK };
             let id = meta.id;
             self.push(id, |o| flow.syn(Direction::Request, None, at, o));
             self.push(id, |o| flow.syn(Direction::Response, Some(req), at, o));
@@ -295,7 +296,7 @@ impl Recorder {
             st.fin[dir_index(Direction::Response)] = true;
         }
         if let Some(flow) = st.flows[Leg::Sensor.index()].take() {
-            let rst = Flags { rst: true, ..ACK };
+            let rst = TcpFlags { rst: true, ..ACK };
             let req = flow.after_syn(Direction::Request);
             self.push(meta.id, |o| flow.syn(Direction::Request, None, at, o));
             self.push(meta.id, |o| {
@@ -355,7 +356,7 @@ impl Recorder {
                 };
                 let seg_end = seg_end.min(end).min(pos + flow.mss() as u64);
                 let payload = &bytes[(pos - offset) as usize..(seg_end - offset) as usize];
-                let flags = Flags {
+                let flags = TcpFlags {
                     psh: seg_end == end,
                     ..ACK
                 };
@@ -408,11 +409,11 @@ impl Recorder {
                 let seq = flow.seq(dir, st.next[i]);
                 let ack = st.ack_of(flow, other(dir));
                 if how == CloseKind::Reset {
-                    let rst = Flags { rst: true, ..ACK };
+                    let rst = TcpFlags { rst: true, ..ACK };
                     self.push(id, |o| flow.segment(dir, seq, ack, rst, &[], at, o));
                     st.flows[slot] = None;
                 } else {
-                    let fin = Flags { fin: true, ..ACK };
+                    let fin = TcpFlags { fin: true, ..ACK };
                     self.push(id, |o| flow.segment(dir, seq, ack, fin, &[], at, o));
                     let after = seq.wrapping_add(1);
                     self.push(id, |o| {
@@ -554,13 +555,7 @@ impl Recorder {
     }
 }
 
-const ACK: Flags = Flags {
-    syn: false,
-    ack: true,
-    fin: false,
-    rst: false,
-    psh: false,
-};
+const ACK: TcpFlags = TcpFlags::ACK;
 
 fn late_comment(note: &Annotation) -> String {
     let stream = match note.dir {

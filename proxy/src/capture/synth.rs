@@ -10,6 +10,7 @@
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
 use super::checksum;
+use super::packet::TcpFlags;
 use crate::tap::{Direction, Micros};
 
 /// Window scale announced in SYNs: a scaled window of 8 MiB keeps
@@ -84,16 +85,6 @@ pub struct SynthFrame {
     pub comments: Vec<String>,
 }
 
-/// TCP control bits of a segment.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Flags {
-    pub syn: bool,
-    pub ack: bool,
-    pub fin: bool,
-    pub rst: bool,
-    pub psh: bool,
-}
-
 /// Why a frame could not be built.
 #[derive(Debug, thiserror::Error)]
 #[error("recorder: cannot synthesize a TCP segment of {len} payload bytes on the {leg} ({detail}); this is a bug in icaptap, please report it")]
@@ -163,10 +154,10 @@ impl Flow {
         out: &mut Vec<u8>,
     ) -> Result<SynthFrame, SynthError> {
         let seq = self.isn[dir_index(dir)];
-        let flags = Flags {
+        let flags = TcpFlags {
             syn: true,
             ack: ack.is_some(),
-            ..Flags::default()
+            ..TcpFlags::default()
         };
         self.segment(dir, seq, ack.unwrap_or(0), flags, &[], at, out)
     }
@@ -184,7 +175,7 @@ impl Flow {
         dir: Direction,
         seq: u32,
         ack: u32,
-        flags: Flags,
+        flags: TcpFlags,
         payload: &[u8],
         at: Micros,
         out: &mut Vec<u8>,
@@ -202,7 +193,7 @@ impl Flow {
         dir: Direction,
         seq: u32,
         ack: u32,
-        flags: Flags,
+        flags: TcpFlags,
         payload: &[u8],
         payload_sum: u16,
         store_payload: bool,
@@ -228,11 +219,7 @@ impl Flow {
             tcp[8..12].copy_from_slice(&ack.to_be_bytes());
         }
         tcp[12] = ((tcp_len / 4) as u8) << 4;
-        tcp[13] = u8::from(flags.fin)
-            | u8::from(flags.syn) << 1
-            | u8::from(flags.rst) << 2
-            | u8::from(flags.psh) << 3
-            | u8::from(flags.ack) << 4;
+        tcp[13] = flags.bits();
         tcp[14..16].copy_from_slice(&WINDOW.to_be_bytes());
         if flags.syn {
             let mss = (self.mss as u16).to_be_bytes();
@@ -358,10 +345,10 @@ mod tests {
     fn v4_segment_round_trips_through_a_parser() {
         let f = flow("10.0.0.1:40000", "10.0.0.2:1344");
         let ack = f.after_syn(Direction::Response);
-        let flags = Flags {
+        let flags = TcpFlags {
             ack: true,
             psh: true,
-            ..Flags::default()
+            ..TcpFlags::default()
         };
         let mut data = Vec::new();
         let frame = f
