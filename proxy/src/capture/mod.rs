@@ -11,7 +11,6 @@
 
 pub mod annotate;
 pub mod body;
-mod checksum;
 #[cfg(test)]
 mod golden;
 mod hold;

@@ -34,9 +34,8 @@ use bytes::Bytes;
 
 use super::annotate::Annotation;
 use super::body::BodyCutter;
-use super::checksum;
 use super::hold::{Held, HoldBack, IdHash};
-use super::packet::TcpFlags;
+use super::packet::{checksum, TcpFlags};
 use super::synth::{dir_index, other, stand_in_local, Flow, Leg, SynthError, SynthFrame};
 use super::writer::CaptureWriter;
 use super::{PcapFormat, RecordCounters, RecordOptions};

@@ -9,8 +9,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use super::checksum;
-use super::packet::TcpFlags;
+use super::packet::{checksum, TcpFlags};
 use crate::tap::{Direction, Micros};
 
 /// Window scale announced in SYNs: a scaled window of 8 MiB keeps

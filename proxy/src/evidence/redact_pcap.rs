@@ -31,6 +31,7 @@ use pcap_file::pcapng::{PcapNgReader, PcapNgWriter, RawBlock};
 use pcap_file::Endianness;
 
 use crate::analyze::{link, read_captures, AnalyzeOptions};
+use crate::capture::packet::checksum;
 use crate::output::directory::create_private_file;
 use crate::tap::TapEvent;
 
@@ -566,104 +567,48 @@ fn apply(plan: &StreamPlan, offset: u64, payload: &mut [u8]) -> (bool, Option<us
 /// Rewrites addresses (with pseudonyms) and recomputes the IPv4 header and
 /// TCP checksums over what the frame holds, when it holds the whole segment.
 fn fix_ip_and_checksums(ip: &mut [u8], pseudonyms: Option<&mut Pseudonyms>) {
-    let Some(version) = ip.first().map(|b| b >> 4) else {
-        return;
-    };
-    match version {
-        4 => {
+    if let Some(p) = pseudonyms {
+        pseudonymise_addresses(ip, p);
+    }
+    checksum::refresh_tcp_ip(ip);
+}
+
+/// Replaces the source and destination addresses of the TCP/IP packet `ip`
+/// with their pseudonyms.
+fn pseudonymise_addresses(ip: &mut [u8], p: &mut Pseudonyms) {
+    match ip.first().map(|b| b >> 4) {
+        Some(4) => {
             let ihl = usize::from(ip[0] & 0x0f) * 4;
             if ip.len() < ihl.max(20) || ip[9] != 6 {
                 return;
             }
-            if let Some(p) = pseudonyms {
-                for at in [12usize, 16] {
-                    let mut a = [0u8; 4];
-                    a.copy_from_slice(&ip[at..at + 4]);
-                    if let IpAddr::V4(n) = p.map(IpAddr::from(a)) {
-                        ip[at..at + 4].copy_from_slice(&n.octets());
-                    }
+            for at in [12usize, 16] {
+                let mut a = [0u8; 4];
+                a.copy_from_slice(&ip[at..at + 4]);
+                if let IpAddr::V4(n) = p.map(IpAddr::from(a)) {
+                    ip[at..at + 4].copy_from_slice(&n.octets());
                 }
             }
-            ip[10..12].fill(0);
-            let sum = checksum(&[&ip[..ihl]], 0);
-            ip[10..12].copy_from_slice(&sum.to_be_bytes());
-            let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
-            if total <= ip.len() && total >= ihl + 20 {
-                let (head, tcp) = ip.split_at_mut(ihl);
-                let tcp = &mut tcp[..total - ihl];
-                let mut pseudo = [0u8; 12];
-                pseudo[..8].copy_from_slice(&head[12..20]);
-                pseudo[9] = 6;
-                pseudo[10..12].copy_from_slice(&((total - ihl) as u16).to_be_bytes());
-                tcp[16..18].fill(0);
-                let sum = checksum(&[&pseudo, tcp], 0);
-                tcp[16..18].copy_from_slice(&sum.to_be_bytes());
-            }
         }
-        6 => {
+        Some(6) => {
             if ip.len() < 40 || ip[6] != 6 {
                 return;
             }
-            if let Some(p) = pseudonyms {
-                for at in [8usize, 24] {
-                    let mut a = [0u8; 16];
-                    a.copy_from_slice(&ip[at..at + 16]);
-                    if let IpAddr::V6(n) = p.map(IpAddr::from(a)) {
-                        ip[at..at + 16].copy_from_slice(&n.octets());
-                    }
+            for at in [8usize, 24] {
+                let mut a = [0u8; 16];
+                a.copy_from_slice(&ip[at..at + 16]);
+                if let IpAddr::V6(n) = p.map(IpAddr::from(a)) {
+                    ip[at..at + 16].copy_from_slice(&n.octets());
                 }
-            }
-            let len = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
-            if 40 + len <= ip.len() && len >= 20 {
-                let (head, tcp) = ip.split_at_mut(40);
-                let tcp = &mut tcp[..len];
-                let mut pseudo = [0u8; 40];
-                pseudo[..32].copy_from_slice(&head[8..40]);
-                pseudo[32..36].copy_from_slice(&(len as u32).to_be_bytes());
-                pseudo[39] = 6;
-                tcp[16..18].fill(0);
-                let sum = checksum(&[&pseudo, tcp], 0);
-                tcp[16..18].copy_from_slice(&sum.to_be_bytes());
             }
         }
         _ => {}
     }
 }
 
-/// The Internet checksum (RFC 1071) over the concatenation of `parts`.
-fn checksum(parts: &[&[u8]], initial: u32) -> u16 {
-    let mut sum = u64::from(initial);
-    let mut odd: Option<u8> = None;
-    for part in parts {
-        for &b in *part {
-            match odd.take() {
-                Some(hi) => sum += u64::from(u16::from_be_bytes([hi, b])),
-                None => odd = Some(b),
-            }
-        }
-    }
-    if let Some(hi) = odd {
-        sum += u64::from(u16::from_be_bytes([hi, 0]));
-    }
-    while sum > 0xffff {
-        sum = (sum & 0xffff) + (sum >> 16);
-    }
-    !(sum as u16)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn checksum_of_a_known_ipv4_header() {
-        // RFC 1071 style example: header with its checksum verifies to 0.
-        let header = [
-            0x45u8, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8,
-            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
-        ];
-        assert_eq!(checksum(&[&header], 0), 0);
-    }
 
     #[test]
     fn apply_masks_and_cuts_tails() {

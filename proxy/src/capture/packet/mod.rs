@@ -5,7 +5,10 @@
 //! ([`crate::evidence::redact_pcap`]) all use it; the capture reader
 //! ([`crate::analyze`]) uses its link headers and TCP flags.
 //!
-//! - [`TcpFlags`]: the TCP control bits (RFC 9293 section 3.1).
+//! - [`TcpFlags`]: the TCP control bits (RFC 9293 section 3.1);
+//! - [`checksum`]: the IPv4 header and TCP checksums (RFC 1071).
+
+pub mod checksum;
 
 /// TCP control bits of a segment (RFC 9293 section 3.1), as read from a
 /// capture or written into a synthesized one.
