@@ -9,7 +9,8 @@
 //! - [`reader`]: capture files (format and compression by magic bytes),
 //!   read by `pcap` and `pcapng` from `shared_buffer`'s recycled blocks;
 //! - [`frames`]: the frames those readers hand out, and why they stop;
-//! - [`link`]: link-layer headers down to the IP packet;
+//! - link-layer headers down to the IP packet are read with the packet
+//!   toolkit ([`crate::capture::packet::link`]);
 //! - [`segment`]: IP and TCP headers down to a [`segment::TcpSegment`];
 //! - [`reassembly`]: one direction of one TCP connection, bytes in order;
 //! - [`flows`]: the flow table, flow -> taps, memory bounds and expiry;
@@ -25,7 +26,6 @@
 
 pub mod flows;
 pub mod frames;
-pub mod link;
 mod pcap;
 mod pcapng;
 pub mod peer;

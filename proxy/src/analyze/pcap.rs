@@ -3,8 +3,8 @@
 //! byte order, microsecond or nanosecond timestamps.
 
 use super::frames::{need, FrameSink, Stop, MAX_RECORD};
-use super::link;
 use super::shared_buffer::SharedReader;
+use crate::capture::packet::link;
 
 const FILE_HEADER: usize = 24;
 const RECORD_HEADER: usize = 16;

@@ -5,8 +5,8 @@
 //! in enhanced (EPB), simple (SPB) and obsolete (PB) packet blocks.
 
 use super::frames::{need, FrameSink, Stop, MAX_RECORD};
-use super::link;
 use super::shared_buffer::SharedReader;
+use crate::capture::packet::link;
 use crate::tap::Micros;
 
 const SECTION_HEADER: u32 = 0x0a0d_0d0a;

@@ -4,8 +4,8 @@
 //! benchmark builds large realistic ICAP captures without a network.
 //!
 //! IP and TCP headers (with checksums) come from etherparse; link headers
-//! are written here because etherparse builds neither Linux cooked v2 nor
-//! BSD loopback headers.
+//! come from the packet toolkit ([`crate::capture::packet::link`]), since
+//! etherparse builds neither Linux cooked v2 nor BSD loopback headers.
 
 use std::io::Write;
 use std::net::{IpAddr, SocketAddr};
@@ -20,10 +20,9 @@ use pcap_file::pcapng::blocks::interface_description::{
 use pcap_file::pcapng::PcapNgWriter;
 use pcap_file::{DataLink, PcapError};
 
+use crate::capture::packet::link::LinkHeader;
 use crate::capture::packet::TcpFlags;
 use crate::tap::{Direction, Micros};
-
-use super::link;
 
 /// The link layer frames are written with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -46,62 +45,44 @@ pub enum SyntheticLink {
     Loop,
 }
 
+/// Source and destination MACs of synthetic Ethernet frames.
+const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+
 impl SyntheticLink {
+    /// The header this link writes in front of every packet.
+    fn header(self) -> LinkHeader {
+        let ethernet = |outer_vlan, vlan| LinkHeader::Ethernet {
+            dst: MAC_B,
+            src: MAC_A,
+            outer_vlan,
+            vlan,
+        };
+        match self {
+            SyntheticLink::Ethernet => ethernet(None, None),
+            SyntheticLink::Vlan(id) => ethernet(None, Some(id)),
+            SyntheticLink::QinQ(outer, inner) => ethernet(Some(outer), Some(inner)),
+            SyntheticLink::Sll => LinkHeader::Sll { src: MAC_A },
+            SyntheticLink::Sll2 => LinkHeader::Sll2 {
+                src: MAC_A,
+                ifindex: 1,
+            },
+            SyntheticLink::Raw => LinkHeader::Raw,
+            SyntheticLink::Null => LinkHeader::Null,
+            SyntheticLink::Loop => LinkHeader::Loop,
+        }
+    }
+
     /// The LINKTYPE_ number of this link.
     pub fn linktype(self) -> u32 {
-        match self {
-            SyntheticLink::Ethernet | SyntheticLink::Vlan(_) | SyntheticLink::QinQ(..) => {
-                link::LINKTYPE_ETHERNET
-            }
-            SyntheticLink::Sll => link::LINKTYPE_LINUX_SLL,
-            SyntheticLink::Sll2 => link::LINKTYPE_LINUX_SLL2,
-            SyntheticLink::Raw => link::LINKTYPE_RAW,
-            SyntheticLink::Null => link::LINKTYPE_NULL,
-            SyntheticLink::Loop => link::LINKTYPE_LOOP,
-        }
+        self.header().linktype()
     }
 
     /// `ip` (an IPv4 or IPv6 packet) wrapped in this link's header.
     pub fn frame(self, ip: &[u8]) -> Vec<u8> {
         let v6 = ip.first().is_some_and(|b| b >> 4 == 6);
-        let ethertype: [u8; 2] = if v6 { [0x86, 0xdd] } else { [0x08, 0x00] };
         let mut f = Vec::with_capacity(ip.len() + 24);
-        match self {
-            SyntheticLink::Ethernet | SyntheticLink::Vlan(_) | SyntheticLink::QinQ(..) => {
-                f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01]);
-                if let SyntheticLink::QinQ(outer, _) = self {
-                    f.extend_from_slice(&[0x88, 0xa8]);
-                    f.extend_from_slice(&outer.to_be_bytes());
-                }
-                if let SyntheticLink::Vlan(id) | SyntheticLink::QinQ(_, id) = self {
-                    f.extend_from_slice(&[0x81, 0x00]);
-                    f.extend_from_slice(&id.to_be_bytes());
-                }
-                f.extend_from_slice(&ethertype);
-            }
-            SyntheticLink::Sll => {
-                // Packet type "sent by us", ARPHRD_ETHER, 6-byte address.
-                f.extend_from_slice(&[0, 4, 0, 1, 0, 6]);
-                f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01, 0, 0]);
-                f.extend_from_slice(&ethertype);
-            }
-            SyntheticLink::Sll2 => {
-                f.extend_from_slice(&ethertype);
-                f.extend_from_slice(&[0, 0]); // reserved
-                f.extend_from_slice(&1u32.to_be_bytes()); // interface index
-                f.extend_from_slice(&[0, 1, 0, 6]); // ARPHRD_ETHER, packet type, addr len
-                f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01, 0, 0]);
-            }
-            SyntheticLink::Raw => {}
-            SyntheticLink::Null => {
-                let family: u32 = if v6 { 30 } else { 2 };
-                f.extend_from_slice(&family.to_le_bytes());
-            }
-            SyntheticLink::Loop => {
-                let family: u32 = if v6 { 24 } else { 2 };
-                f.extend_from_slice(&family.to_be_bytes());
-            }
-        }
+        self.header().write(v6, &mut f);
         f.extend_from_slice(ip);
         f
     }

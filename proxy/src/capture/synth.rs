@@ -9,6 +9,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use super::packet::link::LinkHeader;
 use super::packet::{checksum, TcpFlags};
 use crate::tap::{Direction, Micros};
 
@@ -22,8 +23,6 @@ const ETHERNET_HEADER: usize = 14;
 const TCP_HEADER: usize = 20;
 /// MSS (4 bytes), NOP, window scale (3 bytes).
 const SYN_OPTIONS: usize = 8;
-const ETHERTYPE_IPV4: [u8; 2] = [0x08, 0x00];
-const ETHERTYPE_IPV6: [u8; 2] = [0x86, 0xdd];
 const IPPROTO_TCP: u8 = 6;
 
 /// Which leg of the proxied connection a frame belongs to.
@@ -247,12 +246,10 @@ impl Flow {
 
         let start = out.len();
         out.reserve(ETHERNET_HEADER + 40 + tcp.len() + payload.len());
-        out.extend_from_slice(&self.mac[to]);
-        out.extend_from_slice(&self.mac[from]);
+        LinkHeader::ethernet(self.mac[to], self.mac[from]).write(v4.is_none(), out);
         match v4 {
             Some((s, d)) => {
                 let total = (20 + segment_len) as u16;
-                out.extend_from_slice(&ETHERTYPE_IPV4);
                 let mut ip = [0u8; 20];
                 ip[0] = 0x45;
                 ip[2..4].copy_from_slice(&total.to_be_bytes());
@@ -267,7 +264,6 @@ impl Flow {
             }
             None => {
                 let len = segment_len as u16;
-                out.extend_from_slice(&ETHERTYPE_IPV6);
                 out.extend_from_slice(&[0x60, 0, 0, 0]);
                 out.extend_from_slice(&len.to_be_bytes());
                 out.extend_from_slice(&[IPPROTO_TCP, TTL]);

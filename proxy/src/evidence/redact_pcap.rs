@@ -30,8 +30,8 @@ use pcap_file::pcap::{PcapReader, PcapWriter};
 use pcap_file::pcapng::{PcapNgReader, PcapNgWriter, RawBlock};
 use pcap_file::Endianness;
 
-use crate::analyze::{link, read_captures, AnalyzeOptions};
-use crate::capture::packet::checksum;
+use crate::analyze::{read_captures, AnalyzeOptions};
+use crate::capture::packet::{checksum, link};
 use crate::output::directory::create_private_file;
 use crate::tap::TapEvent;
 

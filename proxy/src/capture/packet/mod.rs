@@ -6,9 +6,12 @@
 //! ([`crate::analyze`]) uses its link headers and TCP flags.
 //!
 //! - [`TcpFlags`]: the TCP control bits (RFC 9293 section 3.1);
-//! - [`checksum`]: the IPv4 header and TCP checksums (RFC 1071).
+//! - [`checksum`]: the IPv4 header and TCP checksums (RFC 1071);
+//! - [`link`]: link-layer headers, read down to the IP packet and written
+//!   in front of one.
 
 pub mod checksum;
+pub mod link;
 
 /// TCP control bits of a segment (RFC 9293 section 3.1), as read from a
 /// capture or written into a synthesized one.
