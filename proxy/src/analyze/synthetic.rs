@@ -7,19 +7,12 @@
 //! come from the packet toolkit ([`crate::capture::packet::link`]), since
 //! etherparse builds neither Linux cooked v2 nor BSD loopback headers.
 
-use std::io::Write;
+use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
 
 use etherparse::PacketBuilder;
-use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
-use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
-use pcap_file::pcapng::blocks::interface_description::{
-    InterfaceDescriptionBlock, InterfaceDescriptionOption,
-};
-use pcap_file::pcapng::PcapNgWriter;
-use pcap_file::{DataLink, PcapError};
 
+use crate::capture::packet::blocks::{self, ByteOrder, Interface, PacketOptions};
 use crate::capture::packet::link::LinkHeader;
 use crate::capture::packet::TcpFlags;
 use crate::tap::{Direction, Micros};
@@ -289,75 +282,84 @@ pub enum SyntheticFormat {
     PcapNg,
 }
 
-/// Writes frames of one link type to a pcap or pcapng stream.
-pub enum SyntheticWriter<W: Write> {
-    /// Classic pcap.
-    Pcap(PcapWriter<W>),
-    /// pcapng.
-    PcapNg(PcapNgWriter<W>),
+/// Writes frames of one link type to a pcap or pcapng stream (big-endian,
+/// as tcpdump on a big-endian machine would).
+pub struct SyntheticWriter<W: Write> {
+    out: W,
+    format: SyntheticFormat,
+    /// The block being written.
+    block: Vec<u8>,
 }
 
 impl<W: Write> std::fmt::Debug for SyntheticWriter<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            SyntheticWriter::Pcap(_) => "SyntheticWriter::Pcap",
-            SyntheticWriter::PcapNg(_) => "SyntheticWriter::PcapNg",
-        })
+        f.debug_struct("SyntheticWriter")
+            .field("format", &self.format)
+            .finish()
     }
 }
 
 /// Snapshot length written in synthetic captures.
 const SNAPLEN: u32 = 262_144;
+/// Byte order of synthetic captures.
+const ORDER: ByteOrder = ByteOrder::Big;
 
 impl<W: Write> SyntheticWriter<W> {
     /// A capture of `format` whose frames are of `linktype`.
-    pub fn new(out: W, format: SyntheticFormat, linktype: u32) -> Result<Self, PcapError> {
-        Ok(match format {
-            SyntheticFormat::Pcap => SyntheticWriter::Pcap(PcapWriter::with_header(
-                out,
-                PcapHeader {
-                    datalink: DataLink::from(linktype),
-                    snaplen: SNAPLEN,
-                    ..PcapHeader::default()
-                },
-            )?),
-            SyntheticFormat::PcapNg => {
-                let mut w = PcapNgWriter::new(out)?;
-                w.write_pcapng_block(InterfaceDescriptionBlock {
-                    linktype: DataLink::from(linktype),
-                    snaplen: SNAPLEN,
-                    options: vec![InterfaceDescriptionOption::IfTsResol(9)],
-                })?;
-                SyntheticWriter::PcapNg(w)
+    pub fn new(mut out: W, format: SyntheticFormat, linktype: u32) -> io::Result<Self> {
+        let mut head = Vec::new();
+        match format {
+            SyntheticFormat::Pcap => {
+                blocks::pcap_header(&mut head, ORDER, false, SNAPLEN, linktype)
             }
+            SyntheticFormat::PcapNg => {
+                blocks::pcapng_section_header(&mut head, ORDER, None);
+                let iface = Interface {
+                    linktype: linktype as u16,
+                    snaplen: SNAPLEN,
+                    name: None,
+                    description: None,
+                    tsresol: Some(9),
+                };
+                blocks::pcapng_interface(&mut head, ORDER, &iface);
+            }
+        }
+        out.write_all(&head)?;
+        Ok(SyntheticWriter {
+            out,
+            format,
+            block: head,
         })
     }
 
     /// Appends one frame captured at `at`.
-    pub fn frame(&mut self, at: Micros, data: &[u8]) -> Result<(), PcapError> {
-        let ts = Duration::from_micros(at);
-        match self {
-            SyntheticWriter::Pcap(w) => {
-                w.write_packet(&PcapPacket::new(ts, data.len() as u32, data))?;
-            }
-            SyntheticWriter::PcapNg(w) => {
-                w.write_pcapng_block(EnhancedPacketBlock {
-                    interface_id: 0,
-                    timestamp: ts,
-                    original_len: data.len() as u32,
-                    data: std::borrow::Cow::Borrowed(data),
-                    options: vec![],
-                })?;
-            }
+    pub fn frame(&mut self, at: Micros, data: &[u8]) -> io::Result<()> {
+        self.block.clear();
+        let len = data.len() as u32;
+        match self.format {
+            SyntheticFormat::Pcap => blocks::pcap_record(
+                &mut self.block,
+                ORDER,
+                (at / 1_000_000) as u32,
+                (at % 1_000_000) as u32,
+                data,
+                len,
+            ),
+            SyntheticFormat::PcapNg => blocks::pcapng_enhanced_packet(
+                &mut self.block,
+                ORDER,
+                0,
+                at * 1000,
+                data,
+                len,
+                PacketOptions::Comments(&[]),
+            ),
         }
-        Ok(())
+        self.out.write_all(&self.block)
     }
 
     /// The underlying writer.
     pub fn into_inner(self) -> W {
-        match self {
-            SyntheticWriter::Pcap(w) => w.into_writer(),
-            SyntheticWriter::PcapNg(w) => w.into_inner(),
-        }
+        self.out
     }
 }

@@ -8,8 +8,10 @@
 //! - [`TcpFlags`]: the TCP control bits (RFC 9293 section 3.1);
 //! - [`checksum`]: the IPv4 header and TCP checksums (RFC 1071);
 //! - [`link`]: link-layer headers, read down to the IP packet and written
-//!   in front of one.
+//!   in front of one;
+//! - [`blocks`]: pcap and pcapng file headers and packet blocks.
 
+pub mod blocks;
 pub mod checksum;
 pub mod link;
 
