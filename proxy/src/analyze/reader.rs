@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use super::frames::{Frame, FrameSink, Stop};
+use super::frames::{Deliver, Frame, FrameSink, Stop, StoredRecord};
 use super::shared_buffer::{SharedReader, Source};
 
 /// Why captures could not be read.
@@ -239,13 +239,30 @@ impl CaptureFile {
         &mut self,
         each: &mut dyn FnMut(Frame<'_>),
     ) -> Result<FileStats, AnalyzeError> {
+        self.read(Deliver::Frames(each))
+    }
+
+    /// Hands every record of the file to `each` exactly as it is stored
+    /// (file header, packet records, every pcapng block), in file order,
+    /// with the frame of each packet whose link type is decoded: for tools
+    /// that copy a capture record by record. Unlike [`Self::for_each_frame`],
+    /// a classic pcap of a link type with no decoder is read too (its
+    /// packets come without frames). Stops as [`Self::for_each_frame`] does.
+    pub fn for_each_stored(
+        &mut self,
+        each: &mut dyn FnMut(StoredRecord<'_>),
+    ) -> Result<FileStats, AnalyzeError> {
+        self.read(Deliver::Stored(each))
+    }
+
+    fn read(&mut self, deliver: Deliver<'_>) -> Result<FileStats, AnalyzeError> {
         let Some(source) = self.source.take() else {
             return Ok(self.stats.clone());
         };
         let mut reader = SharedReader::new(source);
         let counter = self.read_count.clone();
         let file_bytes = || counter.load(Ordering::Relaxed);
-        let mut frames = FrameSink::new(&file_bytes, each);
+        let mut frames = FrameSink::new(&file_bytes, deliver);
         let ended = if self.magic == PCAPNG_MAGIC {
             super::pcapng::read(&mut reader, &mut frames)
         } else {
@@ -293,5 +310,86 @@ impl CaptureFile {
                 Err(AnalyzeError::UnsupportedLinkType { path, linktype })
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::synthetic::{
+        Conversation, SyntheticFormat, SyntheticLink, SyntheticWriter,
+    };
+    use crate::tap::Direction;
+
+    /// A small capture of `format` with an unusual link type.
+    fn capture(format: SyntheticFormat, link: SyntheticLink) -> Vec<u8> {
+        let mut c = Conversation::new(
+            "10.0.0.1:40000".parse().unwrap(),
+            "10.0.0.2:1344".parse().unwrap(),
+            1,
+            2,
+        );
+        let mut segs = c.handshake();
+        segs.extend(c.data(Direction::Request, &[7u8; 3000], 1000));
+        let mut w = SyntheticWriter::new(Vec::new(), format, link.linktype()).unwrap();
+        for (i, s) in segs.iter().enumerate() {
+            w.frame(1_000_000 + i as u64, &link.frame(&c.ip_packet(s)))
+                .unwrap();
+        }
+        w.into_inner()
+    }
+
+    #[test]
+    fn stored_records_are_the_whole_file_and_frames_are_inside_them() {
+        for format in [SyntheticFormat::Pcap, SyntheticFormat::PcapNg] {
+            let bytes = capture(format, SyntheticLink::Sll2);
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("c");
+            std::fs::write(&path, &bytes).unwrap();
+            let mut frames = Vec::new();
+            CaptureFile::open(&path)
+                .unwrap()
+                .for_each_frame(&mut |f| frames.push(f.data.to_vec()))
+                .unwrap();
+            let mut copy = Vec::new();
+            let mut stored_frames = Vec::new();
+            let stats = CaptureFile::open(&path)
+                .unwrap()
+                .for_each_stored(&mut |r| {
+                    copy.extend_from_slice(r.bytes);
+                    if let Some(p) = r.packet {
+                        stored_frames.push(r.bytes[p.data].to_vec());
+                    }
+                })
+                .unwrap();
+            assert_eq!(copy, bytes, "{format:?}");
+            assert_eq!(stored_frames, frames);
+            assert_eq!(stats.frames, 6);
+        }
+    }
+
+    #[test]
+    fn a_pcap_of_an_undecoded_link_type_is_still_stored() {
+        let mut bytes = capture(SyntheticFormat::Pcap, SyntheticLink::Raw);
+        bytes[20..24].copy_from_slice(&105u32.to_be_bytes());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c");
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            CaptureFile::open(&path)
+                .unwrap()
+                .for_each_frame(&mut |_| {}),
+            Err(AnalyzeError::UnsupportedLinkType { linktype: 105, .. })
+        ));
+        let mut copy = Vec::new();
+        let mut with_frames = 0;
+        CaptureFile::open(&path)
+            .unwrap()
+            .for_each_stored(&mut |r| {
+                copy.extend_from_slice(r.bytes);
+                with_frames += usize::from(r.packet.is_some());
+            })
+            .unwrap();
+        assert_eq!((copy, with_frames), (bytes, 0));
     }
 }

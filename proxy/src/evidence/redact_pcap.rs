@@ -8,7 +8,9 @@
 //!    stand-ins with `--pseudonymise-ips`), and body bytes past the preview
 //!    (RFC 3507 section 4.5: what the client sent before `0\r\n\r\n` or
 //!    `0; ieof`; response bodies entirely);
-//! 2. every packet is rewritten in place: its payload's stream offset is
+//! 2. the file is read again, record by record as stored (the capture
+//!    reader's [`CaptureFile::for_each_stored`]), and every packet is
+//!    rewritten and re-encoded with the packet toolkit: its payload's stream offset is
 //!    its sequence number relative to the SYN (or to the first payload seen,
 //!    as reassembly does), masks are applied, packets whose tail is body are
 //!    cut to a shorter captured length (the original length and sequence
@@ -18,19 +20,18 @@
 //! Only the plan (ranges, not data) is held between the passes.
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::io::{BufReader, BufWriter};
+use std::io::{BufWriter, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
 use icap_codec::{Decoder, Direction, Event};
-use pcap_file::pcap::{PcapReader, PcapWriter};
-use pcap_file::pcapng::{PcapNgReader, PcapNgWriter, RawBlock};
-use pcap_file::Endianness;
 
+use crate::analyze::frames::{StoredKind, StoredRecord};
+use crate::analyze::reader::CaptureFile;
 use crate::analyze::{read_captures, AnalyzeOptions};
+use crate::capture::packet::blocks::{self, PacketOptions};
 use crate::capture::packet::{checksum, link};
 use crate::output::directory::create_private_file;
 use crate::tap::TapEvent;
@@ -328,7 +329,10 @@ struct Cursor {
     last: u64,
 }
 
-/// Pass 2 for one file: rewrites `src` into `dst` (0600).
+/// Pass 2 for one file: rewrites `src` into `dst` (0600), record by record
+/// as the capture reader hands them out: packets are rewritten, every other
+/// record (file header, section and interface blocks, statistics...) is
+/// copied as it is.
 pub fn rewrite(
     src: &Path,
     dst: &Path,
@@ -341,18 +345,12 @@ pub fn rewrite(
         offset,
         detail,
     };
-    let file = File::open(src).map_err(|e| fail(0, e.to_string()))?;
-    let mut magic = [0u8; 4];
-    {
-        use std::io::Read;
-        let mut f = File::open(src).map_err(|e| fail(0, e.to_string()))?;
-        f.read_exact(&mut magic)
-            .map_err(|e| fail(0, e.to_string()))?;
-    }
+    let mut file = CaptureFile::open(src).map_err(|e| fail(0, e.to_string()))?;
     let out = create_private_file(dst).map_err(|source| EvidenceError::Write {
         path: dst.to_path_buf(),
         source,
     })?;
+    let mut out = BufWriter::new(out);
     let mut cursors: HashMap<(SocketAddr, SocketAddr), Cursor> = HashMap::new();
     let mut rewriter = PacketRewriter {
         plan,
@@ -360,82 +358,39 @@ pub fn rewrite(
         pseudonyms,
         stats,
     };
-    if magic == [0x0a, 0x0d, 0x0d, 0x0a] {
-        let mut reader =
-            PcapNgReader::new(BufReader::new(file)).map_err(|e| fail(0, e.to_string()))?;
-        let mut writer =
-            PcapNgWriter::with_section_header(BufWriter::new(out), reader.section().clone())
-                .map_err(|e| fail(0, e.to_string()))?;
-        let mut block_no = 0u64;
-        loop {
-            // Copied out of the reader's buffer so the reader can be asked
-            // about interfaces while the block is rewritten.
-            let (type_, body) = match reader.next_raw_block() {
-                None => break,
-                Some(Ok(block)) => (block.type_, block.body.into_owned()),
-                Some(Err(e)) => return Err(fail(0, format!("block {}: {e}", block_no + 1))),
-            };
-            block_no += 1;
-            let mut body = body;
-            if type_ == 6 {
-                let big = reader.section().endianness == Endianness::Big;
-                let iface = read_u32(&body, 0, big).unwrap_or(0);
-                let linktype = reader
-                    .interfaces()
-                    .get(iface as usize)
-                    .map_or(1, |i| u32::from(i.linktype));
-                if let Some(rewritten) = rewriter.enhanced_packet(&body, big, linktype) {
-                    body = rewritten;
+    let mut block = Vec::new();
+    let mut records = 0u64;
+    let mut written = 0u64;
+    let mut failed: Option<(u64, std::io::Error)> = None;
+    file.for_each_stored(&mut |record| {
+        if failed.is_some() {
+            return;
+        }
+        records += 1;
+        block.clear();
+        let bytes: &[u8] = match record.kind {
+            StoredKind::PcapngBlock(blocks::ENHANCED_PACKET) | StoredKind::PcapRecord => {
+                rewriter.packet(&record, &mut block);
+                if block.is_empty() {
+                    record.bytes
+                } else {
+                    &block
                 }
             }
-            let len = 12 + body.len() as u32;
-            let block = RawBlock {
-                type_,
-                initial_len: len,
-                body: std::borrow::Cow::Owned(body),
-                trailer_len: len,
-            };
-            writer
-                .write_raw_block(&block)
-                .map_err(|e| fail(0, format!("writing block {block_no}: {e}")))?;
+            _ => record.bytes,
+        };
+        match out.write_all(bytes) {
+            Ok(()) => written += bytes.len() as u64,
+            Err(e) => failed = Some((records, e)),
         }
-    } else {
-        let mut reader =
-            PcapReader::new(BufReader::new(file)).map_err(|e| fail(0, e.to_string()))?;
-        let header = reader.header();
-        let linktype = u32::from(header.datalink);
-        let mut writer = PcapWriter::with_header(BufWriter::new(out), header)
-            .map_err(|e| fail(0, e.to_string()))?;
-        while let Some(packet) = reader.next_raw_packet() {
-            let mut packet = packet.map_err(|e| fail(0, e.to_string()))?;
-            let mut data = packet.data.to_vec();
-            let cut = rewriter.frame(&mut data, linktype);
-            data.truncate(cut);
-            packet.incl_len = data.len() as u32;
-            packet.data = std::borrow::Cow::Owned(data);
-            writer
-                .write_raw_packet(&packet)
-                .map_err(|e| fail(0, e.to_string()))?;
-        }
-    }
-    Ok(())
-}
-
-fn read_u32(b: &[u8], at: usize, big: bool) -> Option<u32> {
-    let raw: [u8; 4] = b.get(at..at + 4)?.try_into().ok()?;
-    Some(if big {
-        u32::from_be_bytes(raw)
-    } else {
-        u32::from_le_bytes(raw)
     })
-}
-
-fn put_u32(v: u32, big: bool) -> [u8; 4] {
-    if big {
-        v.to_be_bytes()
-    } else {
-        v.to_le_bytes()
+    .map_err(|e| fail(0, e.to_string()))?;
+    if let Some((n, e)) = failed {
+        return Err(fail(written, format!("writing record {n}: {e}")));
     }
+    out.flush()
+        .map_err(|e| fail(written, format!("writing: {e}")))?;
+    Ok(())
 }
 
 struct PacketRewriter<'a> {
@@ -446,23 +401,38 @@ struct PacketRewriter<'a> {
 }
 
 impl PacketRewriter<'_> {
-    /// An Enhanced Packet Block body rewritten, or `None` to keep it.
-    fn enhanced_packet(&mut self, body: &[u8], big: bool, linktype: u32) -> Option<Vec<u8>> {
-        let captured = read_u32(body, 12, big)? as usize;
-        let data = body.get(20..20 + captured)?;
-        let padded = captured.div_ceil(4) * 4;
-        let options = body.get(20 + padded..).unwrap_or(&[]);
-        let mut data = data.to_vec();
-        let keep = self.frame(&mut data, linktype);
+    /// Appends `record` (a pcapng Enhanced Packet Block or a classic pcap
+    /// record) rewritten to `out`, or leaves `out` empty to keep it as it
+    /// is (a frame of a link type that is not decoded).
+    fn packet(&mut self, record: &StoredRecord<'_>, out: &mut Vec<u8>) {
+        let Some(packet) = &record.packet else {
+            self.stats.packets += 1;
+            return;
+        };
+        let raw: &[u8] = record.bytes;
+        let order = record.order;
+        let field = |at: usize| order.read_u32(raw, at).unwrap_or(0);
+        let mut data = raw[packet.data.clone()].to_vec();
+        let keep = self.frame(&mut data, packet.linktype);
         data.truncate(keep);
-        let mut out = Vec::with_capacity(body.len());
-        out.extend_from_slice(&body[..12]);
-        out.extend_from_slice(&put_u32(data.len() as u32, big));
-        out.extend_from_slice(&body[16..20]);
-        out.extend_from_slice(&data);
-        out.resize(out.len() + (data.len().div_ceil(4) * 4 - data.len()), 0);
-        out.extend_from_slice(options);
-        Some(out)
+        if record.kind == StoredKind::PcapRecord {
+            blocks::pcap_record(out, order, field(0), field(4), &data, field(12));
+        } else {
+            // Block header, interface, timestamp (2), captured and original
+            // lengths, the padded data, then the options up to the trailer.
+            let options_at = packet.data.start + packet.data.len().div_ceil(4) * 4;
+            let options = raw.get(options_at..raw.len() - 4).unwrap_or(&[]);
+            let timestamp = (u64::from(field(12)) << 32) | u64::from(field(16));
+            blocks::pcapng_enhanced_packet(
+                out,
+                order,
+                field(8),
+                timestamp,
+                &data,
+                field(24),
+                PacketOptions::Encoded(options),
+            );
+        }
     }
 
     /// Rewrites one frame in place; returns how many bytes to keep.
