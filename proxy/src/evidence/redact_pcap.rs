@@ -26,6 +26,7 @@ use std::ops::Range;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
+use icap_codec::body_plan::{BodyKeep, BodyPlanner};
 use icap_codec::{Decoder, Direction, Event};
 
 use crate::analyze::frames::{StoredKind, StoredRecord};
@@ -64,8 +65,7 @@ struct StreamScan {
     window: Vec<u8>,
     window_start: u64,
     next: u64,
-    open_cut: Option<u64>,
-    preview: bool,
+    bodies: BodyPlanner,
     plan: StreamPlan,
 }
 
@@ -76,8 +76,7 @@ impl StreamScan {
             window: Vec::new(),
             window_start: 0,
             next: 0,
-            open_cut: None,
-            preview: false,
+            bodies: BodyPlanner::new(BodyKeep::Preview),
             plan: StreamPlan::default(),
         }
     }
@@ -101,7 +100,7 @@ impl StreamScan {
             if offset > self.next {
                 self.decoder.gap(offset - self.next, &mut ignored);
             }
-            self.open_cut = None;
+            self.bodies.gap();
         }
         self.window.extend_from_slice(&bytes);
         self.next = offset + bytes.len() as u64;
@@ -111,34 +110,18 @@ impl StreamScan {
         for e in &events {
             match e {
                 Event::RequestHead(h) => {
-                    self.scan_head(h.offset, h.head_len, secrets, pseudonyms.as_deref_mut());
-                    self.preview = h.preview.is_some();
-                    self.open_body(
-                        h.offset + h.head_len,
-                        h.encapsulated.as_ref(),
-                        h.preview.is_some(),
-                    );
+                    self.scan_head(h.offset, h.head_len, secrets, pseudonyms.as_deref_mut())
                 }
                 Event::ResponseHead(h) => {
-                    self.scan_head(h.offset, h.head_len, secrets, pseudonyms.as_deref_mut());
-                    self.preview = false;
-                    self.open_body(h.offset + h.head_len, h.encapsulated.as_ref(), false);
+                    self.scan_head(h.offset, h.head_len, secrets, pseudonyms.as_deref_mut())
                 }
                 Event::HttpHead(h) => {
                     self.scan_head(h.offset, h.len, secrets, pseudonyms.as_deref_mut())
                 }
-                Event::PreviewEnd { offset, .. } => {
-                    // The preview stays; whatever continues after a 100 is cut.
-                    self.open_cut = Some(*offset);
-                }
-                Event::MessageEnd { offset, .. } => {
-                    if let Some(start) = self.open_cut.take() {
-                        if start < *offset {
-                            self.plan.cuts.push(start..*offset);
-                        }
-                    }
-                }
                 _ => {}
+            }
+            if let Some(cut) = self.bodies.event(e) {
+                self.plan.cuts.push(cut);
             }
         }
         if self.window.len() > 2 * WINDOW {
@@ -146,23 +129,6 @@ impl StreamScan {
             self.window.drain(..drop);
             self.window_start += drop as u64;
         }
-    }
-
-    fn open_body(
-        &mut self,
-        section: u64,
-        encapsulated: Option<&icap_codec::Encapsulated>,
-        preview: bool,
-    ) {
-        // With a preview the cut opens at the preview's end (PreviewEnd).
-        self.open_cut = if preview {
-            None
-        } else {
-            encapsulated
-                .filter(|e| e.has_body())
-                .and_then(|e| e.entities.last())
-                .map(|(_, body)| section + body)
-        };
     }
 
     /// Finds sensitive header values (and IPv4 text) in the head at
@@ -237,7 +203,7 @@ impl StreamScan {
     }
 
     fn finish(mut self) -> StreamPlan {
-        if let Some(start) = self.open_cut.take() {
+        if let Some(start) = self.bodies.open_cut() {
             self.plan.cuts.push(start..u64::MAX);
         }
         self.plan
