@@ -112,6 +112,11 @@ mod tests {
         (closed, planner.open_cut())
     }
 
+    /// A plan of one cut.
+    fn one(cut: Range<u64>) -> Vec<Range<u64>> {
+        vec![cut]
+    }
+
     const HTTP: &[u8] = b"POST /x HTTP/1.1\r\nHost: a\r\n\r\n";
 
     fn reqmod(preview: Option<u64>, body: &str) -> (Vec<u8>, u64) {
@@ -132,13 +137,13 @@ mod tests {
         let (m, body) = reqmod(None, "5\r\nhello\r\n0\r\n\r\n");
         let end = m.len() as u64;
         let req = Direction::Request;
-        assert_eq!(cuts(req, BodyKeep::First(0), &m), (vec![body..end], None));
+        assert_eq!(cuts(req, BodyKeep::First(0), &m), (one(body..end), None));
         assert_eq!(
             cuts(req, BodyKeep::First(4), &m),
-            (vec![body + 4..end], None)
+            (one(body + 4..end), None)
         );
         assert_eq!(cuts(req, BodyKeep::First(1000), &m), (vec![], None));
-        assert_eq!(cuts(req, BodyKeep::Preview, &m), (vec![body..end], None));
+        assert_eq!(cuts(req, BodyKeep::Preview, &m), (one(body..end), None));
     }
 
     #[test]
@@ -156,7 +161,7 @@ mod tests {
         );
         assert_eq!(
             cuts(req, BodyKeep::Preview, &all),
-            (vec![preview_end..end], None)
+            (one(preview_end..end), None)
         );
         // Keeping the first bytes pays no attention to previews.
         assert_eq!(cuts(req, BodyKeep::First(0), &m), (vec![], Some(body)));
