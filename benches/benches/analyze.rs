@@ -31,7 +31,7 @@ use std::time::Instant;
 
 use icap_codec::{Decoder, Event};
 use icaptap::analyze::synthetic::{
-    CaptureWriter, Conversation, Segment, SyntheticFormat, SyntheticLink,
+    Conversation, Segment, SyntheticFormat, SyntheticLink, SyntheticWriter,
 };
 use icaptap::analyze::{read_captures, AnalyzeOptions};
 use icaptap::tap::{Direction, TapEvent};
@@ -239,7 +239,7 @@ fn generate(path: &Path, target_bytes: u64) -> Truth {
     let mut truth = Truth::default();
     let file = BufWriter::with_capacity(1 << 20, File::create(path).unwrap());
     let link = SyntheticLink::Ethernet;
-    let mut w = CaptureWriter::new(file, SyntheticFormat::Pcap, link.linktype()).unwrap();
+    let mut w = SyntheticWriter::new(file, SyntheticFormat::Pcap, link.linktype()).unwrap();
     let mut at: u64 = 1_795_000_000_000_000;
     let mut written: u64 = 24;
     let mut conns: Vec<Conn> = (0..CONCURRENT as u64)

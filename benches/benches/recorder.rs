@@ -9,7 +9,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
-use icaptap::record::{self, BodyCapture, RecordOptions};
+use icaptap::capture::{self, BodyCapture, RecordOptions};
 use icaptap::tap::{ConnMeta, Direction, Tap, TapEvent};
 
 const READ: usize = 64 * 1024;
@@ -60,11 +60,11 @@ fn run(opts: RecordOptions, taps: &[Tap]) {
 fn run_in(parent: &std::path::Path, opts: RecordOptions, taps: &[Tap]) {
     let dir = tempfile::tempdir_in(parent).unwrap();
     let (tx, rx) = icaptap::tap::TapQueue::bounded(1024);
-    let handle = record::spawn(
+    let handle = capture::spawn(
         dir.path(),
         opts,
         rx,
-        record::AnnotationReceiver::disconnected(),
+        capture::AnnotationReceiver::disconnected(),
     )
     .unwrap();
     for t in taps {
@@ -93,7 +93,7 @@ fn recorder(c: &mut Criterion) {
         b.iter(|| {
             run(
                 RecordOptions {
-                    legs: record::LegChoice::Sensor,
+                    legs: capture::LegChoice::Sensor,
                     ..RecordOptions::default()
                 },
                 &taps,
@@ -104,7 +104,7 @@ fn recorder(c: &mut Criterion) {
         b.iter(|| {
             run(
                 RecordOptions {
-                    format: record::PcapFormat::Pcap,
+                    format: capture::PcapFormat::Pcap,
                     ..RecordOptions::default()
                 },
                 &taps,

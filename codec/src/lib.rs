@@ -15,6 +15,7 @@
 #![deny(missing_docs)]
 
 pub mod anomaly;
+pub mod body_plan;
 pub mod chunked;
 pub mod correlator;
 pub mod decoder;

@@ -13,7 +13,7 @@
 //! - [`tap`]: what a connection reports to the side paths, and the one
 //!   engine that runs each side path on its own thread;
 //! - [`observe`]: decoding, verdicts and anomaly rules, live and offline;
-//! - [`record`]: pcapng/pcap writing with synthesized TCP/IP;
+//! - [`capture`]: pcapng/pcap writing with synthesized TCP/IP;
 //! - [`output`]: JSONL records and the run summary;
 //! - [`analyze`]: capture reading and TCP reassembly into taps;
 //! - [`evidence`]: the report and the support-ticket bundle;
@@ -25,6 +25,7 @@
 //! - [`cli`]: the command line, its completions and man pages.
 
 pub mod analyze;
+pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod evidence;
@@ -33,7 +34,6 @@ pub mod jobs;
 pub mod observe;
 pub mod ops;
 pub mod output;
-pub mod record;
 pub mod tap;
 pub mod toolkit;
 pub mod units;

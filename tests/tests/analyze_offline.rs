@@ -11,7 +11,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use icaptap::analyze::peer::correlate;
-use icaptap::analyze::synthetic::{CaptureWriter, Conversation, SyntheticFormat, SyntheticLink};
+use icaptap::analyze::synthetic::{Conversation, SyntheticFormat, SyntheticLink, SyntheticWriter};
 use icaptap::analyze::AnalyzeOptions;
 use icaptap::forward::ForwardConfig;
 use icaptap::jobs::analyze::analyze_into;
@@ -140,7 +140,7 @@ async fn offline_analysis_agrees_with_the_live_proxy() {
 fn write_side(path: &Path, client: SocketAddr, server: SocketAddr, urls: &[&str], clock_us: u64) {
     let file = std::fs::File::create(path).unwrap();
     let link = SyntheticLink::Ethernet;
-    let mut w = CaptureWriter::new(file, SyntheticFormat::Pcap, link.linktype()).unwrap();
+    let mut w = SyntheticWriter::new(file, SyntheticFormat::Pcap, link.linktype()).unwrap();
     let mut at = clock_us;
     for (i, url) in urls.iter().enumerate() {
         let client = SocketAddr::new(client.ip(), client.port() + i as u16);

@@ -9,9 +9,10 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use icaptap::analyze::synthetic::{
-    CaptureWriter, Conversation, Flags, Segment, SyntheticFormat, SyntheticLink,
+    Conversation, Segment, SyntheticFormat, SyntheticLink, SyntheticWriter,
 };
 use icaptap::analyze::{read_captures, AnalyzeError, AnalyzeOptions, CaptureStats};
+use icaptap::capture::packet::TcpFlags;
 use icaptap::tap::{CloseKind, Direction, Tap, TapEvent};
 
 const T0: u64 = 1_700_000_000_000_000;
@@ -38,7 +39,7 @@ fn capture_bytes(
     link: SyntheticLink,
     format: SyntheticFormat,
 ) -> Vec<u8> {
-    let mut w = CaptureWriter::new(Vec::new(), format, link.linktype()).unwrap();
+    let mut w = SyntheticWriter::new(Vec::new(), format, link.linktype()).unwrap();
     for (i, s) in segs.iter().enumerate() {
         w.frame(T0 + i as u64 * 1000, &link.frame(&conv.ip_packet(s)))
             .unwrap();
@@ -397,7 +398,7 @@ fn several_files_are_one_capture_with_frame_numbers_per_file() {
     let (a, b) = segs.split_at(6);
     let first = capture_bytes(&c, a, SyntheticLink::Ethernet, SyntheticFormat::Pcap);
     // The second file's frames are captured after the first's.
-    let mut w = CaptureWriter::new(Vec::new(), SyntheticFormat::Pcap, 1).unwrap();
+    let mut w = SyntheticWriter::new(Vec::new(), SyntheticFormat::Pcap, 1).unwrap();
     for (i, s) in b.iter().enumerate() {
         let at = T0 + (a.len() + i) as u64 * 1000;
         w.frame(at, &SyntheticLink::Ethernet.frame(&c.ip_packet(s)))
@@ -472,7 +473,7 @@ fn clear_errors_for_missing_empty_foreign_and_damaged_files() {
     ));
     assert!(matches!(e, AnalyzeError::TruncatedHeader { .. }), "{e}");
     // An unsupported link type in a classic pcap (LINKTYPE_IEEE802_11 = 105).
-    let w = CaptureWriter::new(Vec::new(), SyntheticFormat::Pcap, 105).unwrap();
+    let w = SyntheticWriter::new(Vec::new(), SyntheticFormat::Pcap, 105).unwrap();
     let e = run(write_file(&dir, "wifi.pcap", &w.into_inner()));
     assert!(
         matches!(e, AnalyzeError::UnsupportedLinkType { linktype: 105, .. }),
@@ -511,10 +512,10 @@ fn reset_closes_both_directions_and_finishes() {
     segs.extend(c.data(Direction::Request, &req, 1460));
     segs.push(c.control(
         Direction::Response,
-        Flags {
+        TcpFlags {
             rst: true,
             ack: true,
-            ..Flags::default()
+            ..TcpFlags::default()
         },
     ));
     let bytes = capture_bytes(&c, &segs, SyntheticLink::Loop, SyntheticFormat::Pcap);

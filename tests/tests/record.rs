@@ -4,7 +4,7 @@
 
 mod record_common;
 
-use icaptap::record::{Annotation, BodyCapture, LegChoice, PcapFormat, RecordOptions, Rotation};
+use icaptap::capture::{Annotation, BodyCapture, LegChoice, PcapFormat, RecordOptions, Rotation};
 use icaptap::tap::Direction;
 use record_common::*;
 
@@ -517,8 +517,8 @@ fn a_note_for_a_packet_already_written_goes_on_the_next_one() {
     };
     let dir = tempfile::tempdir().unwrap();
     let (tx, rx) = icaptap::tap::TapQueue::bounded(64);
-    let (ntx, nrx) = icaptap::record::annotation_channel(8);
-    let handle = icaptap::record::spawn(dir.path(), o, rx, nrx).unwrap();
+    let (ntx, nrx) = icaptap::capture::annotation_channel(8);
+    let handle = icaptap::capture::spawn(dir.path(), o, rx, nrx).unwrap();
     for t in taps.drain(..) {
         assert!(tx.deliver_blocking(t));
     }

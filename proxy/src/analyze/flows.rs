@@ -16,10 +16,10 @@ use bytes::Bytes;
 
 use crate::tap::{ConnId, ConnMeta, Direction, Micros, Tap, TapEvent};
 
-use super::link;
-use super::reader::Frame;
+use super::frames::Frame;
 use super::reassembly::{HalfStream, Incoming, Origin, ReassemblyStats, StreamOutput};
 use super::segment::{self, NotTcp, TcpSegment};
+use crate::capture::packet::link;
 
 /// Bounds on what the flow table holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

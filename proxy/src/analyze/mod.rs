@@ -8,7 +8,9 @@
 //!
 //! - [`reader`]: capture files (format and compression by magic bytes),
 //!   read by `pcap` and `pcapng` from `shared_buffer`'s recycled blocks;
-//! - [`link`]: link-layer headers down to the IP packet;
+//! - [`frames`]: the frames those readers hand out, and why they stop;
+//! - link-layer headers down to the IP packet are read with the packet
+//!   toolkit ([`crate::capture::packet::link`]);
 //! - [`segment`]: IP and TCP headers down to a [`segment::TcpSegment`];
 //! - [`reassembly`]: one direction of one TCP connection, bytes in order;
 //! - [`flows`]: the flow table, flow -> taps, memory bounds and expiry;
@@ -23,7 +25,7 @@
 //! flows.
 
 pub mod flows;
-pub mod link;
+pub mod frames;
 mod pcap;
 mod pcapng;
 pub mod peer;

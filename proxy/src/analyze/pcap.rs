@@ -2,15 +2,16 @@
 //! header, then records of a 16-byte header and the captured bytes. Either
 //! byte order, microsecond or nanosecond timestamps.
 
-use super::link;
-use super::reader::{need, RecordSink, Stop, MAX_RECORD};
+use super::frames::{need, FrameSink, Stop, StoredKind, MAX_RECORD};
 use super::shared_buffer::SharedReader;
+use crate::capture::packet::blocks::ByteOrder;
+use crate::capture::packet::link;
 
 const FILE_HEADER: usize = 24;
 const RECORD_HEADER: usize = 16;
 
 /// Reads every record of a classic pcap into `sink`.
-pub(crate) fn read(r: &mut SharedReader, sink: &mut RecordSink<'_, '_>) -> Result<(), Stop> {
+pub(crate) fn read(r: &mut SharedReader, sink: &mut FrameSink<'_, '_>) -> Result<(), Stop> {
     if !need(r, FILE_HEADER)? {
         return Err(Stop::Truncated {
             offset: r.ahead().len() as u64,
@@ -34,11 +35,17 @@ pub(crate) fn read(r: &mut SharedReader, sink: &mut RecordSink<'_, '_>) -> Resul
     };
     // The low 16 bits are the link type; the upper ones carry FCS flags.
     let linktype = u32_at(head, 20) & 0xffff;
-    if !link::is_supported(linktype) {
+    let decoded = link::is_supported(linktype);
+    if !decoded && !sink.keeps_undecoded() {
         return Err(Stop::UnsupportedLinkType(linktype));
     }
-    r.skip(FILE_HEADER);
-    sink.other(r.offset());
+    let order = if little {
+        ByteOrder::Little
+    } else {
+        ByteOrder::Big
+    };
+    let header = r.take(FILE_HEADER);
+    sink.other(r.offset(), &header, order, StoredKind::PcapHeader);
     loop {
         let start = r.offset();
         if !need(r, RECORD_HEADER)? {
@@ -60,9 +67,9 @@ pub(crate) fn read(r: &mut SharedReader, sink: &mut RecordSink<'_, '_>) -> Resul
         if !need(r, RECORD_HEADER + captured)? {
             return Err(Stop::Truncated { offset: start });
         }
-        r.skip(RECORD_HEADER);
-        let data = r.take(captured);
+        let record = r.take(RECORD_HEADER + captured);
         let at = secs * 1_000_000 + if nanos { frac / 1000 } else { frac };
-        sink.record(r.offset(), Some((at, linktype, data)));
+        let frame = decoded.then(|| (at, linktype, record.slice(RECORD_HEADER..)));
+        sink.record(r.offset(), &record, order, StoredKind::PcapRecord, frame);
     }
 }

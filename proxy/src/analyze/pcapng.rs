@@ -4,9 +4,10 @@
 //! type and timestamp resolution (`if_tsresol`, `if_tsoffset`); packets come
 //! in enhanced (EPB), simple (SPB) and obsolete (PB) packet blocks.
 
-use super::link;
-use super::reader::{need, RecordSink, Stop, MAX_RECORD};
+use super::frames::{need, FrameSink, Stop, StoredKind, MAX_RECORD};
 use super::shared_buffer::SharedReader;
+use crate::capture::packet::blocks::ByteOrder;
+use crate::capture::packet::link;
 use crate::tap::Micros;
 
 const SECTION_HEADER: u32 = 0x0a0d_0d0a;
@@ -76,7 +77,7 @@ impl Order {
 }
 
 /// Reads every block of a pcapng into `sink`.
-pub(crate) fn read(r: &mut SharedReader, sink: &mut RecordSink<'_, '_>) -> Result<(), Stop> {
+pub(crate) fn read(r: &mut SharedReader, sink: &mut FrameSink<'_, '_>) -> Result<(), Stop> {
     let mut order = Order { little: true };
     let mut interfaces: Vec<Interface> = Vec::new();
     let mut last_at: Micros = 0;
@@ -112,16 +113,22 @@ pub(crate) fn read(r: &mut SharedReader, sink: &mut RecordSink<'_, '_>) -> Resul
         }
         let block = r.take(len);
         let body = block.slice(8..len - 4);
+        let stored = StoredKind::PcapngBlock(kind);
+        let byte_order = if order.little {
+            ByteOrder::Little
+        } else {
+            ByteOrder::Big
+        };
         match kind {
             SECTION_HEADER => {
                 interfaces.clear();
-                sink.other(r.offset());
+                sink.other(r.offset(), &block, byte_order, stored);
             }
             INTERFACE_DESCRIPTION => {
                 interfaces.push(interface(order, &body).ok_or_else(|| {
                     corrupt("an interface description shorter than its fields".into())
                 })?);
-                sink.other(r.offset());
+                sink.other(r.offset(), &block, byte_order, stored);
             }
             ENHANCED_PACKET | SIMPLE_PACKET | OBSOLETE_PACKET => {
                 let Some((iface, units, data)) = packet(order, kind, &body) else {
@@ -137,9 +144,9 @@ pub(crate) fn read(r: &mut SharedReader, sink: &mut RecordSink<'_, '_>) -> Resul
                     last_at = at;
                     Some((at, i.linktype, body.slice_ref(data)))
                 });
-                sink.record(r.offset(), frame);
+                sink.record(r.offset(), &block, byte_order, stored, frame);
             }
-            _ => sink.other(r.offset()),
+            _ => sink.other(r.offset(), &block, byte_order, stored),
         }
     }
 }

@@ -19,10 +19,8 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use bytes::Bytes;
-
+use super::frames::{Deliver, Frame, FrameSink, Stop, StoredRecord};
 use super::shared_buffer::{SharedReader, Source};
-use crate::tap::Micros;
 
 /// Why captures could not be read.
 #[derive(Debug, thiserror::Error)]
@@ -98,24 +96,6 @@ pub struct FileStats {
     pub skipped_link_frames: u64,
     /// A warning when the file ended inside a record.
     pub truncated: Option<String>,
-}
-
-/// One packet record of a capture.
-#[derive(Debug)]
-pub struct Frame<'a> {
-    /// Frame number in its file, from 1.
-    pub number: u64,
-    /// Packet timestamp, microseconds since the UNIX epoch.
-    pub at: Micros,
-    /// LINKTYPE_ of the interface it was captured on.
-    pub linktype: u32,
-    /// The captured bytes (may be shorter than on the wire: snaplen), a
-    /// slice of the shared read block: payloads are cut from it without a
-    /// copy.
-    pub data: &'a Bytes,
-    /// Bytes of the file read so far (compressed bytes for gzip'd files),
-    /// for progress.
-    pub file_bytes_read: u64,
 }
 
 /// Counts bytes read from the file, before decompression, for progress.
@@ -259,21 +239,38 @@ impl CaptureFile {
         &mut self,
         each: &mut dyn FnMut(Frame<'_>),
     ) -> Result<FileStats, AnalyzeError> {
+        self.read(Deliver::Frames(each))
+    }
+
+    /// Hands every record of the file to `each` exactly as it is stored
+    /// (file header, packet records, every pcapng block), in file order,
+    /// with the frame of each packet whose link type is decoded: for tools
+    /// that copy a capture record by record. Unlike [`Self::for_each_frame`],
+    /// a classic pcap of a link type with no decoder is read too (its
+    /// packets come without frames). Stops as [`Self::for_each_frame`] does.
+    pub fn for_each_stored(
+        &mut self,
+        each: &mut dyn FnMut(StoredRecord<'_>),
+    ) -> Result<FileStats, AnalyzeError> {
+        self.read(Deliver::Stored(each))
+    }
+
+    fn read(&mut self, deliver: Deliver<'_>) -> Result<FileStats, AnalyzeError> {
         let Some(source) = self.source.take() else {
             return Ok(self.stats.clone());
         };
         let mut reader = SharedReader::new(source);
         let counter = self.read_count.clone();
-        let mut records = RecordSink {
-            stats: &mut self.stats,
-            file_bytes: &|| counter.load(Ordering::Relaxed),
-            each,
-        };
+        let file_bytes = || counter.load(Ordering::Relaxed);
+        let mut frames = FrameSink::new(&file_bytes, deliver);
         let ended = if self.magic == PCAPNG_MAGIC {
-            super::pcapng::read(&mut reader, &mut records)
+            super::pcapng::read(&mut reader, &mut frames)
         } else {
-            super::pcap::read(&mut reader, &mut records)
+            super::pcap::read(&mut reader, &mut frames)
         };
+        self.stats.frames = frames.frames;
+        self.stats.bytes = frames.bytes;
+        self.stats.skipped_link_frames = frames.skipped_link_frames;
         match ended {
             Ok(()) => {}
             Err(stop) => self.stopped(stop)?,
@@ -316,70 +313,83 @@ impl CaptureFile {
     }
 }
 
-/// How reading a file's records stopped before its clean end.
-#[derive(Debug)]
-pub(crate) enum Stop {
-    /// The input ended inside the record starting at `offset`.
-    Truncated {
-        /// Where the incomplete record starts.
-        offset: u64,
-    },
-    /// A record that cannot be valid.
-    Corrupt {
-        /// Where it starts.
-        offset: u64,
-        /// What is wrong.
-        what: String,
-    },
-    /// The source failed.
-    Io {
-        /// Where reading was.
-        offset: u64,
-        /// What the OS (or the gzip decoder) said.
-        source: io::Error,
-    },
-    /// A classic pcap of a link type with no decoder.
-    UnsupportedLinkType(u32),
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::analyze::synthetic::{
+        Conversation, SyntheticFormat, SyntheticLink, SyntheticWriter,
+    };
+    use crate::tap::Direction;
 
-/// Largest record accepted: larger ones are damage, not packets.
-pub(crate) const MAX_RECORD: usize = 256 * 1024 * 1024;
+    /// A small capture of `format` with an unusual link type.
+    fn capture(format: SyntheticFormat, link: SyntheticLink) -> Vec<u8> {
+        let mut c = Conversation::new(
+            "10.0.0.1:40000".parse().unwrap(),
+            "10.0.0.2:1344".parse().unwrap(),
+            1,
+            2,
+        );
+        let mut segs = c.handshake();
+        segs.extend(c.data(Direction::Request, &[7u8; 3000], 1000));
+        let mut w = SyntheticWriter::new(Vec::new(), format, link.linktype()).unwrap();
+        for (i, s) in segs.iter().enumerate() {
+            w.frame(1_000_000 + i as u64, &link.frame(&c.ip_packet(s)))
+                .unwrap();
+        }
+        w.into_inner()
+    }
 
-/// Makes `n` bytes available, or says why not.
-pub(crate) fn need(reader: &mut SharedReader, n: usize) -> Result<bool, Stop> {
-    reader.fill(n).map_err(|source| Stop::Io {
-        offset: reader.offset(),
-        source,
-    })
-}
-
-/// Where the format readers hand their frames.
-pub(crate) struct RecordSink<'s, 'e> {
-    stats: &'s mut FileStats,
-    file_bytes: &'s dyn Fn() -> u64,
-    each: &'e mut dyn FnMut(Frame<'_>),
-}
-
-impl RecordSink<'_, '_> {
-    /// One more packet record, ending at stream offset `end`; `None` data
-    /// means it was skipped (an interface with no decoder).
-    pub(crate) fn record(&mut self, end: u64, frame: Option<(Micros, u32, Bytes)>) {
-        self.stats.frames += 1;
-        self.stats.bytes = end;
-        match frame {
-            Some((at, linktype, data)) => (self.each)(Frame {
-                number: self.stats.frames,
-                at,
-                linktype,
-                data: &data,
-                file_bytes_read: (self.file_bytes)(),
-            }),
-            None => self.stats.skipped_link_frames += 1,
+    #[test]
+    fn stored_records_are_the_whole_file_and_frames_are_inside_them() {
+        for format in [SyntheticFormat::Pcap, SyntheticFormat::PcapNg] {
+            let bytes = capture(format, SyntheticLink::Sll2);
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("c");
+            std::fs::write(&path, &bytes).unwrap();
+            let mut frames = Vec::new();
+            CaptureFile::open(&path)
+                .unwrap()
+                .for_each_frame(&mut |f| frames.push(f.data.to_vec()))
+                .unwrap();
+            let mut copy = Vec::new();
+            let mut stored_frames = Vec::new();
+            let stats = CaptureFile::open(&path)
+                .unwrap()
+                .for_each_stored(&mut |r| {
+                    copy.extend_from_slice(r.bytes);
+                    if let Some(p) = r.packet {
+                        stored_frames.push(r.bytes[p.data].to_vec());
+                    }
+                })
+                .unwrap();
+            assert_eq!(copy, bytes, "{format:?}");
+            assert_eq!(stored_frames, frames);
+            assert_eq!(stats.frames, 6);
         }
     }
 
-    /// A block that is not a packet, ending at stream offset `end`.
-    pub(crate) fn other(&mut self, end: u64) {
-        self.stats.bytes = end;
+    #[test]
+    fn a_pcap_of_an_undecoded_link_type_is_still_stored() {
+        let mut bytes = capture(SyntheticFormat::Pcap, SyntheticLink::Raw);
+        bytes[20..24].copy_from_slice(&105u32.to_be_bytes());
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c");
+        std::fs::write(&path, &bytes).unwrap();
+        assert!(matches!(
+            CaptureFile::open(&path)
+                .unwrap()
+                .for_each_frame(&mut |_| {}),
+            Err(AnalyzeError::UnsupportedLinkType { linktype: 105, .. })
+        ));
+        let mut copy = Vec::new();
+        let mut with_frames = 0;
+        CaptureFile::open(&path)
+            .unwrap()
+            .for_each_stored(&mut |r| {
+                copy.extend_from_slice(r.bytes);
+                with_frames += usize::from(r.packet.is_some());
+            })
+            .unwrap();
+        assert_eq!((copy, with_frames), (bytes, 0));
     }
 }

@@ -9,18 +9,7 @@ use std::net::SocketAddr;
 
 use etherparse::{IpNumber, LaxIpSlice, TcpSlice};
 
-/// The TCP flags reassembly acts on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct TcpFlags {
-    /// SYN: the sequence number is the initial one.
-    pub syn: bool,
-    /// ACK: the acknowledgement number is valid.
-    pub ack: bool,
-    /// FIN: the sender's stream ends after this segment's payload.
-    pub fin: bool,
-    /// RST: the connection is aborted.
-    pub rst: bool,
-}
+use crate::capture::packet::TcpFlags;
 
 /// One TCP segment of a captured packet.
 #[derive(Debug, Clone, Copy)]
@@ -70,6 +59,7 @@ pub fn tcp_segment(ip: &[u8]) -> Result<TcpSegment<'_>, NotTcp> {
             ack: tcp.ack(),
             fin: tcp.fin(),
             rst: tcp.rst(),
+            psh: tcp.psh(),
         },
         payload: tcp.payload(),
     })

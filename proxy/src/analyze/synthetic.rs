@@ -4,25 +4,18 @@
 //! benchmark builds large realistic ICAP captures without a network.
 //!
 //! IP and TCP headers (with checksums) come from etherparse; link headers
-//! are written here because etherparse builds neither Linux cooked v2 nor
-//! BSD loopback headers.
+//! come from the packet toolkit ([`crate::capture::packet::link`]), since
+//! etherparse builds neither Linux cooked v2 nor BSD loopback headers.
 
-use std::io::Write;
+use std::io::{self, Write};
 use std::net::{IpAddr, SocketAddr};
-use std::time::Duration;
 
 use etherparse::PacketBuilder;
-use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
-use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketBlock;
-use pcap_file::pcapng::blocks::interface_description::{
-    InterfaceDescriptionBlock, InterfaceDescriptionOption,
-};
-use pcap_file::pcapng::PcapNgWriter;
-use pcap_file::{DataLink, PcapError};
 
+use crate::capture::packet::blocks::{self, ByteOrder, Interface, PacketOptions};
+use crate::capture::packet::link::LinkHeader;
+use crate::capture::packet::TcpFlags;
 use crate::tap::{Direction, Micros};
-
-use super::link;
 
 /// The link layer frames are written with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -45,78 +38,47 @@ pub enum SyntheticLink {
     Loop,
 }
 
+/// Source and destination MACs of synthetic Ethernet frames.
+const MAC_A: [u8; 6] = [0x02, 0, 0, 0, 0, 0x01];
+const MAC_B: [u8; 6] = [0x02, 0, 0, 0, 0, 0x02];
+
 impl SyntheticLink {
+    /// The header this link writes in front of every packet.
+    fn header(self) -> LinkHeader {
+        let ethernet = |outer_vlan, vlan| LinkHeader::Ethernet {
+            dst: MAC_B,
+            src: MAC_A,
+            outer_vlan,
+            vlan,
+        };
+        match self {
+            SyntheticLink::Ethernet => ethernet(None, None),
+            SyntheticLink::Vlan(id) => ethernet(None, Some(id)),
+            SyntheticLink::QinQ(outer, inner) => ethernet(Some(outer), Some(inner)),
+            SyntheticLink::Sll => LinkHeader::Sll { src: MAC_A },
+            SyntheticLink::Sll2 => LinkHeader::Sll2 {
+                src: MAC_A,
+                ifindex: 1,
+            },
+            SyntheticLink::Raw => LinkHeader::Raw,
+            SyntheticLink::Null => LinkHeader::Null,
+            SyntheticLink::Loop => LinkHeader::Loop,
+        }
+    }
+
     /// The LINKTYPE_ number of this link.
     pub fn linktype(self) -> u32 {
-        match self {
-            SyntheticLink::Ethernet | SyntheticLink::Vlan(_) | SyntheticLink::QinQ(..) => {
-                link::LINKTYPE_ETHERNET
-            }
-            SyntheticLink::Sll => link::LINKTYPE_LINUX_SLL,
-            SyntheticLink::Sll2 => link::LINKTYPE_LINUX_SLL2,
-            SyntheticLink::Raw => link::LINKTYPE_RAW,
-            SyntheticLink::Null => link::LINKTYPE_NULL,
-            SyntheticLink::Loop => link::LINKTYPE_LOOP,
-        }
+        self.header().linktype()
     }
 
     /// `ip` (an IPv4 or IPv6 packet) wrapped in this link's header.
     pub fn frame(self, ip: &[u8]) -> Vec<u8> {
         let v6 = ip.first().is_some_and(|b| b >> 4 == 6);
-        let ethertype: [u8; 2] = if v6 { [0x86, 0xdd] } else { [0x08, 0x00] };
         let mut f = Vec::with_capacity(ip.len() + 24);
-        match self {
-            SyntheticLink::Ethernet | SyntheticLink::Vlan(_) | SyntheticLink::QinQ(..) => {
-                f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01]);
-                if let SyntheticLink::QinQ(outer, _) = self {
-                    f.extend_from_slice(&[0x88, 0xa8]);
-                    f.extend_from_slice(&outer.to_be_bytes());
-                }
-                if let SyntheticLink::Vlan(id) | SyntheticLink::QinQ(_, id) = self {
-                    f.extend_from_slice(&[0x81, 0x00]);
-                    f.extend_from_slice(&id.to_be_bytes());
-                }
-                f.extend_from_slice(&ethertype);
-            }
-            SyntheticLink::Sll => {
-                // Packet type "sent by us", ARPHRD_ETHER, 6-byte address.
-                f.extend_from_slice(&[0, 4, 0, 1, 0, 6]);
-                f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01, 0, 0]);
-                f.extend_from_slice(&ethertype);
-            }
-            SyntheticLink::Sll2 => {
-                f.extend_from_slice(&ethertype);
-                f.extend_from_slice(&[0, 0]); // reserved
-                f.extend_from_slice(&1u32.to_be_bytes()); // interface index
-                f.extend_from_slice(&[0, 1, 0, 6]); // ARPHRD_ETHER, packet type, addr len
-                f.extend_from_slice(&[0x02, 0, 0, 0, 0, 0x01, 0, 0]);
-            }
-            SyntheticLink::Raw => {}
-            SyntheticLink::Null => {
-                let family: u32 = if v6 { 30 } else { 2 };
-                f.extend_from_slice(&family.to_le_bytes());
-            }
-            SyntheticLink::Loop => {
-                let family: u32 = if v6 { 24 } else { 2 };
-                f.extend_from_slice(&family.to_be_bytes());
-            }
-        }
+        self.header().write(v6, &mut f);
         f.extend_from_slice(ip);
         f
     }
-}
-
-/// TCP flags of a synthetic segment.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct Flags {
-    /// SYN.
-    pub syn: bool,
-    /// FIN.
-    pub fin: bool,
-    /// RST.
-    pub rst: bool,
-    /// ACK (set on everything but the first SYN).
-    pub ack: bool,
 }
 
 /// One TCP segment, not yet encoded: tests reorder, split, repeat or drop
@@ -129,8 +91,8 @@ pub struct Segment {
     pub seq: u32,
     /// Acknowledgement number.
     pub ack: u32,
-    /// Flags.
-    pub flags: Flags,
+    /// TcpFlags.
+    pub flags: TcpFlags,
     /// Payload.
     pub payload: Vec<u8>,
 }
@@ -142,7 +104,7 @@ impl Segment {
         Segment {
             seq: self.seq.wrapping_add(range.start as u32),
             payload: self.payload[range].to_vec(),
-            flags: Flags {
+            flags: TcpFlags {
                 fin: false,
                 ..self.flags
             },
@@ -186,31 +148,31 @@ impl Conversation {
     pub fn handshake(&mut self) -> Vec<Segment> {
         let syn = self.control(
             Direction::Request,
-            Flags {
+            TcpFlags {
                 syn: true,
-                ..Flags::default()
+                ..TcpFlags::default()
             },
         );
         let syn_ack = self.control(
             Direction::Response,
-            Flags {
+            TcpFlags {
                 syn: true,
                 ack: true,
-                ..Flags::default()
+                ..TcpFlags::default()
             },
         );
         let ack = self.control(
             Direction::Request,
-            Flags {
+            TcpFlags {
                 ack: true,
-                ..Flags::default()
+                ..TcpFlags::default()
             },
         );
         vec![syn, syn_ack, ack]
     }
 
     /// A segment without payload; SYN and FIN take one sequence number.
-    pub fn control(&mut self, dir: Direction, flags: Flags) -> Segment {
+    pub fn control(&mut self, dir: Direction, flags: TcpFlags) -> Segment {
         let (next, ack) = self.next(dir);
         let seq = *next;
         if flags.syn || flags.fin {
@@ -237,9 +199,9 @@ impl Conversation {
                     dir,
                     seq,
                     ack,
-                    flags: Flags {
+                    flags: TcpFlags {
                         ack: true,
-                        ..Flags::default()
+                        ..TcpFlags::default()
                     },
                     payload: chunk.to_vec(),
                 }
@@ -251,10 +213,10 @@ impl Conversation {
     pub fn fin(&mut self, dir: Direction) -> Segment {
         self.control(
             dir,
-            Flags {
+            TcpFlags {
                 fin: true,
                 ack: true,
-                ..Flags::default()
+                ..TcpFlags::default()
             },
         )
     }
@@ -263,9 +225,9 @@ impl Conversation {
     pub fn ack(&mut self, dir: Direction) -> Segment {
         self.control(
             dir,
-            Flags {
+            TcpFlags {
                 ack: true,
-                ..Flags::default()
+                ..TcpFlags::default()
             },
         )
     }
@@ -320,75 +282,84 @@ pub enum SyntheticFormat {
     PcapNg,
 }
 
-/// Writes frames of one link type to a pcap or pcapng stream.
-pub enum CaptureWriter<W: Write> {
-    /// Classic pcap.
-    Pcap(PcapWriter<W>),
-    /// pcapng.
-    PcapNg(PcapNgWriter<W>),
+/// Writes frames of one link type to a pcap or pcapng stream (big-endian,
+/// as tcpdump on a big-endian machine would).
+pub struct SyntheticWriter<W: Write> {
+    out: W,
+    format: SyntheticFormat,
+    /// The block being written.
+    block: Vec<u8>,
 }
 
-impl<W: Write> std::fmt::Debug for CaptureWriter<W> {
+impl<W: Write> std::fmt::Debug for SyntheticWriter<W> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            CaptureWriter::Pcap(_) => "CaptureWriter::Pcap",
-            CaptureWriter::PcapNg(_) => "CaptureWriter::PcapNg",
-        })
+        f.debug_struct("SyntheticWriter")
+            .field("format", &self.format)
+            .finish()
     }
 }
 
 /// Snapshot length written in synthetic captures.
 const SNAPLEN: u32 = 262_144;
+/// Byte order of synthetic captures.
+const ORDER: ByteOrder = ByteOrder::Big;
 
-impl<W: Write> CaptureWriter<W> {
+impl<W: Write> SyntheticWriter<W> {
     /// A capture of `format` whose frames are of `linktype`.
-    pub fn new(out: W, format: SyntheticFormat, linktype: u32) -> Result<Self, PcapError> {
-        Ok(match format {
-            SyntheticFormat::Pcap => CaptureWriter::Pcap(PcapWriter::with_header(
-                out,
-                PcapHeader {
-                    datalink: DataLink::from(linktype),
-                    snaplen: SNAPLEN,
-                    ..PcapHeader::default()
-                },
-            )?),
-            SyntheticFormat::PcapNg => {
-                let mut w = PcapNgWriter::new(out)?;
-                w.write_pcapng_block(InterfaceDescriptionBlock {
-                    linktype: DataLink::from(linktype),
-                    snaplen: SNAPLEN,
-                    options: vec![InterfaceDescriptionOption::IfTsResol(9)],
-                })?;
-                CaptureWriter::PcapNg(w)
+    pub fn new(mut out: W, format: SyntheticFormat, linktype: u32) -> io::Result<Self> {
+        let mut head = Vec::new();
+        match format {
+            SyntheticFormat::Pcap => {
+                blocks::pcap_header(&mut head, ORDER, false, SNAPLEN, linktype)
             }
+            SyntheticFormat::PcapNg => {
+                blocks::pcapng_section_header(&mut head, ORDER, None);
+                let iface = Interface {
+                    linktype: linktype as u16,
+                    snaplen: SNAPLEN,
+                    name: None,
+                    description: None,
+                    tsresol: Some(9),
+                };
+                blocks::pcapng_interface(&mut head, ORDER, &iface);
+            }
+        }
+        out.write_all(&head)?;
+        Ok(SyntheticWriter {
+            out,
+            format,
+            block: head,
         })
     }
 
     /// Appends one frame captured at `at`.
-    pub fn frame(&mut self, at: Micros, data: &[u8]) -> Result<(), PcapError> {
-        let ts = Duration::from_micros(at);
-        match self {
-            CaptureWriter::Pcap(w) => {
-                w.write_packet(&PcapPacket::new(ts, data.len() as u32, data))?;
-            }
-            CaptureWriter::PcapNg(w) => {
-                w.write_pcapng_block(EnhancedPacketBlock {
-                    interface_id: 0,
-                    timestamp: ts,
-                    original_len: data.len() as u32,
-                    data: std::borrow::Cow::Borrowed(data),
-                    options: vec![],
-                })?;
-            }
+    pub fn frame(&mut self, at: Micros, data: &[u8]) -> io::Result<()> {
+        self.block.clear();
+        let len = data.len() as u32;
+        match self.format {
+            SyntheticFormat::Pcap => blocks::pcap_record(
+                &mut self.block,
+                ORDER,
+                (at / 1_000_000) as u32,
+                (at % 1_000_000) as u32,
+                data,
+                len,
+            ),
+            SyntheticFormat::PcapNg => blocks::pcapng_enhanced_packet(
+                &mut self.block,
+                ORDER,
+                0,
+                at * 1000,
+                data,
+                len,
+                PacketOptions::Comments(&[]),
+            ),
         }
-        Ok(())
+        self.out.write_all(&self.block)
     }
 
     /// The underlying writer.
     pub fn into_inner(self) -> W {
-        match self {
-            CaptureWriter::Pcap(w) => w.into_writer(),
-            CaptureWriter::PcapNg(w) => w.into_inner(),
-        }
+        self.out
     }
 }

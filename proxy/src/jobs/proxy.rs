@@ -27,8 +27,8 @@ use crate::output::directory::{default_dir_name, watch_directory};
 use crate::output::run::{RunOutput, SharedSummary};
 use crate::output::summary::{Drops, Summary};
 use crate::output::writer::{RecordSink, SinkFanout};
-use crate::record::annotate::ANNOTATION_QUEUE_CAPACITY;
-use crate::record::{self, annotation_channel, RecordArgs, RecordOptions, RecorderHandle};
+use crate::capture::annotate::ANNOTATION_QUEUE_CAPACITY;
+use crate::capture::{self, annotation_channel, RecordArgs, RecordOptions, RecorderHandle};
 use crate::tap::{SidePathThread, TapQueue, TapSinks, DEFAULT_QUEUE_BYTES};
 use tokio::task::JoinHandle;
 
@@ -98,7 +98,7 @@ pub enum ProxyError {
     Runtime(#[source] std::io::Error),
     /// The recorder could not start.
     #[error(transparent)]
-    Record(#[from] record::RecordError),
+    Record(#[from] capture::RecordError),
     /// A `--route` is unusable.
     #[error(transparent)]
     Route(#[from] RouteError),
@@ -254,7 +254,7 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
         }
         let (queue, taps) = TapQueue::with_budget(plan.recorder_queue, plan.queue_bytes);
         let (notes, annotations) = annotation_channel(ANNOTATION_QUEUE_CAPACITY);
-        let handle = record::spawn(&plan.out, options, taps, annotations)?;
+        let handle = capture::spawn(&plan.out, options, taps, annotations)?;
         observer = observer.with_notes(Box::new(move |note| {
             notes.try_send(note);
         }));

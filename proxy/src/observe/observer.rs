@@ -51,7 +51,7 @@ pub type NoteSink = Box<dyn FnMut(Note) + Send>;
 
 /// A packet comment for the capture: the recorder attaches it to the packet
 /// carrying byte `offset` of `dir` on `conn`.
-pub use crate::record::Annotation as Note;
+pub use crate::capture::Annotation as Note;
 
 /// One connection's decoding state.
 struct Conn {

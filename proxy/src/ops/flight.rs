@@ -25,12 +25,12 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::IncidentCounters;
+use crate::capture::Rotation;
 use crate::evidence::load::is_capture_name;
 use crate::output::directory::create_private_file;
 use crate::output::records::{AnomalyRecord, ConnectionRecord, ExchangeRecord};
 use crate::output::summary::SummaryBuilder;
 use crate::output::writer::RecordSink;
-use crate::record::Rotation;
 use crate::tap::{now_micros, Micros};
 
 /// Files in the `--ring`: the oldest file (1/8 of the ring) is what is lost

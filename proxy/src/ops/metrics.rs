@@ -20,11 +20,11 @@ use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
+use crate::capture::RecordCounters;
 use crate::forward::ForwardCounters;
 use crate::output::records::{ConnectionRecord, ExchangeRecord};
 use crate::output::run::SharedSummary;
 use crate::output::writer::RecordSink;
-use crate::record::RecordCounters;
 use crate::tap::DropCounters;
 
 /// Upper bounds (seconds) of the latency histogram buckets: from half a

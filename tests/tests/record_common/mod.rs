@@ -8,7 +8,7 @@ use std::process::Command;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use icaptap::record::{self, Annotation, RecordOptions, RecordStats};
+use icaptap::capture::{self, Annotation, RecordOptions, RecordStats};
 use icaptap::tap::{CloseKind, ConnMeta, Direction, Tap, TapEvent};
 
 pub const OPTIONS_REQ: &[u8] =
@@ -158,11 +158,11 @@ pub fn record_into(
 ) -> RecordStats {
     // A small queue: the sender only gets through if the recorder drains it.
     let (tx, rx) = icaptap::tap::TapQueue::bounded(8);
-    let (ntx, nrx) = record::annotation_channel(notes.len() + 1);
+    let (ntx, nrx) = capture::annotation_channel(notes.len() + 1);
     for n in notes {
         assert!(ntx.try_send(n));
     }
-    let handle = record::spawn(dir, opts, rx, nrx).unwrap();
+    let handle = capture::spawn(dir, opts, rx, nrx).unwrap();
     for t in taps {
         assert!(tx.deliver_blocking(t));
     }

@@ -7,14 +7,16 @@
 //! forwarding never waits for it, and nothing the disk does (full, failing,
 //! gone) reaches forwarding. See [`recorder`] for how taps become packets,
 //! [`writer`] for files, rotation and write errors, [`body`] for the body
-//! policy and [`annotate`] for packet comments.
+//! policy, [`annotate`] for packet comments and `placement` for the packet
+//! each comment lands on.
 
 pub mod annotate;
 pub mod body;
-mod checksum;
 #[cfg(test)]
 mod golden;
 mod hold;
+pub mod packet;
+mod placement;
 pub mod recorder;
 pub mod synth;
 pub mod writer;

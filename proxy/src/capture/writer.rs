@@ -2,16 +2,15 @@
 //! classic pcap, rotated like tcpdump's `-C`/`-G`/`-W`, and never in the way.
 //!
 //! Every block is built whole in a staging buffer (at least 64 KiB before it
-//! goes to disk), so a file only ever ends at a block boundary. File headers
-//! are encoded by pcap-file; packet blocks (pcapng EPBs, big-endian like
-//! the section header, and classic pcap records) are laid out here, straight
-//! into the staging buffer: one copy of each byte. When a write
+//! goes to disk), so a file only ever ends at a block boundary. Blocks
+//! (pcapng big-endian, classic pcap in the machine's order) are laid out by
+//! the packet toolkit ([`super::packet::blocks`]) straight into the staging
+//! buffer: one copy of each byte. When a write
 //! fails (ENOSPC, EIO, a removed directory) the file is truncated back to the
 //! last block that was written completely, the staged bytes are counted as
 //! lost, a warning is logged at most once a minute, and recording goes on:
 //! the recorder keeps draining its queue whatever the disk does.
 
-use std::borrow::Cow;
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
@@ -21,14 +20,9 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use pcap_file::pcapng::blocks::interface_description::{
-    InterfaceDescriptionBlock, InterfaceDescriptionOption,
-};
-use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeaderOption};
-use pcap_file::pcapng::PcapNgWriter;
-use pcap_file::DataLink;
-
-use super::synth::{Frame, Leg};
+use super::packet::blocks::{self, ByteOrder, Interface, PacketOptions};
+use super::packet::link::LINKTYPE_ETHERNET;
+use super::synth::{Leg, SynthFrame};
 use super::{PcapFormat, RecordCounters};
 
 /// Staged bytes that trigger a write to disk (the "BufWriter" size).
@@ -38,10 +32,6 @@ pub const SNAPLEN: u32 = 262_144;
 /// Room kept in the staging buffer beyond [`WRITE_BUFFER_BYTES`] for the
 /// block that fills it, so it is not reallocated for ordinary packets.
 const STAGING_SLACK: usize = 64 * 1024;
-/// pcapng block type of an Enhanced Packet Block.
-const ENHANCED_PACKET_BLOCK: u32 = 6;
-/// pcapng option code of a comment.
-const OPT_COMMENT: u16 = 1;
 /// At most one warning about write failures per this interval.
 const WARN_INTERVAL: Duration = Duration::from_secs(60);
 /// After a file could not be created, wait this long before trying again.
@@ -138,7 +128,7 @@ impl CaptureWriter {
 
     /// Stages one frame whose stored bytes are `data`, rotating first when
     /// it is time, and writes the staging buffer out when it is full.
-    pub fn write(&mut self, frame: &Frame, data: &[u8]) {
+    pub fn write(&mut self, frame: &SynthFrame, data: &[u8]) {
         let Some(interface) = self.legs.iter().position(|l| *l == frame.leg) else {
             return;
         };
@@ -154,56 +144,25 @@ impl CaptureWriter {
             self.stage_header();
         }
         let captured = &data[..data.len().min(SNAPLEN as usize)];
-        let buf = &mut self.staging;
         match self.format {
-            PcapFormat::Pcapng => {
-                // Enhanced Packet Block (pcapng section 4.3), timestamps in
-                // nanoseconds (if_tsresol 9), then an opt_comment per comment
-                // and opt_endofopt when there are any.
-                let pad = |n: usize| (4 - n % 4) % 4;
-                let options = if frame.comments.is_empty() {
-                    0
-                } else {
-                    frame
-                        .comments
-                        .iter()
-                        .map(|c| 4 + c.len() + pad(c.len()))
-                        .sum::<usize>()
-                        + 4
-                };
-                let total = (32 + captured.len() + pad(captured.len()) + options) as u32;
-                let nanos = u128::from(frame.at) * 1000;
-                buf.reserve(total as usize);
-                buf.extend_from_slice(&ENHANCED_PACKET_BLOCK.to_be_bytes());
-                buf.extend_from_slice(&total.to_be_bytes());
-                buf.extend_from_slice(&(interface as u32).to_be_bytes());
-                buf.extend_from_slice(&((nanos >> 32) as u32).to_be_bytes());
-                buf.extend_from_slice(&(nanos as u32).to_be_bytes());
-                buf.extend_from_slice(&(captured.len() as u32).to_be_bytes());
-                buf.extend_from_slice(&(frame.len as u32).to_be_bytes());
-                buf.extend_from_slice(captured);
-                buf.extend_from_slice(&[0; 3][..pad(captured.len())]);
-                for c in &frame.comments {
-                    buf.extend_from_slice(&OPT_COMMENT.to_be_bytes());
-                    buf.extend_from_slice(&(c.len() as u16).to_be_bytes());
-                    buf.extend_from_slice(c.as_bytes());
-                    buf.extend_from_slice(&[0; 3][..pad(c.len())]);
-                }
-                if !frame.comments.is_empty() {
-                    buf.extend_from_slice(&[0; 4]);
-                }
-                buf.extend_from_slice(&total.to_be_bytes());
-            }
-            PcapFormat::Pcap => {
-                let secs = (frame.at / 1_000_000) as u32;
-                let usecs = (frame.at % 1_000_000) as u32;
-                buf.reserve(16 + captured.len());
-                buf.extend_from_slice(&secs.to_ne_bytes());
-                buf.extend_from_slice(&usecs.to_ne_bytes());
-                buf.extend_from_slice(&(captured.len() as u32).to_ne_bytes());
-                buf.extend_from_slice(&(frame.len as u32).to_ne_bytes());
-                buf.extend_from_slice(captured);
-            }
+            // Timestamps in nanoseconds (the interfaces say if_tsresol 9).
+            PcapFormat::Pcapng => blocks::pcapng_enhanced_packet(
+                &mut self.staging,
+                ByteOrder::Big,
+                interface as u32,
+                (u128::from(frame.at) * 1000) as u64,
+                captured,
+                frame.len as u32,
+                PacketOptions::Comments(&frame.comments),
+            ),
+            PcapFormat::Pcap => blocks::pcap_record(
+                &mut self.staging,
+                ByteOrder::NATIVE,
+                (frame.at / 1_000_000) as u32,
+                (frame.at % 1_000_000) as u32,
+                captured,
+                frame.len as u32,
+            ),
         }
         let end = self.staging.len();
         self.boundaries.push(end);
@@ -375,52 +334,33 @@ impl CaptureWriter {
     /// A staging buffer holding a file header: SHB and one IDB per leg in
     /// pcapng, the global header in classic pcap.
     fn header(&self) -> Vec<u8> {
+        let mut v = Vec::with_capacity(WRITE_BUFFER_BYTES + 2 * STAGING_SLACK);
         match self.format {
             PcapFormat::Pcapng => {
-                let section = SectionHeaderBlock {
-                    options: vec![SectionHeaderOption::UserApplication(Cow::Borrowed(
-                        concat!("icaptap ", env!("CARGO_PKG_VERSION")),
-                    ))],
-                    ..SectionHeaderBlock::default()
-                };
-                let buffer = Vec::with_capacity(WRITE_BUFFER_BYTES + 2 * STAGING_SLACK);
-                let mut w = match PcapNgWriter::with_section_header(buffer, section) {
-                    Ok(w) => w,
-                    // Writing into a Vec cannot fail.
-                    Err(_) => return Vec::new(),
-                };
+                // Big-endian, as every pcapng icaptap has written.
+                let order = ByteOrder::Big;
+                let app = concat!("icaptap ", env!("CARGO_PKG_VERSION"));
+                blocks::pcapng_section_header(&mut v, order, Some(app));
                 for leg in &self.legs {
-                    let idb = InterfaceDescriptionBlock {
-                        linktype: DataLink::ETHERNET,
+                    let iface = Interface {
+                        linktype: LINKTYPE_ETHERNET as u16,
                         snaplen: SNAPLEN,
-                        options: vec![
-                            InterfaceDescriptionOption::IfName(Cow::Borrowed(leg.if_name())),
-                            InterfaceDescriptionOption::IfDescription(Cow::Borrowed(match leg {
-                                Leg::Client => "icaptap: ICAP client <-> icaptap (synthesized from forwarded bytes)",
-                                Leg::Sensor => "icaptap: icaptap <-> ICAP server (synthesized from forwarded bytes)",
-                            })),
-                            // pcap-file writes EPB timestamps in nanoseconds.
-                            InterfaceDescriptionOption::IfTsResol(9),
-                        ],
+                        name: Some(leg.if_name()),
+                        description: Some(match leg {
+                            Leg::Client => "icaptap: ICAP client <-> icaptap (synthesized from forwarded bytes)",
+                            Leg::Sensor => "icaptap: icaptap <-> ICAP server (synthesized from forwarded bytes)",
+                        }),
+                        // Packet timestamps are in nanoseconds.
+                        tsresol: Some(9),
                     };
-                    if w.write_pcapng_block(idb).is_err() {
-                        return Vec::new();
-                    }
+                    blocks::pcapng_interface(&mut v, order, &iface);
                 }
-                w.into_inner()
             }
             PcapFormat::Pcap => {
-                let mut v = Vec::with_capacity(WRITE_BUFFER_BYTES + 2 * STAGING_SLACK);
-                v.extend_from_slice(&0xa1b2_c3d4u32.to_ne_bytes());
-                v.extend_from_slice(&2u16.to_ne_bytes());
-                v.extend_from_slice(&4u16.to_ne_bytes());
-                v.extend_from_slice(&0i32.to_ne_bytes());
-                v.extend_from_slice(&0u32.to_ne_bytes());
-                v.extend_from_slice(&SNAPLEN.to_ne_bytes());
-                v.extend_from_slice(&1u32.to_ne_bytes()); // LINKTYPE_ETHERNET
-                v
+                blocks::pcap_header(&mut v, ByteOrder::NATIVE, false, SNAPLEN, LINKTYPE_ETHERNET)
             }
         }
+        v
     }
 
     fn lost(&self, bytes: u64) {

@@ -9,7 +9,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
-use super::checksum;
+use super::packet::link::LinkHeader;
+use super::packet::{checksum, TcpFlags};
 use crate::tap::{Direction, Micros};
 
 /// Window scale announced in SYNs: a scaled window of 8 MiB keeps
@@ -22,8 +23,6 @@ const ETHERNET_HEADER: usize = 14;
 const TCP_HEADER: usize = 20;
 /// MSS (4 bytes), NOP, window scale (3 bytes).
 const SYN_OPTIONS: usize = 8;
-const ETHERTYPE_IPV4: [u8; 2] = [0x08, 0x00];
-const ETHERTYPE_IPV6: [u8; 2] = [0x86, 0xdd];
 const IPPROTO_TCP: u8 = 6;
 
 /// Which leg of the proxied connection a frame belongs to.
@@ -69,9 +68,9 @@ pub(crate) fn other(dir: Direction) -> Direction {
 }
 
 /// One synthesized frame, ready to write; its stored bytes (see
-/// [`Frame::captured`]) are kept apart, in the hold-back buffer.
+/// [`SynthFrame::captured`]) are kept apart, in the hold-back buffer.
 #[derive(Clone, Debug)]
-pub struct Frame {
+pub struct SynthFrame {
     /// The leg (pcapng interface) it was seen on.
     pub leg: Leg,
     /// Timestamp, microseconds since the UNIX epoch.
@@ -82,16 +81,6 @@ pub struct Frame {
     pub captured: usize,
     /// pcapng packet comments.
     pub comments: Vec<String>,
-}
-
-/// TCP control bits of a segment.
-#[derive(Clone, Copy, Debug, Default)]
-pub(crate) struct Flags {
-    pub syn: bool,
-    pub ack: bool,
-    pub fin: bool,
-    pub rst: bool,
-    pub psh: bool,
 }
 
 /// Why a frame could not be built.
@@ -161,12 +150,12 @@ impl Flow {
         ack: Option<u32>,
         at: Micros,
         out: &mut Vec<u8>,
-    ) -> Result<Frame, SynthError> {
+    ) -> Result<SynthFrame, SynthError> {
         let seq = self.isn[dir_index(dir)];
-        let flags = Flags {
+        let flags = TcpFlags {
             syn: true,
             ack: ack.is_some(),
-            ..Flags::default()
+            ..TcpFlags::default()
         };
         self.segment(dir, seq, ack.unwrap_or(0), flags, &[], at, out)
     }
@@ -184,11 +173,11 @@ impl Flow {
         dir: Direction,
         seq: u32,
         ack: u32,
-        flags: Flags,
+        flags: TcpFlags,
         payload: &[u8],
         at: Micros,
         out: &mut Vec<u8>,
-    ) -> Result<Frame, SynthError> {
+    ) -> Result<SynthFrame, SynthError> {
         let sum = checksum::payload_sum(payload);
         self.build(dir, seq, ack, flags, payload, sum, true, at, out)
     }
@@ -202,13 +191,13 @@ impl Flow {
         dir: Direction,
         seq: u32,
         ack: u32,
-        flags: Flags,
+        flags: TcpFlags,
         payload: &[u8],
         payload_sum: u16,
         store_payload: bool,
         at: Micros,
         out: &mut Vec<u8>,
-    ) -> Result<Frame, SynthError> {
+    ) -> Result<SynthFrame, SynthError> {
         let (from, to) = match dir {
             Direction::Request => (0, 1),
             Direction::Response => (1, 0),
@@ -228,11 +217,7 @@ impl Flow {
             tcp[8..12].copy_from_slice(&ack.to_be_bytes());
         }
         tcp[12] = ((tcp_len / 4) as u8) << 4;
-        tcp[13] = u8::from(flags.fin)
-            | u8::from(flags.syn) << 1
-            | u8::from(flags.rst) << 2
-            | u8::from(flags.psh) << 3
-            | u8::from(flags.ack) << 4;
+        tcp[13] = flags.bits();
         tcp[14..16].copy_from_slice(&WINDOW.to_be_bytes());
         if flags.syn {
             let mss = (self.mss as u16).to_be_bytes();
@@ -261,12 +246,10 @@ impl Flow {
 
         let start = out.len();
         out.reserve(ETHERNET_HEADER + 40 + tcp.len() + payload.len());
-        out.extend_from_slice(&self.mac[to]);
-        out.extend_from_slice(&self.mac[from]);
+        LinkHeader::ethernet(self.mac[to], self.mac[from]).write(v4.is_none(), out);
         match v4 {
             Some((s, d)) => {
                 let total = (20 + segment_len) as u16;
-                out.extend_from_slice(&ETHERTYPE_IPV4);
                 let mut ip = [0u8; 20];
                 ip[0] = 0x45;
                 ip[2..4].copy_from_slice(&total.to_be_bytes());
@@ -281,7 +264,6 @@ impl Flow {
             }
             None => {
                 let len = segment_len as u16;
-                out.extend_from_slice(&ETHERTYPE_IPV6);
                 out.extend_from_slice(&[0x60, 0, 0, 0]);
                 out.extend_from_slice(&len.to_be_bytes());
                 out.extend_from_slice(&[IPPROTO_TCP, TTL]);
@@ -294,7 +276,7 @@ impl Flow {
         if store_payload {
             out.extend_from_slice(payload);
         }
-        Ok(Frame {
+        Ok(SynthFrame {
             leg: self.leg,
             at,
             len,
@@ -358,10 +340,10 @@ mod tests {
     fn v4_segment_round_trips_through_a_parser() {
         let f = flow("10.0.0.1:40000", "10.0.0.2:1344");
         let ack = f.after_syn(Direction::Response);
-        let flags = Flags {
+        let flags = TcpFlags {
             ack: true,
             psh: true,
-            ..Flags::default()
+            ..TcpFlags::default()
         };
         let mut data = Vec::new();
         let frame = f

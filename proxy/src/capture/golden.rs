@@ -253,7 +253,7 @@ fn check(case: &str, opts: RecordOptions) {
     names.sort();
     assert!(!names.is_empty(), "{case}: no capture written");
     let fixtures = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("src/record/testdata")
+        .join("src/capture/testdata")
         .join(case);
     let bless = std::env::var_os("ICAPTAP_BLESS_CAPTURES").is_some();
     if bless {

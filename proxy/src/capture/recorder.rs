@@ -19,10 +19,8 @@
 //!   that stream: who closed is in connections.jsonl.
 //! - `Finished`: a FIN for any stream still open, then the state is dropped.
 //!
-//! Annotation fallbacks: a note whose packet was already written goes, with
-//! its stream offset spelled out, on the next packet written for that
-//! connection; a note for a connection already finished and written is
-//! dropped and counted.
+//! Annotations are placed on the frames held back when they can be; where
+//! the others go is [`super::placement`]'s.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -34,9 +32,10 @@ use bytes::Bytes;
 
 use super::annotate::Annotation;
 use super::body::BodyCutter;
-use super::checksum;
 use super::hold::{Held, HoldBack, IdHash};
-use super::synth::{dir_index, other, stand_in_local, Flags, Flow, Frame, Leg, SynthError};
+use super::packet::{checksum, TcpFlags};
+use super::placement::{ConnNotes, EarlyNotes};
+use super::synth::{dir_index, other, stand_in_local, Flow, Leg, SynthError, SynthFrame};
 use super::writer::CaptureWriter;
 use super::{PcapFormat, RecordCounters, RecordOptions};
 use crate::tap::{CloseKind, ConnId, ConnMeta, Direction, Tap, TapEvent};
@@ -46,8 +45,6 @@ pub const ACK_EVERY: usize = 32;
 /// Room for the headers of any synthesized frame: Ethernet, IPv6 and TCP
 /// with the SYN's options.
 const MAX_HEADERS: usize = 14 + 40 + 28;
-/// Most annotations kept for connections the recorder has not seen yet.
-const EARLY_ANNOTATIONS: usize = 4096;
 
 const DIRS: [Direction; 2] = [Direction::Request, Direction::Response];
 
@@ -61,10 +58,8 @@ struct ConnState {
     /// Whether a FIN was written per direction (it takes one sequence number).
     fin: [bool; 2],
     cutters: [Option<BodyCutter>; 2],
-    /// Annotations for bytes not recorded yet.
-    ahead: Vec<Annotation>,
-    /// Comments whose packet was already written.
-    late: Vec<String>,
+    /// Notes waiting for their packet.
+    notes: ConnNotes,
 }
 
 impl ConnState {
@@ -81,8 +76,7 @@ pub(crate) struct Recorder {
     opts: RecordOptions,
     conns: HashMap<ConnId, ConnState, IdHash>,
     highest_conn: ConnId,
-    early: HashMap<ConnId, Vec<Annotation>, IdHash>,
-    early_count: usize,
+    early: EarlyNotes,
     /// Frames of the tap being handled, before they are held.
     out: Vec<Held>,
     held: HoldBack,
@@ -104,8 +98,7 @@ impl Recorder {
             opts,
             conns: HashMap::default(),
             highest_conn: 0,
-            early: HashMap::default(),
-            early_count: 0,
+            early: EarlyNotes::default(),
             out: Vec::new(),
             held: HoldBack::default(),
             cuts: Vec::new(),
@@ -143,18 +136,15 @@ impl Recorder {
                     for dir in DIRS {
                         self.closed(id, dir, CloseKind::Fin, tap.at);
                     }
-                    if let Some(mut st) = self.conns.remove(&id) {
+                    if let Some(st) = self.conns.remove(&id) {
                         // Notes for bytes that never came go on the last packet.
-                        if let Some(last) = self.held.newest_of(id) {
-                            for a in st.ahead.drain(..) {
-                                last.frame.comments.push(a.comment);
-                                self.counters.annotations.fetch_add(1, Ordering::Relaxed);
-                            }
-                        }
-                        let lost = st.ahead.len() + st.late.len();
+                        let (placed, lost) = st.notes.close(self.held.newest_of(id));
+                        self.counters
+                            .annotations
+                            .fetch_add(placed, Ordering::Relaxed);
                         self.counters
                             .annotations_dropped
-                            .fetch_add(lost as u64, Ordering::Relaxed);
+                            .fetch_add(lost, Ordering::Relaxed);
                     }
                 }
             }
@@ -173,11 +163,11 @@ impl Recorder {
 
     /// Writes everything held and closes the file.
     pub fn finish(&mut self) {
-        let unplaced = self.early_count
+        let unplaced = self.early.len()
             + self
                 .conns
                 .values()
-                .map(|st| st.ahead.len() + st.late.len())
+                .map(|st| st.notes.pending())
                 .sum::<usize>();
         self.counters
             .annotations_dropped
@@ -199,15 +189,10 @@ impl Recorder {
             return;
         }
         if let Some(st) = self.conns.get_mut(&note.conn) {
-            if note.offset >= st.next[dir_index(note.dir)] {
-                st.ahead.push(note);
-            } else {
-                st.late.push(late_comment(&note));
-            }
-        } else if note.conn > self.highest_conn && self.early_count < EARLY_ANNOTATIONS {
-            self.early_count += 1;
-            self.early.entry(note.conn).or_default().push(note);
-        } else {
+            let next = st.next[dir_index(note.dir)];
+            st.notes.keep(note, next);
+        } else if note.conn <= self.highest_conn || !self.early.offer(note) {
+            // A connection already finished, or too many waiting.
             self.counters
                 .annotations_dropped
                 .fetch_add(1, Ordering::Relaxed);
@@ -227,20 +212,13 @@ impl Recorder {
             .includes(Leg::Sensor)
             .then(|| Flow::new(Leg::Sensor, local, meta.server, meta.id * 2 + 1, mtu));
         let cutter = |dir| BodyCutter::new(dir, self.opts.body, self.opts.body_preview_bytes);
-        let ahead = match self.early.remove(&meta.id) {
-            Some(v) => {
-                self.early_count -= v.len();
-                v
-            }
-            None => Vec::new(),
-        };
+        let notes = ConnNotes::waiting(self.early.take(meta.id));
         ConnState {
             flows: [client, sensor],
             next: [0, 0],
             fin: [false, false],
             cutters: [cutter(Direction::Request), cutter(Direction::Response)],
-            ahead,
-            late: Vec::new(),
+            notes,
         }
     }
 
@@ -278,7 +256,7 @@ impl Recorder {
                 flow.after_syn(Direction::Request),
                 flow.after_syn(Direction::Response),
             );
-            let fin = Flags { fin: true, ..ACK };
+            let fin = TcpFlags { fin: true, ..ACK };
             let id = meta.id;
             self.push(id, |o| flow.syn(Direction::Request, None, at, o));
             self.push(id, |o| flow.syn(Direction::Response, Some(req), at, o));
@@ -295,7 +273,7 @@ impl Recorder {
             st.fin[dir_index(Direction::Response)] = true;
         }
         if let Some(flow) = st.flows[Leg::Sensor.index()].take() {
-            let rst = Flags { rst: true, ..ACK };
+            let rst = TcpFlags { rst: true, ..ACK };
             let req = flow.after_syn(Direction::Request);
             self.push(meta.id, |o| flow.syn(Direction::Request, None, at, o));
             self.push(meta.id, |o| {
@@ -355,7 +333,7 @@ impl Recorder {
                 };
                 let seg_end = seg_end.min(end).min(pos + flow.mss() as u64);
                 let payload = &bytes[(pos - offset) as usize..(seg_end - offset) as usize];
-                let flags = Flags {
+                let flags = TcpFlags {
                     psh: seg_end == end,
                     ..ACK
                 };
@@ -408,11 +386,11 @@ impl Recorder {
                 let seq = flow.seq(dir, st.next[i]);
                 let ack = st.ack_of(flow, other(dir));
                 if how == CloseKind::Reset {
-                    let rst = Flags { rst: true, ..ACK };
+                    let rst = TcpFlags { rst: true, ..ACK };
                     self.push(id, |o| flow.segment(dir, seq, ack, rst, &[], at, o));
                     st.flows[slot] = None;
                 } else {
-                    let fin = Flags { fin: true, ..ACK };
+                    let fin = TcpFlags { fin: true, ..ACK };
                     self.push(id, |o| flow.segment(dir, seq, ack, fin, &[], at, o));
                     let after = seq.wrapping_add(1);
                     self.push(id, |o| {
@@ -430,7 +408,7 @@ impl Recorder {
     fn push(
         &mut self,
         conn: ConnId,
-        build: impl FnOnce(&mut Vec<u8>) -> Result<Frame, SynthError>,
+        build: impl FnOnce(&mut Vec<u8>) -> Result<SynthFrame, SynthError>,
     ) {
         self.push_data(conn, None, 0..0, 0, build);
     }
@@ -444,7 +422,7 @@ impl Recorder {
         dir: Option<Direction>,
         range: Range<u64>,
         payload: usize,
-        build: impl FnOnce(&mut Vec<u8>) -> Result<Frame, SynthError>,
+        build: impl FnOnce(&mut Vec<u8>) -> Result<SynthFrame, SynthError>,
     ) {
         let arena = self.held.arena();
         let chunk = arena.room(MAX_HEADERS + payload);
@@ -480,32 +458,8 @@ impl Recorder {
     fn commit(&mut self, id: ConnId) {
         let mut out = std::mem::take(&mut self.out);
         if let Some(st) = self.conns.get_mut(&id) {
-            let mut attached = 0u64;
-            if !st.ahead.is_empty() {
-                let mut keep = Vec::with_capacity(st.ahead.len());
-                for note in st.ahead.drain(..) {
-                    let mut hit = false;
-                    for h in out.iter_mut() {
-                        if h.dir == Some(note.dir) && h.range.contains(&note.offset) {
-                            h.frame.comments.push(note.comment.clone());
-                            hit = true;
-                        }
-                    }
-                    if hit {
-                        attached += 1;
-                    } else if note.offset < st.next[dir_index(note.dir)] {
-                        // Its byte fell into a gap: say so on the next packet.
-                        st.late.push(late_comment(&note));
-                    } else {
-                        keep.push(note);
-                    }
-                }
-                st.ahead = keep;
-            }
-            if let Some(first) = out.first_mut() {
-                attached += st.late.len() as u64;
-                first.frame.comments.append(&mut st.late);
-            }
+            let next = st.next;
+            let attached = st.notes.attach(&mut out, |dir| next[dir_index(dir)]);
             self.counters
                 .annotations
                 .fetch_add(attached, Ordering::Relaxed);
@@ -554,21 +508,4 @@ impl Recorder {
     }
 }
 
-const ACK: Flags = Flags {
-    syn: false,
-    ack: true,
-    fin: false,
-    rst: false,
-    psh: false,
-};
-
-fn late_comment(note: &Annotation) -> String {
-    let stream = match note.dir {
-        Direction::Request => "request",
-        Direction::Response => "response",
-    };
-    format!(
-        "{} [refers to byte {} of the {stream} stream, in an earlier packet]",
-        note.comment, note.offset
-    )
-}
+const ACK: TcpFlags = TcpFlags::ACK;

@@ -5,11 +5,13 @@
 //! captured length while lengths and sequence numbers stay true.
 //!
 //! An ICAP decoder runs per direction inside the recorder to find message
-//! boundaries; with `full` none runs.
+//! boundaries, and the codec's body planner (shared with capture redaction)
+//! says where bodies are; with `full` neither runs.
 
 use std::ops::Range;
 
 use bytes::Bytes;
+use icap_codec::body_plan::{BodyKeep, BodyPlanner};
 use icap_codec::{Decoder, Direction, Event};
 
 /// How much of each encapsulated body goes into the capture.
@@ -24,14 +26,14 @@ pub enum BodyCapture {
     None,
 }
 
-/// Finds, per direction, the stream ranges the policy cuts.
+/// Finds, per direction, the stream ranges the policy cuts: the codec's
+/// [`BodyPlanner`] over the events of a decoder of that direction.
 #[derive(Debug)]
 pub(crate) struct BodyCutter {
     decoder: Decoder,
-    keep: u64,
-    /// Where the body being received starts to be cut, until its message ends.
-    open_cut: Option<u64>,
+    planner: BodyPlanner,
     events: Vec<Event>,
+    found: Vec<Range<u64>>,
 }
 
 impl BodyCutter {
@@ -44,9 +46,9 @@ impl BodyCutter {
         };
         Some(BodyCutter {
             decoder: Decoder::new(dir),
-            keep,
-            open_cut: None,
+            planner: BodyPlanner::new(BodyKeep::First(keep)),
             events: Vec::new(),
+            found: Vec::new(),
         })
     }
 
@@ -56,11 +58,17 @@ impl BodyCutter {
         let end = offset + bytes.len() as u64;
         self.events.clear();
         self.decoder.decode(bytes.clone(), &mut self.events);
-        let mut found = Vec::new();
-        let events = std::mem::take(&mut self.events);
-        self.plan(&events, &mut found);
-        self.events = events;
-        for r in found {
+        self.found.clear();
+        for event in &self.events {
+            if let Some(cut) = self.planner.event(event) {
+                self.found.push(cut);
+            }
+        }
+        // A body still open at the end is cut up to the end of these bytes.
+        if let Some(start) = self.planner.open_cut() {
+            self.found.push(start..u64::MAX);
+        }
+        for r in &self.found {
             let (s, e) = (r.start.max(offset), r.end.min(end));
             if s < e {
                 cuts.push(s..e);
@@ -73,33 +81,6 @@ impl BodyCutter {
     pub fn gap(&mut self, len: u64) {
         self.events.clear();
         self.decoder.gap(len, &mut self.events);
-        self.open_cut = None;
-    }
-
-    /// Turns decoder events into cut ranges; a body still open at the end
-    /// yields a range up to `u64::MAX`.
-    fn plan(&mut self, events: &[Event], found: &mut Vec<Range<u64>>) {
-        for event in events {
-            match event {
-                Event::RequestHead(h) => self.open(h.offset + h.head_len, h.encapsulated.as_ref()),
-                Event::ResponseHead(h) => self.open(h.offset + h.head_len, h.encapsulated.as_ref()),
-                Event::MessageEnd { offset, .. } => {
-                    if let Some(start) = self.open_cut.take() {
-                        found.push(start..*offset);
-                    }
-                }
-                _ => {}
-            }
-        }
-        if let Some(start) = self.open_cut {
-            found.push(start..u64::MAX);
-        }
-    }
-
-    fn open(&mut self, section: u64, encapsulated: Option<&icap_codec::Encapsulated>) {
-        self.open_cut = encapsulated
-            .filter(|e| e.has_body())
-            .and_then(|e| e.entities.last())
-            .map(|(_, body_offset)| section + body_offset + self.keep);
+        self.planner.gap();
     }
 }

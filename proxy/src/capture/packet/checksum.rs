@@ -1,5 +1,7 @@
-//! The Internet checksum (RFC 1071) of synthesized segments, fast enough
-//! to run over every forwarded byte.
+//! The Internet checksum (RFC 1071) of IPv4 headers and TCP segments, fast
+//! enough to run over every forwarded byte: the recorder sums synthesized
+//! segments with it, and redaction refreshes the checksums of the packets
+//! it rewrote ([`refresh_tcp_ip`]).
 //!
 //! The ones'-complement sum is associative and commutative, so the recorder
 //! sums a segment's payload once ([`payload_sum`], shared by both legs when
@@ -79,6 +81,56 @@ pub(crate) fn ipv4_header_checksum(header: &[u8]) -> u16 {
     !fold(add_words(0, header))
 }
 
+/// Recomputes, in place, the checksums of the TCP/IP packet `ip` after its
+/// bytes were changed: the IPv4 header checksum, and the TCP checksum when
+/// `ip` holds the whole segment (its IP length fits in what is captured).
+/// Packets that are not TCP over IPv4 or IPv6 (without extension headers)
+/// are left alone.
+pub(crate) fn refresh_tcp_ip(ip: &mut [u8]) {
+    let Some(version) = ip.first().map(|b| b >> 4) else {
+        return;
+    };
+    match version {
+        4 => {
+            let ihl = usize::from(ip[0] & 0x0f) * 4;
+            if ip.len() < ihl.max(20) || ip[9] != IPPROTO_TCP {
+                return;
+            }
+            ip[10..12].fill(0);
+            let sum = ipv4_header_checksum(&ip[..ihl]);
+            ip[10..12].copy_from_slice(&sum.to_be_bytes());
+            let total = usize::from(u16::from_be_bytes([ip[2], ip[3]]));
+            if total <= ip.len() && total >= ihl + 20 {
+                let src = IpAddr::from(<[u8; 4]>::try_from(&ip[12..16]).unwrap_or_default());
+                let dst = IpAddr::from(<[u8; 4]>::try_from(&ip[16..20]).unwrap_or_default());
+                refresh_tcp(src, dst, &mut ip[ihl..total]);
+            }
+        }
+        6 => {
+            if ip.len() < 40 || ip[6] != IPPROTO_TCP {
+                return;
+            }
+            let len = usize::from(u16::from_be_bytes([ip[4], ip[5]]));
+            if 40 + len <= ip.len() && len >= 20 {
+                let src = IpAddr::from(<[u8; 16]>::try_from(&ip[8..24]).unwrap_or_default());
+                let dst = IpAddr::from(<[u8; 16]>::try_from(&ip[24..40]).unwrap_or_default());
+                refresh_tcp(src, dst, &mut ip[40..40 + len]);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// IP protocol number of TCP.
+const IPPROTO_TCP: u8 = 6;
+
+/// Rewrites the checksum of the whole TCP segment `tcp` from `src` to `dst`.
+fn refresh_tcp(src: IpAddr, dst: IpAddr, tcp: &mut [u8]) {
+    tcp[16..18].fill(0);
+    let sum = tcp_checksum(src, dst, &[], payload_sum(tcp), tcp.len());
+    tcp[16..18].copy_from_slice(&sum.to_be_bytes());
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -145,6 +197,41 @@ mod tests {
                 payload_sum(&payload),
                 payload.len(),
             );
+            prop_assert_eq!(got, want);
+        }
+    }
+
+    #[test]
+    fn a_known_ipv4_header_with_its_checksum_sums_to_zero() {
+        let header = [
+            0x45u8, 0x00, 0x00, 0x73, 0x00, 0x00, 0x40, 0x00, 0x40, 0x11, 0xb8, 0x61, 0xc0, 0xa8,
+            0x00, 0x01, 0xc0, 0xa8, 0x00, 0xc7,
+        ];
+        assert_eq!(ipv4_header_checksum(&header), 0);
+    }
+
+    proptest! {
+        #[test]
+        fn refreshed_checksums_equal_the_builders(
+            payload in proptest::collection::vec(any::<u8>(), 0..1600),
+            seq in any::<u32>(),
+            v6 in any::<bool>(),
+        ) {
+            let builder = if v6 {
+                etherparse::PacketBuilder::ipv6([1; 16], [2; 16], 64)
+            } else {
+                etherparse::PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            };
+            let tcp = builder.tcp(40000, 1344, seq, 0xffff);
+            let mut want = Vec::new();
+            tcp.write(&mut want, &payload).unwrap();
+            let mut got = want.clone();
+            let tcp_at = if v6 { 40 } else { 20 };
+            got[tcp_at + 16] ^= 0x5a;
+            if !v6 {
+                got[10] ^= 0xa5;
+            }
+            refresh_tcp_ip(&mut got);
             prop_assert_eq!(got, want);
         }
     }

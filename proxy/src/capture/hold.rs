@@ -17,7 +17,7 @@ use std::hash::{BuildHasherDefault, Hasher};
 use std::ops::Range;
 use std::time::Instant;
 
-use super::synth::Frame;
+use super::synth::SynthFrame;
 use crate::tap::{ConnId, Direction};
 
 /// A frame waiting in the hold-back buffer.
@@ -28,7 +28,7 @@ pub(crate) struct Held {
     pub(crate) dir: Option<Direction>,
     pub(crate) range: Range<u64>,
     pub(crate) since: Instant,
-    pub(crate) frame: Frame,
+    pub(crate) frame: SynthFrame,
     /// Where its stored bytes are in the hold-back buffer's [`Arena`].
     pub(crate) bytes: Span,
 }
@@ -289,7 +289,7 @@ impl HoldBack {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::record::synth::Leg;
+    use crate::capture::synth::Leg;
 
     fn frame(conn: ConnId, dir: Option<Direction>, range: Range<u64>, leg: Leg) -> Held {
         Held {
@@ -297,7 +297,7 @@ mod tests {
             dir,
             range,
             since: Instant::now(),
-            frame: Frame {
+            frame: SynthFrame {
                 leg,
                 at: 0,
                 len: 10,
