@@ -1,7 +1,7 @@
 //! Turns a decoded exchange (and the connection it came from) into its
 //! `exchanges.jsonl` record: the keys DESIGN.md requires plus the facts a
 //! support engineer needs (encapsulated HTTP, bodies, preview, identity,
-//! timings, frames).
+//! the products named in the heads, timings, frames).
 
 use icap_codec::{EntityKind, Exchange, Headers};
 
@@ -9,7 +9,8 @@ use super::finding::Finding;
 use super::rules::decode_identity;
 use super::verdict::Verdict;
 use crate::output::records::{
-    AnomalyRecord, ExchangeRecord, FramesRecord, IdentityRecord, PreviewRecord, TimingsRecord,
+    AnomalyRecord, ExchangeRecord, FramesRecord, IdentityRecord, PreviewRecord, ProductsRecord,
+    TimingsRecord, MAX_PRODUCT_CHARS,
 };
 use crate::output::{hex, rfc3339, SCHEMA_VERSION};
 use crate::tap::ConnMeta;
@@ -44,6 +45,27 @@ fn identity(headers: Option<&Headers>) -> IdentityRecord {
         client_username: plain("X-Client-Username"),
         authenticated_user: decoded("X-Authenticated-User"),
         authenticated_groups: decoded("X-Authenticated-Groups"),
+    }
+}
+
+/// The first value of header `name`, cut to [`MAX_PRODUCT_CHARS`].
+fn product(headers: Option<&Headers>, name: &str) -> Option<String> {
+    let value = headers?.get(name)?;
+    Some(
+        String::from_utf8_lossy(value)
+            .chars()
+            .take(MAX_PRODUCT_CHARS)
+            .collect(),
+    )
+}
+
+fn products(x: &Exchange) -> ProductsRecord {
+    let request = x.request.as_ref().map(|r| &r.headers);
+    let response = x.response.as_ref().map(|r| &r.headers);
+    ProductsRecord {
+        user_agent: product(request, "User-Agent"),
+        server: product(response, "Server"),
+        service: product(response, "Service"),
     }
 }
 
@@ -109,6 +131,7 @@ pub fn exchange_record(
             continued: x.continues > 0,
         }),
         identity: identity(req.map(|r| &r.headers)),
+        products: products(x),
         timings: TimingsRecord {
             request_head_us: rel(t.request_head),
             request_sent_us: rel(t.request_sent),

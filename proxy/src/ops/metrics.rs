@@ -507,6 +507,7 @@ mod tests {
             request_body_sha256: None,
             preview: None,
             identity: Default::default(),
+            products: Default::default(),
             timings: Default::default(),
             frames: None,
             decode_complete: true,
