@@ -17,7 +17,6 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
 
-use crate::output::parse_rfc3339;
 use crate::output::records::{ConnectionRecord, ExchangeRecord};
 use crate::output::writer::RecordSink;
 use crate::tap::Micros;
@@ -64,7 +63,7 @@ impl ExchangeFingerprint {
 impl ExchangeFingerprint {
     /// The fingerprint of one exchange record.
     pub fn of(r: &ExchangeRecord) -> ExchangeFingerprint {
-        let at = parse_rfc3339(&r.ts).unwrap_or(0);
+        let at = r.ts_us;
         let frame = r.frames.as_ref().and_then(|f| f.request);
         ExchangeFingerprint {
             method: r.method.clone().unwrap_or_else(|| "-".to_string()),

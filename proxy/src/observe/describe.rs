@@ -104,6 +104,7 @@ pub fn exchange_record(
     ExchangeRecord {
         schema: SCHEMA_VERSION,
         ts: rfc3339(start),
+        ts_us: start,
         conn: meta.id,
         seq: x.seq,
         client: meta.client.to_string(),

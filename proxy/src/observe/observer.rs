@@ -425,7 +425,9 @@ impl Observer {
         let record = ConnectionRecord {
             schema: SCHEMA_VERSION,
             ts: rfc3339(meta.opened),
+            ts_us: meta.opened,
             ts_close: rfc3339(now),
+            ts_close_us: now,
             conn: meta.id,
             client: meta.client.to_string(),
             server: meta.server.to_string(),

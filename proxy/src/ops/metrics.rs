@@ -485,6 +485,7 @@ mod tests {
         ExchangeRecord {
             schema: 1,
             ts: String::new(),
+            ts_us: 0,
             conn: 1,
             seq: 0,
             client: String::new(),

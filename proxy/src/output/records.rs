@@ -99,6 +99,10 @@ pub struct ExchangeRecord {
     pub schema: u32,
     /// When the request started (RFC 3339).
     pub ts: String,
+    /// The same time in microseconds since the UNIX epoch, for programs
+    /// (0 in records written before this field existed).
+    #[serde(default)]
+    pub ts_us: u64,
     /// Connection id.
     pub conn: u64,
     /// Exchange index on the connection, from 0.
@@ -175,8 +179,16 @@ pub struct ConnectionRecord {
     pub schema: u32,
     /// When it opened (RFC 3339).
     pub ts: String,
+    /// The same time in microseconds since the UNIX epoch (0 in records
+    /// written before this field existed).
+    #[serde(default)]
+    pub ts_us: u64,
     /// When it ended (RFC 3339).
     pub ts_close: String,
+    /// The same time in microseconds since the UNIX epoch (0 in records
+    /// written before this field existed).
+    #[serde(default)]
+    pub ts_close_us: u64,
     /// Connection id.
     pub conn: u64,
     /// ICAP client `ip:port`.
