@@ -14,7 +14,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::forward::{self, CancellationToken, ForwardArgs, ForwardConfig};
-use crate::observe::{self, ObserveArgs, Observer, ObserverConfig};
+use crate::observe::{self, ObserveArgs, Observer, ObserverConfig, ObserverMode};
 use crate::ops::endpoint::{self, MetricsError};
 use crate::ops::listeners::{route_configs, RouteError};
 use crate::ops::metrics::{IncidentCounters, LiveSources, RecordMetrics};
@@ -243,7 +243,11 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
 
     let (observer_queue, observer_rx) =
         TapQueue::with_budget(plan.observer_queue, plan.queue_bytes);
-    let mut observer = Observer::new(plan.observer, Box::new(SinkFanout(sinks_of_records)));
+    let mut observer = Observer::new(
+        ObserverMode::Live,
+        plan.observer,
+        Box::new(SinkFanout(sinks_of_records)),
+    );
     let mut recorder = None;
     if let Some(mut options) = plan.record.clone() {
         if let Some(size) = plan.ops.ring {

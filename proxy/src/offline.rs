@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::analyze::peer::{correlate, ExchangeFingerprint, FingerprintSink, PeerReport};
 use crate::analyze::{read_captures, AnalyzeArgs, AnalyzeError, AnalyzeOptions, CaptureStats};
-use crate::observe::{Observer, ObserverConfig};
+use crate::observe::{Observer, ObserverConfig, ObserverMode};
 use crate::output::console::summary_table;
 use crate::output::directory::{create_private_file, default_dir_name};
 use crate::output::run::{OutputError, RunOutput};
@@ -63,7 +63,7 @@ pub fn analyze_into(
     let mut output = RunOutput::create(out)?;
     let fingerprints = FingerprintSink::default();
     let sink = Tee(output.take_sink(), fingerprints.clone());
-    let observer = Observer::new(config, Box::new(sink));
+    let observer = Observer::new(ObserverMode::Capture, config, Box::new(sink));
     let capture = observe_on_own_thread(observer, |sink| read_captures(files, opts, sink))?;
     let summary = output.finish("analyze", Drops::default())?;
     let fingerprints = fingerprints.take();

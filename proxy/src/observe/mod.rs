@@ -14,7 +14,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 pub use finding::{Finding, RuleCode};
-pub use observer::{Note, NoteSink, Observer, ObserverConfig};
+pub use observer::{Note, NoteSink, Observer, ObserverConfig, ObserverMode};
 pub use verdict::Verdict;
 
 use crate::tap::{now_micros, Busy, TapReceiver};

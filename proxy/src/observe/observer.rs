@@ -23,6 +23,20 @@ use crate::output::writer::RecordSink;
 use crate::output::{rfc3339, SCHEMA_VERSION};
 use crate::tap::{CloseKind, ConnId, ConnMeta, Micros, Tap, TapEvent};
 
+/// Where an observer's taps come from. A hole in a connection's offsets
+/// means something different in each.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ObserverMode {
+    /// The live proxy's tap queue: a hole is bytes the queue dropped
+    /// because the observer fell behind (`observer-dropped`); forwarding
+    /// had them all.
+    Live,
+    /// A reassembled capture (offline analysis, a replayed recording): a
+    /// hole is bytes the capture does not hold; they are counted as
+    /// unobserved and not blamed on the observer.
+    Capture,
+}
+
 /// Timers of the clock rules.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ObserverConfig {
@@ -121,6 +135,7 @@ impl Conn {
 
 /// Decodes taps into records.
 pub struct Observer {
+    mode: ObserverMode,
     config: ObserverConfig,
     conns: HashMap<ConnId, Conn>,
     services: ServiceBook,
@@ -133,6 +148,7 @@ pub struct Observer {
 impl std::fmt::Debug for Observer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Observer")
+            .field("mode", &self.mode)
             .field("config", &self.config)
             .field("connections", &self.conns.len())
             .finish()
@@ -140,9 +156,10 @@ impl std::fmt::Debug for Observer {
 }
 
 impl Observer {
-    /// An observer writing to `sink`.
-    pub fn new(config: ObserverConfig, sink: Box<dyn RecordSink>) -> Observer {
+    /// An observer of taps from `mode`, writing to `sink`.
+    pub fn new(mode: ObserverMode, config: ObserverConfig, sink: Box<dyn RecordSink>) -> Observer {
         Observer {
+            mode,
             config,
             conns: HashMap::new(),
             services: ServiceBook::default(),
@@ -209,8 +226,7 @@ impl Observer {
                     conn.decoders[i].gap(gap, &mut self.scratch);
                     conn.correlator.mark_gap();
                     conn.feed(dir, &mut self.scratch, stamp);
-                    let live = tap.frame.is_none();
-                    if live
+                    if self.mode == ObserverMode::Live
                         && !conn
                             .findings
                             .iter()
