@@ -3,6 +3,7 @@
 //! proxy (fed from the forwarding path's tap queue on its own thread) and
 //! offline analysis (fed from reassembled captures).
 
+pub mod config;
 pub mod describe;
 pub mod finding;
 pub mod observer;
@@ -13,8 +14,9 @@ pub mod verdict;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+pub use config::{ObserverConfig, ObserverMode};
 pub use finding::{Finding, RuleCode};
-pub use observer::{Note, NoteSink, Observer, ObserverConfig, ObserverMode};
+pub use observer::{Note, NoteSink, Observer};
 pub use verdict::Verdict;
 
 use crate::tap::{now_micros, Busy, TapReceiver};

@@ -9,10 +9,10 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
-use std::time::Duration;
 
 use icap_codec::{Correlator, Decoder, Direction, Event, Exchange, Stamp};
 
+use super::config::{ObserverConfig, ObserverMode};
 use super::describe::{anomaly_record, exchange_record};
 use super::finding::{Finding, RuleCode};
 use super::rules::{exchange_rules, missing_cause, stuck};
@@ -22,43 +22,6 @@ use crate::output::records::{CloseRecord, ConnectionRecord};
 use crate::output::writer::RecordSink;
 use crate::output::{rfc3339, SCHEMA_VERSION};
 use crate::tap::{CloseKind, ConnId, ConnMeta, Micros, Tap, TapEvent};
-
-/// Where an observer's taps come from. A hole in a connection's offsets
-/// means something different in each.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum ObserverMode {
-    /// The live proxy's tap queue: a hole is bytes the queue dropped
-    /// because the observer fell behind (`observer-dropped`); forwarding
-    /// had them all.
-    Live,
-    /// A reassembled capture (offline analysis, a replayed recording): a
-    /// hole is bytes the capture does not hold; they are counted as
-    /// unobserved and not blamed on the observer.
-    Capture,
-}
-
-/// Timers of the clock rules.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ObserverConfig {
-    /// A request complete without a response head for this long is recorded
-    /// as `missing` (the connection is left alone).
-    pub verdict_timeout: Duration,
-    /// Both sides silent mid-message for this long is a stall or deadlock.
-    pub stall_timeout: Duration,
-    /// A client that closes this long after its last answer, with nothing
-    /// else sent, looks like it waited for EOF.
-    pub eof_wait: Duration,
-}
-
-impl Default for ObserverConfig {
-    fn default() -> Self {
-        ObserverConfig {
-            verdict_timeout: Duration::from_secs(30),
-            stall_timeout: Duration::from_secs(10),
-            eof_wait: Duration::from_secs(5),
-        }
-    }
-}
 
 /// Where notes go (the recorder, when recording).
 pub type NoteSink = Box<dyn FnMut(Note) + Send>;
