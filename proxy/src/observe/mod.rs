@@ -6,6 +6,7 @@
 pub mod config;
 pub mod describe;
 pub mod finding;
+pub mod notes;
 pub mod observer;
 pub mod rules;
 pub mod services;
@@ -16,7 +17,8 @@ use std::time::{Duration, Instant};
 
 pub use config::{ObserverConfig, ObserverMode};
 pub use finding::{Finding, RuleCode};
-pub use observer::{Note, NoteSink, Observer};
+pub use notes::{Note, NoteSink};
+pub use observer::Observer;
 pub use verdict::Verdict;
 
 use crate::tap::{now_micros, Busy, TapReceiver};

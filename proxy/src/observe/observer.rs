@@ -15,6 +15,7 @@ use icap_codec::{Correlator, Decoder, Direction, Event, Exchange, Stamp};
 use super::config::{ObserverConfig, ObserverMode};
 use super::describe::{anomaly_record, exchange_record};
 use super::finding::{Finding, RuleCode};
+use super::notes::{notes_for, NoteSink};
 use super::rules::{exchange_rules, missing_cause, stuck};
 use super::services::{service_path, ServiceBook, ServiceKey};
 use super::verdict::{classify, Verdict};
@@ -22,13 +23,6 @@ use crate::output::records::{CloseRecord, ConnectionRecord};
 use crate::output::writer::RecordSink;
 use crate::output::{rfc3339, SCHEMA_VERSION};
 use crate::tap::{CloseKind, ConnId, ConnMeta, Micros, Tap, TapEvent};
-
-/// Where notes go (the recorder, when recording).
-pub type NoteSink = Box<dyn FnMut(Note) + Send>;
-
-/// A packet comment for the capture: the recorder attaches it to the packet
-/// carrying byte `offset` of `dir` on `conn`.
-pub use crate::record::Annotation as Note;
 
 /// One connection's decoding state.
 struct Conn {
@@ -426,57 +420,4 @@ impl Observer {
         };
         self.sink.connection(&record);
     }
-}
-
-/// Packet comments for an exchange: one per finding, and one for a verdict
-/// a reader should look at.
-fn notes_for(meta: &ConnMeta, x: &Exchange, verdict: Verdict, findings: &[Finding]) -> Vec<Note> {
-    let response_at = x.response.as_ref().map(|r| r.offset);
-    let request_at = x.request.as_ref().map_or(0, |r| r.offset);
-    let mut out: Vec<Note> = findings
-        .iter()
-        .map(|f| {
-            let dir = match f.side {
-                icap_codec::Side::Client => Direction::Request,
-                icap_codec::Side::Server => Direction::Response,
-            };
-            let fallback = if dir == Direction::Response {
-                response_at.unwrap_or(0)
-            } else {
-                request_at
-            };
-            Note {
-                conn: meta.id,
-                dir,
-                offset: f.offset.unwrap_or(fallback),
-                comment: format!(
-                    "icaptap {} ({}): exchange {}/{} verdict {}: {}",
-                    f.code,
-                    f.severity.as_str(),
-                    meta.id,
-                    x.seq,
-                    verdict.as_str(),
-                    f.detail
-                ),
-            }
-        })
-        .collect();
-    if !matches!(verdict, Verdict::Clean | Verdict::Options) {
-        let (dir, offset) = match response_at {
-            Some(o) => (Direction::Response, o),
-            None => (Direction::Request, request_at),
-        };
-        out.push(Note {
-            conn: meta.id,
-            dir,
-            offset,
-            comment: format!(
-                "icaptap verdict {}: exchange {}/{}",
-                verdict.as_str(),
-                meta.id,
-                x.seq
-            ),
-        });
-    }
-    out
 }
