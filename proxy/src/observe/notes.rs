@@ -1,6 +1,6 @@
 //! Packet comments: what the observer asks the recorder to attach to the
-//! capture (docs/evidence.md), one per finding and one for each verdict a
-//! reader should look at, placed at the byte that caused it.
+//! capture (pcapng packet comments, README.md), one per finding and one for
+//! each verdict a reader should look at, placed at the byte that caused it.
 
 use icap_codec::{Direction, Exchange};
 
