@@ -4,6 +4,7 @@
 //! offline analysis (fed from reassembled captures).
 
 pub mod config;
+mod conn;
 pub mod describe;
 pub mod finding;
 pub mod notes;

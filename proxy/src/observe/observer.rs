@@ -7,12 +7,12 @@
 //! its connection ends, or, for a verdict that never comes, when the verdict
 //! timeout passes (the connection itself is left alone).
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::HashMap;
 
-use icap_codec::{Correlator, Decoder, Direction, Event, Exchange, Stamp};
+use icap_codec::{Direction, Event, Exchange, Stamp};
 
 use super::config::{ObserverConfig, ObserverMode};
+use super::conn::{Arrival, Conn};
 use super::describe::{anomaly_record, exchange_record};
 use super::finding::{Finding, RuleCode};
 use super::notes::{notes_for, NoteSink};
@@ -22,73 +22,7 @@ use super::verdict::{classify, Verdict};
 use crate::output::records::{CloseRecord, ConnectionRecord};
 use crate::output::writer::RecordSink;
 use crate::output::{rfc3339, SCHEMA_VERSION};
-use crate::tap::{CloseKind, ConnId, ConnMeta, Micros, Tap, TapEvent};
-
-/// One connection's decoding state.
-struct Conn {
-    meta: Arc<ConnMeta>,
-    decoders: [Decoder; 2],
-    correlator: Correlator,
-    /// Next expected stream offset per direction (gaps show as jumps).
-    expected: [u64; 2],
-    last_data: [Micros; 2],
-    closed: [Option<CloseKind>; 2],
-    /// The side that ended its stream first, and how.
-    first_close: Option<(icap_codec::Side, CloseKind)>,
-    unobserved: u64,
-    exchanges: u64,
-    findings: Vec<Finding>,
-    connect_error: Option<String>,
-    /// Exchanges already written by the verdict timeout.
-    timed_out: HashSet<u64>,
-    /// Clock findings per open exchange (written with its record).
-    pending: HashMap<u64, Vec<Finding>>,
-    /// When the last final response ended, and no request followed yet.
-    answered_at: Option<Micros>,
-    counted_open: bool,
-}
-
-fn index(dir: Direction) -> usize {
-    match dir {
-        Direction::Request => 0,
-        Direction::Response => 1,
-    }
-}
-
-impl Conn {
-    fn new(meta: Arc<ConnMeta>) -> Conn {
-        let opened = meta.opened;
-        Conn {
-            meta,
-            decoders: [
-                Decoder::new(Direction::Request),
-                Decoder::new(Direction::Response),
-            ],
-            correlator: Correlator::new(),
-            expected: [0, 0],
-            last_data: [opened, opened],
-            closed: [None, None],
-            first_close: None,
-            unobserved: 0,
-            exchanges: 0,
-            findings: Vec::new(),
-            connect_error: None,
-            timed_out: HashSet::new(),
-            pending: HashMap::new(),
-            answered_at: None,
-            counted_open: false,
-        }
-    }
-
-    fn feed(&mut self, dir: Direction, events: &mut Vec<Event>, stamp: Stamp) {
-        for event in events.drain(..) {
-            match dir {
-                Direction::Request => self.correlator.on_request(event, stamp),
-                Direction::Response => self.correlator.on_response(event, stamp),
-            }
-        }
-    }
-}
+use crate::tap::{CloseKind, ConnId, Micros, Tap, TapEvent};
 
 /// Decodes taps into records.
 pub struct Observer {
@@ -175,46 +109,32 @@ impl Observer {
                 conn.connect_error = Some(error);
             }
             TapEvent::Data { dir, offset, bytes } => {
-                let i = index(dir);
-                let mut bytes = bytes;
-                if offset > conn.expected[i] {
-                    let gap = offset - conn.expected[i];
-                    conn.unobserved += gap;
-                    conn.decoders[i].gap(gap, &mut self.scratch);
-                    conn.correlator.mark_gap();
-                    conn.feed(dir, &mut self.scratch, stamp);
-                    if self.mode == ObserverMode::Live
-                        && !conn
-                            .findings
-                            .iter()
-                            .any(|f| f.is(RuleCode::ObserverDropped))
-                    {
-                        conn.findings.push(
-                            Finding::rule(
-                                RuleCode::ObserverDropped,
-                                format!("the observer fell behind and missed {gap} bytes; forwarding was not affected"),
-                            )
-                            .at(conn.expected[i]),
-                        );
+                match conn.data(dir, offset, bytes, stamp, &mut self.scratch) {
+                    Arrival::Seen => return,
+                    Arrival::New(Some(hole)) => {
+                        if self.mode == ObserverMode::Live
+                            && !conn
+                                .findings
+                                .iter()
+                                .any(|f| f.is(RuleCode::ObserverDropped))
+                        {
+                            conn.findings.push(
+                                Finding::rule(
+                                    RuleCode::ObserverDropped,
+                                    format!("the observer fell behind and missed {} bytes; forwarding was not affected", hole.len),
+                                )
+                                .at(hole.at),
+                            );
+                        }
                     }
-                } else if offset < conn.expected[i] {
-                    let seen = (conn.expected[i] - offset) as usize;
-                    if seen >= bytes.len() {
-                        return;
-                    }
-                    bytes = bytes.slice(seen..);
+                    Arrival::New(None) => {}
                 }
-                conn.expected[i] = offset.max(conn.expected[i]) + bytes.len() as u64;
-                conn.last_data[i] = now;
-                if dir == Direction::Request {
-                    conn.answered_at = None;
-                }
-                conn.decoders[i].decode(bytes, &mut self.scratch);
-                conn.feed(dir, &mut self.scratch, stamp);
             }
             TapEvent::Closed { dir, how } => {
-                let i = index(dir);
-                if dir == Direction::Request && how == CloseKind::Fin && conn.closed[1].is_none() {
+                if dir == Direction::Request
+                    && how == CloseKind::Fin
+                    && conn.response.closed.is_none()
+                {
                     if let Some(answered) = conn.answered_at {
                         let waited = now.saturating_sub(answered);
                         if waited >= self.config.eof_wait.as_micros() as u64 {
@@ -229,11 +149,7 @@ impl Observer {
                         }
                     }
                 }
-                conn.closed[i].get_or_insert(how);
-                conn.first_close
-                    .get_or_insert((icap_codec::Side::of(dir), how));
-                conn.decoders[i].finish(&mut self.scratch);
-                conn.feed(dir, &mut self.scratch, stamp);
+                conn.close(dir, how, stamp, &mut self.scratch);
             }
             TapEvent::Finished => {
                 self.drain(id);
@@ -258,8 +174,8 @@ impl Observer {
         for id in ids {
             let mut late: Vec<Exchange> = Vec::new();
             if let Some(conn) = self.conns.get_mut(&id) {
-                let idle = now.saturating_sub(conn.last_data[0].max(conn.last_data[1]));
-                let offsets = conn.expected;
+                let idle = conn.idle(now);
+                let offsets = [conn.request.expected, conn.response.expected];
                 for x in conn.correlator.open() {
                     let flagged = conn.pending.get(&x.seq).is_some_and(|f| !f.is_empty());
                     if !flagged {
@@ -297,22 +213,7 @@ impl Observer {
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
             if let Some(conn) = self.conns.get_mut(&id) {
-                for i in 0..2 {
-                    conn.decoders[i].finish(&mut self.scratch);
-                    let dir = if i == 0 {
-                        Direction::Request
-                    } else {
-                        Direction::Response
-                    };
-                    conn.feed(
-                        dir,
-                        &mut self.scratch,
-                        Stamp {
-                            at: now,
-                            frame: None,
-                        },
-                    );
-                }
+                conn.finish_streams(now, &mut self.scratch);
             }
             self.drain(id);
             self.finish_connection(id, now);
@@ -407,12 +308,12 @@ impl Observer {
             listen: meta.listen.to_string(),
             upstream_local: meta.upstream_local.map(|a| a.to_string()),
             connect_error: conn.connect_error.clone(),
-            bytes_client_to_server: conn.expected[0],
-            bytes_server_to_client: conn.expected[1],
+            bytes_client_to_server: conn.request.expected,
+            bytes_server_to_client: conn.response.expected,
             exchanges: conn.exchanges,
             close: CloseRecord {
-                client: conn.closed[0].map(|c| c.as_str().to_string()),
-                server: conn.closed[1].map(|c| c.as_str().to_string()),
+                client: conn.request.closed.map(|c| c.as_str().to_string()),
+                server: conn.response.closed.map(|c| c.as_str().to_string()),
             },
             duration_us: now.saturating_sub(meta.opened),
             unobserved_bytes: conn.unobserved,
