@@ -14,15 +14,18 @@ use icap_codec::{Direction, Event, Exchange, Stamp};
 use super::config::{ObserverConfig, ObserverMode};
 use super::conn::{Arrival, Conn};
 use super::describe::{anomaly_record, exchange_record};
-use super::finding::{Finding, RuleCode};
+use super::finding::Finding;
 use super::notes::{notes_for, NoteSink};
-use super::rules::{exchange_rules, missing_cause, stuck};
+use super::rules::{
+    awaits_verdict, client_waited_for_eof, exchange_rules, max_connections_exceeded, missing_cause,
+    observer_dropped, sensor_unreachable, stuck, verdict_late, verdict_timeout, StreamOffsets,
+};
 use super::services::{service_path, ServiceBook, ServiceKey};
 use super::verdict::{classify, Verdict};
 use crate::output::records::{CloseRecord, ConnectionRecord};
 use crate::output::writer::RecordSink;
 use crate::output::{rfc3339, SCHEMA_VERSION};
-use crate::tap::{CloseKind, ConnId, Micros, Tap, TapEvent};
+use crate::tap::{ConnId, Micros, Tap, TapEvent};
 
 /// Decodes taps into records.
 pub struct Observer {
@@ -82,18 +85,11 @@ impl Observer {
             .or_insert_with(|| Conn::new(tap.conn.clone()));
         if !conn.counted_open {
             conn.counted_open = true;
-            let open = self.services.connection_opened(conn.meta.server);
-            if let Some(max) = self.services.max_connections(conn.meta.server) {
-                if open > max {
-                    conn.findings.push(Finding::rule(
-                        RuleCode::MaxConnectionsExceeded,
-                        format!(
-                            "{open} connections open to {} which advertised Max-Connections: {max}",
-                            conn.meta.server
-                        ),
-                    ));
-                }
-            }
+            let server = conn.meta.server;
+            let open = self.services.connection_opened(server);
+            let max = self.services.max_connections(server);
+            conn.findings
+                .extend(max_connections_exceeded(server, open, max));
         }
         let stamp = Stamp {
             at: now,
@@ -102,52 +98,30 @@ impl Observer {
         match tap.event {
             TapEvent::Open => {}
             TapEvent::ConnectFailed { error } => {
-                conn.findings.push(Finding::rule(
-                    RuleCode::SensorUnreachable,
-                    format!("cannot connect to the sensor {}: {error}", conn.meta.server),
-                ));
+                conn.findings
+                    .push(sensor_unreachable(conn.meta.server, &error));
                 conn.connect_error = Some(error);
             }
             TapEvent::Data { dir, offset, bytes } => {
                 match conn.data(dir, offset, bytes, stamp, &mut self.scratch) {
                     Arrival::Seen => return,
                     Arrival::New(Some(hole)) => {
-                        if self.mode == ObserverMode::Live
-                            && !conn
-                                .findings
-                                .iter()
-                                .any(|f| f.is(RuleCode::ObserverDropped))
-                        {
-                            conn.findings.push(
-                                Finding::rule(
-                                    RuleCode::ObserverDropped,
-                                    format!("the observer fell behind and missed {} bytes; forwarding was not affected", hole.len),
-                                )
-                                .at(hole.at),
-                            );
-                        }
+                        let dropped =
+                            observer_dropped(self.mode, hole.at, hole.len, &conn.findings);
+                        conn.findings.extend(dropped);
                     }
                     Arrival::New(None) => {}
                 }
             }
             TapEvent::Closed { dir, how } => {
-                if dir == Direction::Request
-                    && how == CloseKind::Fin
-                    && conn.response.closed.is_none()
-                {
-                    if let Some(answered) = conn.answered_at {
-                        let waited = now.saturating_sub(answered);
-                        if waited >= self.config.eof_wait.as_micros() as u64 {
-                            conn.findings.push(Finding::rule(
-                                RuleCode::ClientWaitedForEof,
-                                format!(
-                                    "the last response was complete; the client sent nothing and closed {:.1} s later \
-                                     (an idle keep-alive connection looks the same: check the client's log for a timeout)",
-                                    waited as f64 / 1e6
-                                ),
-                            ));
-                        }
-                    }
+                if dir == Direction::Request {
+                    conn.findings.extend(client_waited_for_eof(
+                        how,
+                        conn.response.closed.is_none(),
+                        conn.answered_at,
+                        now,
+                        self.config.eof_wait,
+                    ));
                 }
                 conn.close(dir, how, stamp, &mut self.scratch);
             }
@@ -175,7 +149,10 @@ impl Observer {
             let mut late: Vec<Exchange> = Vec::new();
             if let Some(conn) = self.conns.get_mut(&id) {
                 let idle = conn.idle(now);
-                let offsets = [conn.request.expected, conn.response.expected];
+                let offsets = StreamOffsets {
+                    request: conn.request.expected,
+                    response: conn.response.expected,
+                };
                 for x in conn.correlator.open() {
                     let flagged = conn.pending.get(&x.seq).is_some_and(|f| !f.is_empty());
                     if !flagged {
@@ -183,24 +160,18 @@ impl Observer {
                             conn.pending.entry(x.seq).or_default().push(f);
                         }
                     }
-                    let waiting = x.response.is_none()
-                        && x.request.is_some()
-                        && x.timings
-                            .request_sent
-                            .is_some_and(|s| now.saturating_sub(s.at) >= verdict_us);
-                    if waiting && !conn.timed_out.contains(&x.seq) {
+                    if awaits_verdict(x, now, verdict_us) && !conn.timed_out.contains(&x.seq) {
                         late.push(x.clone());
                     }
                 }
             }
             for x in late {
-                let waited = self.config.verdict_timeout.as_secs_f64();
                 if let Some(conn) = self.conns.get_mut(&id) {
                     conn.timed_out.insert(x.seq);
-                    conn.pending.entry(x.seq).or_default().push(Finding::rule(
-                        RuleCode::VerdictTimeout,
-                        format!("no response head {waited:.1} s after the request was sent"),
-                    ));
+                    conn.pending
+                        .entry(x.seq)
+                        .or_default()
+                        .push(verdict_timeout(self.config.verdict_timeout));
                 }
                 self.write_exchange(id, &x);
             }
@@ -239,15 +210,7 @@ impl Observer {
                 conn.answered_at = Some(x.timings.response_complete.map_or(0, |s| s.at));
             }
             if conn.timed_out.remove(&x.seq) {
-                if let Some(status) = x.status() {
-                    conn.findings.push(Finding::rule(
-                        RuleCode::VerdictLate,
-                        format!(
-                            "exchange {} was answered ICAP {status} after the verdict timeout",
-                            x.seq
-                        ),
-                    ));
-                }
+                conn.findings.extend(verdict_late(&x));
                 conn.pending.remove(&x.seq);
                 continue;
             }
