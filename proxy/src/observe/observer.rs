@@ -13,7 +13,7 @@ use icap_codec::{Direction, Event, Exchange, Stamp};
 
 use super::config::{ObserverConfig, ObserverMode};
 use super::conn::{Arrival, Conn};
-use super::describe::{anomaly_record, exchange_record};
+use super::describe::{connection_record, exchange_record};
 use super::finding::Finding;
 use super::notes::{notes_for, NoteSink};
 use super::rules::{
@@ -22,9 +22,7 @@ use super::rules::{
 };
 use super::services::{service_path, ServiceBook, ServiceKey};
 use super::verdict::{classify, Verdict};
-use crate::output::records::{CloseRecord, ConnectionRecord};
 use crate::output::writer::RecordSink;
-use crate::output::{rfc3339, SCHEMA_VERSION};
 use crate::tap::{ConnId, Micros, Tap, TapEvent};
 
 /// Decodes taps into records.
@@ -258,30 +256,7 @@ impl Observer {
             return;
         };
         self.services.connection_closed(conn.meta.server);
-        let meta = &conn.meta;
-        let record = ConnectionRecord {
-            schema: SCHEMA_VERSION,
-            ts: rfc3339(meta.opened),
-            ts_us: meta.opened,
-            ts_close: rfc3339(now),
-            ts_close_us: now,
-            conn: meta.id,
-            client: meta.client.to_string(),
-            server: meta.server.to_string(),
-            listen: meta.listen.to_string(),
-            upstream_local: meta.upstream_local.map(|a| a.to_string()),
-            connect_error: conn.connect_error.clone(),
-            bytes_client_to_server: conn.request.expected,
-            bytes_server_to_client: conn.response.expected,
-            exchanges: conn.exchanges,
-            close: CloseRecord {
-                client: conn.request.closed.map(|c| c.as_str().to_string()),
-                server: conn.response.closed.map(|c| c.as_str().to_string()),
-            },
-            duration_us: now.saturating_sub(meta.opened),
-            unobserved_bytes: conn.unobserved,
-            anomalies: conn.findings.iter().map(anomaly_record).collect(),
-        };
+        let record = connection_record(&conn, now);
         self.sink.connection(&record);
     }
 }
