@@ -2,6 +2,14 @@
 //! verdict and applying the anomaly rules. One observer serves the live
 //! proxy (fed from the forwarding path's tap queue on its own thread) and
 //! offline analysis (fed from reassembled captures).
+//!
+//! - [`observer`]: the [`Observer`], taking taps in order;
+//! - [`config`]: its mode (live or capture) and timers;
+//! - `conn`: one connection's state, a leg per direction;
+//! - [`rules`]: the observer's rules; [`finding`]: their codes;
+//! - [`verdict`]: what a response means; [`services`]: what each service
+//!   advertised;
+//! - [`describe`]: records; [`notes`]: packet comments.
 
 pub mod config;
 mod conn;

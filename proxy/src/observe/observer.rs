@@ -3,6 +3,11 @@
 //! connection, classifies each exchange, applies the rules, and hands every
 //! record to a [`RecordSink`]. It knows nothing of sockets or files.
 //!
+//! This file is the order of things: when a tap, a tick or the end of a
+//! connection asks which rule. A connection's state is in `conn.rs`, the
+//! rules in `rules/`, record building in `describe.rs`, packet comments in
+//! `notes.rs`.
+//!
 //! Every exchange that started gets exactly one record: when it is over, when
 //! its connection ends, or, for a verdict that never comes, when the verdict
 //! timeout passes (the connection itself is left alone).
