@@ -17,6 +17,8 @@ pub mod describe;
 pub mod finding;
 pub mod notes;
 pub mod observer;
+#[cfg(test)]
+mod rule_table;
 pub mod rules;
 pub mod services;
 pub mod verdict;
