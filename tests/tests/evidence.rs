@@ -5,7 +5,8 @@
 //! the verdict table and no injected markup; the bundle must hold what it
 //! says (SHA-256), redaction must leave no secret in any byte of any file
 //! while tshark still decodes the same ICAP; --max-size and clean must do
-//! what they promise.
+//! what they promise. A run without a capture (`--no-pcap`) still names
+//! the products in its report.
 
 mod scripted;
 
@@ -519,4 +520,62 @@ async fn clean_removes_a_run_and_refuses_anything_else() {
     assert_eq!(done.kept, vec![out.dir.join("my-notes.txt")]);
     assert!(!done.dir_removed);
     assert_eq!(files_in(&out.dir), vec![out.dir.join("my-notes.txt")]);
+}
+
+/// `--no-pcap`: no capture is written, yet `icaptap report` names the
+/// client and sensor products, because the records keep them.
+#[tokio::test(flavor = "multi_thread")]
+async fn report_names_the_products_without_a_capture() {
+    let options_answer = "ICAP/1.0 200 OK\r\nMethods: RESPMOD\r\nService: FakeSensor Antivirus 9.1\r\nServer: FakeSensor/2.3\r\nISTag: \"tag-1\"\r\nEncapsulated: null-body=0\r\n\r\n";
+    let upstream = scripted_server(vec![vec![
+        Step::AwaitMessage,
+        send(options_answer),
+        Step::AwaitMessage,
+        send("ICAP/1.0 204 No Content\r\nServer: FakeSensor/2.3\r\nISTag: \"tag-1\"\r\n\r\n"),
+        Step::AwaitEof,
+    ]])
+    .await;
+    let mut options_request = options("/av/respmod");
+    options_request.splice(
+        options_request.len() - 2..options_request.len() - 2,
+        b"User-Agent: TestProxy/7.1\r\n".iter().copied(),
+    );
+    let client = vec![
+        Step::Send(options_request),
+        Step::AwaitMessage,
+        Step::Send(respmod_with_secrets(b"hello", None)),
+        Step::AwaitMessage,
+        Step::Shutdown,
+        Step::AwaitEof,
+    ];
+    let out = run_planned(upstream, vec![client], |plan| {
+        icaptap::jobs::proxy::ProxyPlan {
+            observer: quick_timers(),
+            record: None,
+            ..plan
+        }
+    })
+    .await;
+    assert!(
+        !std::fs::read_dir(&out.dir).unwrap().any(|e| e
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .contains("pcap")),
+        "a capture was written"
+    );
+    let paths = evidence::report(evidence::ReportArgs {
+        dir: out.dir.clone(),
+    })
+    .unwrap();
+    let md = std::fs::read_to_string(&paths.markdown).unwrap();
+    let html = std::fs::read_to_string(&paths.html).unwrap();
+    for needle in [
+        "TestProxy/7.1",
+        "FakeSensor/2.3",
+        "FakeSensor Antivirus 9.1",
+    ] {
+        assert!(md.contains(needle), "report.md lacks {needle}:\n{md}");
+        assert!(html.contains(needle), "report.html lacks {needle}");
+    }
 }

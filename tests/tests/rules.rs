@@ -607,7 +607,7 @@ async fn status_206_not_allowed() {
 fn observer_dropped() {
     use std::sync::{Arc, Mutex};
 
-    use icaptap::observe::{Observer, ObserverConfig};
+    use icaptap::observe::{Observer, ObserverConfig, ObserverMode};
     use icaptap::output::records::{ConnectionRecord, ExchangeRecord};
     use icaptap::output::writer::RecordSink;
     use icaptap::tap::{ConnMeta, Direction, Tap, TapEvent};
@@ -624,7 +624,11 @@ fn observer_dropped() {
     }
 
     let sink = Shared::default();
-    let mut observer = Observer::new(ObserverConfig::default(), Box::new(sink.clone()));
+    let mut observer = Observer::new(
+        ObserverMode::Live,
+        ObserverConfig::default(),
+        Box::new(sink.clone()),
+    );
     let conn = Arc::new(ConnMeta {
         id: 1,
         client: "127.0.0.1:40000".parse().unwrap(),

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use icap_codec::{Decoder, Direction, Event};
-use icaptap::observe::{Observer, ObserverConfig};
+use icaptap::observe::{Observer, ObserverConfig, ObserverMode};
 use icaptap::output::records::{ConnectionRecord, ExchangeRecord};
 use icaptap::output::writer::RecordSink;
 use icaptap::tap::{CloseKind, ConnMeta, Tap, TapEvent};
@@ -103,7 +103,7 @@ pub fn run(data: &[u8]) -> Outcome {
         stall_timeout: Duration::from_secs(2),
         eof_wait: Duration::from_secs(1),
     };
-    let mut observer = Observer::new(config, Box::new(counts.clone()));
+    let mut observer = Observer::new(ObserverMode::Live, config, Box::new(counts.clone()));
     let any: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 40000));
     let meta = Arc::new(ConnMeta {
         id: 1,

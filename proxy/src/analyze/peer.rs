@@ -10,11 +10,15 @@
 //! them), the clock offset between the captures (median of the time
 //! differences of matched pairs) and the one-way network delay.
 //!
-//! The fingerprint is independent of the observer's exchange record so this
-//! can be fed from any source (live records, offline analysis).
+//! The fingerprint is independent of the observer's exchange record so the
+//! matching can be fed from any source; [`FingerprintSink`] takes them from
+//! the records as an observer writes them (live or offline).
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
+use crate::output::records::{ConnectionRecord, ExchangeRecord};
+use crate::output::writer::RecordSink;
 use crate::tap::Micros;
 
 /// What identifies one exchange across two captures.
@@ -54,6 +58,55 @@ impl ExchangeFingerprint {
             self.body_len,
         )
     }
+}
+
+impl ExchangeFingerprint {
+    /// The fingerprint of one exchange record.
+    pub fn of(r: &ExchangeRecord) -> ExchangeFingerprint {
+        let at = r.ts_us;
+        let frame = r.frames.as_ref().and_then(|f| f.request);
+        ExchangeFingerprint {
+            method: r.method.clone().unwrap_or_else(|| "-".to_string()),
+            icap_uri: r.uri.clone().unwrap_or_default(),
+            http_url: r.http_url.clone(),
+            body_sha256: r.request_body_sha256.clone(),
+            body_len: r.request_body_bytes,
+            request_at: at,
+            response_at: r.timings.response_head_us.map(|d| at + d),
+            verdict: r.verdict.clone(),
+            icap_status: r.icap_status,
+            locator: match frame {
+                Some(f) => format!("exchange {}/{} (frame {f})", r.conn, r.seq),
+                None => format!("exchange {}/{}", r.conn, r.seq),
+            },
+        }
+    }
+}
+
+/// Collects a fingerprint of every exchange record, for `--peer`. Clones
+/// share one list: one goes to the observer, one stays to [`take`] it.
+///
+/// [`take`]: FingerprintSink::take
+#[derive(Clone, Debug, Default)]
+pub struct FingerprintSink(Arc<Mutex<Vec<ExchangeFingerprint>>>);
+
+impl FingerprintSink {
+    /// The fingerprints collected so far, in record order; the list is
+    /// left empty.
+    pub fn take(&self) -> Vec<ExchangeFingerprint> {
+        std::mem::take(&mut *self.0.lock().unwrap_or_else(PoisonError::into_inner))
+    }
+}
+
+impl RecordSink for FingerprintSink {
+    fn exchange(&mut self, r: &ExchangeRecord) {
+        self.0
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(ExchangeFingerprint::of(r));
+    }
+
+    fn connection(&mut self, _: &ConnectionRecord) {}
 }
 
 /// Two sides of one exchange.

@@ -1,7 +1,8 @@
 //! The facts a report and a ticket state, gathered in one pass over a run's
 //! records: verdict counts, anomalies with their first examples, latency
 //! histograms per service and method, exchanges per second by verdict,
-//! OPTIONS/ISTag history, connections per client. Memory is bounded by the
+//! OPTIONS/ISTag history, connections per client; the products each side
+//! named come with the summary. Memory is bounded by the
 //! number of distinct keys (services, clients, codes, seconds of the run),
 //! never by the number of records.
 
@@ -14,7 +15,6 @@ use crate::output::summary::{Summary, SummaryBuilder};
 use crate::output::writer::RecordSink;
 
 use super::load::{self, parse_rfc3339_micros, RunFiles};
-use super::products::WireProducts;
 use super::EvidenceError;
 
 /// Examples kept per anomaly code.
@@ -185,8 +185,6 @@ pub struct Facts {
     pub last_us: Option<i64>,
     /// Lines of the JSON Lines files that could not be read.
     pub unreadable_lines: u64,
-    /// Products seen in ICAP headers of the capture.
-    pub products: WireProducts,
 }
 
 fn new_histogram() -> Option<Histogram<u64>> {
@@ -217,8 +215,7 @@ fn severity_rank(s: &str) -> usize {
 }
 
 impl Facts {
-    /// Reads `dir` and gathers the facts; the capture is scanned for the
-    /// products in ICAP headers (Server, Service, User-Agent) when present.
+    /// Reads `dir` and gathers the facts from its records and summary.
     pub fn gather(dir: &std::path::Path) -> Result<Facts, EvidenceError> {
         let files = RunFiles::scan(dir)?;
         let summary_json = files.read_summary()?;
@@ -238,7 +235,6 @@ impl Facts {
             first_us: None,
             last_us: None,
             unreadable_lines: 0,
-            products: WireProducts::default(),
             files,
         };
         let mut rebuilt = SummaryBuilder::new();
@@ -258,7 +254,6 @@ impl Facts {
             .map(|(key, histogram)| LatencyFacts { key, histogram })
             .collect();
         facts.summary = summary_json.unwrap_or_else(|| rebuilt.snapshot());
-        facts.products = WireProducts::scan(&facts.files);
         Ok(facts)
     }
 

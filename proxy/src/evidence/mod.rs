@@ -6,8 +6,9 @@
 //! DIR` removes a run's files when the ticket is done.
 //!
 //! - [`load`]: reading a run directory back;
-//! - [`facts`]: the numbers and examples reports state, in one pass;
-//! - [`products`]: client and sensor products from the capture's headers;
+//! - [`facts`]: the numbers and examples reports state, in one pass (the
+//!   client and sensor products come from the records' summary, so a run
+//!   without a capture reports them too);
 //! - [`catalogue`]: docs/anomalies.md, compiled in;
 //! - [`report_html`], [`report_md`], [`svg`]: the two reports;
 //! - [`bundle`], [`manifest`], [`hostinfo`], [`ticket`]: the archive;
@@ -22,7 +23,6 @@ pub mod facts;
 pub mod hostinfo;
 pub mod load;
 pub mod manifest;
-pub mod products;
 pub mod pseudonym;
 pub mod readable;
 pub mod redact;

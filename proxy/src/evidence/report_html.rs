@@ -579,7 +579,7 @@ fn addresses<'a>(addrs: impl Iterator<Item = &'a String>) -> String {
 }
 
 fn peers(page: &mut String, facts: &Facts) {
-    let p = &facts.products;
+    let p = &facts.summary.products;
     page.push_str("<h2 id=\"peers\">Clients and sensors seen</h2><div class=\"two\"><div><h3>ICAP clients</h3><table><tbody>");
     fact_row(page, "addresses", &addresses(facts.clients.keys()));
     fact_row(page, "User-Agent", &value_list(&p.user_agents));
@@ -610,17 +610,6 @@ fn peers(page: &mut String, facts: &Facts) {
     };
     fact_row(page, "ISTag", &tags);
     page.push_str("</tbody></table></div></div>");
-    if !p.scanned {
-        let why = p
-            .error
-            .clone()
-            .unwrap_or_else(|| "no capture file in the directory".to_string());
-        let _ = write!(
-            page,
-            "<p class=\"muted\">User-Agent, Server and Service come from the capture: {}.</p>",
-            esc(&why)
-        );
-    }
 }
 
 fn appendix(page: &mut String, facts: &Facts) {

@@ -251,7 +251,7 @@ pub fn render(facts: &Facts, catalogue: &Catalogue, generated: &str) -> String {
     }
     out.push('\n');
 
-    let p = &facts.products;
+    let p = &facts.summary.products;
     let list = |m: &std::collections::BTreeMap<String, u64>| -> String {
         if m.is_empty() {
             "not seen".to_string()

@@ -98,7 +98,7 @@ pub fn render(facts: &Facts, host: &HostInfo, bundle_name: &str) -> String {
     let _ = writeln!(t, "- Services used: {}", services.join(", "));
     let list = |m: &std::collections::BTreeMap<String, u64>| -> String {
         if m.is_empty() {
-            "not seen in the capture".to_string()
+            "not seen".to_string()
         } else {
             m.keys().map(|v| code(v)).collect::<Vec<_>>().join(", ")
         }
@@ -106,17 +106,17 @@ pub fn render(facts: &Facts, host: &HostInfo, bundle_name: &str) -> String {
     let _ = writeln!(
         t,
         "- ICAP client product (User-Agent): {}",
-        list(&facts.products.user_agents)
+        list(&facts.summary.products.user_agents)
     );
     let _ = writeln!(
         t,
         "- ICAP server product (Server): {}",
-        list(&facts.products.servers)
+        list(&facts.summary.products.servers)
     );
     let _ = writeln!(
         t,
         "- Sensor service (OPTIONS Service): {}",
-        list(&facts.products.services)
+        list(&facts.summary.products.services)
     );
     let _ = writeln!(
         t,

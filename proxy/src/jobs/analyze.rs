@@ -6,20 +6,17 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, PoisonError};
 
 use serde_json::json;
 
-use crate::analyze::peer::{correlate, ExchangeFingerprint, PeerReport};
+use crate::analyze::peer::{correlate, ExchangeFingerprint, FingerprintSink, PeerReport};
 use crate::analyze::{read_captures, AnalyzeArgs, AnalyzeError, AnalyzeOptions, CaptureStats};
-use crate::observe::{Observer, ObserverConfig};
+use crate::observe::{Observer, ObserverConfig, ObserverMode};
 use crate::output::console::summary_table;
 use crate::output::directory::{create_private_file, default_dir_name};
-use crate::output::parse_rfc3339;
-use crate::output::records::{ConnectionRecord, ExchangeRecord};
 use crate::output::run::{OutputError, RunOutput};
 use crate::output::summary::{Drops, Summary};
-use crate::output::writer::{RecordSink, Tee};
+use crate::output::writer::Tee;
 use crate::tap::side_path::{self, Inbox, NotStarted, SidePath};
 use crate::tap::{Micros, Tap, TapBatches};
 
@@ -56,37 +53,6 @@ pub struct SideResult {
     pub fingerprints: Vec<ExchangeFingerprint>,
 }
 
-/// Collects a fingerprint of every exchange record, for `--peer`.
-#[derive(Clone, Debug, Default)]
-struct Fingerprints(Arc<Mutex<Vec<ExchangeFingerprint>>>);
-
-impl RecordSink for Fingerprints {
-    fn exchange(&mut self, r: &ExchangeRecord) {
-        let at = parse_rfc3339(&r.ts).unwrap_or(0);
-        let frame = r.frames.as_ref().and_then(|f| f.request);
-        self.0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .push(ExchangeFingerprint {
-                method: r.method.clone().unwrap_or_else(|| "-".to_string()),
-                icap_uri: r.uri.clone().unwrap_or_default(),
-                http_url: r.http_url.clone(),
-                body_sha256: r.request_body_sha256.clone(),
-                body_len: r.request_body_bytes,
-                request_at: at,
-                response_at: r.timings.response_head_us.map(|d| at + d),
-                verdict: r.verdict.clone(),
-                icap_status: r.icap_status,
-                locator: match frame {
-                    Some(f) => format!("exchange {}/{} (frame {f})", r.conn, r.seq),
-                    None => format!("exchange {}/{}", r.conn, r.seq),
-                },
-            });
-    }
-
-    fn connection(&mut self, _: &ConnectionRecord) {}
-}
-
 /// Analyses `files` into the output directory `out`.
 pub fn analyze_into(
     files: &[PathBuf],
@@ -95,17 +61,12 @@ pub fn analyze_into(
     out: &Path,
 ) -> Result<SideResult, OfflineError> {
     let mut output = RunOutput::create(out)?;
-    let fingerprints = Fingerprints::default();
+    let fingerprints = FingerprintSink::default();
     let sink = Tee(output.take_sink(), fingerprints.clone());
-    let observer = Observer::new(config, Box::new(sink));
+    let observer = Observer::new(ObserverMode::Capture, config, Box::new(sink));
     let capture = observe_on_own_thread(observer, |sink| read_captures(files, opts, sink))?;
     let summary = output.finish("analyze", Drops::default())?;
-    let fingerprints = std::mem::take(
-        &mut *fingerprints
-            .0
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner),
-    );
+    let fingerprints = fingerprints.take();
     Ok(SideResult {
         summary,
         capture,

@@ -13,11 +13,13 @@ use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use crate::capture::annotate::ANNOTATION_QUEUE_CAPACITY;
+use crate::capture::{self, annotation_channel, RecordArgs, RecordOptions, RecorderHandle};
 use crate::forward::{
     self, route_configs, CancellationToken, ForwardArgs, ForwardConfig, ForwardCounters,
     ForwardStats, RouteError,
 };
-use crate::observe::{self, LiveObserver, ObserveArgs, Observer, ObserverConfig};
+use crate::observe::{self, LiveObserver, ObserveArgs, Observer, ObserverConfig, ObserverMode};
 use crate::ops::endpoint::{self, MetricsError};
 use crate::ops::metrics::{IncidentCounters, LiveSources, RecordMetrics};
 use crate::ops::stop::StopWatch;
@@ -27,8 +29,6 @@ use crate::output::directory::{default_dir_name, watch_directory};
 use crate::output::run::{RunOutput, SharedSummary};
 use crate::output::summary::{Drops, Summary};
 use crate::output::writer::{RecordSink, SinkFanout};
-use crate::capture::annotate::ANNOTATION_QUEUE_CAPACITY;
-use crate::capture::{self, annotation_channel, RecordArgs, RecordOptions, RecorderHandle};
 use crate::tap::{SidePathThread, TapQueue, TapSinks, DEFAULT_QUEUE_BYTES};
 use tokio::task::JoinHandle;
 
@@ -246,7 +246,11 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
 
     let (observer_queue, observer_rx) =
         TapQueue::with_budget(plan.observer_queue, plan.queue_bytes);
-    let mut observer = Observer::new(plan.observer, Box::new(SinkFanout(sinks_of_records)));
+    let mut observer = Observer::new(
+        ObserverMode::Live,
+        plan.observer,
+        Box::new(SinkFanout(sinks_of_records)),
+    );
     let mut recorder = None;
     if let Some(mut options) = plan.record.clone() {
         if let Some(size) = plan.ops.ring {

@@ -1,18 +1,22 @@
-//! Turns a decoded exchange (and the connection it came from) into its
-//! `exchanges.jsonl` record: the keys DESIGN.md requires plus the facts a
-//! support engineer needs (encapsulated HTTP, bodies, preview, identity,
-//! timings, frames).
+//! Turns what the observer followed into records: a decoded exchange (and
+//! the connection it came from) into its `exchanges.jsonl` record, with the
+//! keys DESIGN.md requires plus the facts a support engineer needs
+//! (encapsulated HTTP, bodies, preview, identity, the products named in
+//! the heads, timings, frames); a finished connection into its
+//! `connections.jsonl` record (docs/log-schema.md).
 
 use icap_codec::{EntityKind, Exchange, Headers};
 
+use super::conn::Conn;
 use super::finding::Finding;
 use super::rules::decode_identity;
 use super::verdict::Verdict;
 use crate::output::records::{
-    AnomalyRecord, ExchangeRecord, FramesRecord, IdentityRecord, PreviewRecord, TimingsRecord,
+    AnomalyRecord, CloseRecord, ConnectionRecord, ExchangeRecord, FramesRecord, IdentityRecord,
+    PreviewRecord, ProductsRecord, TimingsRecord, MAX_PRODUCT_CHARS,
 };
 use crate::output::{hex, rfc3339, SCHEMA_VERSION};
-use crate::tap::ConnMeta;
+use crate::tap::{ConnMeta, Micros};
 
 /// Converts a finding into its record form.
 pub fn anomaly_record(f: &Finding) -> AnomalyRecord {
@@ -44,6 +48,27 @@ fn identity(headers: Option<&Headers>) -> IdentityRecord {
         client_username: plain("X-Client-Username"),
         authenticated_user: decoded("X-Authenticated-User"),
         authenticated_groups: decoded("X-Authenticated-Groups"),
+    }
+}
+
+/// The first value of header `name`, cut to [`MAX_PRODUCT_CHARS`].
+fn product(headers: Option<&Headers>, name: &str) -> Option<String> {
+    let value = headers?.get(name)?;
+    Some(
+        String::from_utf8_lossy(value)
+            .chars()
+            .take(MAX_PRODUCT_CHARS)
+            .collect(),
+    )
+}
+
+fn products(x: &Exchange) -> ProductsRecord {
+    let request = x.request.as_ref().map(|r| &r.headers);
+    let response = x.response.as_ref().map(|r| &r.headers);
+    ProductsRecord {
+        user_agent: product(request, "User-Agent"),
+        server: product(response, "Server"),
+        service: product(response, "Service"),
     }
 }
 
@@ -82,6 +107,7 @@ pub fn exchange_record(
     ExchangeRecord {
         schema: SCHEMA_VERSION,
         ts: rfc3339(start),
+        ts_us: start,
         conn: meta.id,
         seq: x.seq,
         client: meta.client.to_string(),
@@ -109,6 +135,7 @@ pub fn exchange_record(
             continued: x.continues > 0,
         }),
         identity: identity(req.map(|r| &r.headers)),
+        products: products(x),
         timings: TimingsRecord {
             request_head_us: rel(t.request_head),
             request_sent_us: rel(t.request_sent),
@@ -119,5 +146,33 @@ pub fn exchange_record(
         },
         frames,
         decode_complete: !x.incomplete,
+    }
+}
+
+/// The record of `conn`, over at `now`.
+pub(super) fn connection_record(conn: &Conn, now: Micros) -> ConnectionRecord {
+    let meta = &conn.meta;
+    ConnectionRecord {
+        schema: SCHEMA_VERSION,
+        ts: rfc3339(meta.opened),
+        ts_us: meta.opened,
+        ts_close: rfc3339(now),
+        ts_close_us: now,
+        conn: meta.id,
+        client: meta.client.to_string(),
+        server: meta.server.to_string(),
+        listen: meta.listen.to_string(),
+        upstream_local: meta.upstream_local.map(|a| a.to_string()),
+        connect_error: conn.connect_error.clone(),
+        bytes_client_to_server: conn.request.expected,
+        bytes_server_to_client: conn.response.expected,
+        exchanges: conn.exchanges,
+        close: CloseRecord {
+            client: conn.request.closed.map(|c| c.as_str().to_string()),
+            server: conn.response.closed.map(|c| c.as_str().to_string()),
+        },
+        duration_us: now.saturating_sub(meta.opened),
+        unobserved_bytes: conn.unobserved,
+        anomalies: conn.findings.iter().map(anomaly_record).collect(),
     }
 }

@@ -2,18 +2,33 @@
 //! verdict and applying the anomaly rules. One observer serves the live
 //! proxy (fed from the forwarding path's tap queue on its own thread) and
 //! offline analysis (fed from reassembled captures).
+//!
+//! - [`observer`]: the [`Observer`], taking taps in order;
+//! - [`config`]: its mode (live or capture) and timers;
+//! - `conn`: one connection's state, a leg per direction;
+//! - [`rules`]: the observer's rules; [`finding`]: their codes;
+//! - [`verdict`]: what a response means; [`services`]: what each service
+//!   advertised;
+//! - [`describe`]: records; [`notes`]: packet comments.
 
+pub mod config;
+mod conn;
 pub mod describe;
 pub mod finding;
+pub mod notes;
 pub mod observer;
+#[cfg(test)]
+mod rule_table;
 pub mod rules;
 pub mod services;
 pub mod verdict;
 
 use std::time::Duration;
 
+pub use config::{ObserverConfig, ObserverMode};
 pub use finding::{Finding, RuleCode};
-pub use observer::{Note, NoteSink, Observer, ObserverConfig};
+pub use notes::{Note, NoteSink};
+pub use observer::Observer;
 pub use verdict::Verdict;
 
 use crate::tap::side_path::{self, Inbox, SidePath, SidePathThread};

@@ -3,124 +3,36 @@
 //! connection, classifies each exchange, applies the rules, and hands every
 //! record to a [`RecordSink`]. It knows nothing of sockets or files.
 //!
+//! This file is the order of things: when a tap, a tick or the end of a
+//! connection asks which rule. A connection's state is in `conn.rs`, the
+//! rules in `rules/`, record building in `describe.rs`, packet comments in
+//! `notes.rs`.
+//!
 //! Every exchange that started gets exactly one record: when it is over, when
 //! its connection ends, or, for a verdict that never comes, when the verdict
 //! timeout passes (the connection itself is left alone).
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::HashMap;
 
-use icap_codec::{Correlator, Decoder, Direction, Event, Exchange, Stamp};
+use icap_codec::{Direction, Event, Exchange, Stamp};
 
-use super::describe::{anomaly_record, exchange_record};
-use super::finding::{Finding, RuleCode};
-use super::rules::{exchange_rules, missing_cause, stuck};
+use super::config::{ObserverConfig, ObserverMode};
+use super::conn::{Arrival, Conn};
+use super::describe::{connection_record, exchange_record};
+use super::finding::Finding;
+use super::notes::{notes_for, NoteSink};
+use super::rules::{
+    awaits_verdict, client_waited_for_eof, exchange_rules, max_connections_exceeded, missing_cause,
+    observer_dropped, sensor_unreachable, stuck, verdict_late, verdict_timeout, StreamOffsets,
+};
 use super::services::{service_path, ServiceBook, ServiceKey};
 use super::verdict::{classify, Verdict};
-use crate::output::records::{CloseRecord, ConnectionRecord};
 use crate::output::writer::RecordSink;
-use crate::output::{rfc3339, SCHEMA_VERSION};
-use crate::tap::{CloseKind, ConnId, ConnMeta, Micros, Tap, TapEvent};
-
-/// Timers of the clock rules.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct ObserverConfig {
-    /// A request complete without a response head for this long is recorded
-    /// as `missing` (the connection is left alone).
-    pub verdict_timeout: Duration,
-    /// Both sides silent mid-message for this long is a stall or deadlock.
-    pub stall_timeout: Duration,
-    /// A client that closes this long after its last answer, with nothing
-    /// else sent, looks like it waited for EOF.
-    pub eof_wait: Duration,
-}
-
-impl Default for ObserverConfig {
-    fn default() -> Self {
-        ObserverConfig {
-            verdict_timeout: Duration::from_secs(30),
-            stall_timeout: Duration::from_secs(10),
-            eof_wait: Duration::from_secs(5),
-        }
-    }
-}
-
-/// Where notes go (the recorder, when recording).
-pub type NoteSink = Box<dyn FnMut(Note) + Send>;
-
-/// A packet comment for the capture: the recorder attaches it to the packet
-/// carrying byte `offset` of `dir` on `conn`.
-pub use crate::capture::Annotation as Note;
-
-/// One connection's decoding state.
-struct Conn {
-    meta: Arc<ConnMeta>,
-    decoders: [Decoder; 2],
-    correlator: Correlator,
-    /// Next expected stream offset per direction (gaps show as jumps).
-    expected: [u64; 2],
-    last_data: [Micros; 2],
-    closed: [Option<CloseKind>; 2],
-    /// The side that ended its stream first, and how.
-    first_close: Option<(icap_codec::Side, CloseKind)>,
-    unobserved: u64,
-    exchanges: u64,
-    findings: Vec<Finding>,
-    connect_error: Option<String>,
-    /// Exchanges already written by the verdict timeout.
-    timed_out: HashSet<u64>,
-    /// Clock findings per open exchange (written with its record).
-    pending: HashMap<u64, Vec<Finding>>,
-    /// When the last final response ended, and no request followed yet.
-    answered_at: Option<Micros>,
-    counted_open: bool,
-}
-
-fn index(dir: Direction) -> usize {
-    match dir {
-        Direction::Request => 0,
-        Direction::Response => 1,
-    }
-}
-
-impl Conn {
-    fn new(meta: Arc<ConnMeta>) -> Conn {
-        let opened = meta.opened;
-        Conn {
-            meta,
-            decoders: [
-                Decoder::new(Direction::Request),
-                Decoder::new(Direction::Response),
-            ],
-            correlator: Correlator::new(),
-            expected: [0, 0],
-            last_data: [opened, opened],
-            closed: [None, None],
-            first_close: None,
-            unobserved: 0,
-            exchanges: 0,
-            findings: Vec::new(),
-            connect_error: None,
-            timed_out: HashSet::new(),
-            pending: HashMap::new(),
-            answered_at: None,
-            counted_open: false,
-        }
-    }
-
-    fn feed(&mut self, dir: Direction, events: &mut Vec<Event>, stamp: Stamp) {
-        for event in events.drain(..) {
-            match dir {
-                Direction::Request => self.correlator.on_request(event, stamp),
-                Direction::Response => self.correlator.on_response(event, stamp),
-            }
-        }
-    }
-}
+use crate::tap::{ConnId, Micros, Tap, TapEvent};
 
 /// Decodes taps into records.
 pub struct Observer {
+    mode: ObserverMode,
     config: ObserverConfig,
     conns: HashMap<ConnId, Conn>,
     services: ServiceBook,
@@ -133,6 +45,7 @@ pub struct Observer {
 impl std::fmt::Debug for Observer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Observer")
+            .field("mode", &self.mode)
             .field("config", &self.config)
             .field("connections", &self.conns.len())
             .finish()
@@ -140,9 +53,10 @@ impl std::fmt::Debug for Observer {
 }
 
 impl Observer {
-    /// An observer writing to `sink`.
-    pub fn new(config: ObserverConfig, sink: Box<dyn RecordSink>) -> Observer {
+    /// An observer of taps from `mode`, writing to `sink`.
+    pub fn new(mode: ObserverMode, config: ObserverConfig, sink: Box<dyn RecordSink>) -> Observer {
         Observer {
+            mode,
             config,
             conns: HashMap::new(),
             services: ServiceBook::default(),
@@ -174,18 +88,11 @@ impl Observer {
             .or_insert_with(|| Conn::new(tap.conn.clone()));
         if !conn.counted_open {
             conn.counted_open = true;
-            let open = self.services.connection_opened(conn.meta.server);
-            if let Some(max) = self.services.max_connections(conn.meta.server) {
-                if open > max {
-                    conn.findings.push(Finding::rule(
-                        RuleCode::MaxConnectionsExceeded,
-                        format!(
-                            "{open} connections open to {} which advertised Max-Connections: {max}",
-                            conn.meta.server
-                        ),
-                    ));
-                }
-            }
+            let server = conn.meta.server;
+            let open = self.services.connection_opened(server);
+            let max = self.services.max_connections(server);
+            conn.findings
+                .extend(max_connections_exceeded(server, open, max));
         }
         let stamp = Stamp {
             at: now,
@@ -194,73 +101,32 @@ impl Observer {
         match tap.event {
             TapEvent::Open => {}
             TapEvent::ConnectFailed { error } => {
-                conn.findings.push(Finding::rule(
-                    RuleCode::SensorUnreachable,
-                    format!("cannot connect to the sensor {}: {error}", conn.meta.server),
-                ));
+                conn.findings
+                    .push(sensor_unreachable(conn.meta.server, &error));
                 conn.connect_error = Some(error);
             }
             TapEvent::Data { dir, offset, bytes } => {
-                let i = index(dir);
-                let mut bytes = bytes;
-                if offset > conn.expected[i] {
-                    let gap = offset - conn.expected[i];
-                    conn.unobserved += gap;
-                    conn.decoders[i].gap(gap, &mut self.scratch);
-                    conn.correlator.mark_gap();
-                    conn.feed(dir, &mut self.scratch, stamp);
-                    let live = tap.frame.is_none();
-                    if live
-                        && !conn
-                            .findings
-                            .iter()
-                            .any(|f| f.is(RuleCode::ObserverDropped))
-                    {
-                        conn.findings.push(
-                            Finding::rule(
-                                RuleCode::ObserverDropped,
-                                format!("the observer fell behind and missed {gap} bytes; forwarding was not affected"),
-                            )
-                            .at(conn.expected[i]),
-                        );
+                match conn.data(dir, offset, bytes, stamp, &mut self.scratch) {
+                    Arrival::Seen => return,
+                    Arrival::New(Some(hole)) => {
+                        let dropped =
+                            observer_dropped(self.mode, hole.at, hole.len, &conn.findings);
+                        conn.findings.extend(dropped);
                     }
-                } else if offset < conn.expected[i] {
-                    let seen = (conn.expected[i] - offset) as usize;
-                    if seen >= bytes.len() {
-                        return;
-                    }
-                    bytes = bytes.slice(seen..);
+                    Arrival::New(None) => {}
                 }
-                conn.expected[i] = offset.max(conn.expected[i]) + bytes.len() as u64;
-                conn.last_data[i] = now;
-                if dir == Direction::Request {
-                    conn.answered_at = None;
-                }
-                conn.decoders[i].decode(bytes, &mut self.scratch);
-                conn.feed(dir, &mut self.scratch, stamp);
             }
             TapEvent::Closed { dir, how } => {
-                let i = index(dir);
-                if dir == Direction::Request && how == CloseKind::Fin && conn.closed[1].is_none() {
-                    if let Some(answered) = conn.answered_at {
-                        let waited = now.saturating_sub(answered);
-                        if waited >= self.config.eof_wait.as_micros() as u64 {
-                            conn.findings.push(Finding::rule(
-                                RuleCode::ClientWaitedForEof,
-                                format!(
-                                    "the last response was complete; the client sent nothing and closed {:.1} s later \
-                                     (an idle keep-alive connection looks the same: check the client's log for a timeout)",
-                                    waited as f64 / 1e6
-                                ),
-                            ));
-                        }
-                    }
+                if dir == Direction::Request {
+                    conn.findings.extend(client_waited_for_eof(
+                        how,
+                        conn.response.closed.is_none(),
+                        conn.answered_at,
+                        now,
+                        self.config.eof_wait,
+                    ));
                 }
-                conn.closed[i].get_or_insert(how);
-                conn.first_close
-                    .get_or_insert((icap_codec::Side::of(dir), how));
-                conn.decoders[i].finish(&mut self.scratch);
-                conn.feed(dir, &mut self.scratch, stamp);
+                conn.close(dir, how, stamp, &mut self.scratch);
             }
             TapEvent::Finished => {
                 self.drain(id);
@@ -285,8 +151,11 @@ impl Observer {
         for id in ids {
             let mut late: Vec<Exchange> = Vec::new();
             if let Some(conn) = self.conns.get_mut(&id) {
-                let idle = now.saturating_sub(conn.last_data[0].max(conn.last_data[1]));
-                let offsets = conn.expected;
+                let idle = conn.idle(now);
+                let offsets = StreamOffsets {
+                    request: conn.request.expected,
+                    response: conn.response.expected,
+                };
                 for x in conn.correlator.open() {
                     let flagged = conn.pending.get(&x.seq).is_some_and(|f| !f.is_empty());
                     if !flagged {
@@ -294,24 +163,18 @@ impl Observer {
                             conn.pending.entry(x.seq).or_default().push(f);
                         }
                     }
-                    let waiting = x.response.is_none()
-                        && x.request.is_some()
-                        && x.timings
-                            .request_sent
-                            .is_some_and(|s| now.saturating_sub(s.at) >= verdict_us);
-                    if waiting && !conn.timed_out.contains(&x.seq) {
+                    if awaits_verdict(x, now, verdict_us) && !conn.timed_out.contains(&x.seq) {
                         late.push(x.clone());
                     }
                 }
             }
             for x in late {
-                let waited = self.config.verdict_timeout.as_secs_f64();
                 if let Some(conn) = self.conns.get_mut(&id) {
                     conn.timed_out.insert(x.seq);
-                    conn.pending.entry(x.seq).or_default().push(Finding::rule(
-                        RuleCode::VerdictTimeout,
-                        format!("no response head {waited:.1} s after the request was sent"),
-                    ));
+                    conn.pending
+                        .entry(x.seq)
+                        .or_default()
+                        .push(verdict_timeout(self.config.verdict_timeout));
                 }
                 self.write_exchange(id, &x);
             }
@@ -324,22 +187,7 @@ impl Observer {
         let ids: Vec<ConnId> = self.conns.keys().copied().collect();
         for id in ids {
             if let Some(conn) = self.conns.get_mut(&id) {
-                for i in 0..2 {
-                    conn.decoders[i].finish(&mut self.scratch);
-                    let dir = if i == 0 {
-                        Direction::Request
-                    } else {
-                        Direction::Response
-                    };
-                    conn.feed(
-                        dir,
-                        &mut self.scratch,
-                        Stamp {
-                            at: now,
-                            frame: None,
-                        },
-                    );
-                }
+                conn.finish_streams(now, &mut self.scratch);
             }
             self.drain(id);
             self.finish_connection(id, now);
@@ -365,15 +213,7 @@ impl Observer {
                 conn.answered_at = Some(x.timings.response_complete.map_or(0, |s| s.at));
             }
             if conn.timed_out.remove(&x.seq) {
-                if let Some(status) = x.status() {
-                    conn.findings.push(Finding::rule(
-                        RuleCode::VerdictLate,
-                        format!(
-                            "exchange {} was answered ICAP {status} after the verdict timeout",
-                            x.seq
-                        ),
-                    ));
-                }
+                conn.findings.extend(verdict_late(&x));
                 conn.pending.remove(&x.seq);
                 continue;
             }
@@ -421,81 +261,7 @@ impl Observer {
             return;
         };
         self.services.connection_closed(conn.meta.server);
-        let meta = &conn.meta;
-        let record = ConnectionRecord {
-            schema: SCHEMA_VERSION,
-            ts: rfc3339(meta.opened),
-            ts_close: rfc3339(now),
-            conn: meta.id,
-            client: meta.client.to_string(),
-            server: meta.server.to_string(),
-            listen: meta.listen.to_string(),
-            upstream_local: meta.upstream_local.map(|a| a.to_string()),
-            connect_error: conn.connect_error.clone(),
-            bytes_client_to_server: conn.expected[0],
-            bytes_server_to_client: conn.expected[1],
-            exchanges: conn.exchanges,
-            close: CloseRecord {
-                client: conn.closed[0].map(|c| c.as_str().to_string()),
-                server: conn.closed[1].map(|c| c.as_str().to_string()),
-            },
-            duration_us: now.saturating_sub(meta.opened),
-            unobserved_bytes: conn.unobserved,
-            anomalies: conn.findings.iter().map(anomaly_record).collect(),
-        };
+        let record = connection_record(&conn, now);
         self.sink.connection(&record);
     }
-}
-
-/// Packet comments for an exchange: one per finding, and one for a verdict
-/// a reader should look at.
-fn notes_for(meta: &ConnMeta, x: &Exchange, verdict: Verdict, findings: &[Finding]) -> Vec<Note> {
-    let response_at = x.response.as_ref().map(|r| r.offset);
-    let request_at = x.request.as_ref().map_or(0, |r| r.offset);
-    let mut out: Vec<Note> = findings
-        .iter()
-        .map(|f| {
-            let dir = match f.side {
-                icap_codec::Side::Client => Direction::Request,
-                icap_codec::Side::Server => Direction::Response,
-            };
-            let fallback = if dir == Direction::Response {
-                response_at.unwrap_or(0)
-            } else {
-                request_at
-            };
-            Note {
-                conn: meta.id,
-                dir,
-                offset: f.offset.unwrap_or(fallback),
-                comment: format!(
-                    "icaptap {} ({}): exchange {}/{} verdict {}: {}",
-                    f.code,
-                    f.severity.as_str(),
-                    meta.id,
-                    x.seq,
-                    verdict.as_str(),
-                    f.detail
-                ),
-            }
-        })
-        .collect();
-    if !matches!(verdict, Verdict::Clean | Verdict::Options) {
-        let (dir, offset) = match response_at {
-            Some(o) => (Direction::Response, o),
-            None => (Direction::Request, request_at),
-        };
-        out.push(Note {
-            conn: meta.id,
-            dir,
-            offset,
-            comment: format!(
-                "icaptap verdict {}: exchange {}/{}",
-                verdict.as_str(),
-                meta.id,
-                x.seq
-            ),
-        });
-    }
-    out
 }

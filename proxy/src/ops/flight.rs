@@ -492,7 +492,9 @@ mod tests {
                 Box::new(ConnectionRecord {
                     schema: 1,
                     ts: String::new(),
+                    ts_us: 0,
                     ts_close: String::new(),
+                    ts_close_us: 0,
                     conn: at,
                     client: String::new(),
                     server: String::new(),

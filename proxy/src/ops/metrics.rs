@@ -485,6 +485,7 @@ mod tests {
         ExchangeRecord {
             schema: 1,
             ts: String::new(),
+            ts_us: 0,
             conn: 1,
             seq: 0,
             client: String::new(),
@@ -507,6 +508,7 @@ mod tests {
             request_body_sha256: None,
             preview: None,
             identity: Default::default(),
+            products: Default::default(),
             timings: Default::default(),
             frames: None,
             decode_complete: true,

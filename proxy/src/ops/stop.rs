@@ -99,7 +99,9 @@ mod tests {
         ConnectionRecord {
             schema: 1,
             ts: String::new(),
+            ts_us: 0,
             ts_close: String::new(),
+            ts_close_us: 0,
             conn: 7,
             client: String::new(),
             server: String::new(),

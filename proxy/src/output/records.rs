@@ -48,6 +48,23 @@ pub struct IdentityRecord {
     pub authenticated_groups: Option<String>,
 }
 
+/// The products each side names in its ICAP heads (RFC 3507 section 4.3:
+/// `User-Agent` on requests, `Server` on responses; `Service` in OPTIONS
+/// answers, section 4.10.2), cut to [`MAX_PRODUCT_CHARS`] characters.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProductsRecord {
+    /// `User-Agent` of the ICAP request: the ICAP client product.
+    pub user_agent: Option<String>,
+    /// `Server` of the final ICAP response: the sensor product.
+    pub server: Option<String>,
+    /// `Service` of the final ICAP response (OPTIONS answers): the
+    /// sensor's description of the service.
+    pub service: Option<String>,
+}
+
+/// Longest product value kept in a record, in characters.
+pub const MAX_PRODUCT_CHARS: usize = 200;
+
 /// Times of an exchange's steps, in microseconds after the request started
 /// (`ts`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -82,6 +99,10 @@ pub struct ExchangeRecord {
     pub schema: u32,
     /// When the request started (RFC 3339).
     pub ts: String,
+    /// The same time in microseconds since the UNIX epoch, for programs
+    /// (0 in records written before this field existed).
+    #[serde(default)]
+    pub ts_us: u64,
     /// Connection id.
     pub conn: u64,
     /// Exchange index on the connection, from 0.
@@ -128,6 +149,10 @@ pub struct ExchangeRecord {
     pub preview: Option<PreviewRecord>,
     /// Identity headers the client sent.
     pub identity: IdentityRecord,
+    /// Products named in the ICAP heads (absent in records written before
+    /// this field existed).
+    #[serde(default)]
+    pub products: ProductsRecord,
     /// Step times.
     pub timings: TimingsRecord,
     /// Capture frames (offline analysis).
@@ -154,8 +179,16 @@ pub struct ConnectionRecord {
     pub schema: u32,
     /// When it opened (RFC 3339).
     pub ts: String,
+    /// The same time in microseconds since the UNIX epoch (0 in records
+    /// written before this field existed).
+    #[serde(default)]
+    pub ts_us: u64,
     /// When it ended (RFC 3339).
     pub ts_close: String,
+    /// The same time in microseconds since the UNIX epoch (0 in records
+    /// written before this field existed).
+    #[serde(default)]
+    pub ts_close_us: u64,
     /// Connection id.
     pub conn: u64,
     /// ICAP client `ip:port`.

@@ -1,5 +1,6 @@
 //! The run's summary (`summary.json`): totals by method, verdict and anomaly
-//! code, latency percentiles, and what the side paths missed. It is built
+//! code, latency percentiles, the products each side named, and what the
+//! side paths missed. It is built
 //! from the records themselves, so a live run, an offline analysis and a
 //! report re-reading a directory all count the same way.
 
@@ -9,7 +10,7 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use super::records::{ConnectionRecord, ExchangeRecord};
+use super::records::{ConnectionRecord, ExchangeRecord, ProductsRecord};
 use super::writer::RecordSink;
 use super::SCHEMA_VERSION;
 
@@ -43,6 +44,43 @@ pub struct Drops {
     pub recorder_bytes: u64,
     /// Records that could not be written to disk.
     pub record_write_errors: u64,
+}
+
+/// Distinct values kept per product header; later new values are not
+/// counted (the products rarely change within a run).
+pub const MAX_PRODUCT_VALUES: usize = 20;
+
+/// The products named in ICAP heads, each value with how many exchanges
+/// carried it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Products {
+    /// `User-Agent` of ICAP requests (the ICAP client product).
+    pub user_agents: BTreeMap<String, u64>,
+    /// `Server` of ICAP responses (the sensor product).
+    pub servers: BTreeMap<String, u64>,
+    /// `Service` of ICAP responses (OPTIONS answers: the sensor's service
+    /// description).
+    pub services: BTreeMap<String, u64>,
+}
+
+impl Products {
+    /// Counts the products of one exchange record.
+    pub fn count(&mut self, p: &ProductsRecord) {
+        for (map, value) in [
+            (&mut self.user_agents, &p.user_agent),
+            (&mut self.servers, &p.server),
+            (&mut self.services, &p.service),
+        ] {
+            let Some(value) = value else {
+                continue;
+            };
+            if let Some(n) = map.get_mut(value) {
+                *n += 1;
+            } else if map.len() < MAX_PRODUCT_VALUES {
+                map.insert(value.clone(), 1);
+            }
+        }
+    }
 }
 
 /// `summary.json`.
@@ -88,6 +126,10 @@ pub struct Summary {
     pub drops: Drops,
     /// Exchanges whose decoding is incomplete.
     pub incomplete_exchanges: u64,
+    /// Products named in ICAP heads (absent in summaries written before
+    /// this field existed).
+    #[serde(default)]
+    pub products: Products,
 }
 
 /// Builds a [`Summary`] from records as they are written.
@@ -171,6 +213,7 @@ impl RecordSink for SummaryBuilder {
         if !r.decode_complete {
             s.incomplete_exchanges += 1;
         }
+        s.products.count(&r.products);
         for a in &r.anomalies {
             self.count_anomaly(&a.code, &a.severity);
         }

@@ -244,17 +244,28 @@ pub async fn run_case_to(
     clients: Vec<Vec<Step>>,
     timers: ObserverConfig,
 ) -> Outcome {
+    run_planned(upstream, clients, |plan| ProxyPlan {
+        observer: timers,
+        ..plan
+    })
+    .await
+}
+
+/// Like [`run_case_to`], with the proxy's plan as `plan` makes it from the
+/// defaults (e.g. without recording).
+pub async fn run_planned(
+    upstream: SocketAddr,
+    clients: Vec<Vec<Step>>,
+    plan: impl FnOnce(ProxyPlan) -> ProxyPlan,
+) -> Outcome {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path().join("out");
     let mut forward = ForwardConfig::new("127.0.0.1:0".parse().unwrap(), upstream);
     forward.drain = Duration::from_secs(2);
     forward.connect_timeout = Duration::from_secs(2);
-    let proxy = start(ProxyPlan {
-        observer: timers,
-        ..ProxyPlan::new(forward, dir.clone())
-    })
-    .await
-    .unwrap();
+    let proxy = start(plan(ProxyPlan::new(forward, dir.clone())))
+        .await
+        .unwrap();
     for steps in clients {
         let mut stream = TcpStream::connect(proxy.listen).await.unwrap();
         play(&mut stream, &steps, Direction::Response).await;

@@ -17,7 +17,7 @@ use icap_codec::event::MessageEnd;
 use icap_codec::{Decoder, Direction, EntityKind, Event};
 
 use crate::analyze::{read_captures, AnalyzeError, AnalyzeOptions};
-use crate::observe::{Observer, ObserverConfig};
+use crate::observe::{Observer, ObserverConfig, ObserverMode};
 use crate::output::records::{ConnectionRecord, ExchangeRecord};
 use crate::output::writer::RecordSink;
 use crate::tap::{ConnMeta, TapEvent};
@@ -151,7 +151,11 @@ fn load_directory(dir: &Path, ports: &[u16]) -> Result<Vec<RecordedConnection>, 
 fn load_capture(path: &Path, ports: &[u16]) -> Result<Vec<RecordedConnection>, RecordingError> {
     let files = [path.to_path_buf()];
     let collected = Collected::default();
-    let mut observer = Observer::new(ObserverConfig::default(), Box::new(collected.clone()));
+    let mut observer = Observer::new(
+        ObserverMode::Capture,
+        ObserverConfig::default(),
+        Box::new(collected.clone()),
+    );
     let mut streams = StreamSet::default();
     let mut last = 0;
     let opts = AnalyzeOptions::with_ports(ports).progress(false);

@@ -1,15 +1,14 @@
-//! Rules that need more than the bytes of one exchange: what the service
-//! advertised in OPTIONS, the verdict, how the connection ended, and the
-//! clock (FIELD-GUIDE.md "Failure modes"). Each adds [`Finding`]s with a
-//! [`RuleCode`]; docs/anomalies.md says what each means and what to do.
+//! Rules of one exchange against its service and its verdict: what the
+//! service advertised in OPTIONS (Methods, X-Include), ISTag changes,
+//! status codes that name a fault, identity headers, EICAR passed as
+//! clean, a CONNECT answered with a page.
 
 use base64::Engine;
-use icap_codec::{EntityKind, Exchange, Method, Side};
+use icap_codec::{EntityKind, Exchange, Method};
 
-use super::finding::{Finding, RuleCode};
-use super::services::{ServiceBook, ServiceKey};
-use super::verdict::Verdict;
-use crate::tap::CloseKind;
+use crate::observe::finding::{Finding, RuleCode};
+use crate::observe::services::{ServiceBook, ServiceKey};
+use crate::observe::verdict::Verdict;
 
 /// The marker inside the EICAR anti-malware test file.
 pub const EICAR_MARKER: &[u8] = b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE";
@@ -177,109 +176,4 @@ pub fn decode_identity(value: &[u8]) -> Option<String> {
     let trimmed = value.trim_ascii();
     let bytes = engine.decode(trimmed).ok()?;
     String::from_utf8(bytes).ok()
-}
-
-/// Why a request got no verdict, from how the connection ended: whichever
-/// side ended its stream first is the one that gave up.
-pub fn missing_cause(x: &Exchange, first: Option<(Side, CloseKind)>) -> Vec<Finding> {
-    let mut out = Vec::new();
-    match first {
-        Some((Side::Server, how @ (CloseKind::Fin | CloseKind::Reset))) => {
-            out.push(if how == CloseKind::Reset {
-                Finding::rule(
-                    RuleCode::ServerResetBeforeResponse,
-                    "the sensor reset the connection before answering",
-                )
-            } else {
-                Finding::rule(
-                    RuleCode::ServerClosedBeforeResponse,
-                    "the sensor closed the connection before answering",
-                )
-            });
-            if x.seq > 0 {
-                out.push(Finding::rule(
-                    RuleCode::ReusedConnectionClosed,
-                    format!(
-                        "the sensor ended a reused connection right after request {} was sent; \
-                         a client that retries on a fresh connection hides this",
-                        x.seq
-                    ),
-                ));
-            }
-        }
-        Some((Side::Client, how @ (CloseKind::Fin | CloseKind::Reset))) => out.push(Finding::rule(
-            RuleCode::ClientClosedBeforeResponse,
-            format!(
-                "the client ended the connection ({}) before the verdict",
-                how.as_str()
-            ),
-        )),
-        _ => {}
-    }
-    out
-}
-
-/// Clock rules for an open exchange: returns a finding when `x` is stuck.
-/// `idle_us` is how long both directions have been silent.
-pub fn stuck(x: &Exchange, idle_us: u64, stall_us: u64, offsets: [u64; 2]) -> Option<Finding> {
-    if idle_us < stall_us {
-        return None;
-    }
-    let idle_s = idle_us as f64 / 1e6;
-    let preview = x.preview.unwrap_or_default();
-    if x.response.is_none()
-        && x.preview.is_some()
-        && preview.ended
-        && !preview.ieof
-        && x.continues == 0
-    {
-        return Some(
-            Finding::rule(
-                RuleCode::PreviewDeadlock,
-                format!(
-                    "preview of {} bytes sent without ieof; the sensor is idle (no 100 Continue, no verdict) for {idle_s:.1} s",
-                    preview.sent
-                ),
-            )
-            .at(offsets[1]),
-        );
-    }
-    if x.continues > 0 && x.request_end.is_none() && x.response.is_none() {
-        return Some(
-            Finding::rule(
-                RuleCode::ContinueNotFollowed,
-                format!("the sensor sent 100 Continue; the client is idle for {idle_s:.1} s"),
-            )
-            .at(offsets[0]),
-        );
-    }
-    // A request paused after its preview waits for the sensor; that is the
-    // deadlock case above, not a stall of the client.
-    let paused_after_preview = preview.ended && !preview.ieof;
-    if x.request.is_some() && x.request_end.is_none() && !paused_after_preview {
-        return Some(stall(Side::Client, offsets[0], idle_s, "request"));
-    }
-    if x.response.is_some() && !x.response_ended {
-        return Some(stall(Side::Server, offsets[1], idle_s, "response"));
-    }
-    None
-}
-
-fn stall(side: Side, offset: u64, idle_s: f64, what: &str) -> Finding {
-    let near_64k = offset >= 4096 && offset % 65536 < 4096 || offset % 65536 > 61440;
-    let hint = if near_64k {
-        " (near a multiple of 65,536 bytes: a classic buffer deadlock)"
-    } else {
-        ""
-    };
-    let sender = match side {
-        Side::Client => "client",
-        Side::Server => "sensor",
-    };
-    Finding::rule_on(
-        RuleCode::TransferStall,
-        side,
-        format!("{what} stalled at byte {offset}: the {sender} is idle for {idle_s:.1} s and the other side waits{hint}"),
-    )
-    .at(offset)
 }

@@ -1,0 +1,199 @@
+//! One connection as the observer follows it: a [`Leg`] per direction (its
+//! decoder, the next offset expected, when bytes last came, how it ended),
+//! the correlator pairing the two legs into exchanges, and what the
+//! connection's record will say. Rules read this state; they do not live
+//! here.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use icap_codec::{Correlator, Decoder, Direction, Event, Side, Stamp};
+
+use super::finding::Finding;
+use crate::tap::{CloseKind, ConnMeta, Micros};
+
+/// One direction of a connection: the bytes of one side.
+pub(super) struct Leg {
+    /// Decodes this side's messages.
+    pub decoder: Decoder,
+    /// Next expected stream offset (a hole shows as a jump).
+    pub expected: u64,
+    /// When bytes of this side last came.
+    pub last_data: Micros,
+    /// How this side ended its stream, once it did.
+    pub closed: Option<CloseKind>,
+}
+
+impl Leg {
+    fn new(dir: Direction, opened: Micros) -> Leg {
+        Leg {
+            decoder: Decoder::new(dir),
+            expected: 0,
+            last_data: opened,
+            closed: None,
+        }
+    }
+}
+
+/// Bytes of a stream the observer never saw, before the bytes that came.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Hole {
+    /// Stream offset of the first byte missed.
+    pub at: u64,
+    /// Bytes missed.
+    pub len: u64,
+}
+
+/// What a data tap brought.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Arrival {
+    /// New bytes, decoded; after a hole when one is given.
+    New(Option<Hole>),
+    /// Nothing new: every byte was seen before.
+    Seen,
+}
+
+/// One connection's decoding state.
+pub(super) struct Conn {
+    pub meta: Arc<ConnMeta>,
+    /// The client's stream (ICAP requests).
+    pub request: Leg,
+    /// The sensor's stream (ICAP responses).
+    pub response: Leg,
+    pub correlator: Correlator,
+    /// The side that ended its stream first, and how.
+    pub first_close: Option<(Side, CloseKind)>,
+    /// Bytes never seen (holes), both directions.
+    pub unobserved: u64,
+    /// Exchange records written.
+    pub exchanges: u64,
+    /// Findings of the connection rather than of one exchange.
+    pub findings: Vec<Finding>,
+    pub connect_error: Option<String>,
+    /// Exchanges already written by the verdict timeout.
+    pub timed_out: HashSet<u64>,
+    /// Clock findings per open exchange (written with its record).
+    pub pending: HashMap<u64, Vec<Finding>>,
+    /// When the last final response ended, and no request followed yet.
+    pub answered_at: Option<Micros>,
+    /// Whether the service book counts this connection as open.
+    pub counted_open: bool,
+}
+
+impl Conn {
+    pub fn new(meta: Arc<ConnMeta>) -> Conn {
+        let opened = meta.opened;
+        Conn {
+            meta,
+            request: Leg::new(Direction::Request, opened),
+            response: Leg::new(Direction::Response, opened),
+            correlator: Correlator::new(),
+            first_close: None,
+            unobserved: 0,
+            exchanges: 0,
+            findings: Vec::new(),
+            connect_error: None,
+            timed_out: HashSet::new(),
+            pending: HashMap::new(),
+            answered_at: None,
+            counted_open: false,
+        }
+    }
+
+    /// The leg of `dir`.
+    pub fn leg(&self, dir: Direction) -> &Leg {
+        match dir {
+            Direction::Request => &self.request,
+            Direction::Response => &self.response,
+        }
+    }
+
+    fn leg_mut(&mut self, dir: Direction) -> &mut Leg {
+        match dir {
+            Direction::Request => &mut self.request,
+            Direction::Response => &mut self.response,
+        }
+    }
+
+    /// How long both sides have been silent at `now`.
+    pub fn idle(&self, now: Micros) -> u64 {
+        now.saturating_sub(self.request.last_data.max(self.response.last_data))
+    }
+
+    /// Decodes bytes of `dir` at stream `offset`: a hole before them is
+    /// counted and told to the decoder and the correlator, bytes seen
+    /// before are skipped.
+    pub fn data(
+        &mut self,
+        dir: Direction,
+        offset: u64,
+        mut bytes: Bytes,
+        stamp: Stamp,
+        scratch: &mut Vec<Event>,
+    ) -> Arrival {
+        let expected = self.leg(dir).expected;
+        let mut hole = None;
+        if offset > expected {
+            let len = offset - expected;
+            self.unobserved += len;
+            self.leg_mut(dir).decoder.gap(len, scratch);
+            self.correlator.mark_gap();
+            self.feed(dir, scratch, stamp);
+            hole = Some(Hole { at: expected, len });
+        } else if offset < expected {
+            let seen = (expected - offset) as usize;
+            if seen >= bytes.len() {
+                return Arrival::Seen;
+            }
+            bytes = bytes.slice(seen..);
+        }
+        let leg = self.leg_mut(dir);
+        leg.expected = offset.max(expected) + bytes.len() as u64;
+        leg.last_data = stamp.at;
+        if dir == Direction::Request {
+            self.answered_at = None;
+        }
+        self.leg_mut(dir).decoder.decode(bytes, scratch);
+        self.feed(dir, scratch, stamp);
+        Arrival::New(hole)
+    }
+
+    /// The stream of `dir` ended `how`.
+    pub fn close(
+        &mut self,
+        dir: Direction,
+        how: CloseKind,
+        stamp: Stamp,
+        scratch: &mut Vec<Event>,
+    ) {
+        self.leg_mut(dir).closed.get_or_insert(how);
+        self.first_close.get_or_insert((Side::of(dir), how));
+        self.leg_mut(dir).decoder.finish(scratch);
+        self.feed(dir, scratch, stamp);
+    }
+
+    /// Ends both streams as they are (the run or the capture is over).
+    pub fn finish_streams(&mut self, now: Micros, scratch: &mut Vec<Event>) {
+        for dir in [Direction::Request, Direction::Response] {
+            self.leg_mut(dir).decoder.finish(scratch);
+            self.feed(
+                dir,
+                scratch,
+                Stamp {
+                    at: now,
+                    frame: None,
+                },
+            );
+        }
+    }
+
+    fn feed(&mut self, dir: Direction, events: &mut Vec<Event>, stamp: Stamp) {
+        for event in events.drain(..) {
+            match dir {
+                Direction::Request => self.correlator.on_request(event, stamp),
+                Direction::Response => self.correlator.on_response(event, stamp),
+            }
+        }
+    }
+}

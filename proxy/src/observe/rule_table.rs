@@ -1,0 +1,441 @@
+//! The observer's rules as a table: each row is a tap script fed straight
+//! to an [`Observer`] (no sockets, no threads, the clock is the script's)
+//! and the anomaly code it must raise, on an exchange or on the
+//! connection, with the verdict of that exchange. Every [`RuleCode`] has a
+//! row; the integration tests cover the same rules over real sockets.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::rules::EICAR_MARKER;
+use super::{Observer, ObserverConfig, ObserverMode, RuleCode};
+use crate::output::records::{ConnectionRecord, ExchangeRecord};
+use crate::output::writer::{MemorySink, RecordSink};
+use crate::tap::{CloseKind, ConnMeta, Direction, Micros, Tap, TapEvent};
+
+/// Records, shared between the observer's sink and the test.
+#[derive(Clone, Default)]
+struct Shared(Arc<Mutex<MemorySink>>);
+
+impl RecordSink for Shared {
+    fn exchange(&mut self, record: &ExchangeRecord) {
+        self.0.lock().unwrap().exchange(record);
+    }
+
+    fn connection(&mut self, record: &ConnectionRecord) {
+        self.0.lock().unwrap().connection(record);
+    }
+}
+
+/// What one step of a script does.
+#[derive(Clone, Debug)]
+enum Act {
+    /// Bytes of one direction, at the next offset.
+    Data(Direction, Vec<u8>),
+    /// Bytes of one direction the observer never gets.
+    Hole(Direction, u64),
+    /// One direction ends.
+    Close(Direction, CloseKind),
+    /// The sensor cannot be reached.
+    ConnectFailed(&'static str),
+    /// Time passes.
+    Wait(Duration),
+    /// The clock rules run.
+    Tick,
+}
+
+/// One step, on connection `conn`.
+#[derive(Clone, Debug)]
+struct Step {
+    conn: u64,
+    act: Act,
+}
+
+impl Step {
+    /// The same step on connection `conn`.
+    fn on(self, conn: u64) -> Step {
+        Step { conn, ..self }
+    }
+}
+
+fn step(act: Act) -> Step {
+    Step { conn: 1, act }
+}
+
+/// The client sends `bytes`.
+fn req(bytes: impl AsRef<[u8]>) -> Step {
+    step(Act::Data(Direction::Request, bytes.as_ref().to_vec()))
+}
+
+/// The sensor sends `bytes`.
+fn resp(bytes: impl AsRef<[u8]>) -> Step {
+    step(Act::Data(Direction::Response, bytes.as_ref().to_vec()))
+}
+
+/// `len` bytes of the client's stream are missed.
+fn req_hole(len: u64) -> Step {
+    step(Act::Hole(Direction::Request, len))
+}
+
+/// The client ends its stream `how`.
+fn client_ends(how: CloseKind) -> Step {
+    step(Act::Close(Direction::Request, how))
+}
+
+/// The sensor ends its stream `how`.
+fn sensor_ends(how: CloseKind) -> Step {
+    step(Act::Close(Direction::Response, how))
+}
+
+fn connect_failed(error: &'static str) -> Step {
+    step(Act::ConnectFailed(error))
+}
+
+fn wait_ms(ms: u64) -> Step {
+    step(Act::Wait(Duration::from_millis(ms)))
+}
+
+fn tick() -> Step {
+    step(Act::Tick)
+}
+
+/// Short timers, so that a script's waits stay small.
+const TIMERS: ObserverConfig = ObserverConfig {
+    verdict_timeout: Duration::from_millis(600),
+    stall_timeout: Duration::from_millis(400),
+    eof_wait: Duration::from_millis(300),
+};
+
+/// Each data, close or connect step takes this long.
+const STEP_US: Micros = 1_000;
+
+/// Plays `script` to an observer in `mode`; every connection is finished
+/// after the last step, then the observer.
+fn play(mode: ObserverMode, script: Vec<Step>) -> MemorySink {
+    let sink = Shared::default();
+    let mut observer = Observer::new(mode, TIMERS, Box::new(sink.clone()));
+    let mut at: Micros = 1_700_000_000_000_000;
+    let mut conns: BTreeMap<u64, Arc<ConnMeta>> = BTreeMap::new();
+    // Next offset per connection and direction (true: the request).
+    let mut offsets: BTreeMap<(u64, bool), u64> = BTreeMap::new();
+    let mut frames = 0u64;
+    for Step { conn, act } in script {
+        let meta = conns
+            .entry(conn)
+            .or_insert_with(|| {
+                let meta = Arc::new(ConnMeta {
+                    id: conn,
+                    client: format!("192.0.2.1:{}", 40000 + conn).parse().unwrap(),
+                    listen: "192.0.2.2:1344".parse().unwrap(),
+                    upstream_local: None,
+                    server: "192.0.2.3:1344".parse().unwrap(),
+                    opened: at,
+                });
+                observer.handle(tap(&meta, at, None, TapEvent::Open));
+                meta
+            })
+            .clone();
+        // Frame numbers only in a capture, as the offline reader gives them.
+        let frame = (mode == ObserverMode::Capture).then(|| {
+            frames += 1;
+            frames
+        });
+        let event = match act {
+            Act::Wait(d) => {
+                at += d.as_micros() as u64;
+                continue;
+            }
+            Act::Tick => {
+                observer.tick(at);
+                continue;
+            }
+            Act::Data(dir, bytes) => {
+                let offset = offsets
+                    .entry((conn, dir == Direction::Request))
+                    .or_default();
+                let event = TapEvent::Data {
+                    dir,
+                    offset: *offset,
+                    bytes: Bytes::from(bytes),
+                };
+                if let TapEvent::Data { bytes, .. } = &event {
+                    *offset += bytes.len() as u64;
+                }
+                event
+            }
+            Act::Hole(dir, len) => {
+                *offsets
+                    .entry((conn, dir == Direction::Request))
+                    .or_default() += len;
+                continue;
+            }
+            Act::Close(dir, how) => TapEvent::Closed { dir, how },
+            Act::ConnectFailed(error) => TapEvent::ConnectFailed {
+                error: error.to_string(),
+            },
+        };
+        at += STEP_US;
+        observer.handle(tap(&meta, at, frame, event));
+    }
+    for meta in conns.values() {
+        at += STEP_US;
+        observer.handle(tap(meta, at, None, TapEvent::Finished));
+    }
+    observer.finish(at);
+    let records = sink.0.lock().unwrap();
+    MemorySink {
+        exchanges: records.exchanges.clone(),
+        connections: records.connections.clone(),
+    }
+}
+
+fn tap(meta: &Arc<ConnMeta>, at: Micros, frame: Option<u64>, event: TapEvent) -> Tap {
+    Tap {
+        conn: meta.clone(),
+        at,
+        frame,
+        event,
+    }
+}
+
+/// Where a row's code must be.
+#[derive(Clone, Copy, Debug)]
+enum Place {
+    /// On an exchange record; the verdict is that exchange's.
+    Exchange,
+    /// On a connection record; the verdict is that connection's last
+    /// exchange's, or `none` when it had none.
+    Connection,
+}
+
+/// Plays a row and checks that `code` is where it must be with `verdict`.
+fn check(mode: ObserverMode, script: Vec<Step>, place: Place, code: &str, verdict: &str) {
+    let out = play(mode, script);
+    let found = match place {
+        Place::Exchange => out
+            .exchanges
+            .iter()
+            .find(|x| x.anomalies.iter().any(|a| a.code == code))
+            .map(|x| x.verdict.clone()),
+        Place::Connection => out
+            .connections
+            .iter()
+            .find(|c| c.anomalies.iter().any(|a| a.code == code))
+            .map(|c| {
+                out.exchanges
+                    .iter()
+                    .rfind(|x| x.conn == c.conn)
+                    .map_or("none".to_string(), |x| x.verdict.clone())
+            }),
+    };
+    let Some(found) = found else {
+        panic!(
+            "no {place:?} record carries {code}:\nexchanges: {:#?}\nconnections: {:#?}",
+            out.exchanges, out.connections
+        );
+    };
+    assert_eq!(found, verdict, "verdict with {code}");
+}
+
+macro_rules! rule_table {
+    ($(
+        $(#[$doc:meta])*
+        $name:ident: $mode:ident [$($step:expr),* $(,)?] => $place:ident $code:literal, $verdict:literal;
+    )*) => {
+        $(
+            $(#[$doc])*
+            #[test]
+            fn $name() {
+                check(ObserverMode::$mode, vec![$($step),*], Place::$place, $code, $verdict);
+            }
+        )*
+
+        /// Every code the table has a row for.
+        const TABLE_CODES: &[&str] = &[$($code),*];
+    };
+}
+
+const SERVICE: &str = "icap://192.0.2.3:1344/av";
+
+/// An OPTIONS request for the service.
+fn options_request() -> String {
+    format!("OPTIONS {SERVICE} ICAP/1.0\r\nHost: 192.0.2.3\r\nEncapsulated: null-body=0\r\n\r\n")
+}
+
+/// An OPTIONS answer with `extra` header lines.
+fn options_answer(extra: &str) -> String {
+    format!(
+        "ICAP/1.0 200 OK\r\nMethods: RESPMOD\r\nISTag: \"t1\"\r\n{extra}Encapsulated: null-body=0\r\n\r\n"
+    )
+}
+
+/// A REQMOD of `http_method` `target` with `extra` ICAP header lines.
+fn reqmod(extra: &str, http_method: &str, target: &str) -> String {
+    let http = format!("{http_method} {target} HTTP/1.1\r\nHost: origin.example\r\n\r\n");
+    format!(
+        "REQMOD {SERVICE} ICAP/1.0\r\nHost: 192.0.2.3\r\nAllow: 204\r\n{extra}Encapsulated: req-hdr=0, null-body={}\r\n\r\n{http}",
+        http.len()
+    )
+}
+
+/// A plain REQMOD.
+fn get() -> String {
+    reqmod("", "GET", "http://origin.example/")
+}
+
+/// The head of a RESPMOD with a body, `extra` ICAP header lines included;
+/// the body's chunks follow separately.
+fn respmod_head(extra: &str) -> String {
+    let req_hdr = "GET http://origin.example/file HTTP/1.1\r\nHost: origin.example\r\n\r\n";
+    let res_hdr = "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n\r\n";
+    format!(
+        "RESPMOD {SERVICE} ICAP/1.0\r\nHost: 192.0.2.3\r\nAllow: 204\r\n{extra}Encapsulated: req-hdr=0, res-hdr={}, res-body={}\r\n\r\n{req_hdr}{res_hdr}",
+        req_hdr.len(),
+        req_hdr.len() + res_hdr.len()
+    )
+}
+
+/// `body` as one chunk and the last chunk (with `ext` on it, e.g. `ieof`).
+fn chunked(body: &[u8], ext: &str) -> Vec<u8> {
+    let mut out = format!("{:x}\r\n", body.len()).into_bytes();
+    out.extend_from_slice(body);
+    out.extend_from_slice(format!("\r\n0{ext}\r\n\r\n").as_bytes());
+    out
+}
+
+/// A RESPMOD of the EICAR test file, whole.
+fn eicar_respmod() -> Vec<u8> {
+    let mut body = b"X5O!P%@AP[4\\PZX54(P^)7CC)7}$".to_vec();
+    body.extend_from_slice(EICAR_MARKER);
+    body.extend_from_slice(b"!$H+H*");
+    let mut out = respmod_head("").into_bytes();
+    out.extend_from_slice(&chunked(&body, ""));
+    out
+}
+
+/// A RESPMOD with a 4-byte preview of a longer body, without `ieof`.
+fn preview_respmod() -> Vec<u8> {
+    let mut out = respmod_head("Preview: 4\r\n").into_bytes();
+    out.extend_from_slice(&chunked(b"abcd", ""));
+    out
+}
+
+/// An answer with `status` and no body.
+fn status(line: &str, istag: &str) -> String {
+    format!("ICAP/1.0 {line}\r\nISTag: \"{istag}\"\r\nEncapsulated: null-body=0\r\n\r\n")
+}
+
+fn no_content(istag: &str) -> String {
+    format!("ICAP/1.0 204 No Content\r\nISTag: \"{istag}\"\r\n\r\n")
+}
+
+/// A REQMOD answered with an HTTP 403 page.
+fn page() -> String {
+    let http = "HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n";
+    format!(
+        "ICAP/1.0 200 OK\r\nISTag: \"t1\"\r\nEncapsulated: res-hdr=0, null-body={}\r\n\r\n{http}",
+        http.len()
+    )
+}
+
+use CloseKind::{Fin, Reset};
+
+rule_table! {
+    sensor_unreachable: Live [connect_failed("connection refused")]
+        => Connection "sensor-unreachable", "none";
+    server_closed_before_response: Live [req(get()), sensor_ends(Fin)]
+        => Exchange "server-closed-before-response", "missing";
+    server_reset_before_response: Live [req(get()), sensor_ends(Reset)]
+        => Exchange "server-reset-before-response", "missing";
+    client_closed_before_response: Live [req(get()), client_ends(Reset)]
+        => Exchange "client-closed-before-response", "missing";
+    verdict_timeout: Live [req(get()), wait_ms(700), tick()]
+        => Exchange "verdict-timeout", "missing";
+    /// The late answer goes on the connection: the exchange's record is
+    /// already out, as missing.
+    verdict_late: Live [req(get()), wait_ms(700), tick(), resp(no_content("t1"))]
+        => Connection "verdict-late", "missing";
+    reused_connection_closed: Live [
+        req(options_request()), resp(options_answer("")), req(get()), sensor_ends(Fin),
+    ] => Exchange "reused-connection-closed", "missing";
+    preview_deadlock: Live [req(preview_respmod()), wait_ms(500), tick()]
+        => Exchange "preview-deadlock", "missing";
+    continue_not_followed: Live [
+        req(preview_respmod()), resp("ICAP/1.0 100 Continue\r\n\r\n"), wait_ms(500), tick(),
+    ] => Exchange "continue-not-followed", "missing";
+    transfer_stall: Live [req(respmod_head("")), req("10\r\nabcd"), wait_ms(500), tick()]
+        => Exchange "transfer-stall", "missing";
+    client_waited_for_eof: Live [req(get()), resp(no_content("t1")), wait_ms(400), client_ends(Fin)]
+        => Connection "client-waited-for-eof", "clean";
+    /// The second connection to a sensor that allows one.
+    max_connections_exceeded: Live [
+        req(options_request()), resp(options_answer("Max-Connections: 1\r\n")),
+        req(get()).on(2),
+    ] => Connection "max-connections-exceeded", "missing";
+    server_overloaded: Live [req(get()), resp(status("503 Service Overloaded", "t1"))]
+        => Exchange "server-overloaded", "error";
+    service_not_found: Live [req(get()), resp(status("404 ICAP Service Not Found", "t1"))]
+        => Exchange "service-not-found", "error";
+    method_not_allowed: Live [req(get()), resp(status("405 Method Not Allowed", "t1"))]
+        => Exchange "method-not-allowed", "error";
+    method_not_advertised: Live [
+        req(options_request()), resp(options_answer("")), req(get()), resp(no_content("t1")),
+    ] => Exchange "method-not-advertised", "clean";
+    istag_changed: Live [req(get()), resp(no_content("t1")), req(get()), resp(no_content("t2"))]
+        => Exchange "istag-changed", "clean";
+    identity_header_missing: Live [
+        req(options_request()), resp(options_answer("X-Include: X-Client-IP\r\n")),
+        req(get()), resp(no_content("t1")),
+    ] => Exchange "identity-header-missing", "clean";
+    identity_header_invalid: Live [
+        req(reqmod("X-Authenticated-User: not*base64\r\n", "GET", "http://origin.example/")),
+        resp(no_content("t1")),
+    ] => Exchange "identity-header-invalid", "clean";
+    connect_answered_with_page: Live [req(reqmod("", "CONNECT", "origin.example:443")), resp(page())]
+        => Exchange "connect-answered-with-page", "blocked";
+    eicar_not_detected: Live [req(eicar_respmod()), resp(no_content("t1"))]
+        => Exchange "eicar-not-detected", "clean";
+    /// Eight bytes of the request body never reached the observer.
+    observer_dropped: Live [
+        req(respmod_head("")), req("10\r\nabcd"), req_hole(8), req("efgh\r\n0\r\n\r\n"),
+    ] => Connection "observer-dropped", "missing";
+}
+
+#[test]
+fn every_rule_code_has_a_row() {
+    for code in RuleCode::ALL {
+        assert!(
+            TABLE_CODES.contains(&code.as_str()),
+            "no row for {}",
+            code.as_str()
+        );
+    }
+}
+
+/// The same hole in a capture is the capture's: counted, not blamed on the
+/// observer.
+#[test]
+fn a_hole_in_a_capture_is_not_observer_dropped() {
+    let out = play(
+        ObserverMode::Capture,
+        vec![
+            req(respmod_head("")),
+            req("10\r\nabcd"),
+            req_hole(8),
+            req("efgh\r\n0\r\n\r\n"),
+        ],
+    );
+    assert_eq!(out.connections.len(), 1);
+    assert_eq!(out.connections[0].unobserved_bytes, 8);
+    assert!(
+        !out.connections[0]
+            .anomalies
+            .iter()
+            .any(|a| a.code == "observer-dropped"),
+        "{:?}",
+        out.connections[0].anomalies
+    );
+}
