@@ -35,7 +35,7 @@ use super::body::BodyCutter;
 use super::hold::{Held, HoldBack, IdHash};
 use super::packet::{checksum, TcpFlags};
 use super::placement::{ConnNotes, EarlyNotes};
-use super::synth::{dir_index, other, stand_in_local, Flow, Leg, SynthError, SynthFrame};
+use super::synth::{stand_in_local, Flow, Leg, SynthError, SynthFrame};
 use super::writer::CaptureWriter;
 use super::{PcapFormat, RecordCounters, RecordOptions};
 use crate::tap::{CloseKind, ConnId, ConnMeta, Direction, Tap, TapEvent};
@@ -65,7 +65,7 @@ struct ConnState {
 impl ConnState {
     /// The acknowledgement number the receiver of `dir` sends on `flow`.
     fn ack_of(&self, flow: &Flow, dir: Direction) -> u32 {
-        let i = dir_index(dir);
+        let i = dir.index();
         flow.seq(dir, self.next[i]).wrapping_add(self.fin[i] as u32)
     }
 }
@@ -189,7 +189,7 @@ impl Recorder {
             return;
         }
         if let Some(st) = self.conns.get_mut(&note.conn) {
-            let next = st.next[dir_index(note.dir)];
+            let next = st.next[note.dir.index()];
             st.notes.keep(note, next);
         } else if note.conn <= self.highest_conn || !self.early.offer(note) {
             // A connection already finished, or too many waiting.
@@ -270,7 +270,7 @@ impl Recorder {
                 let ack = resp.wrapping_add(1);
                 flow.segment(Direction::Request, req, ack, ACK, &[], at, o)
             });
-            st.fin[dir_index(Direction::Response)] = true;
+            st.fin[Direction::Response.index()] = true;
         }
         if let Some(flow) = st.flows[Leg::Sensor.index()].take() {
             let rst = TcpFlags { rst: true, ..ACK };
@@ -288,7 +288,7 @@ impl Recorder {
         let Some(mut st) = self.conns.remove(&id) else {
             return;
         };
-        let i = dir_index(dir);
+        let i = dir.index();
         let mut offset = offset;
         if offset > st.next[i] {
             let gap = offset - st.next[i];
@@ -318,7 +318,7 @@ impl Recorder {
         let mut sums = std::mem::take(&mut self.sums);
         sums.clear();
         for flow in st.flows.iter().flatten() {
-            let ack = st.ack_of(flow, other(dir));
+            let ack = st.ack_of(flow, dir.opposite());
             let mut pos = offset;
             let mut since_ack = 0;
             // The next of the sums of an earlier leg that may fit.
@@ -361,7 +361,7 @@ impl Recorder {
                     // The receiver's own position is what the sender acknowledges.
                     let acked = flow.seq(dir, pos);
                     self.push(id, |o| {
-                        flow.segment(other(dir), ack, acked, ACK, &[], at, o)
+                        flow.segment(dir.opposite(), ack, acked, ACK, &[], at, o)
                     });
                 }
             }
@@ -377,14 +377,14 @@ impl Recorder {
         let Some(mut st) = self.conns.remove(&id) else {
             return;
         };
-        let i = dir_index(dir);
+        let i = dir.index();
         if !st.fin[i] {
             for slot in 0..2 {
                 let Some(flow) = &st.flows[slot] else {
                     continue;
                 };
                 let seq = flow.seq(dir, st.next[i]);
-                let ack = st.ack_of(flow, other(dir));
+                let ack = st.ack_of(flow, dir.opposite());
                 if how == CloseKind::Reset {
                     let rst = TcpFlags { rst: true, ..ACK };
                     self.push(id, |o| flow.segment(dir, seq, ack, rst, &[], at, o));
@@ -394,7 +394,7 @@ impl Recorder {
                     self.push(id, |o| flow.segment(dir, seq, ack, fin, &[], at, o));
                     let after = seq.wrapping_add(1);
                     self.push(id, |o| {
-                        flow.segment(other(dir), ack, after, ACK, &[], at, o)
+                        flow.segment(dir.opposite(), ack, after, ACK, &[], at, o)
                     });
                 }
             }
@@ -459,7 +459,7 @@ impl Recorder {
         let mut out = std::mem::take(&mut self.out);
         if let Some(st) = self.conns.get_mut(&id) {
             let next = st.next;
-            let attached = st.notes.attach(&mut out, |dir| next[dir_index(dir)]);
+            let attached = st.notes.attach(&mut out, |dir| next[dir.index()]);
             self.counters
                 .annotations
                 .fetch_add(attached, Ordering::Relaxed);
@@ -469,12 +469,12 @@ impl Recorder {
         let mut tap_end = [0u64; 2];
         for h in &out {
             if let Some(dir) = h.dir {
-                let end = &mut tap_end[dir_index(dir)];
+                let end = &mut tap_end[dir.index()];
                 *end = (*end).max(h.range.end);
             }
         }
         for h in out.drain(..) {
-            let end = h.dir.map_or(0, |d| tap_end[dir_index(d)]);
+            let end = h.dir.map_or(0, |d| tap_end[d.index()]);
             self.held.push(h, end);
         }
         self.out = out;

@@ -52,21 +52,6 @@ impl Leg {
     }
 }
 
-/// Index into per-direction arrays.
-pub(crate) fn dir_index(dir: Direction) -> usize {
-    match dir {
-        Direction::Request => 0,
-        Direction::Response => 1,
-    }
-}
-
-pub(crate) fn other(dir: Direction) -> Direction {
-    match dir {
-        Direction::Request => Direction::Response,
-        Direction::Response => Direction::Request,
-    }
-}
-
 /// One synthesized frame, ready to write; its stored bytes (see
 /// [`SynthFrame::captured`]) are kept apart, in the hold-back buffer.
 #[derive(Clone, Debug)]
@@ -131,7 +116,7 @@ impl Flow {
 
     /// The sequence number of stream byte `offset` going `dir`.
     pub fn seq(&self, dir: Direction, offset: u64) -> u32 {
-        self.isn[dir_index(dir)]
+        self.isn[dir.index()]
             .wrapping_add(1)
             .wrapping_add(offset as u32)
     }
@@ -151,7 +136,7 @@ impl Flow {
         at: Micros,
         out: &mut Vec<u8>,
     ) -> Result<SynthFrame, SynthError> {
-        let seq = self.isn[dir_index(dir)];
+        let seq = self.isn[dir.index()];
         let flags = TcpFlags {
             syn: true,
             ack: ack.is_some(),
@@ -162,7 +147,7 @@ impl Flow {
 
     /// The first sequence number after the SYN of `dir` (for the handshake's ACK).
     pub fn after_syn(&self, dir: Direction) -> u32 {
-        self.isn[dir_index(dir)].wrapping_add(1)
+        self.isn[dir.index()].wrapping_add(1)
     }
 
     /// A segment sent by the side that sends `dir`, appended to `out`

@@ -290,7 +290,7 @@ async fn forward(
                         "{} reset the connection: {e}",
                         receiver_name(dir)
                     );
-                    culprit.get_or_insert(opposite(dir));
+                    culprit.get_or_insert(dir.opposite());
                 }
                 PumpEnd::Fin | PumpEnd::Aborted | PumpEnd::Shutdown => {}
             }
@@ -464,13 +464,6 @@ async fn deliver_end(
     }
 }
 
-fn opposite(dir: Direction) -> Direction {
-    match dir {
-        Direction::Request => Direction::Response,
-        Direction::Response => Direction::Request,
-    }
-}
-
 /// Who sends in `dir`.
 fn sender_name(dir: Direction) -> &'static str {
     match dir {
@@ -481,5 +474,5 @@ fn sender_name(dir: Direction) -> &'static str {
 
 /// Who receives in `dir`.
 fn receiver_name(dir: Direction) -> &'static str {
-    sender_name(opposite(dir))
+    sender_name(dir.opposite())
 }
