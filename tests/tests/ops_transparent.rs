@@ -23,7 +23,6 @@ use std::time::Duration;
 use icaptap::forward::ForwardConfig;
 use icaptap::forward::TransparentMode;
 use icaptap::jobs::proxy::{start, ProxyPlan};
-use icaptap::ops::OpsPlan;
 use nix::sched::{setns, CloneFlags};
 
 const CLIENT_IP: &str = "10.254.1.2";
@@ -228,13 +227,8 @@ fn transparent_forwarding_is_byte_exact(tag: &str, script: &str, mode: Transpare
             let fallback: SocketAddr = "127.0.0.1:9".parse().unwrap();
             let mut forward = ForwardConfig::new(listen, fallback);
             forward.drain = Duration::from_secs(2);
-            let plan = ProxyPlan {
-                ops: OpsPlan {
-                    transparent: Some(mode),
-                    ..OpsPlan::default()
-                },
-                ..ProxyPlan::new(forward, run_dir)
-            };
+            forward.transparent = Some(mode);
+            let plan = ProxyPlan::new(forward, run_dir);
             let proxy = start(plan).await.unwrap();
             proxy_tx.send(()).unwrap();
             let _ = stop_rx.await;

@@ -7,6 +7,8 @@
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
+use super::routes::{parse_route, Route};
+use super::transparent::TransparentMode;
 use crate::units::{parse_duration, parse_size};
 
 /// The ICAP port (RFC 3507 section 4.2), used when `--upstream` names no port.
@@ -57,6 +59,20 @@ pub struct ForwardArgs {
     #[arg(long, env = "ICAPTAP_DRAIN", default_value = "10s", value_name = "DURATION",
           value_parser = parse_duration)]
     pub drain: Duration,
+
+    /// Forward each connection to the address it was sent to before an
+    /// nftables/iptables rule redirected it to icaptap (`redirect`, the
+    /// default: REDIRECT/DNAT and SO_ORIGINAL_DST) or intercepted it
+    /// (`tproxy`: TPROXY, needs CAP_NET_ADMIN). Connections made to icaptap
+    /// directly still go to --upstream.
+    #[arg(long, env = "ICAPTAP_TRANSPARENT", value_enum, value_name = "HOW", num_args = 0..=1,
+          default_missing_value = "redirect")]
+    pub transparent: Option<TransparentMode>,
+    /// More listeners, each with its own sensor: LISTEN=UPSTREAM, e.g.
+    /// 0.0.0.0:1345=sensor-b:1344 (repeat, or a list in the config file).
+    #[arg(long = "route", env = "ICAPTAP_ROUTES", value_name = "LISTEN=UPSTREAM",
+          value_delimiter = ';', value_parser = parse_route)]
+    pub routes: Vec<Route>,
 }
 
 /// Checked and resolved forwarding options.
@@ -79,7 +95,7 @@ pub struct ForwardConfig {
     /// Transparent mode: each connection goes to the address it was
     /// redirected from (see [`super::transparent`]); connections made
     /// to icaptap directly still go to `upstream`.
-    pub transparent: Option<super::transparent::TransparentMode>,
+    pub transparent: Option<TransparentMode>,
 }
 
 impl ForwardConfig {
@@ -141,7 +157,7 @@ impl ForwardArgs {
             max_connections: self.max_connections as usize,
             buffer_size: self.buffer_size,
             drain: self.drain,
-            transparent: None,
+            transparent: self.transparent,
         })
     }
 }

@@ -202,10 +202,7 @@ impl ProxyPlan {
 /// before anything listens.
 pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
     let mut output = RunOutput::create(&plan.out)?;
-    let mut forward_config = plan.forward.clone();
-    if plan.ops.transparent.is_some() {
-        forward_config.transparent = plan.ops.transparent;
-    }
+    let forward_config = plan.forward.clone();
     let listener = forward::bind(&forward_config).await?;
     let listen = listener.local_addr();
     let counters = listener.counters();
@@ -470,7 +467,7 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
         .map_err(ProxyError::Runtime)?;
     let out = args.out.clone().unwrap_or_else(default_dir_name);
     let ops = args.ops.plan();
-    let routes = route_configs(&args.forward, &ops.routes)?;
+    let routes = route_configs(&args.forward, &args.forward.routes)?;
     let plan = ProxyPlan {
         forward: args.forward.into_config()?,
         observer: args.observe.config(),

@@ -8,9 +8,8 @@
 //!   deployment ends by itself (`--duration` lives in [`crate::jobs::proxy`]);
 //! - [`flight`]: the flight recorder, `--ring SIZE` and `--trigger CODE`;
 //!
-//! [`OpsArgs`] also reads `--transparent` and `--route`, beside the other
-//! options of a deployment; what they do is forwarding, in
-//! [`crate::forward::transparent`] and [`crate::forward::routes`].
+//! Nothing here forwards: transparent mode and `--route` are options of
+//! [`crate::forward`].
 
 pub mod endpoint;
 pub mod flight;
@@ -20,8 +19,6 @@ pub mod stop;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::forward::routes::{parse_route, Route};
-use crate::forward::TransparentMode;
 use crate::units::{parse_duration, parse_size};
 
 /// Where `--metrics` listens when given without an address: loopback only,
@@ -82,19 +79,6 @@ pub struct OpsArgs {
         value_name = "N"
     )]
     pub max_incidents: u32,
-    /// Forward each connection to the address it was sent to before an
-    /// nftables/iptables rule redirected it to icaptap (`redirect`, the
-    /// default: REDIRECT/DNAT and SO_ORIGINAL_DST) or intercepted it
-    /// (`tproxy`: TPROXY, needs CAP_NET_ADMIN). Connections made to icaptap
-    /// directly still go to --upstream.
-    #[arg(long, env = "ICAPTAP_TRANSPARENT", value_enum, value_name = "HOW", num_args = 0..=1,
-          default_missing_value = "redirect")]
-    pub transparent: Option<TransparentMode>,
-    /// More listeners, each with its own sensor: LISTEN=UPSTREAM, e.g.
-    /// 0.0.0.0:1345=sensor-b:1344 (repeat, or a list in the config file).
-    #[arg(long = "route", env = "ICAPTAP_ROUTES", value_name = "LISTEN=UPSTREAM",
-          value_delimiter = ';', value_parser = parse_route)]
-    pub routes: Vec<Route>,
 }
 
 impl OpsArgs {
@@ -113,8 +97,6 @@ impl OpsArgs {
                 max_incidents: self.max_incidents,
             }),
             ring: self.ring,
-            transparent: self.transparent,
-            routes: self.routes.clone(),
         }
     }
 }
@@ -130,8 +112,4 @@ pub struct OpsPlan {
     pub flight: Option<flight::FlightOptions>,
     /// `--ring`: the capture's size on disk.
     pub ring: Option<u64>,
-    /// Transparent mode.
-    pub transparent: Option<TransparentMode>,
-    /// Extra listeners.
-    pub routes: Vec<Route>,
 }
