@@ -33,7 +33,7 @@ pub struct ForwardCounters {
     /// Accepts that failed for another reason.
     pub accept_errors: AtomicU64,
     /// End-of-connection taps (`Closed`, `ConnectFailed`, `Finished`) a side
-    /// path did not take in time.
+    /// path did not take because it had stopped.
     pub end_taps_lost: AtomicU64,
 }
 

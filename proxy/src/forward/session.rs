@@ -26,9 +26,8 @@ use super::counters::{FdLimitAlarm, ForwardCounters, OpenConnection};
 use super::options::ForwardConfig;
 use crate::tap::{self, CloseKind, ConnId, ConnMeta, Direction, Tap, TapEvent, TapQueue, TapSinks};
 
-/// How long an end-of-connection tap may wait for room in a side path's
-/// queue. Forwarding is over by then, but a side path that stopped reading
-/// must not keep the connection's permit forever.
+/// How long cut sessions may take, after the drain period, to hand their
+/// last taps over (they never wait on a side path: see [`deliver_end`]).
 pub const END_TAP_WAIT: Duration = Duration::from_secs(10);
 
 /// What every session of one listener shares.
@@ -439,8 +438,9 @@ where
     }
 }
 
-/// Delivers a tap that marks the end of (part of) a connection to every
-/// side path, waiting at most [`END_TAP_WAIT`] for each.
+/// Hands a tap that marks the end of (part of) a connection to every side
+/// path. Control taps go in past a full queue (see [`crate::tap::queue`]),
+/// so this never waits; one is lost only when a side path has stopped.
 async fn deliver_end(
     shared: &SessionShared,
     meta: &Arc<ConnMeta>,
@@ -455,10 +455,7 @@ async fn deliver_end(
     };
     let queues: [&Option<TapQueue>; 2] = [&shared.sinks.recorder, &shared.sinks.observer];
     for queue in queues.into_iter().flatten() {
-        if tokio::time::timeout(END_TAP_WAIT, queue.deliver(tap.clone()))
-            .await
-            .is_err()
-        {
+        if !queue.deliver(tap.clone()).await {
             ForwardCounters::add(&shared.counters.end_taps_lost, 1);
         }
     }

@@ -1,8 +1,14 @@
-//! A side path's inbox: a queue bounded in taps and in payload bytes that
-//! the forwarding path offers taps to without ever waiting, and that drops
-//! and counts what does not fit.
+//! A side path's inbox: a queue bounded in data taps and in payload bytes
+//! that the forwarding path offers taps to without ever waiting, and that
+//! drops and counts the data that does not fit.
+//!
+//! Control taps (`Open`, `Closed`, `ConnectFailed`, `Finished`) are never
+//! dropped and never wait: they go in past the bounds, in order with the
+//! data, so that every connection a side path hears of has a start and an
+//! end, whatever the load. They carry no payload and a connection sends at
+//! most four, so what they hold is bounded by the connections open.
 
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,27 +37,42 @@ struct Queued {
     bytes: u64,
 }
 
-/// A side path's inbox: a queue bounded both in taps and in payload bytes
-/// that the forwarding path offers taps to without waiting. When either
-/// bound is reached the tap is dropped and counted.
+/// What a queue holds, shared by its two ends.
+#[derive(Debug, Default)]
+struct Held {
+    /// Payload bytes queued.
+    bytes: AtomicU64,
+    /// Data taps queued.
+    data: AtomicUsize,
+}
+
+/// A side path's inbox: a queue bounded both in data taps and in payload
+/// bytes that the forwarding path offers taps to without waiting. When
+/// either bound is reached a data tap is dropped and counted; control taps
+/// always go in (see the module header).
 #[derive(Clone, Debug)]
 pub struct TapQueue {
-    tx: mpsc::Sender<Queued>,
+    tx: mpsc::UnboundedSender<Queued>,
     drops: Arc<DropCounters>,
-    in_flight: Arc<AtomicU64>,
+    held: Arc<Held>,
+    capacity: usize,
     budget: u64,
 }
 
 /// The receiving end of a [`TapQueue`], run by the side path.
 #[derive(Debug)]
 pub struct TapReceiver {
-    rx: mpsc::Receiver<Queued>,
-    in_flight: Arc<AtomicU64>,
+    rx: mpsc::UnboundedReceiver<Queued>,
+    held: Arc<Held>,
 }
 
 /// How long a side path sleeps between looks at its queue while taps keep
 /// coming (see [`TapReceiver::take_while_busy`]).
 pub const BUSY_POLL: Duration = Duration::from_micros(50);
+
+/// How long a lossless sender (tests, benches) sleeps before looking for
+/// room again.
+const ROOM_POLL: Duration = Duration::from_millis(1);
 
 /// What [`TapReceiver::take_while_busy`] hands its caller.
 #[derive(Debug)]
@@ -61,6 +82,15 @@ pub enum Busy {
     /// A look at the queue has ended, and it found taps: time for the
     /// caller's timers.
     Looked,
+}
+
+/// The payload bytes `tap` counts against a queue's budget, or `None` for
+/// a control tap.
+fn payload(tap: &Tap) -> Option<u64> {
+    match &tap.event {
+        TapEvent::Data { bytes, .. } => Some(bytes.len() as u64),
+        _ => None,
+    }
 }
 
 impl TapReceiver {
@@ -94,7 +124,10 @@ impl TapReceiver {
     }
 
     fn take(&self, q: Queued) -> Tap {
-        self.in_flight.fetch_sub(q.bytes, Ordering::Relaxed);
+        if payload(&q.tap).is_some() {
+            self.held.bytes.fetch_sub(q.bytes, Ordering::Relaxed);
+            self.held.data.fetch_sub(1, Ordering::Relaxed);
+        }
         q.tap
     }
 
@@ -120,29 +153,30 @@ impl TapReceiver {
 
     /// Payload bytes queued and not yet received.
     pub fn queued_bytes(&self) -> u64 {
-        self.in_flight.load(Ordering::Relaxed)
+        self.held.bytes.load(Ordering::Relaxed)
     }
 }
 
 impl TapQueue {
-    /// A queue holding at most `capacity` taps and [`DEFAULT_QUEUE_BYTES`]
-    /// of payload, and its receiving end.
+    /// A queue holding at most `capacity` data taps and
+    /// [`DEFAULT_QUEUE_BYTES`] of payload, and its receiving end.
     pub fn bounded(capacity: usize) -> (TapQueue, TapReceiver) {
         TapQueue::with_budget(capacity, DEFAULT_QUEUE_BYTES)
     }
 
-    /// A queue holding at most `capacity` taps and `bytes` of payload.
+    /// A queue holding at most `capacity` data taps and `bytes` of payload.
     pub fn with_budget(capacity: usize, bytes: u64) -> (TapQueue, TapReceiver) {
-        let (tx, rx) = mpsc::channel(capacity.max(1));
-        let in_flight = Arc::new(AtomicU64::new(0));
+        let (tx, rx) = mpsc::unbounded_channel();
+        let held = Arc::new(Held::default());
         (
             TapQueue {
                 tx,
                 drops: Arc::new(DropCounters::default()),
-                in_flight: in_flight.clone(),
+                held: held.clone(),
+                capacity: capacity.max(1),
                 budget: bytes.max(1),
             },
-            TapReceiver { rx, in_flight },
+            TapReceiver { rx, held },
         )
     }
 
@@ -152,57 +186,91 @@ impl TapQueue {
         false
     }
 
-    /// Offers `tap` without waiting; drops and counts it when the queue is
-    /// full (in taps or in bytes) or its consumer is gone. Returns whether
-    /// it was queued.
-    pub fn offer(&self, tap: Tap) -> bool {
-        let len = match &tap.event {
-            TapEvent::Data { bytes, .. } => bytes.len() as u64,
-            _ => 0,
-        };
-        // Reserve first so two sessions cannot both squeeze past the budget.
-        let before = self.in_flight.fetch_add(len, Ordering::Relaxed);
-        if len > 0 && before + len > self.budget {
-            self.in_flight.fetch_sub(len, Ordering::Relaxed);
-            return self.dropped(len);
+    /// Reserves room for a data tap of `len` payload bytes; false when the
+    /// queue is full in taps or in bytes. Reserving before sending keeps
+    /// two sessions from both squeezing past a bound.
+    fn reserve(&self, len: u64) -> bool {
+        if self.held.data.fetch_add(1, Ordering::Relaxed) >= self.capacity {
+            self.held.data.fetch_sub(1, Ordering::Relaxed);
+            return false;
         }
-        match self.tx.try_send(Queued { tap, bytes: len }) {
+        let before = self.held.bytes.fetch_add(len, Ordering::Relaxed);
+        if len > 0 && before + len > self.budget {
+            self.held.bytes.fetch_sub(len, Ordering::Relaxed);
+            self.held.data.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Gives back what [`reserve`](Self::reserve) took, for a tap that was
+    /// not queued after all.
+    fn unreserve(&self, len: u64) {
+        self.held.bytes.fetch_sub(len, Ordering::Relaxed);
+        self.held.data.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Queues a tap whose room is reserved (or a control tap, which needs
+    /// none); false when the consumer is gone.
+    fn send(&self, tap: Tap) -> bool {
+        let len = payload(&tap);
+        match self.tx.send(Queued {
+            tap,
+            bytes: len.unwrap_or(0),
+        }) {
             Ok(()) => true,
             Err(_) => {
-                self.in_flight.fetch_sub(len, Ordering::Relaxed);
-                self.dropped(len)
+                if let Some(len) = len {
+                    self.unreserve(len);
+                }
+                false
             }
         }
     }
 
-    /// Delivers `tap`, waiting for room: only for the few taps that must not
-    /// be lost (a connection's end), sent after forwarding is over.
-    pub async fn deliver(&self, tap: Tap) {
-        let len = match &tap.event {
-            TapEvent::Data { bytes, .. } => bytes.len() as u64,
-            _ => 0,
-        };
-        self.in_flight.fetch_add(len, Ordering::Relaxed);
-        if self.tx.send(Queued { tap, bytes: len }).await.is_err() {
-            self.in_flight.fetch_sub(len, Ordering::Relaxed);
-            self.drops.taps.fetch_add(1, Ordering::Relaxed);
+    /// Offers `tap` without waiting. A data tap is dropped and counted when
+    /// the queue is full (in taps or in bytes) or its consumer is gone; a
+    /// control tap always goes in while there is a consumer. Returns
+    /// whether it was queued.
+    pub fn offer(&self, tap: Tap) -> bool {
+        match payload(&tap) {
+            Some(len) => {
+                if !self.reserve(len) || !self.send(tap) {
+                    return self.dropped(len);
+                }
+                true
+            }
+            None => self.send(tap) || self.dropped(0),
         }
     }
 
-    /// Delivers `tap` from a plain thread, blocking until there is room
-    /// (tests and benches that feed a side path directly). Returns whether
-    /// the consumer took it.
-    pub fn deliver_blocking(&self, tap: Tap) -> bool {
-        let len = match &tap.event {
-            TapEvent::Data { bytes, .. } => bytes.len() as u64,
-            _ => 0,
-        };
-        self.in_flight.fetch_add(len, Ordering::Relaxed);
-        if self.tx.blocking_send(Queued { tap, bytes: len }).is_err() {
-            self.in_flight.fetch_sub(len, Ordering::Relaxed);
-            return false;
+    /// Delivers `tap` without losing it: a control tap goes in at once, a
+    /// data tap waits for room (tests and tools that feed a side path
+    /// losslessly). Returns whether the consumer was still there.
+    pub async fn deliver(&self, tap: Tap) -> bool {
+        if let Some(len) = payload(&tap) {
+            while !self.reserve(len) {
+                if self.tx.is_closed() {
+                    return false;
+                }
+                tokio::time::sleep(ROOM_POLL).await;
+            }
         }
-        true
+        self.send(tap)
+    }
+
+    /// [`deliver`](Self::deliver) from a plain thread, blocking until there
+    /// is room (tests and benches that feed a side path directly).
+    pub fn deliver_blocking(&self, tap: Tap) -> bool {
+        if let Some(len) = payload(&tap) {
+            while !self.reserve(len) {
+                if self.tx.is_closed() {
+                    return false;
+                }
+                std::thread::sleep(ROOM_POLL);
+            }
+        }
+        self.send(tap)
     }
 
     /// What this queue dropped so far.
@@ -231,7 +299,8 @@ impl TapSinks {
         }
     }
 
-    /// Delivers `tap` to every side path, waiting for room.
+    /// Delivers `tap` to every side path without losing it (see
+    /// [`TapQueue::deliver`]).
     pub async fn deliver(&self, tap: Tap) {
         if let Some(r) = &self.recorder {
             r.deliver(tap.clone()).await;
@@ -329,5 +398,33 @@ mod tests {
         assert!(rx.try_recv().is_ok());
         assert_eq!(rx.queued_bytes(), 0);
         assert!(queue.offer(data(&conn, 120_000, 60_000)));
+    }
+
+    #[test]
+    fn control_taps_go_in_past_a_full_queue_in_order_with_the_data() {
+        let conn = conn();
+        let control = |event| Tap {
+            event,
+            ..data(&conn, 0, 0)
+        };
+        let (queue, mut rx) = TapQueue::with_budget(2, 100_000);
+        assert!(queue.offer(control(TapEvent::Open)));
+        assert!(queue.offer(data(&conn, 0, 10)));
+        assert!(queue.offer(data(&conn, 10, 10)));
+        // Full in taps: data is dropped, the connection's end is not.
+        assert!(!queue.offer(data(&conn, 20, 10)));
+        assert!(queue.offer(control(TapEvent::Finished)));
+        assert_eq!(queue.drops().taps.load(Ordering::Relaxed), 1);
+        let got: Vec<&str> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|tap| match tap.event {
+                TapEvent::Open => "open",
+                TapEvent::Data { .. } => "data",
+                TapEvent::Finished => "finished",
+                _ => "other",
+            })
+            .collect();
+        assert_eq!(got, ["open", "data", "data", "finished"]);
+        // Taking frees the room of the data taps only.
+        assert!(queue.offer(data(&conn, 20, 10)));
     }
 }
