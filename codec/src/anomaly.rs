@@ -180,6 +180,13 @@ anomaly_codes! {
     /// A RESPMOD answered 200 with `null-body` although the original
     /// response had a body: the content is lost.
     ContentLost => "content-lost", Error;
+    /// More requests waiting for answers on one connection than icaptap
+    /// tracks (`--max-pipeline`): the oldest was given up undecided, its
+    /// answer is skipped when it comes, and later pairs stay true.
+    PipelineTooDeep => "pipeline-too-deep", Warn;
+    /// A request that began after bytes of its connection were not seen:
+    /// which answer belongs to it cannot be told, so no verdict is claimed.
+    PairingUncertain => "pairing-uncertain", Warn;
 }
 
 /// One anomaly found in a stream.

@@ -29,7 +29,9 @@ pub mod options;
 pub mod vocabulary;
 
 pub use anomaly::{Anomaly, AnomalyCode, Severity, Side};
-pub use correlator::{BodyStats, Correlator, Exchange, PreviewFacts, Stamp, Timings};
+pub use correlator::{
+    BodyStats, Correlator, Exchange, PreviewFacts, Stamp, Timings, MAX_OPEN_EXCHANGES,
+};
 pub use decoder::Decoder;
 pub use encapsulated::{Encapsulated, EntityKind};
 pub use event::{Event, Header, Headers, HttpHead, RequestHead, ResponseHead};

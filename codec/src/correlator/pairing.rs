@@ -10,10 +10,11 @@ use super::exchange::{add_body, finish_hash, BodyHasher, Exchange, PreviewFacts,
 use crate::anomaly::{Anomaly, AnomalyCode, Side};
 use crate::event::{Event, MessageEnd, RequestHead, ResponseHead};
 
-/// Most exchanges a connection may have waiting for an answer. A client
-/// that pipelines more than this without answers would otherwise grow
-/// memory without bound; the oldest is then given up as it is (no
-/// response: a missing verdict) to make room.
+/// Most exchanges a connection may have waiting for an answer by default
+/// ([`Correlator::with_limit`] sets another). A client that pipelines more
+/// than this would otherwise grow memory without bound; the oldest is then
+/// given up undecided (`pipeline-too-deep`) and its answer, when it comes,
+/// is skipped, so every later answer still pairs with its own request.
 pub const MAX_OPEN_EXCHANGES: usize = 1024;
 
 /// Where a response-direction message is going, by the `seq` of its
@@ -26,6 +27,9 @@ enum ResponseTarget {
     Interim(u64),
     /// The final response of the exchange with this seq.
     Final(u64),
+    /// A response of an exchange already given up (`pipeline-too-deep`):
+    /// decoded for framing, belonging to no open exchange.
+    GivenUp,
 }
 
 /// Pairs the requests and responses of one connection into exchanges.
@@ -44,6 +48,14 @@ pub struct Correlator {
     held_response: Vec<Anomaly>,
     /// Anomalies that never found an exchange (end of connection).
     connection_anomalies: Vec<Anomaly>,
+    /// Most exchanges kept open.
+    max_open: usize,
+    /// Exchanges given up before their final response head came: the next
+    /// this many final responses are theirs.
+    given_up_unanswered: u64,
+    /// Bytes of the connection were lost, so the exchanges seen since may
+    /// not pair with their own answers: what was lost, and where.
+    uncertain: Option<String>,
 }
 
 impl Default for Correlator {
@@ -53,8 +65,15 @@ impl Default for Correlator {
 }
 
 impl Correlator {
-    /// A correlator for a new connection.
+    /// A correlator for a new connection, keeping at most
+    /// [`MAX_OPEN_EXCHANGES`] exchanges open.
     pub fn new() -> Self {
+        Correlator::with_limit(MAX_OPEN_EXCHANGES)
+    }
+
+    /// A correlator keeping at most `max_open` exchanges (at least one)
+    /// waiting for answers.
+    pub fn with_limit(max_open: usize) -> Self {
         Correlator {
             next_seq: 0,
             open: VecDeque::new(),
@@ -64,6 +83,9 @@ impl Correlator {
             held_request: Vec::new(),
             held_response: Vec::new(),
             connection_anomalies: Vec::new(),
+            max_open: max_open.max(1),
+            given_up_unanswered: 0,
+            uncertain: None,
         }
     }
 
@@ -118,12 +140,21 @@ impl Correlator {
         self.settle();
     }
 
-    /// Marks every exchange in progress as incompletely decoded (bytes of
-    /// the connection were not seen).
-    pub fn mark_gap(&mut self) {
+    /// Bytes of the connection were not seen: `len` bytes of `side`'s
+    /// stream at `offset`. Every exchange in progress is incompletely
+    /// decoded, and so is every exchange that begins later on this
+    /// connection (`pairing-uncertain`): a request or an answer may have
+    /// been lost whole, and ICAP answers carry nothing that names their
+    /// request, so pairing by order can no longer be trusted.
+    pub fn mark_gap(&mut self, side: Side, offset: u64, len: u64) {
         for x in self.open.iter_mut() {
             x.incomplete = true;
         }
+        let from = side.as_str();
+        self.uncertain = Some(format!(
+            "{len} bytes of the {from}'s stream at offset {offset} were not seen before this request; \
+             which answer belongs to it cannot be told"
+        ));
     }
 
     /// Takes the next exchange that is over, in request order.
@@ -170,7 +201,7 @@ impl Correlator {
     fn receiving_final_response(&mut self) -> Option<&mut Exchange> {
         match self.response_target {
             ResponseTarget::Final(seq) => self.open_exchange(seq),
-            ResponseTarget::Interim(_) | ResponseTarget::Idle => None,
+            ResponseTarget::Interim(_) | ResponseTarget::Idle | ResponseTarget::GivenUp => None,
         }
     }
 
@@ -187,26 +218,56 @@ impl Correlator {
         };
         x.body_hashers.request = Some(BodyHasher::request());
         x.timings.request_head = Some(stamp);
+        if let Some(why) = &self.uncertain {
+            x.incomplete = true;
+            x.anomalies.push(Anomaly::new(
+                AnomalyCode::PairingUncertain,
+                Side::Client,
+                head.offset,
+                why.clone(),
+            ));
+        }
         x.request = Some(head);
         self.next_seq += 1;
-        if self.open.len() >= MAX_OPEN_EXCHANGES {
+        if self.open.len() >= self.max_open {
             self.give_up_oldest();
         }
         self.open.push_back(x);
         self.request_in_progress = true;
     }
 
-    /// Releases the oldest open exchange as it is, keeping the response
-    /// pairing of the others.
+    /// Releases the oldest open exchange undecided, keeping the response
+    /// pairing of the others: its final response, still to come or in
+    /// progress, is skipped.
     fn give_up_oldest(&mut self) {
         let Some(mut oldest) = self.open.pop_front() else {
             return;
         };
         oldest.incomplete = true;
-        if let ResponseTarget::Final(seq) | ResponseTarget::Interim(seq) = self.response_target {
-            if seq == oldest.seq {
-                self.response_target = ResponseTarget::Idle;
+        let offset = oldest.request.as_ref().map_or(0, |r| r.offset);
+        oldest.anomalies.push(Anomaly::new(
+            AnomalyCode::PipelineTooDeep,
+            Side::Client,
+            offset,
+            format!(
+                "more than {} requests were waiting for answers on this connection; \
+                 icaptap stopped following this one, and skips its answer",
+                self.max_open
+            ),
+        ));
+        match self.response_target {
+            ResponseTarget::Final(seq) if seq == oldest.seq => {
+                self.response_target = ResponseTarget::GivenUp;
             }
+            ResponseTarget::Interim(seq) if seq == oldest.seq => {
+                self.response_target = ResponseTarget::GivenUp;
+                self.given_up_unanswered += 1;
+            }
+            _ if oldest.response.is_none() => self.given_up_unanswered += 1,
+            _ => {}
+        }
+        if self.request_in_progress && self.open.is_empty() {
+            self.request_in_progress = false;
         }
         self.done.push_back(oldest);
     }
@@ -265,6 +326,10 @@ impl Correlator {
     fn response_anomaly(&mut self, a: Anomaly) {
         let seq = match self.response_target {
             ResponseTarget::Interim(seq) | ResponseTarget::Final(seq) => seq,
+            ResponseTarget::GivenUp => {
+                self.connection_anomalies.push(a);
+                return;
+            }
             ResponseTarget::Idle => {
                 self.held_response.push(a);
                 return;
@@ -277,6 +342,16 @@ impl Correlator {
     }
 
     fn response_head(&mut self, head: Box<ResponseHead>, stamp: Stamp) {
+        if self.given_up_unanswered > 0 {
+            // The answer of an exchange given up as too deep: skipped, so
+            // that the next answer pairs with the next request.
+            if head.status != 100 {
+                self.given_up_unanswered -= 1;
+            }
+            self.connection_anomalies.append(&mut self.held_response);
+            self.response_target = ResponseTarget::GivenUp;
+            return;
+        }
         let held = std::mem::take(&mut self.held_response);
         let index = match self.open.iter().position(|x| x.response.is_none()) {
             Some(i) => i,
@@ -353,23 +428,35 @@ mod tests {
     use crate::vocabulary::Direction;
     use bytes::Bytes;
 
+    fn options(n: usize) -> Bytes {
+        Bytes::from(format!(
+            "OPTIONS icap://s/{n} ICAP/1.0\r\nEncapsulated: null-body=0\r\n\r\n"
+        ))
+    }
+
+    fn feed(decoder: &mut Decoder, correlator: &mut Correlator, bytes: Bytes) {
+        let mut events = Vec::new();
+        decoder.decode(bytes, &mut events);
+        for e in events.drain(..) {
+            match decoder.direction() {
+                Direction::Request => correlator.on_request(e, Stamp::default()),
+                Direction::Response => correlator.on_response(e, Stamp::default()),
+            }
+        }
+    }
+
     #[test]
     fn unanswered_pipelined_requests_stay_bounded() {
-        let mut decoder = Decoder::new(Direction::Request);
+        let mut requests = Decoder::new(Direction::Request);
         let mut correlator = Correlator::new();
-        let one =
-            Bytes::from_static(b"OPTIONS icap://s/x ICAP/1.0\r\nEncapsulated: null-body=0\r\n\r\n");
-        let mut events = Vec::new();
-        for _ in 0..(MAX_OPEN_EXCHANGES + 10) {
-            decoder.decode(one.clone(), &mut events);
-            for e in events.drain(..) {
-                correlator.on_request(e, Stamp::default());
-            }
+        for n in 0..(MAX_OPEN_EXCHANGES + 10) {
+            feed(&mut requests, &mut correlator, options(n));
         }
         assert_eq!(correlator.open().count(), MAX_OPEN_EXCHANGES);
         let mut given_up = 0;
         while let Some(x) = correlator.pop() {
             assert!(x.incomplete && x.response.is_none());
+            assert!(x.has_anomaly(AnomalyCode::PipelineTooDeep));
             given_up += 1;
         }
         assert_eq!(given_up, 10);

@@ -102,6 +102,8 @@ pub fn run(data: &[u8]) -> Outcome {
         verdict_timeout: Duration::from_secs(3),
         stall_timeout: Duration::from_secs(2),
         eof_wait: Duration::from_secs(1),
+        // Small, so that short inputs reach the deep-pipeline give-up.
+        max_pipeline: 8,
     };
     let mut observer = Observer::new(ObserverMode::Live, config, Box::new(counts.clone()));
     let any: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 40000));

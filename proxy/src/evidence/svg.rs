@@ -23,6 +23,7 @@ pub fn verdict_colour(verdict: &str) -> &'static str {
         "missing" => "#862e2e",
         "malformed" => "#c2255c",
         "options" => "#868e96",
+        "unobserved" => "#adb5bd",
         _ => "#495057",
     }
 }

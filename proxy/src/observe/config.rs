@@ -17,7 +17,8 @@ pub enum ObserverMode {
     Capture,
 }
 
-/// Timers of the clock rules.
+/// Timers of the clock rules, and how deep a connection's pipeline is
+/// followed.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct ObserverConfig {
     /// A request complete without a response head for this long is recorded
@@ -28,6 +29,9 @@ pub struct ObserverConfig {
     /// A client that closes this long after its last answer, with nothing
     /// else sent, looks like it waited for EOF.
     pub eof_wait: Duration,
+    /// Most requests of one connection followed while they wait for
+    /// answers; past it the oldest is given up (`pipeline-too-deep`).
+    pub max_pipeline: usize,
 }
 
 impl Default for ObserverConfig {
@@ -36,6 +40,7 @@ impl Default for ObserverConfig {
             verdict_timeout: Duration::from_secs(30),
             stall_timeout: Duration::from_secs(10),
             eof_wait: Duration::from_secs(5),
+            max_pipeline: icap_codec::MAX_OPEN_EXCHANGES,
         }
     }
 }

@@ -82,13 +82,13 @@ pub(super) struct Conn {
 }
 
 impl Conn {
-    pub fn new(meta: Arc<ConnMeta>) -> Conn {
+    pub fn new(meta: Arc<ConnMeta>, max_pipeline: usize) -> Conn {
         let opened = meta.opened;
         Conn {
             meta,
             request: Leg::new(Direction::Request, opened),
             response: Leg::new(Direction::Response, opened),
-            correlator: Correlator::new(),
+            correlator: Correlator::with_limit(max_pipeline),
             first_close: None,
             unobserved: 0,
             exchanges: 0,
@@ -138,7 +138,7 @@ impl Conn {
             let len = offset - expected;
             self.unobserved += len;
             self.leg_mut(dir).decoder.gap(len, scratch);
-            self.correlator.mark_gap();
+            self.correlator.mark_gap(Side::of(dir), expected, len);
             self.feed(dir, scratch, stamp);
             hole = Some(Hole { at: expected, len });
         } else if offset < expected {

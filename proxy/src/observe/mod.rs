@@ -49,6 +49,12 @@ pub struct ObserveArgs {
     /// that waited for EOF.
     #[arg(long, env = "ICAPTAP_EOF_WAIT", default_value = "5s", value_parser = crate::units::parse_duration)]
     pub eof_wait: Duration,
+    /// Most requests of one connection followed while they wait for
+    /// answers (pipelining); past it the oldest is recorded `unobserved`
+    /// with `pipeline-too-deep` and every later pair stays true.
+    #[arg(long, env = "ICAPTAP_MAX_PIPELINE", default_value_t = icap_codec::MAX_OPEN_EXCHANGES as u64, value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub max_pipeline: u64,
 }
 
 impl ObserveArgs {
@@ -58,6 +64,7 @@ impl ObserveArgs {
             verdict_timeout: self.verdict_timeout,
             stall_timeout: self.stall_timeout,
             eof_wait: self.eof_wait,
+            max_pipeline: self.max_pipeline as usize,
         }
     }
 }

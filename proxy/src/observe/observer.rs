@@ -82,10 +82,11 @@ impl Observer {
     pub fn handle(&mut self, tap: Tap) {
         let now = tap.at;
         let id = tap.conn.id;
+        let max_pipeline = self.config.max_pipeline;
         let conn = self
             .conns
             .entry(id)
-            .or_insert_with(|| Conn::new(tap.conn.clone()));
+            .or_insert_with(|| Conn::new(tap.conn.clone(), max_pipeline));
         if !conn.counted_open {
             conn.counted_open = true;
             let server = conn.meta.server;
@@ -156,7 +157,9 @@ impl Observer {
                     request: conn.request.expected,
                     response: conn.response.expected,
                 };
-                for x in conn.correlator.open() {
+                // An exchange icaptap did not see whole is `unobserved`: the
+                // clock rules, which blame a peer, leave it alone.
+                for x in conn.correlator.open().filter(|x| !x.incomplete) {
                     let flagged = conn.pending.get(&x.seq).is_some_and(|f| !f.is_empty());
                     if !flagged {
                         if let Some(f) = stuck(x, idle, stall_us, offsets) {

@@ -107,6 +107,7 @@ const TIMERS: ObserverConfig = ObserverConfig {
     verdict_timeout: Duration::from_millis(600),
     stall_timeout: Duration::from_millis(400),
     eof_wait: Duration::from_millis(300),
+    max_pipeline: icap_codec::MAX_OPEN_EXCHANGES,
 };
 
 /// Each data, close or connect step takes this long.
@@ -401,7 +402,7 @@ rule_table! {
     /// Eight bytes of the request body never reached the observer.
     observer_dropped: Live [
         req(respmod_head("")), req("10\r\nabcd"), req_hole(8), req("efgh\r\n0\r\n\r\n"),
-    ] => Connection "observer-dropped", "missing";
+    ] => Connection "observer-dropped", "unobserved";
 }
 
 #[test]

@@ -29,11 +29,16 @@ pub enum Verdict {
     Malformed,
     /// An answered OPTIONS request.
     Options,
+    /// icaptap did not see all of this exchange (bytes of its connection
+    /// were not observed, or it was one request too many in a deep
+    /// pipeline), so it claims no verdict. The record's anomalies say what
+    /// was not seen and where; `decode_complete` is false.
+    Unobserved,
 }
 
 impl Verdict {
     /// Every verdict, in declaration order.
-    pub const ALL: [Verdict; 8] = [
+    pub const ALL: [Verdict; 9] = [
         Verdict::Clean,
         Verdict::Modified,
         Verdict::Blocked,
@@ -42,6 +47,7 @@ impl Verdict {
         Verdict::Missing,
         Verdict::Malformed,
         Verdict::Options,
+        Verdict::Unobserved,
     ];
 
     /// The name written in records.
@@ -55,6 +61,7 @@ impl Verdict {
             Verdict::Missing => "missing",
             Verdict::Malformed => "malformed",
             Verdict::Options => "options",
+            Verdict::Unobserved => "unobserved",
         }
     }
 
@@ -66,6 +73,11 @@ impl Verdict {
 
 /// The verdict of `x` and the threat names the sensor gave, if any.
 pub fn classify(x: &Exchange) -> (Verdict, Option<String>) {
+    if x.incomplete {
+        // Part of it went unseen, or its answer may be another request's:
+        // no verdict and no threat are claimed for it.
+        return (Verdict::Unobserved, None);
+    }
     let threat = x.response.as_ref().and_then(|r| threat_names(&r.headers));
     let Some(response) = x.response.as_ref() else {
         return (Verdict::Missing, None);

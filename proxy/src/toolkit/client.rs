@@ -306,6 +306,7 @@ fn verdict_line(verdict: Verdict, threat: Option<&str>, answer: &Answer) -> Stri
             "ICAP {}; the answer breaks the protocol",
             answer.head.status
         ),
+        Verdict::Unobserved => "part of the answer was not read".to_owned(),
     };
     format!("{kind} ({detail})")
 }

@@ -155,6 +155,7 @@ async fn run(out: PathBuf) -> Result<(), String> {
             verdict_timeout: Duration::from_secs(3),
             stall_timeout: Duration::from_secs(2),
             eof_wait: Duration::from_secs(5),
+            max_pipeline: icap_codec::MAX_OPEN_EXCHANGES,
         },
         mode: "demo",
         ..ProxyPlan::new(forward, out.clone())

@@ -575,6 +575,7 @@ pub fn quick_timers() -> icaptap::observe::ObserverConfig {
         verdict_timeout: Duration::from_millis(800),
         stall_timeout: Duration::from_millis(500),
         eof_wait: Duration::from_millis(400),
+        max_pipeline: icap_codec::MAX_OPEN_EXCHANGES,
     }
 }
 

@@ -224,6 +224,7 @@ pub fn quick_timers() -> ObserverConfig {
         verdict_timeout: Duration::from_millis(600),
         stall_timeout: Duration::from_millis(400),
         eof_wait: Duration::from_millis(300),
+        max_pipeline: icap_codec::MAX_OPEN_EXCHANGES,
     }
 }
 
