@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 
 use crate::output::records::{AnomalyRecord, ConnectionRecord, ExchangeRecord, FramesRecord};
-use crate::output::summary::{Summary, SummaryBuilder};
+use crate::output::summary::{Evidence, Summary, SummaryBuilder};
 use crate::output::writer::RecordSink;
 
 use super::load::{self, parse_rfc3339_micros, RunFiles};
@@ -29,7 +29,7 @@ pub const MAX_CLIENTS: usize = 200;
 pub const MAX_PROBLEM_EXCHANGES: usize = 300;
 
 /// Verdicts in the order the report shows them: problems first.
-pub const VERDICT_ORDER: [&str; 8] = [
+pub const VERDICT_ORDER: [&str; 9] = [
     "missing",
     "malformed",
     "error",
@@ -38,6 +38,7 @@ pub const VERDICT_ORDER: [&str; 8] = [
     "modified",
     "clean",
     "options",
+    "unobserved",
 ];
 
 /// Severities, worst first.
@@ -189,6 +190,20 @@ pub struct Facts {
 
 fn new_histogram() -> Option<Histogram<u64>> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).ok()
+}
+
+/// "Evidence is incomplete: ..." when the run's records or capture lack
+/// something icaptap forwarded (or the capture held), for the first line
+/// of the report and the ticket. Summaries that predate the judgement are
+/// judged from their counts.
+pub fn evidence_warning(s: &Summary) -> Option<String> {
+    let judged = s.evidence.clone().unwrap_or_else(|| Evidence::of(s));
+    (!judged.complete).then(|| {
+        format!(
+            "Evidence is incomplete: {}. Forwarding was not affected; records say what icaptap could not see.",
+            judged.gaps.join("; ")
+        )
+    })
 }
 
 /// Whether a verdict means the exchange went wrong.

@@ -10,7 +10,7 @@ use std::fmt::Write;
 
 use super::catalogue::Catalogue;
 use super::escape::html as esc;
-use super::facts::{AnomalyExample, Facts, SEVERITY_ORDER, VERDICT_ORDER};
+use super::facts::{evidence_warning, AnomalyExample, Facts, SEVERITY_ORDER, VERDICT_ORDER};
 use super::readable;
 use super::svg;
 
@@ -151,6 +151,15 @@ fn headline(page: &mut String, facts: &Facts) {
                 facts.exchanges()
             ),
         )
+    } else if facts.verdicts.get("unobserved").is_some_and(|n| *n > 0) {
+        (
+            "warn",
+            format!(
+                "{} of {} exchanges were not seen whole and have no verdict (“unobserved”); {warns} warnings.",
+                facts.verdicts["unobserved"],
+                facts.exchanges()
+            ),
+        )
     } else if warns > 0 {
         (
             "warn",
@@ -162,6 +171,13 @@ fn headline(page: &mut String, facts: &Facts) {
             "Every exchange got a verdict and no protocol problem was found.".to_string(),
         )
     };
+    if let Some(warning) = evidence_warning(&facts.summary) {
+        let _ = write!(
+            page,
+            "<div class=\"verdict-line bad\">{}</div>",
+            esc(&warning)
+        );
+    }
     let _ = write!(
         page,
         "<div class=\"verdict-line {class}\">{}</div>",

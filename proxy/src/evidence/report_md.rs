@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use super::catalogue::Catalogue;
 use super::escape::{markdown as md, markdown_code as code};
-use super::facts::{Facts, SEVERITY_ORDER, VERDICT_ORDER};
+use super::facts::{evidence_warning, Facts, SEVERITY_ORDER, VERDICT_ORDER};
 use super::readable;
 
 /// Seconds listed in the "busiest seconds" table.
@@ -22,6 +22,9 @@ pub fn render(facts: &Facts, catalogue: &Catalogue, generated: &str) -> String {
         "# icaptap report: {}\n",
         md(&facts.files.dir.display().to_string())
     );
+    if let Some(warning) = evidence_warning(s) {
+        let _ = writeln!(out, "**{}**\n", md(&warning));
+    }
     let _ = writeln!(out, "{}\n", md(&headline(facts)));
 
     let _ = writeln!(out, "## What was observed\n");
@@ -308,6 +311,12 @@ pub fn headline(facts: &Facts) -> String {
     } else if errors > 0 || wrong > 0 {
         format!(
             "{wrong} of {} exchanges went wrong; {errors} error-level anomalies.",
+            facts.exchanges()
+        )
+    } else if facts.verdicts.get("unobserved").is_some_and(|n| *n > 0) {
+        format!(
+            "{} of {} exchanges were not seen whole and have no verdict (`unobserved`); {warns} warnings.",
+            facts.verdicts["unobserved"],
             facts.exchanges()
         )
     } else if warns > 0 {

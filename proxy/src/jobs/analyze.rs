@@ -65,7 +65,7 @@ pub fn analyze_into(
     let sink = Tee(output.take_sink(), fingerprints.clone());
     let observer = Observer::new(ObserverMode::Capture, config, Box::new(sink));
     let capture = observe_on_own_thread(observer, |sink| read_captures(files, opts, sink))?;
-    let summary = output.finish("analyze", Drops::default())?;
+    let summary = output.finish("analyze", Drops::default(), None)?;
     let fingerprints = fingerprints.take();
     Ok(SideResult {
         summary,

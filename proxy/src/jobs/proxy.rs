@@ -27,7 +27,7 @@ use crate::ops::{flight, OpsArgs, OpsPlan};
 use crate::output::console::{status_line, summary_table};
 use crate::output::directory::{default_dir_name, watch_directory};
 use crate::output::run::{RunOutput, SharedSummary};
-use crate::output::summary::{Drops, Summary};
+use crate::output::summary::{Drops, Forwarded, Summary};
 use crate::output::writer::{RecordSink, SinkFanout};
 use crate::tap::{SidePathThread, TapQueue, TapSinks, DEFAULT_QUEUE_BYTES};
 use tokio::task::JoinHandle;
@@ -410,9 +410,17 @@ impl Lifecycle {
             Ok(stats) => stats,
             Err(e) => std::panic::resume_unwind(e.into_panic()),
         };
+        let mut forwarded = Forwarded {
+            connections: stats.connections_total,
+            bytes_client_to_sensor: stats.bytes_client_to_sensor,
+            bytes_sensor_to_client: stats.bytes_sensor_to_client,
+        };
         for route in routes {
             if let Ok(stats) = route.await {
                 tracing::info!(?stats, "forwarding stopped on a --route listener");
+                forwarded.connections += stats.connections_total;
+                forwarded.bytes_client_to_sensor += stats.bytes_client_to_sensor;
+                forwarded.bytes_sensor_to_client += stats.bytes_sensor_to_client;
             }
         }
         if let Some(status) = status {
@@ -449,7 +457,7 @@ impl Lifecycle {
             let _ = incidents.await;
         }
         tracing::info!(?stats, "forwarding stopped");
-        let summary = output.finish(mode, drops);
+        let summary = output.finish(mode, drops, Some(forwarded));
         metrics_over.cancel();
         if let Some(metrics) = metrics_task {
             let _ = metrics.await;

@@ -31,6 +31,15 @@ pub fn summary_table(s: &Summary, dir: &Path) -> String {
         "icaptap {}: {} exchanges on {} connections",
         s.mode, s.exchanges, s.connections
     );
+    if let Some(evidence) = s.evidence.as_ref().filter(|e| !e.complete) {
+        let _ = writeln!(
+            out,
+            "\n  EVIDENCE INCOMPLETE (forwarding was not affected):"
+        );
+        for gap in &evidence.gaps {
+            let _ = writeln!(out, "    - {gap}");
+        }
+    }
     let _ = writeln!(out, "\n  verdict      count");
     for (verdict, n) in &s.by_verdict {
         let _ = writeln!(out, "  {verdict:<12} {n:>5}");

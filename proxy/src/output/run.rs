@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use super::directory::{create_private_file, prepare};
 use super::records::{ConnectionRecord, ExchangeRecord};
-use super::summary::{Drops, Summary, SummaryBuilder};
+use super::summary::{Drops, Evidence, Forwarded, Summary, SummaryBuilder};
 use super::writer::{JsonlSink, RecordSink, Tee};
 
 /// A summary shared between the observer (which feeds it) and whoever
@@ -114,14 +114,23 @@ impl RunOutput {
         }
     }
 
-    /// Completes the summary with the run's facts and writes `summary.json`.
-    pub fn finish(&self, mode: &str, drops: Drops) -> Result<Summary, OutputError> {
+    /// Completes the summary with the run's facts (and, live, what the
+    /// forwarding path counted), judges whether its evidence is whole, and
+    /// writes `summary.json`.
+    pub fn finish(
+        &self,
+        mode: &str,
+        drops: Drops,
+        forwarded: Option<Forwarded>,
+    ) -> Result<Summary, OutputError> {
         let mut summary = self.summary.snapshot();
         summary.mode = mode.to_string();
         summary.command = std::env::args().collect();
         summary.ended = Some(super::rfc3339(crate::tap::now_micros()));
         summary.drops = drops;
         summary.drops.record_write_errors += self.record_write_errors.load(Ordering::Relaxed);
+        summary.forwarded = forwarded;
+        summary.evidence = Some(Evidence::of(&summary));
         // Every writer is done: the reserved space is the summary's now.
         let _ = std::fs::remove_file(self.dir.join(SUMMARY_RESERVE));
         let path = self.dir.join("summary.json");

@@ -46,6 +46,100 @@ pub struct Drops {
     pub record_write_errors: u64,
 }
 
+/// What the forwarding path itself counted (live runs only): the facts the
+/// records are checked against.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Forwarded {
+    /// Client connections accepted.
+    pub connections: u64,
+    /// Bytes forwarded from ICAP clients to the sensor.
+    pub bytes_client_to_sensor: u64,
+    /// Bytes forwarded from the sensor to ICAP clients.
+    pub bytes_sensor_to_client: u64,
+}
+
+/// Whether the run's records and capture hold everything icaptap
+/// forwarded (or the capture held): written near the top of summary.json,
+/// and shown first by the console table and the report.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Evidence {
+    /// True only when nothing was dropped, unseen or left unwritten.
+    pub complete: bool,
+    /// What is missing, one sentence each; empty when complete.
+    pub gaps: Vec<String>,
+}
+
+impl Evidence {
+    /// Judges `s`: its drop counts, unseen bytes and exchanges, and (live)
+    /// the bytes the forwarding path counted against those the records
+    /// account for.
+    pub fn of(s: &Summary) -> Evidence {
+        let mut gaps = Vec::new();
+        let d = &s.drops;
+        if d.observer_taps > 0 {
+            gaps.push(format!(
+                "the observer fell behind and missed {} taps ({} bytes)",
+                d.observer_taps, d.observer_bytes
+            ));
+        }
+        if s.unobserved_bytes > 0 {
+            gaps.push(format!(
+                "{} bytes of ICAP traffic were not decoded",
+                s.unobserved_bytes
+            ));
+        }
+        let unobserved = s.by_verdict.get("unobserved").copied().unwrap_or(0);
+        if unobserved > 0 {
+            gaps.push(format!(
+                "{unobserved} of {} exchanges are unobserved (no verdict claimed)",
+                s.exchanges
+            ));
+        }
+        if d.recorder_taps > 0 || d.recorder_bytes > 0 {
+            gaps.push(format!(
+                "the capture lacks {} bytes ({} taps dropped; disk or queue)",
+                d.recorder_bytes, d.recorder_taps
+            ));
+        }
+        if d.record_write_errors > 0 {
+            gaps.push(format!(
+                "{} records could not be written to disk",
+                d.record_write_errors
+            ));
+        }
+        if let Some(f) = &s.forwarded {
+            for (dir, forwarded, recorded) in [
+                (
+                    "client→sensor",
+                    f.bytes_client_to_sensor,
+                    s.bytes_client_to_server,
+                ),
+                (
+                    "sensor→client",
+                    f.bytes_sensor_to_client,
+                    s.bytes_server_to_client,
+                ),
+            ] {
+                if forwarded != recorded {
+                    gaps.push(format!(
+                        "{forwarded} bytes were forwarded {dir}; the connection records account for {recorded}"
+                    ));
+                }
+            }
+            if f.connections != s.connections {
+                gaps.push(format!(
+                    "{} connections were accepted; {} have a connection record",
+                    f.connections, s.connections
+                ));
+            }
+        }
+        Evidence {
+            complete: gaps.is_empty(),
+            gaps,
+        }
+    }
+}
+
 /// Distinct values kept per product header; later new values are not
 /// counted (the products rarely change within a run).
 pub const MAX_PRODUCT_VALUES: usize = 20;
@@ -92,6 +186,10 @@ pub struct Summary {
     pub icaptap_version: String,
     /// `proxy` or `analyze`.
     pub mode: String,
+    /// Whether the evidence is whole, and what is missing (absent in
+    /// summaries written before this field existed).
+    #[serde(default)]
+    pub evidence: Option<Evidence>,
     /// The command line.
     pub command: Vec<String>,
     /// First record time (RFC 3339), or run start.
@@ -122,6 +220,9 @@ pub struct Summary {
     pub bytes_server_to_client: u64,
     /// Bytes forwarded that the observer never saw.
     pub unobserved_bytes: u64,
+    /// What the forwarding path counted (live runs; absent offline).
+    #[serde(default)]
+    pub forwarded: Option<Forwarded>,
     /// What the side paths dropped.
     pub drops: Drops,
     /// Exchanges whose decoding is incomplete.
