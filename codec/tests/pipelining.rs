@@ -143,9 +143,58 @@ fn after_a_gap_no_later_exchange_of_the_connection_claims_its_pairing() {
     // Request 2 got answer 1 by order: it says the pairing is unknown.
     let later = &all[1];
     assert_eq!(pair(later).0.as_deref(), Some("2"));
-    assert!(later.incomplete);
+    assert!(later.incomplete && later.pairing_uncertain);
     assert!(
         later.has_anomaly(AnomalyCode::PairingUncertain),
         "{later:?}"
     );
+}
+
+#[test]
+fn a_request_open_when_client_bytes_are_lost_keeps_its_own_answer() {
+    let mut requests = Decoder::new(Direction::Request);
+    let mut responses = Decoder::new(Direction::Response);
+    let mut correlator = Correlator::new();
+    let http = "GET http://origin.example/0 HTTP/1.1\r\nHost: origin.example\r\n\r\n";
+    let head = format!(
+        "REQMOD icap://s/0 ICAP/1.0\r\nEncapsulated: req-hdr=0, req-body={}\r\n\r\n{http}",
+        http.len()
+    );
+    let body = "a\r\n0123456789\r\n0\r\n\r\n";
+    feed(
+        &mut requests,
+        &mut correlator,
+        Bytes::from(format!("{head}a\r\n01234")),
+    );
+    // The rest of request 0's body is lost; answers come in request order,
+    // so the next answer is still request 0's own.
+    let lost = (body.len() - 8) as u64;
+    correlator.mark_gap(Side::Client, (head.len() + 8) as u64, lost);
+    let mut events = Vec::new();
+    requests.gap(lost, &mut events);
+    for e in events.drain(..) {
+        correlator.on_request(e, Stamp::default());
+    }
+    feed(&mut responses, &mut correlator, answer(0));
+    let all = all(&mut correlator);
+    assert_eq!(all.len(), 1);
+    assert!(all[0].incomplete, "bytes of it were not seen");
+    assert!(!all[0].pairing_uncertain, "its answer is its own");
+    assert_eq!(pair(&all[0]).1.as_deref(), Some("0"));
+}
+
+#[test]
+fn server_bytes_lost_while_a_request_waits_make_its_answer_uncertain() {
+    let mut requests = Decoder::new(Direction::Request);
+    let mut responses = Decoder::new(Direction::Response);
+    let mut correlator = Correlator::new();
+    feed(&mut requests, &mut correlator, options(0));
+    feed(&mut requests, &mut correlator, options(1));
+    // Answer 0 may have been in the lost bytes: what comes next could be
+    // answer 1.
+    correlator.mark_gap(Side::Server, 0, answer(0).len() as u64);
+    feed(&mut responses, &mut correlator, answer(1));
+    let all = all(&mut correlator);
+    assert!(all.iter().all(|x| x.pairing_uncertain), "{all:?}");
+    assert!(all[0].has_anomaly(AnomalyCode::PairingUncertain));
 }

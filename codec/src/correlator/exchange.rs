@@ -109,6 +109,11 @@ pub struct Exchange {
     /// Whether bytes of this exchange were not seen (a stream gap): its
     /// decoding is incomplete.
     pub incomplete: bool,
+    /// Whether the response recorded here may be another request's: its
+    /// own may have been lost whole in a gap, or this request began after
+    /// a gap (`pairing-uncertain`, `pipeline-too-deep`). Nothing the
+    /// response says can then be claimed for this request.
+    pub pairing_uncertain: bool,
     pub(super) body_hashers: BodyHashers,
 }
 

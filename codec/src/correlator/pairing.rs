@@ -142,15 +142,31 @@ impl Correlator {
 
     /// Bytes of the connection were not seen: `len` bytes of `side`'s
     /// stream at `offset`. Every exchange in progress is incompletely
-    /// decoded, and so is every exchange that begins later on this
-    /// connection (`pairing-uncertain`): a request or an answer may have
-    /// been lost whole, and ICAP answers carry nothing that names their
-    /// request, so pairing by order can no longer be trusted.
+    /// decoded. A request or an answer may have been lost whole, and ICAP
+    /// answers carry nothing that names their request, so pairing by order
+    /// can no longer be trusted for every exchange that begins later on
+    /// this connection, nor, when the server's bytes were lost, for those
+    /// still waiting for their final answer (`pairing-uncertain`). An
+    /// exchange already open when only the client's bytes were lost still
+    /// gets its own answer: answers come in request order.
     pub fn mark_gap(&mut self, side: Side, offset: u64, len: u64) {
+        let from = side.as_str();
         for x in self.open.iter_mut() {
             x.incomplete = true;
+            // A final answer whose head was seen is this request's own.
+            if side == Side::Server && x.response.is_none() && !x.pairing_uncertain {
+                x.pairing_uncertain = true;
+                x.anomalies.push(Anomaly::new(
+                    AnomalyCode::PairingUncertain,
+                    Side::Server,
+                    offset,
+                    format!(
+                        "{len} bytes of the server's stream at offset {offset} were not seen while \
+                         this request waited for its answer; the answer recorded may be another request's"
+                    ),
+                ));
+            }
         }
-        let from = side.as_str();
         self.uncertain = Some(format!(
             "{len} bytes of the {from}'s stream at offset {offset} were not seen before this request; \
              which answer belongs to it cannot be told"
@@ -220,6 +236,7 @@ impl Correlator {
         x.timings.request_head = Some(stamp);
         if let Some(why) = &self.uncertain {
             x.incomplete = true;
+            x.pairing_uncertain = true;
             x.anomalies.push(Anomaly::new(
                 AnomalyCode::PairingUncertain,
                 Side::Client,
@@ -244,6 +261,7 @@ impl Correlator {
             return;
         };
         oldest.incomplete = true;
+        oldest.pairing_uncertain = true;
         let offset = oldest.request.as_ref().map_or(0, |r| r.offset);
         oldest.anomalies.push(Anomaly::new(
             AnomalyCode::PipelineTooDeep,

@@ -29,10 +29,11 @@ pub enum Verdict {
     Malformed,
     /// An answered OPTIONS request.
     Options,
-    /// icaptap did not see all of this exchange (bytes of its connection
-    /// were not observed, or it was one request too many in a deep
-    /// pipeline), so it claims no verdict. The record's anomalies say what
-    /// was not seen and where; `decode_complete` is false.
+    /// icaptap did not see enough of this exchange to claim a verdict: the
+    /// answer it holds may be another request's (bytes of the connection
+    /// were lost, or it was one request too many in a deep pipeline), no
+    /// answer was seen, or the verdict would rest on body bytes it missed.
+    /// The record's anomalies say what was not seen and where.
     Unobserved,
 }
 
@@ -73,10 +74,12 @@ impl Verdict {
 
 /// The verdict of `x` and the threat names the sensor gave, if any.
 pub fn classify(x: &Exchange) -> (Verdict, Option<String>) {
-    if x.incomplete {
-        // Part of it went unseen, or its answer may be another request's:
-        // no verdict and no threat are claimed for it.
+    if x.pairing_uncertain {
+        // Its answer may be another request's: nothing it says is claimed.
         return (Verdict::Unobserved, None);
+    }
+    if x.incomplete {
+        return classify_partly_seen(x);
     }
     let threat = x.response.as_ref().and_then(|r| threat_names(&r.headers));
     let Some(response) = x.response.as_ref() else {
@@ -102,6 +105,45 @@ pub fn classify(x: &Exchange) -> (Verdict, Option<String>) {
         206 => Verdict::Modified,
         200 => classify_200(x),
         _ => Verdict::Malformed,
+    };
+    (verdict, None)
+}
+
+/// An exchange with its own answer but bytes of it unseen: what the
+/// answer's head says for itself (a threat, an error, 204, an OPTIONS
+/// reply, a block page's status) is claimed; what would rest on the
+/// missed bytes (echoed or changed, the answer's end) is not.
+fn classify_partly_seen(x: &Exchange) -> (Verdict, Option<String>) {
+    let Some(response) = x.response.as_ref() else {
+        // The request's end went unseen: whether it was ever complete,
+        // and so whether an answer was due, cannot be told.
+        return (Verdict::Unobserved, None);
+    };
+    if let Some(threat) = threat_names(&response.headers) {
+        return (Verdict::Infected, Some(threat));
+    }
+    let verdict = match response.status {
+        400..=599 => Verdict::Error,
+        _ if x.method() == Some(&Method::Options) => Verdict::Options,
+        204 => Verdict::Clean,
+        200 if x.method() == Some(&Method::Reqmod)
+            && x.response_http(EntityKind::ResHdr).is_some() =>
+        {
+            Verdict::Blocked
+        }
+        200 => match x.response_http(EntityKind::ResHdr).and_then(|h| h.status) {
+            Some(status)
+                if status >= 400
+                    && x.request_http(EntityKind::ResHdr)
+                        .and_then(|h| h.status)
+                        .unwrap_or(200)
+                        < 400 =>
+            {
+                Verdict::Blocked
+            }
+            _ => Verdict::Unobserved,
+        },
+        _ => Verdict::Unobserved,
     };
     (verdict, None)
 }
