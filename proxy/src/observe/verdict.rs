@@ -88,6 +88,10 @@ pub fn classify(x: &Exchange) -> (Verdict, Option<String>) {
         // no verdict and no threat are claimed for it.
         return (Verdict::Unobserved, None);
     }
+    if x.answered_not_icap() {
+        // Something answered, in another protocol: not a missing answer.
+        return (Verdict::Malformed, None);
+    }
     let threat = x.response.as_ref().and_then(|r| threat_names(&r.headers));
     let Some(response) = x.response.as_ref() else {
         return (Verdict::Missing, None);
