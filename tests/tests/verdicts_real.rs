@@ -1,7 +1,8 @@
 //! Verdicts that tell the true story, against real sensors: c-icap's
 //! `url_check` and content filter (policy blocks are `blocked`, with the
 //! sensor's reason) and `virus_scan` backed by clamd with a signature
-//! database the test writes (malware is `infected`, with ClamAV's names),
+//! database the test writes (malware is `infected`, with ClamAV's names;
+//! a late detection in a large object says the sensor cut the body),
 //! driven by the real `c-icap-client` through icaptap and compared with
 //! what the client got and with c-icap's own scan log. A scripted server
 //! plays the peers no real one can be made to be: a web server answering
@@ -382,4 +383,73 @@ async fn options_200_without_encapsulated_is_a_warning_not_malformed() {
         .map(|a| (a.code.as_str(), a.severity.as_str()))
         .collect();
     assert_eq!(found, [("options-encapsulated-missing", "warn")]);
+}
+
+#[tokio::test]
+async fn virus_scan_late_detection_on_a_large_object_says_truncated_by_the_sensor() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clamd = Clamd::start(&tmp.path().join("clamd"));
+    let cicap_dir = tmp.path().join("cicap");
+    let sensor = cicap_sensor(&cicap_dir, &clamd, &[]);
+    // Past StartSendPercentDataAfter (2M): c-icap sends the head and 5 %
+    // of the body before the scan ends, then finds the marker at the end.
+    let mut body = vec![b'x'; 3_000_000];
+    body.extend_from_slice(format!("\n{VIRUS_MARKER}\n").as_bytes());
+    let path = tmp.path().join("big.txt");
+    std::fs::write(&path, &body).unwrap();
+    let got = tmp.path().join("got.txt");
+    let run = cicap_client_via_icaptap(
+        sensor.addr,
+        vec![args(&[
+            "-s",
+            "virus_scan",
+            "-f",
+            path.to_str().unwrap(),
+            "-o",
+            got.to_str().unwrap(),
+            "-resp",
+            "http://origin.test/big.txt",
+        ])],
+    )
+    .await;
+    let answers = run.answers();
+    assert_eq!(answers.len(), 1, "{:#?}", run.exchanges);
+    let x = answers[0];
+    // What the client got: the original head, and a part of the body.
+    let user_got = std::fs::metadata(&got).unwrap().len();
+    assert!(
+        user_got < body.len() as u64 / 10,
+        "the client got {user_got} bytes"
+    );
+    assert_eq!(x.response_body_bytes, user_got);
+    assert_eq!(x.verdict, "modified", "{x:#?}");
+    assert_eq!(x.threat, None, "c-icap could not name it any more");
+    assert_eq!(
+        server_side(x),
+        ["body-truncated-by-sensor"],
+        "{:#?}",
+        x.anomalies
+    );
+    let a = &x
+        .anomalies
+        .iter()
+        .find(|a| a.side == "server")
+        .unwrap()
+        .detail;
+    assert!(
+        a.starts_with("truncated by the sensor: possible late detection"),
+        "{a}"
+    );
+    // c-icap's own log: it found the marker after the head went out.
+    let log = scan_log(&cicap_dir, run.exchanges.len());
+    let respmod = log
+        .iter()
+        .find(|l| l.starts_with("RESPMOD"))
+        .expect("a RESPMOD line");
+    assert!(
+        respmod.contains(&format!(
+            "action=partiallyblocked virus={VIRUS_MARKER_NAME}"
+        )),
+        "{log:#?}"
+    );
 }
