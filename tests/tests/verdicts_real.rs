@@ -453,3 +453,120 @@ async fn virus_scan_late_detection_on_a_large_object_says_truncated_by_the_senso
         "{log:#?}"
     );
 }
+
+#[tokio::test]
+async fn squid_users_get_what_icaptap_says_for_url_blocks_and_viruses() {
+    require("squid", "squid");
+    require("curl", "curl");
+    let tmp = tempfile::tempdir().unwrap();
+    let clamd = Clamd::start(&tmp.path().join("clamd"));
+    let cicap_dir = tmp.path().join("cicap");
+    let sensor = cicap_sensor(&cicap_dir, &clamd, &["blocked.example"]);
+    let out = tmp.path().join("out");
+    let mut forward = ForwardConfig::new("127.0.0.1:0".parse().unwrap(), sensor.addr);
+    forward.drain = Duration::from_secs(3);
+    let proxy = start(ProxyPlan::new(forward, out.clone())).await.unwrap();
+    let origin = Origin::start(vec![
+        (
+            "/infected.txt".to_string(),
+            format!("hello {VIRUS_MARKER} world\n").into_bytes(),
+        ),
+        ("/clean.txt".to_string(), b"nothing to see here\n".to_vec()),
+    ]);
+    let squid = Squid::start_from_async(
+        tmp.path().join("squid"),
+        SquidIcap {
+            icap: proxy.listen,
+            reqmod_service: "/url_check".to_string(),
+            respmod_service: "/virus_scan".to_string(),
+            bypass: false,
+            preview_size: 1024,
+        },
+    )
+    .await;
+    let urls = [
+        "http://www.blocked.example/x".to_string(),
+        origin.url("/infected.txt"),
+        origin.url("/clean.txt"),
+    ];
+    let squid_addr = squid.addr;
+    let got = tokio::task::spawn_blocking({
+        let urls = urls.clone();
+        move || {
+            urls.iter()
+                .map(|u| curl_via(squid_addr, u))
+                .collect::<Vec<_>>()
+        }
+    })
+    .await
+    .unwrap();
+    let icap_log = squid.icap_log();
+    drop(squid);
+    proxy.stop().await.unwrap();
+    let exchanges: Vec<ExchangeRecord> = read_jsonl(&out.join("exchanges.jsonl"));
+
+    // What the users got.
+    let page = |i: usize| String::from_utf8_lossy(&got[i].1).to_string();
+    assert_eq!(got[0].0, 403, "{}", page(0));
+    assert!(page(0).contains("Access denied"), "{}", page(0));
+    assert_eq!(got[1].0, 403, "{}", page(1));
+    assert!(page(1).contains("VIRUS FOUND"), "{}", page(1));
+    assert_eq!(
+        (got[2].0, got[2].1.as_slice()),
+        (200, &b"nothing to see here\n"[..])
+    );
+
+    // What icaptap says, exchange by exchange.
+    let of = |method: &str, url: &str| -> Vec<&ExchangeRecord> {
+        exchanges
+            .iter()
+            .filter(|x| x.method.as_deref() == Some(method) && x.http_url.as_deref() == Some(url))
+            .collect()
+    };
+    let blocked = of("REQMOD", &urls[0]);
+    assert_eq!(blocked.len(), 1, "{exchanges:#?}");
+    assert_eq!(blocked[0].verdict, "blocked");
+    assert_eq!(blocked[0].threat, None);
+    assert_eq!(
+        blocked[0].block_reason.as_deref(),
+        Some("URL category denyhosts is BLOCKED")
+    );
+    assert!(
+        of("RESPMOD", &urls[0]).is_empty(),
+        "a blocked URL is never fetched"
+    );
+    for (url, verdict, threat) in [
+        (&urls[1], "infected", Some(VIRUS_MARKER_NAME)),
+        (&urls[2], "clean", None),
+    ] {
+        let req = of("REQMOD", url);
+        assert_eq!(req.len(), 1, "{url}: {exchanges:#?}");
+        assert_eq!(req[0].verdict, "clean", "{url}: url_check let it through");
+        let resp = of("RESPMOD", url);
+        assert_eq!(resp.len(), 1, "{url}: {exchanges:#?}");
+        assert_eq!(resp[0].verdict, verdict, "{url}: {:#?}", resp[0]);
+        assert_eq!(resp[0].threat.as_deref(), threat, "{url}");
+    }
+    for x in &exchanges {
+        assert!(server_side(x).is_empty(), "{x:#?}");
+    }
+    // Squid's icap_log has every one of these transactions, and so does
+    // c-icap's scan log.
+    for (method, n) in [("REQMOD", 3), ("RESPMOD", 2)] {
+        let squid_saw = icap_log
+            .iter()
+            .filter(|l| l.split_whitespace().any(|w| w == method))
+            .count();
+        let icaptap_saw = exchanges
+            .iter()
+            .filter(|x| x.method.as_deref() == Some(method))
+            .count();
+        assert_eq!((squid_saw, icaptap_saw), (n, n), "{method}: {icap_log:#?}");
+    }
+    let scan = scan_log(&cicap_dir, exchanges.len());
+    assert!(
+        scan.iter()
+            .any(|l| l.starts_with("RESPMOD 200") && l.contains(VIRUS_MARKER_NAME)),
+        "{scan:#?}"
+    );
+}
