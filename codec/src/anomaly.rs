@@ -150,6 +150,10 @@ anomaly_codes! {
     StrayBytes => "stray-bytes", Warn;
     /// A TLS handshake on a plain ICAP port.
     TlsOnPlainPort => "tls-on-plain-port", Error;
+    /// The server answered in another protocol (an HTTP status line, an
+    /// SSH or SMTP greeting, any first line not `ICAP/`): the client is
+    /// pointed at something that is not an ICAP service.
+    ResponseNotIcap => "response-not-icap", Error;
     /// Bytes of the stream were not seen (capture loss, observer overload);
     /// decoding resumed at the next plausible message.
     StreamGap => "stream-gap", Warn;
@@ -180,6 +184,15 @@ anomaly_codes! {
     /// A RESPMOD answered 200 with `null-body` although the original
     /// response had a body: the content is lost.
     ContentLost => "content-lost", Error;
+    /// A 200 whose body ended cleanly short of its own Content-Length and
+    /// of the body the client sent: truncated by the sensor, a possible
+    /// late detection (the sensor sent part of the body before its scan
+    /// ended, then cut the rest). Replaces `body-length-mismatch`.
+    BodyTruncatedBySensor => "body-truncated-by-sensor", Error;
+    /// An OPTIONS 200 without `Encapsulated`: RFC 3507 asks for one in
+    /// every message, clients accept its absence. Replaces
+    /// `encapsulated-missing` for OPTIONS answers.
+    OptionsEncapsulatedMissing => "options-encapsulated-missing", Warn;
     /// More requests waiting for answers on one connection than icaptap
     /// tracks (`--max-pipeline`): the oldest was given up undecided, its
     /// answer is skipped when it comes, and later pairs stay true.

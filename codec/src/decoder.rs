@@ -15,8 +15,8 @@ use crate::encapsulated::EntityKind;
 use crate::event::{Event, MessageEnd};
 use crate::framing::{HeadCollector, Line, LineReader, LineStatus};
 use crate::head::{
-    is_plausible_start, looks_like_icap_start, parse_http_head, parse_request_line,
-    parse_status_line, Finding, StartLineError,
+    first_bytes, foreign_answer, is_plausible_start, looks_like_icap_start, parse_http_head,
+    parse_request_line, parse_status_line, Finding, StartLineError,
 };
 use crate::icap_head;
 use crate::limits::Limits;
@@ -198,7 +198,17 @@ impl Decoder {
         let truncated = "the stream ended inside this message".to_string();
         match state {
             State::Idle if !self.line.is_empty() => {
-                self.anomaly(out, AnomalyCode::MessageTruncated, at, truncated);
+                let pending = self.line.pending();
+                let start = at - pending.len() as u64;
+                let icap_prefix = b"ICAP/".starts_with(&pending[..pending.len().min(5)])
+                    || pending.starts_with(b"ICAP/");
+                let foreign = (self.direction == Direction::Response && !icap_prefix)
+                    .then(|| foreign_answer(pending, start == 0))
+                    .flatten();
+                match foreign {
+                    Some(what) => self.not_icap(out, start, pending, what),
+                    None => self.anomaly(out, AnomalyCode::MessageTruncated, at, truncated),
+                }
             }
             State::Idle | State::Tls => {}
             State::Resync { from, quiet } => {
@@ -251,6 +261,22 @@ impl Decoder {
         for (code, offset, detail) in findings {
             self.anomaly(out, code, offset, detail);
         }
+    }
+
+    /// The server answered in another protocol: says what it looked like.
+    /// What follows is that protocol's, skipped quietly until an ICAP
+    /// status line.
+    fn not_icap(&self, out: &mut Vec<Event>, at: u64, line: &[u8], what: &str) {
+        self.anomaly(
+            out,
+            AnomalyCode::ResponseNotIcap,
+            at,
+            format!(
+                "\"{}\": {what} (an ICAP answer starts with ICAP/1.0); check the host and \
+                 port the client sends ICAP to",
+                first_bytes(line)
+            ),
+        );
     }
 
     fn stray(&self, out: &mut Vec<Event>, from: u64, to: u64) {
@@ -346,9 +372,15 @@ impl Decoder {
                 self.state = State::IcapHead;
             }
             Err(StartLineError::NotAStartLine) => {
+                let foreign = (self.direction == Direction::Response)
+                    .then(|| foreign_answer(&line.bytes, line.start == 0))
+                    .flatten();
+                if let Some(what) = foreign {
+                    self.not_icap(out, line.start, &line.bytes, what);
+                }
                 self.state = State::Resync {
                     from: line.start,
-                    quiet: false,
+                    quiet: foreign.is_some(),
                 };
             }
             Err(StartLineError::Malformed(why)) => {

@@ -54,6 +54,40 @@ pub(crate) fn looks_like_icap_start(line: &[u8]) -> bool {
     matches!(version, Some(v) if v.starts_with(b"ICAP/")) && parts.next().is_none()
 }
 
+/// What answered, when a response-direction line where an ICAP status line
+/// was due is the answer of a server of another protocol: an HTTP status
+/// line or an SSH greeting wherever a message may start, a text-protocol
+/// greeting (`220 ...`, `+OK`) only as the server's first line. Anything
+/// else may just be stray bytes between ICAP messages (a lone `0`).
+pub(crate) fn foreign_answer(line: &[u8], at_stream_start: bool) -> Option<&'static str> {
+    let greeting = line.len() >= 4
+        && line[..3].iter().all(u8::is_ascii_digit)
+        && matches!(line[3], b' ' | b'-');
+    if line.starts_with(b"HTTP/") {
+        Some("an HTTP server, not an ICAP service, answered")
+    } else if line.starts_with(b"SSH-") {
+        Some("an SSH server, not an ICAP service, answered")
+    } else if at_stream_start && greeting {
+        Some("a text-protocol server (an SMTP or FTP greeting), not an ICAP service, answered")
+    } else if at_stream_start && (line.starts_with(b"+OK") || line.starts_with(b"-ERR")) {
+        Some("a text-protocol server (POP3 or Redis style), not an ICAP service, answered")
+    } else {
+        None
+    }
+}
+
+/// The first bytes of `line` for an anomaly detail: at most 60, control
+/// bytes escaped.
+pub(crate) fn first_bytes(line: &[u8]) -> String {
+    let shown = &line[..line.len().min(60)];
+    let text: String = shown.escape_ascii().to_string();
+    if line.len() > shown.len() {
+        format!("{text}...")
+    } else {
+        text
+    }
+}
+
 fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }

@@ -43,6 +43,7 @@ const DECODER_CODES: &[AnomalyCode] = &[
     AnomalyCode::MessageTruncated,
     AnomalyCode::StrayBytes,
     AnomalyCode::TlsOnPlainPort,
+    AnomalyCode::ResponseNotIcap,
     AnomalyCode::StreamGap,
 ];
 
@@ -173,6 +174,16 @@ fn classic_cases_in_detail() {
             "malformed/tls-on-plain-port.req",
             &["! tls-on-plain-port @0"],
         ),
+        (
+            // An HTTP server answered: said once, its head and body are
+            // skipped quietly, and decoding goes on at the next ICAP answer.
+            "malformed/response-not-icap.resp",
+            &[
+                "! response-not-icap @0",
+                "RESP 204 @70",
+                "END Complete 0 @113",
+            ],
+        ),
     ];
     for (name, expected) in table {
         let events = decode_all_ways(direction_of(name), &fixture(name));
@@ -249,4 +260,44 @@ fn catalogue_documents_every_decoder_code() {
             code.as_str()
         );
     }
+}
+
+#[test]
+fn a_non_icap_answer_says_what_it_looked_like() {
+    let cases: &[(&[u8], &str)] = &[
+        (
+            b"HTTP/1.1 200 OK\r\nServer: x\r\n\r\n",
+            "\"HTTP/1.1 200 OK\": an HTTP server",
+        ),
+        (
+            b"SSH-2.0-OpenSSH_9.2\r\n",
+            "\"SSH-2.0-OpenSSH_9.2\": an SSH server",
+        ),
+        (
+            b"220 mail.example ESMTP\r\n",
+            "\"220 mail.example ESMTP\": a text-protocol server",
+        ),
+        // Cut before any line end: the first bytes still tell.
+        (b"HTTP/1.0 400 Bad", "\"HTTP/1.0 400 Bad\": an HTTP server"),
+    ];
+    for (input, want) in cases {
+        let events = decode_all_ways(Direction::Response, input);
+        let found: Vec<_> = events
+            .iter()
+            .filter_map(|e| match e {
+                Event::Anomaly(a) => Some(a),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(found.len(), 1, "{want}: {:#?}", summary(&events));
+        assert_eq!(found[0].code, AnomalyCode::ResponseNotIcap, "{want}");
+        assert_eq!(found[0].offset, 0);
+        assert!(found[0].detail.starts_with(want), "{}", found[0].detail);
+    }
+    // Between ICAP answers a greeting-like line is only stray bytes.
+    let events = decode_all_ways(
+        Direction::Response,
+        b"ICAP/1.0 204 No Content\r\nISTag: \"t\"\r\n\r\n220 odd\r\n",
+    );
+    assert_eq!(codes(&events), ["stray-bytes"]);
 }

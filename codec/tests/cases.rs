@@ -144,11 +144,11 @@ fn cases() -> Vec<Case> {
             ],
         },
         Case {
-            name: "an HTTP response on the ICAP port is skipped as stray bytes",
+            name: "an HTTP response on the ICAP port is named, then skipped",
             direction: R,
             input: "HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\n\r\nICAP/1.0 204 No Content\r\nISTag: \"t\"\r\n\r\n".into(),
             expected: &[
-                "! stray-bytes @0",
+                "! response-not-icap @0",
                 "RESP 204 @47",
                 "END Complete 0 @86",
             ],

@@ -166,7 +166,7 @@ async fn infected_styles_carry_each_vendor_header() {
             "x-response-info",
             "X-Response-Info",
             "Blocked",
-            "Threat Trojan.Test.D detected",
+            "Trojan.Test.D",
         ),
     ];
     for (style, name, value, threat) in cases {

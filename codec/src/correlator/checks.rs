@@ -1,7 +1,7 @@
 //! The RFC 3507 rules that need only the two messages of one exchange:
 //! `100 Continue` only after a preview (4.5), the final statuses a request
-//! allowed (4.6, and 206), OPTIONS answers, and RESPMOD content lost to a
-//! `null-body` answer.
+//! allowed (4.6, and 206), OPTIONS answers, RESPMOD content lost to a
+//! `null-body` answer, and a body the sensor cut short.
 
 use super::exchange::Exchange;
 use crate::anomaly::{Anomaly, AnomalyCode, Side};
@@ -109,4 +109,56 @@ pub(super) fn check_content_lost(x: &mut Exchange) {
             ),
         ));
     }
+}
+
+/// A 200 whose body ended cleanly (its zero chunk came) short of the
+/// Content-Length of the HTTP head it returned, and short of what the
+/// client sent: the sensor cut it. A sensor that streams part of a body
+/// before its scan ends (c-icap's `SendPercentData`) does this when it finds
+/// a threat too late to say so in the head. The decoder's
+/// `body-length-mismatch` is replaced by what it means here.
+pub(super) fn check_cut_short(x: &mut Exchange) {
+    if x.incomplete || x.status() != Some(200) {
+        return;
+    }
+    let Some(declared) = x.response_http.last().and_then(|h| h.content_length) else {
+        return;
+    };
+    let (returned, sent) = (x.response_body.bytes, x.request_body.bytes);
+    if returned >= declared || returned >= sent {
+        return;
+    }
+    let mismatch = x
+        .anomalies
+        .iter_mut()
+        .find(|a| a.code == AnomalyCode::BodyLengthMismatch && a.side == Side::Server);
+    if let Some(a) = mismatch {
+        *a = Anomaly::new(
+            AnomalyCode::BodyTruncatedBySensor,
+            Side::Server,
+            a.offset,
+            format!(
+                "truncated by the sensor: possible late detection: the answer ended cleanly after \
+                 {returned} of the {declared} body bytes its Content-Length declares ({sent} were \
+                 sent); a sensor that sends part of a body before its scan ends cuts the rest \
+                 when it finds a threat, and the user gets a truncated object"
+            ),
+        );
+    }
+}
+
+/// An OPTIONS 200 without `Encapsulated`: a warning, not a broken answer
+/// (clients accept it). `a` is an anomaly of `x`'s final response.
+pub(super) fn options_leniency(x: &Exchange, a: Anomaly) -> Anomaly {
+    let options_200 = x.method() == Some(&Method::Options) && x.status() == Some(200);
+    if a.code == AnomalyCode::EncapsulatedMissing && options_200 {
+        return Anomaly::new(
+            AnomalyCode::OptionsEncapsulatedMissing,
+            a.side,
+            a.offset,
+            "an OPTIONS 200 without Encapsulated (RFC 3507 asks for `Encapsulated: null-body=0` \
+             or `opt-body=0`); ICAP clients accept it",
+        );
+    }
+    a
 }

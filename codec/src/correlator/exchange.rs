@@ -156,8 +156,14 @@ impl Exchange {
             && self.preview.is_some_and(|p| p.ended && !p.ieof)
     }
 
+    /// Whether the server answered this request in another protocol
+    /// (`response-not-icap`): no ICAP answer will come.
+    pub fn answered_not_icap(&self) -> bool {
+        self.response.is_none() && self.has_anomaly(AnomalyCode::ResponseNotIcap)
+    }
+
     pub(super) fn over(&self) -> bool {
-        self.request_over() && self.response_ended
+        self.request_over() && (self.response_ended || self.answered_not_icap())
     }
 }
 

@@ -5,7 +5,9 @@
 
 use std::collections::VecDeque;
 
-use super::checks::{check_content_lost, check_continue, check_final};
+use super::checks::{
+    check_content_lost, check_continue, check_cut_short, check_final, options_leniency,
+};
 use super::exchange::{add_body, finish_hash, BodyHasher, Exchange, PreviewFacts, Stamp};
 use crate::anomaly::{Anomaly, AnomalyCode, Side};
 use crate::event::{Event, MessageEnd, RequestHead, ResponseHead};
@@ -342,6 +344,16 @@ impl Correlator {
     }
 
     fn response_anomaly(&mut self, a: Anomaly) {
+        if a.code == AnomalyCode::ResponseNotIcap && self.response_target == ResponseTarget::Idle {
+            // The answer the oldest unanswered request got, in another
+            // protocol: that exchange is over, and malformed.
+            // With no request waiting it belongs to the connection.
+            match self.open.iter_mut().find(|x| x.response.is_none()) {
+                Some(x) => x.anomalies.push(a),
+                None => self.connection_anomalies.push(a),
+            }
+            return;
+        }
         let seq = match self.response_target {
             ResponseTarget::Interim(seq) | ResponseTarget::Final(seq) => seq,
             ResponseTarget::GivenUp => {
@@ -354,7 +366,10 @@ impl Correlator {
             }
         };
         match self.open_exchange(seq) {
-            Some(x) => x.anomalies.push(a),
+            Some(x) => {
+                let a = options_leniency(x, a);
+                x.anomalies.push(a);
+            }
             None => self.connection_anomalies.push(a),
         }
     }
@@ -418,6 +433,7 @@ impl Correlator {
                 x.incomplete,
             );
             check_content_lost(x);
+            check_cut_short(x);
         }
         self.response_target = ResponseTarget::Idle;
     }

@@ -10,7 +10,7 @@ use icap_codec::{EntityKind, Exchange, Headers};
 use super::conn::Conn;
 use super::finding::Finding;
 use super::rules::decode_identity;
-use super::verdict::Verdict;
+use super::verdict::{block_reason, Verdict};
 use crate::output::records::{
     AnomalyRecord, CloseRecord, ConnectionRecord, ExchangeRecord, FramesRecord, IdentityRecord,
     PreviewRecord, ProductsRecord, TimingsRecord, MAX_PRODUCT_CHARS,
@@ -117,6 +117,10 @@ pub fn exchange_record(
         uri,
         icap_status: resp.map(|r| r.status),
         verdict: verdict.as_str().to_string(),
+        block_reason: match verdict {
+            Verdict::Blocked | Verdict::Infected => resp.and_then(|r| block_reason(&r.headers)),
+            _ => None,
+        },
         threat,
         anomalies: findings.iter().map(anomaly_record).collect(),
         latency_us,

@@ -179,5 +179,6 @@ pub fn breaks_response(code: AnomalyCode) -> bool {
             | Status206NotAllowed
             | ResponseUnsolicited
             | OptionsReplyInvalid
+            | ResponseNotIcap
     )
 }

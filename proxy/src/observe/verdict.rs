@@ -1,6 +1,14 @@
 //! Verdicts: what an ICAP response means for the user's object, read the
-//! way FIELD-GUIDE.md "Verdicts" describes (RFC 3507 sections 4.6 to 4.9
+//! way docs/log-schema.md "Verdicts" describes (RFC 3507 sections 4.6 to 4.9
 //! plus the vendor headers sensors use to name threats).
+//!
+//! Malware and policy are told apart by the header that speaks, the same
+//! way for every vendor: `X-Infection-Found`, `X-Virus-ID` and
+//! `X-Violations-Found` name malware (`infected`, with the names);
+//! `X-Response-Info: Blocked` (any case, also `block`) and
+//! `X-Blocked-Reason` say the sensor blocked the object, which is a policy
+//! block (`blocked`, with the sensor's words as the block reason) unless a
+//! malware header names a threat too. docs/log-schema.md has the table.
 
 use icap_codec::{EntityKind, Exchange, Method, Side};
 
@@ -15,11 +23,13 @@ pub enum Verdict {
     Clean,
     /// A 200 or 206 that changed the encapsulated message.
     Modified,
-    /// A 200 carrying an HTTP error or block page, or a REQMOD answered with
-    /// a response.
+    /// A 200 carrying an HTTP error or block page, a REQMOD answered with
+    /// a response, or a 200 whose vendor headers say the sensor blocked the
+    /// object without naming malware (a policy block: URL category,
+    /// content filter, file type).
     Blocked,
-    /// The sensor named a threat (X-Infection-Found, X-Virus-ID,
-    /// X-Violations-Found, X-Response-Info: Blocked).
+    /// The sensor named malware (X-Infection-Found, X-Virus-ID,
+    /// X-Violations-Found).
     Infected,
     /// An ICAP 4xx or 5xx.
     Error,
@@ -78,6 +88,10 @@ pub fn classify(x: &Exchange) -> (Verdict, Option<String>) {
         // Its answer may be another request's: nothing it says is claimed.
         return (Verdict::Unobserved, None);
     }
+    if x.answered_not_icap() {
+        // Something answered, in another protocol: not a missing answer.
+        return (Verdict::Malformed, None);
+    }
     if x.incomplete {
         return classify_partly_seen(x);
     }
@@ -87,6 +101,11 @@ pub fn classify(x: &Exchange) -> (Verdict, Option<String>) {
     };
     if x.request.is_none() {
         return (Verdict::Malformed, threat);
+    }
+    if (400..=599).contains(&response.status) && x.response_ended {
+        // The sensor refused the object, whatever else its answer got
+        // wrong (an error without ISTag): the anomalies say the rest.
+        return (Verdict::Error, threat);
     }
     let broken = x
         .anomalies
@@ -103,6 +122,7 @@ pub fn classify(x: &Exchange) -> (Verdict, Option<String>) {
         _ if x.method() == Some(&Method::Options) => Verdict::Options,
         204 => Verdict::Clean,
         206 => Verdict::Modified,
+        200 if policy_block(&response.headers) => Verdict::Blocked,
         200 => classify_200(x),
         _ => Verdict::Malformed,
     };
@@ -126,6 +146,7 @@ fn classify_partly_seen(x: &Exchange) -> (Verdict, Option<String>) {
         400..=599 => Verdict::Error,
         _ if x.method() == Some(&Method::Options) => Verdict::Options,
         204 => Verdict::Clean,
+        200 if policy_block(&response.headers) => Verdict::Blocked,
         200 if x.method() == Some(&Method::Reqmod)
             && x.response_http(EntityKind::ResHdr).is_some() =>
         {
@@ -214,19 +235,33 @@ pub fn threat_names(headers: &icap_codec::Headers) -> Option<String> {
     if let Some(value) = headers.get_str("X-Violations-Found") {
         names.extend(violations(value));
     }
-    let blocked = headers
-        .get_str("X-Response-Info")
-        .is_some_and(|v| v.trim().eq_ignore_ascii_case("blocked"));
-    if blocked {
-        let desc = headers
-            .get_str("X-Response-Desc")
-            .map(|d| d.trim().to_string())
-            .filter(|d| !d.is_empty())
-            .unwrap_or_else(|| "blocked".to_string());
-        names.push(desc);
-    }
     names.dedup();
     (!names.is_empty()).then(|| names.join(", "))
+}
+
+/// Whether the vendor headers say the sensor blocked the object:
+/// `X-Response-Info: Blocked` (c-icap url_check `BLOCKED`, its content
+/// filter `block`, MetaDefender and Kaspersky `Blocked`) or an
+/// `X-Blocked-Reason`. Malware is told by [`threat_names`], not here.
+pub fn policy_block(headers: &icap_codec::Headers) -> bool {
+    let info = headers.get_str("X-Response-Info").map(str::trim);
+    let says_blocked =
+        info.is_some_and(|v| v.eq_ignore_ascii_case("blocked") || v.eq_ignore_ascii_case("block"));
+    says_blocked || headers.get_str("X-Blocked-Reason").is_some()
+}
+
+/// The sensor's own words for why it blocked the object, when its headers
+/// say it did ([`policy_block`]): `X-Blocked-Reason`, else
+/// `X-Response-Desc`, at most 200 characters.
+pub fn block_reason(headers: &icap_codec::Headers) -> Option<String> {
+    if !policy_block(headers) {
+        return None;
+    }
+    ["X-Blocked-Reason", "X-Response-Desc"]
+        .iter()
+        .filter_map(|name| headers.get_str(name))
+        .map(|v| v.trim().chars().take(200).collect::<String>())
+        .find(|v| !v.is_empty())
 }
 
 /// `key=value` inside a `;`-separated parameter list.
@@ -297,18 +332,72 @@ mod tests {
                 &[("X-Violations-Found", "1 eicar.com Eicar-Test-Signature 0 0")],
                 Some("Eicar-Test-Signature"),
             ),
+            // A block says nothing of malware: a policy block names none.
+            (
+                &[
+                    ("X-Response-Info", "BLOCKED"),
+                    ("X-Response-Desc", "URL category denyhosts is BLOCKED"),
+                ],
+                None,
+            ),
             (
                 &[
                     ("X-Response-Info", "Blocked"),
-                    ("X-Response-Desc", "Trojan.Win32"),
+                    ("X-Blocked-Reason", "Infected"),
+                    ("X-Virus-ID", "EICAR Test String"),
                 ],
-                Some("Trojan.Win32"),
+                Some("EICAR Test String"),
             ),
             (&[("X-Response-Info", "Passed")], None),
             (&[("ISTag", "\"x\"")], None),
         ];
         for (list, want) in cases {
             assert_eq!(threat_names(&headers(list)).as_deref(), *want, "{list:?}");
+        }
+    }
+
+    #[test]
+    fn policy_blocks_in_every_vendor_style() {
+        type Case<'a> = (&'a [(&'a str, &'a str)], Option<&'a str>);
+        let cases: &[Case] = &[
+            (
+                &[
+                    ("X-Response-Info", "BLOCKED"),
+                    ("X-Response-Desc", "URL category denyhosts is BLOCKED"),
+                ],
+                Some("URL category denyhosts is BLOCKED"),
+            ),
+            (
+                &[
+                    ("X-Response-Info", "block"),
+                    ("X-Response-Desc", "BadWords score=10>5"),
+                ],
+                Some("BadWords score=10>5"),
+            ),
+            (
+                &[
+                    ("X-Response-Info", "Blocked"),
+                    ("X-Response-Desc", "Encrypted Archive"),
+                    ("X-Blocked-Reason", "Encrypted Archive"),
+                ],
+                Some("Encrypted Archive"),
+            ),
+            (
+                &[
+                    ("X-Response-Info", "ALLOWED"),
+                    ("X-Response-Desc", "URL category ALL is ALLOWED"),
+                ],
+                None,
+            ),
+            (
+                &[("X-Infection-Found", "Type=0; Resolution=2; Threat=A;")],
+                None,
+            ),
+        ];
+        for (list, want) in cases {
+            let h = headers(list);
+            assert_eq!(block_reason(&h).as_deref(), *want, "{list:?}");
+            assert_eq!(policy_block(&h), want.is_some(), "{list:?}");
         }
     }
 }

@@ -496,6 +496,7 @@ mod tests {
             icap_status: None,
             verdict: "clean".into(),
             threat: None,
+            block_reason: None,
             anomalies: Vec::new(),
             latency_us: None,
             istag: None,

@@ -121,10 +121,15 @@ pub struct ExchangeRecord {
     /// Final ICAP status, or null.
     pub icap_status: Option<u16>,
     /// One of clean, modified, blocked, infected, error, missing, malformed,
-    /// options.
+    /// options, unobserved.
     pub verdict: String,
     /// Threat name(s) the sensor gave, or null.
     pub threat: Option<String>,
+    /// The sensor's reason for a block its headers announced
+    /// (X-Blocked-Reason, X-Response-Desc), or null (absent in records
+    /// written before this field existed).
+    #[serde(default)]
+    pub block_reason: Option<String>,
     /// Every anomaly of this exchange.
     pub anomalies: Vec<AnomalyRecord>,
     /// Request complete (or preview sent) to response head, microseconds.

@@ -25,8 +25,8 @@ pub use request::{build_request, BuiltRequest, IcapMethod, IcapTarget, RequestSp
 
 use load::{run_load, LoadConfig, LoadStop};
 
-use crate::observe::verdict::threat_names;
 pub use crate::observe::verdict::Verdict;
+use crate::observe::verdict::{block_reason, threat_names};
 
 use super::sample::Sample;
 use crate::units::parse_duration;
@@ -291,9 +291,10 @@ fn verdict_line(verdict: Verdict, threat: Option<&str>, answer: &Answer) -> Stri
         Verdict::Clean if answer.head.status == 204 => "204 No Content: not modified".to_owned(),
         Verdict::Clean => "200 echo: body unchanged".to_owned(),
         Verdict::Modified => "the sensor changed the message".to_owned(),
-        Verdict::Blocked => match page {
-            Some(status) => format!("HTTP {status} page"),
-            None => "the request was answered with a response".to_owned(),
+        Verdict::Blocked => match (block_reason(&answer.head.headers), page) {
+            (Some(reason), _) => reason,
+            (None, Some(status)) => format!("HTTP {status} page"),
+            (None, None) => "the request was answered with a response".to_owned(),
         },
         Verdict::Infected => threat.unwrap_or("threat not named").to_owned(),
         Verdict::Error => format!(

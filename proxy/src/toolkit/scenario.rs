@@ -390,8 +390,9 @@ pub enum InfectionStyle {
     /// `X-Violations-Found: 1` with folded detail lines (c-icap, Squid's
     /// reading of the draft).
     XViolationsFound,
-    /// `X-Response-Info: Blocked` with `X-Response-Desc` (several
-    /// appliance vendors).
+    /// `X-Response-Info: Blocked` with `X-Response-Desc` and
+    /// `X-Blocked-Reason: Infected`, the threat in `X-Virus-ID`
+    /// (MetaDefender).
     XResponseInfo,
 }
 

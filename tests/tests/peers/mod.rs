@@ -378,3 +378,183 @@ impl Drop for Tcpdump {
         let _ = self.child.wait();
     }
 }
+
+/// Panics with what to install when `program` is missing: the real-peer
+/// tests skip nothing.
+pub fn require(program: &str, package: &str) {
+    assert!(
+        have(program),
+        "{program} is not installed: install via .ci/run (Debian package {package})"
+    );
+}
+
+/// Panics with what to install when c-icap's module `file` is missing.
+pub fn require_cicap_module(file: &str, package: &str) {
+    let path = Path::new(CICAP_MODULES).join(file);
+    assert!(
+        path.exists(),
+        "{} is missing: install via .ci/run (Debian package {package})",
+        path.display()
+    );
+}
+
+/// Where Debian puts c-icap's services and modules.
+pub const CICAP_MODULES: &str = "/usr/lib/x86_64-linux-gnu/c_icap";
+
+/// The made-up body pattern the test signature database detects anywhere
+/// in a body (an `.ndb` signature).
+pub const VIRUS_MARKER: &str = "ICAPTAP-TEST-VIRUS-MARKER-4d2f9a";
+/// The name ClamAV reports for [`VIRUS_MARKER`] (private databases get
+/// `.UNOFFICIAL`).
+pub const VIRUS_MARKER_NAME: &str = "IcapTap.Test.Marker.UNOFFICIAL";
+/// The name ClamAV reports for the 68-byte EICAR file (an `.hdb` hash
+/// signature: without the official databases EICAR is not detected).
+pub const EICAR_NAME: &str = "Eicar-Test-Signature.UNOFFICIAL";
+
+/// clamd in the foreground on a Unix socket in `dir`, with a signature
+/// database written here (no download): [`VIRUS_MARKER`] anywhere in a
+/// body, and the EICAR test file by its MD5.
+pub struct Clamd {
+    pub socket: PathBuf,
+    pub daemon: Daemon,
+}
+
+impl Clamd {
+    /// Starts clamd and waits until it answers `zPING` with `PONG`.
+    pub fn start(dir: &Path) -> Clamd {
+        require("clamd", "clamav-daemon");
+        let db = dir.join("db");
+        std::fs::create_dir_all(&db).unwrap();
+        let hex: String = VIRUS_MARKER.bytes().map(|b| format!("{b:02x}")).collect();
+        std::fs::write(
+            db.join("icaptap.ndb"),
+            format!("IcapTap.Test.Marker:0:*:{hex}\n"),
+        )
+        .unwrap();
+        std::fs::write(
+            db.join("eicar.hdb"),
+            "44d88612fea8a8f36de82e1278abb02f:68:Eicar-Test-Signature\n",
+        )
+        .unwrap();
+        let socket = dir.join("clamd.sock");
+        let d = dir.display();
+        let conf = format!(
+            "Foreground yes\nLocalSocket {}\nLocalSocketMode 666\nDatabaseDirectory {}\n\
+             TemporaryDirectory {d}\nPidFile {d}/clamd.pid\nLogFile {d}/clamd.log\nLogTime yes\n",
+            socket.display(),
+            db.display()
+        );
+        let path = dir.join("clamd.conf");
+        std::fs::write(&path, conf).unwrap();
+        let out = std::fs::File::create(dir.join("clamd.out")).unwrap();
+        let child = Command::new("clamd")
+            .arg("-c")
+            .arg(&path)
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("run clamd");
+        let daemon = Daemon {
+            child,
+            dir: dir.to_path_buf(),
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !clamd_pong(&socket) {
+            assert!(
+                Instant::now() < deadline,
+                "clamd did not answer on {}: {}",
+                socket.display(),
+                std::fs::read_to_string(dir.join("clamd.out")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Clamd { socket, daemon }
+    }
+}
+
+fn clamd_pong(socket: &Path) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::os::unix::net::UnixStream::connect(socket) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut answer = Vec::new();
+    s.write_all(b"zPING\0").is_ok()
+        && s.read_to_end(&mut answer).is_ok()
+        && answer.starts_with(b"PONG")
+}
+
+/// c-icap as a real anti-malware and policy sensor: `virus_scan` backed by
+/// `clamd`, `url_check` blocking the hosts in `deny_hosts` (and their
+/// subdomains), `srv_content_filtering` blocking text bodies that contain
+/// `forbidden-word`, and `echo`. Its scan log (`scan.log` in its
+/// directory) has one line per request: method, status, URL, the
+/// virus_scan action and virus name.
+pub fn cicap_sensor(dir: &Path, clamd: &Clamd, deny_hosts: &[&str]) -> CIcap {
+    require("c-icap", "c-icap");
+    require_cicap_module("virus_scan.so", "libc-icap-mod-virus-scan");
+    require_cicap_module("clamd_mod.so", "libc-icap-mod-virus-scan");
+    require_cicap_module("srv_url_check.so", "libc-icap-mod-urlcheck");
+    require_cicap_module("srv_content_filtering.so", "libc-icap-mod-contentfiltering");
+    std::fs::create_dir_all(dir).unwrap();
+    let deny = dir.join("denyhosts.txt");
+    std::fs::write(&deny, deny_hosts.join("\n") + "\n").unwrap();
+    let d = dir.display();
+    let extra = format!(
+        "LogFormat tapFmt \"%im %is %huo action=%{{virus_scan:action}}Sa virus=%{{virus_scan:virus}}Sa\"\n\
+         AccessLog {d}/scan.log tapFmt\n\
+         Module common clamd_mod.so\n\
+         clamd_mod.ClamdSocket {sock}\n\
+         Service antivirus_module virus_scan.so\n\
+         virus_scan.ScanFileTypes TEXT DATA EXECUTABLE ARCHIVE GIF JPEG MSOFFICE\n\
+         virus_scan.SendPercentData 5\n\
+         virus_scan.StartSendPercentDataAfter 2M\n\
+         virus_scan.MaxObjectSize 5M\n\
+         virus_scan.DefaultEngine clamd\n\
+         Service url_check_module srv_url_check.so\n\
+         url_check.LookupTableDB denyhosts domain hash:{deny} \"Denied Hosts\"\n\
+         url_check.Profile default block denyhosts\n\
+         url_check.Profile default pass ALL\n\
+         Service srv_cfg_filter srv_content_filtering.so\n\
+         srv_content_filtering.Match BadWords body /forbidden-word/i score=10\n\
+         srv_content_filtering.Action block score{{BadWords>5}}\n",
+        sock = clamd.socket.display(),
+        deny = deny.display(),
+    );
+    let cicap = CIcap::start(dir, &extra);
+    wait_icap_ready(cicap.addr);
+    // clamd_mod connects once, at start: without clamd virus_scan fails
+    // open and answers 204 to everything.
+    let log = std::fs::read_to_string(dir.join("server.log")).unwrap_or_default();
+    assert!(
+        !log.contains("Can not connect to clamd"),
+        "c-icap could not reach clamd at {}: {log}",
+        clamd.socket.display()
+    );
+    cicap
+}
+
+/// Waits until the ICAP server at `addr` answers an OPTIONS with 200.
+pub fn wait_icap_ready(addr: SocketAddr) {
+    use std::io::{Read, Write};
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(mut s) = std::net::TcpStream::connect(addr) {
+            let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+            let request = format!("OPTIONS icap://{addr}/echo ICAP/1.0\r\nHost: {addr}\r\n\r\n");
+            let mut buf = [0u8; 32];
+            if s.write_all(request.as_bytes()).is_ok()
+                && s.read(&mut buf)
+                    .is_ok_and(|n| buf[..n].starts_with(b"ICAP/1.0 200"))
+            {
+                return;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "c-icap on {addr} did not answer OPTIONS"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -274,10 +274,15 @@ pub fn infection_headers(
                 ],
             )
         }
+        // MetaDefender's layout: the block announced in X-Response-Info
+        // with its reason, the threat named in X-Virus-ID (the block alone
+        // names no malware: a policy block looks the same).
         InfectionStyle::XResponseInfo => (
             vec![
                 ("X-Response-Info", "Blocked".to_owned()),
-                ("X-Response-Desc", format!("Threat {threat} detected")),
+                ("X-Response-Desc", "Infected".to_owned()),
+                ("X-Blocked-Reason", "Infected".to_owned()),
+                ("X-Virus-ID", threat.to_owned()),
             ],
             Vec::new(),
         ),
