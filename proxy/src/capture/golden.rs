@@ -83,7 +83,7 @@ fn respmod_reply(body_len: usize, seed: u64) -> Vec<u8> {
 
 enum Step {
     Tap(Tap),
-    Note(Annotation),
+    Annotate(Annotation),
 }
 
 fn tap(conn: &Arc<ConnMeta>, at: u64, event: TapEvent) -> Step {
@@ -108,7 +108,7 @@ fn data(conn: &Arc<ConnMeta>, at: u64, dir: Direction, offset: u64, bytes: &[u8]
 }
 
 fn note(conn: u64, dir: Direction, offset: u64, comment: &str) -> Step {
-    Step::Note(Annotation {
+    Step::Annotate(Annotation {
         conn,
         dir,
         offset,
@@ -228,7 +228,7 @@ fn run(dir: &Path, opts: RecordOptions) {
     for step in script() {
         match step {
             Step::Tap(t) => rec.on_tap(t),
-            Step::Note(n) => rec.annotate(n),
+            Step::Annotate(n) => rec.annotate(n),
         }
     }
     rec.finish();

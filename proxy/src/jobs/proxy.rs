@@ -256,7 +256,7 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
         let (queue, taps) = TapQueue::with_budget(plan.recorder_queue, plan.queue_bytes);
         let (notes, annotations) = annotation_channel(ANNOTATION_QUEUE_CAPACITY);
         let handle = capture::spawn(&plan.out, options, taps, annotations)?;
-        observer = observer.with_notes(Box::new(move |note| {
+        observer = observer.with_annotations(Box::new(move |note| {
             notes.try_send(note);
         }));
         recorder = Some((queue, handle));

@@ -9,13 +9,13 @@
 //! - [`rules`]: the observer's rules; [`finding`]: their codes;
 //! - [`verdict`]: what a response means; [`services`]: what each service
 //!   advertised;
-//! - [`describe`]: records; [`notes`]: packet comments.
+//! - [`describe`]: records; [`annotations`]: packet comments.
 
+pub mod annotations;
 pub mod config;
 mod conn;
 pub mod describe;
 pub mod finding;
-pub mod notes;
 pub mod observer;
 #[cfg(test)]
 mod rule_table;
@@ -25,9 +25,9 @@ pub mod verdict;
 
 use std::time::Duration;
 
+pub use annotations::{Annotation, AnnotationSink};
 pub use config::{ObserverConfig, ObserverMode};
 pub use finding::{Finding, RuleCode};
-pub use notes::{Note, NoteSink};
 pub use observer::Observer;
 pub use verdict::Verdict;
 

@@ -6,7 +6,7 @@
 //! This file is the order of things: when a tap, a tick or the end of a
 //! connection asks which rule. A connection's state is in `conn.rs`, the
 //! rules in `rules/`, record building in `describe.rs`, packet comments in
-//! `notes.rs`.
+//! `annotations.rs`.
 //!
 //! Every exchange that started gets exactly one record: when it is over, when
 //! its connection ends, or, for a verdict that never comes, when the verdict
@@ -16,11 +16,11 @@ use std::collections::HashMap;
 
 use icap_codec::{Direction, Event, Exchange, Stamp};
 
+use super::annotations::{annotations_for, AnnotationSink};
 use super::config::{ObserverConfig, ObserverMode};
 use super::conn::{Arrival, Conn};
 use super::describe::{connection_record, exchange_record};
 use super::finding::Finding;
-use super::notes::{notes_for, NoteSink};
 use super::rules::{
     awaits_verdict, client_waited_for_eof, exchange_rules, max_connections_exceeded, missing_cause,
     observer_dropped, sensor_unreachable, stuck, verdict_late, verdict_timeout, StreamOffsets,
@@ -37,7 +37,7 @@ pub struct Observer {
     conns: HashMap<ConnId, Conn>,
     services: ServiceBook,
     sink: Box<dyn RecordSink>,
-    notes: Option<NoteSink>,
+    annotations: Option<AnnotationSink>,
     scratch: Vec<Event>,
     last_tick: Micros,
 }
@@ -61,15 +61,15 @@ impl Observer {
             conns: HashMap::new(),
             services: ServiceBook::default(),
             sink,
-            notes: None,
+            annotations: None,
             scratch: Vec::new(),
             last_tick: 0,
         }
     }
 
     /// Sends a packet comment for every anomaly and non-clean verdict.
-    pub fn with_notes(mut self, notes: NoteSink) -> Observer {
-        self.notes = Some(notes);
+    pub fn with_annotations(mut self, annotations: AnnotationSink) -> Observer {
+        self.annotations = Some(annotations);
         self
     }
 
@@ -245,9 +245,9 @@ impl Observer {
         }
         conn.exchanges += 1;
         let record = exchange_record(&conn.meta, x, verdict, threat, &findings);
-        if let Some(notes) = self.notes.as_mut() {
-            for note in notes_for(&conn.meta, x, verdict, &findings) {
-                notes(note);
+        if let Some(annotate) = self.annotations.as_mut() {
+            for annotation in annotations_for(&conn.meta, x, verdict, &findings) {
+                annotate(annotation);
             }
         }
         self.sink.exchange(&record);

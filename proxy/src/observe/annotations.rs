@@ -8,24 +8,24 @@ use super::finding::Finding;
 use super::verdict::Verdict;
 use crate::tap::ConnMeta;
 
-/// Where notes go (the recorder, when recording).
-pub type NoteSink = Box<dyn FnMut(Note) + Send>;
+/// Where annotations go (the recorder, when recording).
+pub type AnnotationSink = Box<dyn FnMut(Annotation) + Send>;
 
 /// A packet comment for the capture: the recorder attaches it to the packet
 /// carrying byte `offset` of `dir` on `conn`.
-pub use crate::capture::Annotation as Note;
+pub use crate::capture::Annotation;
 
 /// Packet comments for an exchange: one per finding, and one for a verdict
 /// a reader should look at.
-pub fn notes_for(
+pub fn annotations_for(
     meta: &ConnMeta,
     x: &Exchange,
     verdict: Verdict,
     findings: &[Finding],
-) -> Vec<Note> {
+) -> Vec<Annotation> {
     let response_at = x.response.as_ref().map(|r| r.offset);
     let request_at = x.request.as_ref().map_or(0, |r| r.offset);
-    let mut out: Vec<Note> = findings
+    let mut out: Vec<Annotation> = findings
         .iter()
         .map(|f| {
             let dir = match f.side {
@@ -37,7 +37,7 @@ pub fn notes_for(
             } else {
                 request_at
             };
-            Note {
+            Annotation {
                 conn: meta.id,
                 dir,
                 offset: f.offset.unwrap_or(fallback),
@@ -58,7 +58,7 @@ pub fn notes_for(
             Some(o) => (Direction::Response, o),
             None => (Direction::Request, request_at),
         };
-        out.push(Note {
+        out.push(Annotation {
             conn: meta.id,
             dir,
             offset,
