@@ -3,8 +3,10 @@
 //! SIGINT/SIGTERM (stop accepting, drain, flush, write summary.json), and
 //! shows a status line on a terminal.
 //!
-//! Start-up checks happen before anything listens: the output directory is
-//! writable, the sensor's name resolves, the port is free.
+//! Start-up checks happen before anything listens: every option's value is
+//! usable, the output directory holds no earlier run, the sensor's name
+//! resolves, the ports are free; the output directory is created only once
+//! those passed, and removed again if a later step of the start fails.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -201,7 +203,10 @@ impl ProxyPlan {
 /// Starts a proxy on the current runtime; start-up errors are returned
 /// before anything listens.
 pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
-    let mut output = RunOutput::create(&plan.out)?;
+    // Refuse an earlier run's directory before anything else, then take
+    // the sockets, and only then create the output directory: a start
+    // that fails leaves no half-made run behind.
+    RunOutput::check(&plan.out)?;
     let forward_config = plan.forward.clone();
     let listener = forward::bind(&forward_config).await?;
     let listen = listener.local_addr();
@@ -221,6 +226,7 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
         None => None,
     };
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let mut output = RunOutput::create(&plan.out)?;
 
     let shutdown = CancellationToken::new();
     let stop_reason = Arc::new(Mutex::new(None));
@@ -255,14 +261,31 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
         }
         let (queue, taps) = TapQueue::with_budget(plan.recorder_queue, plan.queue_bytes);
         let (notes, annotations) = annotation_channel(ANNOTATION_QUEUE_CAPACITY);
-        let handle = capture::spawn(&plan.out, options, taps, annotations)?;
+        let handle = match capture::spawn(&plan.out, options, taps, annotations) {
+            Ok(handle) => handle,
+            Err(e) => {
+                output.discard();
+                return Err(e.into());
+            }
+        };
         observer = observer.with_notes(Box::new(move |note| {
             notes.try_send(note);
         }));
         recorder = Some((queue, handle));
     }
-    let observer_thread =
-        observe::spawn_live(observer, observer_rx).map_err(ProxyError::Runtime)?;
+    let observer_thread = match observe::spawn_live(observer, observer_rx) {
+        Ok(thread) => thread,
+        Err(e) => {
+            // The recorder may have begun its file: let it end, then
+            // remove everything this run created.
+            if let Some((queue, handle)) = recorder {
+                drop(queue);
+                let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+            }
+            output.discard();
+            return Err(ProxyError::Runtime(e));
+        }
+    };
     let sinks = TapSinks {
         observer: Some(observer_queue.clone()),
         recorder: recorder.as_ref().map(|(queue, _)| queue.clone()),
