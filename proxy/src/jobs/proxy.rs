@@ -64,12 +64,14 @@ pub struct ProxyArgs {
     #[arg(long, env = "ICAPTAP_OUT", value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Taps the observer may fall behind by before it loses some (it never
-    /// slows forwarding).
-    #[arg(long, env = "ICAPTAP_OBSERVER_QUEUE", default_value_t = DEFAULT_OBSERVER_QUEUE, value_name = "TAPS")]
+    /// slows forwarding); at least 64.
+    #[arg(long, env = "ICAPTAP_OBSERVER_QUEUE", default_value_t = DEFAULT_OBSERVER_QUEUE, value_name = "TAPS",
+          value_parser = parse_queue_taps)]
     pub observer_queue: usize,
     /// Taps the recorder may fall behind by before it loses some (it never
-    /// slows forwarding).
-    #[arg(long, env = "ICAPTAP_RECORDER_QUEUE", default_value_t = DEFAULT_RECORDER_QUEUE, value_name = "TAPS")]
+    /// slows forwarding); at least 64.
+    #[arg(long, env = "ICAPTAP_RECORDER_QUEUE", default_value_t = DEFAULT_RECORDER_QUEUE, value_name = "TAPS",
+          value_parser = parse_queue_taps)]
     pub recorder_queue: usize,
     /// Payload bytes each side path's queue may hold before it loses taps
     /// (bounds memory when a side path falls behind; accepts K, M, G).
@@ -78,9 +80,30 @@ pub struct ProxyArgs {
     /// Seconds between status lines on a terminal (0: none).
     #[arg(long, env = "ICAPTAP_STATUS_EVERY", default_value = "5s", value_parser = crate::units::parse_duration)]
     pub status_every: Duration,
-    /// Stop by itself after this long (e.g. 30m, 2h).
-    #[arg(long, env = "ICAPTAP_DURATION", value_parser = crate::units::parse_duration)]
+    /// Stop by itself after this long (e.g. 30m, 2h; longer than zero).
+    #[arg(long, env = "ICAPTAP_DURATION", value_name = "DURATION",
+          value_parser = crate::units::parse_nonzero_duration)]
     pub duration: Option<Duration>,
+}
+
+/// The smallest `--observer-queue` / `--recorder-queue`: a shorter queue
+/// loses taps whenever its side path is busy for a moment, and with them
+/// most records or most of the capture.
+pub const MIN_QUEUE_TAPS: usize = 64;
+
+/// Parses a side path's queue length (at least [`MIN_QUEUE_TAPS`]).
+fn parse_queue_taps(text: &str) -> Result<usize, String> {
+    let taps: usize = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{}` is not a number of taps, e.g. 16384", text.trim()))?;
+    if taps < MIN_QUEUE_TAPS {
+        return Err(format!(
+            "`{taps}` is too short: a queue this short loses taps whenever its side path is busy for a \
+             moment; give at least {MIN_QUEUE_TAPS} (default 16384)"
+        ));
+    }
+    Ok(taps)
 }
 
 /// Why the proxy could not start or finish.

@@ -11,6 +11,7 @@
 //!   advertised;
 //! - [`describe`]: records; [`notes`]: packet comments.
 
+pub mod codes;
 pub mod config;
 mod conn;
 pub mod describe;
