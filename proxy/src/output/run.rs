@@ -80,7 +80,7 @@ pub enum OutputError {
     /// The directory holds an earlier run, which is never written over.
     #[error(
         "the output directory {} already holds a run ({}); icaptap never writes over earlier evidence: \
-         give --out a new directory (or leave --out out for a fresh ./icaptap-YYYYMMDD-HHMMSS), \
+         give --out a new directory (without --out every run gets a fresh ./icaptap-YYYYMMDD-HHMMSS), \
          or remove the earlier run first with `icaptap clean {}`",
         dir.display(), found.join(", "), dir.display()
     )]
