@@ -60,7 +60,8 @@ pub struct ProxyArgs {
     /// Options from a TOML file.
     #[command(flatten)]
     pub config: crate::config::ConfigFileArg,
-    /// Output directory (default: ./icaptap-YYYYMMDD-HHMMSS).
+    /// Output directory, new or empty: one holding an earlier run is refused,
+    /// never written over (default: ./icaptap-YYYYMMDD-HHMMSS).
     #[arg(long, env = "ICAPTAP_OUT", value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Taps the observer may fall behind by before it loses some (it never
