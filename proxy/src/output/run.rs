@@ -232,3 +232,53 @@ impl RunOutput {
         Ok(summary)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_discarded_run_leaves_only_what_was_there() {
+        let tmp = tempfile::tempdir().unwrap();
+        // New directories, parents included, go again.
+        let nested = tmp.path().join("a/b/run");
+        let output = RunOutput::create(&nested).unwrap();
+        assert!(nested.join(SUMMARY_RESERVE).is_file());
+        std::fs::write(nested.join("capture.pcapng"), b"begun").unwrap();
+        output.discard();
+        assert!(!tmp.path().join("a").exists());
+
+        // An existing directory stays, with what it held.
+        let mine = tmp.path().join("mine");
+        std::fs::create_dir(&mine).unwrap();
+        std::fs::write(mine.join("notes.txt"), b"keep me").unwrap();
+        RunOutput::create(&mine).unwrap().discard();
+        let left: Vec<_> = std::fs::read_dir(&mine)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["notes.txt"]);
+    }
+
+    #[test]
+    fn a_directory_holding_a_run_is_refused_untouched() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("case");
+        RunOutput::create(&dir)
+            .unwrap()
+            .finish("test", Drops::default(), None)
+            .unwrap();
+        let before = std::fs::read(dir.join("summary.json")).unwrap();
+        let err = RunOutput::create(&dir).unwrap_err().to_string();
+        assert!(err.contains("already holds a run"), "{err}");
+        assert!(err.contains("summary.json"), "{err}");
+        assert!(err.contains("icaptap clean"), "{err}");
+        assert_eq!(std::fs::read(dir.join("summary.json")).unwrap(), before);
+        assert!(!dir.join(SUMMARY_RESERVE).exists());
+
+        let file = tmp.path().join("a-file");
+        std::fs::write(&file, b"").unwrap();
+        let err = RunOutput::create(&file).unwrap_err().to_string();
+        assert!(err.contains("is not a directory"), "{err}");
+    }
+}
