@@ -1,6 +1,6 @@
 //! `icaptap proxy`: the main job. Wires the forwarding path to its side
 //! paths (observer, recorder) and the run's output directory, handles
-//! SIGINT/SIGTERM (stop accepting, drain, flush, write summary.json), and
+//! SIGINT/SIGTERM/SIGHUP (stop accepting, drain, flush, write summary.json), and
 //! shows a status line on a terminal.
 //!
 //! Start-up checks happen before anything listens: every option's value is
@@ -396,7 +396,9 @@ fn spawn_status_line(
                     let rate = (s.exchanges - last) as f64 / every.as_secs_f64();
                     last = s.exchanges;
                     let open = counters.connections_open.load(Ordering::Relaxed);
-                    eprintln!("{}", status_line(&s, open, rate));
+                    // The terminal may be gone (SIGHUP): never panic on it.
+                    use std::io::Write;
+                    let _ = writeln!(std::io::stderr(), "{}", status_line(&s, open, rate));
                 }
             }
         }
@@ -513,7 +515,7 @@ impl Lifecycle {
     }
 }
 
-/// Runs `icaptap proxy` until SIGINT/SIGTERM or `--duration`.
+/// Runs `icaptap proxy` until SIGINT, SIGTERM, SIGHUP or `--duration`.
 pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -540,6 +542,7 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
     let duration = args.duration;
     runtime.block_on(async move {
         let proxy = start(plan).await?;
+        let signals = StopSignals::register();
         let listens: Vec<String> = proxy.listens.iter().map(ToString::to_string).collect();
         eprintln!(
             "icaptap: listening on {}, forwarding to the sensor; output in {}",
@@ -550,49 +553,67 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
             eprintln!("icaptap: metrics on http://{addr}/metrics (also /healthz, /status)");
         }
         let stopped_by_itself = proxy.shutdown_token();
-        tokio::select! {
-            _ = wait_for_stop(duration) => {}
-            _ = stopped_by_itself.cancelled() => {}
-        }
-        match proxy.stop_reason() {
-            Some(why) => eprintln!(
-                "icaptap: stopping ({why}): no new connections; open ones may finish (drain)"
-            ),
-            None => {
-                eprintln!("icaptap: stopping: no new connections; open ones may finish (drain)")
-            }
-        }
+        let signal = tokio::select! {
+            why = signals.wait(duration) => Some(why),
+            _ = stopped_by_itself.cancelled() => None,
+        };
+        // After SIGHUP the terminal may be gone: what is said on it from
+        // now on may fail to be written, and must not stop the run from
+        // writing its summary and closing its capture.
+        use std::io::Write;
+        let why = proxy.stop_reason().or(signal.map(str::to_string));
+        let _ = writeln!(
+            std::io::stderr(),
+            "icaptap: stopping ({}): no new connections; open ones may finish (drain)",
+            why.as_deref().unwrap_or("asked to")
+        );
         let summary = proxy.stop().await?;
-        print!("{}", summary_table(&summary, &out));
+        let _ = write!(std::io::stdout(), "{}", summary_table(&summary, &out));
         Ok(summary)
     })
 }
 
-/// Waits for SIGINT, SIGTERM or the end of `duration`.
-async fn wait_for_stop(duration: Option<Duration>) {
-    let timer = async {
-        match duration {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
-        }
-    };
-    #[cfg(unix)]
-    {
+/// The signals that end a run: SIGINT, SIGTERM, and SIGHUP (the terminal
+/// or SSH session went away: the run ends as on SIGTERM, like tcpdump's).
+/// Registered before icaptap says it listens, so that a signal sent from
+/// then on always ends the run in order.
+struct StopSignals {
+    interrupt: Option<tokio::signal::unix::Signal>,
+    terminate: Option<tokio::signal::unix::Signal>,
+    hangup: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn register() -> StopSignals {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                    _ = timer => {}
+        StopSignals {
+            interrupt: signal(SignalKind::interrupt()).ok(),
+            terminate: signal(SignalKind::terminate()).ok(),
+            hangup: signal(SignalKind::hangup()).ok(),
+        }
+    }
+
+    /// Waits for one of the signals or the end of `duration`; says which.
+    async fn wait(mut self, duration: Option<Duration>) -> &'static str {
+        async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+            match signal {
+                Some(s) => {
+                    s.recv().await;
                 }
+                None => std::future::pending().await,
             }
-            Err(_) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = timer => {}
-                }
+        }
+        let timer = async {
+            match duration {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
             }
+        };
+        tokio::select! {
+            _ = next(&mut self.interrupt) => "SIGINT",
+            _ = next(&mut self.terminate) => "SIGTERM",
+            _ = next(&mut self.hangup) => "SIGHUP",
+            _ = timer => "--duration reached",
         }
     }
 }
