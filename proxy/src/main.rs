@@ -8,10 +8,13 @@ use icaptap::cli::{self, manual, Cli, Command};
 /// Prints an error the way every job reports a failure, and picks the exit
 /// status (2 for a failure to start or run).
 fn fail(error: &dyn std::error::Error) -> ExitCode {
-    eprintln!("icaptap: error: {error}");
+    use std::io::Write;
+    // stderr may be gone (SIGHUP): the exit status still says it.
+    let mut stderr = std::io::stderr();
+    let _ = writeln!(stderr, "icaptap: error: {error}");
     let mut source = error.source();
     while let Some(cause) = source {
-        eprintln!("  caused by: {cause}");
+        let _ = writeln!(stderr, "  caused by: {cause}");
         source = cause.source();
     }
     ExitCode::from(2)

@@ -1,7 +1,8 @@
 //! Values people type on the command line and in config files, parsed one
 //! way everywhere: durations (`250ms`, `5s`, `2m`, `1m30s`, `1h`, or a bare
 //! number of seconds such as `7` or `1.5`) and byte sizes (`65536`, `64K`,
-//! `64KiB`, `10M`, `1 GiB`: powers of 1024).
+//! `64KiB`, `10M`, `1 GiB`: powers of 1024), and the bounded forms of both
+//! that options refusing silly values share.
 
 use std::time::Duration;
 
@@ -46,6 +47,49 @@ pub fn parse_size(text: &str) -> Result<u64, String> {
         .ok_or_else(|| format!("{text:?} is not a positive size; {SIZE_FORMS}"))
 }
 
+/// Parses a duration that must be longer than zero (`--duration`): a run
+/// that ends as it starts records nothing.
+pub fn parse_nonzero_duration(text: &str) -> Result<Duration, String> {
+    let d = parse_duration(text)?;
+    if d.is_zero() {
+        return Err(format!(
+            "`{}`: must be longer than zero, e.g. 30s, 10m or 2h",
+            text.trim()
+        ));
+    }
+    Ok(d)
+}
+
+/// Parses a duration of whole seconds, at least one (`--rotate-time`,
+/// like tcpdump -G): `10s`, `5m`, `1h` or a bare `600`.
+pub fn parse_whole_seconds(text: &str) -> Result<u64, String> {
+    let d = parse_duration(text)?;
+    if d.as_secs() == 0 || d.subsec_nanos() != 0 {
+        return Err(format!(
+            "`{}`: must be a whole number of seconds, at least 1, e.g. 10s, 5m or 1h",
+            text.trim()
+        ));
+    }
+    Ok(d.as_secs())
+}
+
+/// The smallest capture file size `--rotate-size` and capture size
+/// `--ring` take: below it a run makes thousands of files for a few
+/// exchanges (tcpdump -C counts in millions of bytes, too).
+pub const MIN_CAPTURE_SIZE: u64 = 1 << 20;
+
+/// Parses a capture size (`--rotate-size`, `--ring`) of at least
+/// [`MIN_CAPTURE_SIZE`].
+pub fn parse_capture_size(text: &str) -> Result<u64, String> {
+    let size = parse_size(text)?;
+    if size < MIN_CAPTURE_SIZE {
+        return Err(format!(
+            "{text:?} is too small: capture sizes are at least 1MiB, e.g. 100M or 2G"
+        ));
+    }
+    Ok(size)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,5 +120,25 @@ mod tests {
         assert!(parse_size("5T").is_err());
         assert!(parse_size("").is_err());
         assert!(parse_size("99999999999999999999G").is_err());
+    }
+
+    #[test]
+    fn bounded_values_refuse_what_would_break_a_run() {
+        assert_eq!(parse_nonzero_duration("2h"), Ok(Duration::from_secs(7200)));
+        assert!(parse_nonzero_duration("0s")
+            .unwrap_err()
+            .contains("longer than zero"));
+        assert!(parse_nonzero_duration("0").is_err());
+        assert_eq!(parse_whole_seconds("10s"), Ok(10));
+        assert_eq!(parse_whole_seconds("5m"), Ok(300));
+        assert_eq!(parse_whole_seconds("600"), Ok(600));
+        assert!(parse_whole_seconds("0").is_err());
+        assert!(parse_whole_seconds("1500ms").is_err());
+        assert_eq!(parse_capture_size("1M"), Ok(1 << 20));
+        assert_eq!(parse_capture_size("2G"), Ok(2 << 30));
+        assert!(parse_capture_size("1")
+            .unwrap_err()
+            .contains("at least 1MiB"));
+        assert!(parse_capture_size("1023K").is_err());
     }
 }

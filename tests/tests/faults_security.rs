@@ -54,7 +54,7 @@ async fn everything_a_run_writes_is_private_whatever_the_umask() {
     let mut child = Command::new("sh")
         .arg("-c")
         .arg(format!(
-            "umask 000; exec {} proxy --listen 127.0.0.1:0 --upstream {} --out {} --rotate-size 16K",
+            "umask 000; exec {} proxy --listen 127.0.0.1:0 --upstream {} --out {} --rotate-time 1s",
             bin.display(),
             server.addr,
             out.display()
@@ -76,9 +76,11 @@ async fn everything_a_run_writes_is_private_whatever_the_umask() {
         addr
     };
     let mut client = RecordingClient::connect(listen).await;
+    // 20 exchanges over 2 s of traffic: the capture rotates each second.
     for n in 1..=20 {
         client.send(&req).await;
         assert_eq!(client.wait_for(resp.len() * n).await, resp.repeat(n));
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
     client.shutdown().await;
     client.wait_end().await;

@@ -1,7 +1,9 @@
 //! Start-up errors of the real `icaptap proxy` binary: each is reported in
 //! words that say what failed and what to do, with exit status 2, before
 //! anything listens (the listen port stays free, "listening on" is never
-//! printed) and without leaving a half-made run behind.
+//! printed) and without leaving a half-made run behind. An earlier run's
+//! directory is never written over (proxy, demo, analyze), and values that
+//! would silently break a run are refused naming their flag.
 //!
 //! The binary is run as a process (not `jobs::proxy::start`) because what a user
 //! sees is its stderr and exit status. `CARGO_BIN_EXE_icaptap` only exists
@@ -11,9 +13,11 @@
 
 mod faults_support;
 
+use std::collections::BTreeMap;
 use std::net::TcpListener;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
+use std::time::{Duration, SystemTime};
 
 use faults_support::*;
 
@@ -102,6 +106,7 @@ fn listen_port_in_use() {
     assert!(stderr.contains("--listen"), "no hint what to do: {stderr}");
     drop(taken);
     assert_no_half_made_run(&out);
+    assert!(!out.exists(), "a failed start left {}", out.display());
 }
 
 /// A failed start leaves no record files a later reader would take for a
@@ -156,6 +161,7 @@ fn upstream_name_unresolvable() {
         stderr.contains("IP address"),
         "no hint what to do: {stderr}"
     );
+    assert!(!out.exists(), "a failed start left {}", out.display());
 }
 
 #[test]
@@ -177,4 +183,419 @@ fn bad_config_key_is_named() {
         stderr.contains("verdict-timeout"),
         "the valid keys are not listed: {stderr}"
     );
+}
+
+/// Everything observable about a directory's contents: each entry's bytes
+/// and modification time, and the directory's own modification time
+/// (which changes when an entry is created or removed, even if removed
+/// again).
+#[derive(Debug, PartialEq)]
+struct Snapshot {
+    dir_modified: SystemTime,
+    entries: BTreeMap<String, (Vec<u8>, SystemTime)>,
+}
+
+fn snapshot(dir: &Path) -> Snapshot {
+    let entries = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let e = e.unwrap();
+            let meta = e.metadata().unwrap();
+            let bytes = if meta.is_file() {
+                std::fs::read(e.path()).unwrap()
+            } else {
+                Vec::new()
+            };
+            (
+                e.file_name().to_string_lossy().into_owned(),
+                (bytes, meta.modified().unwrap()),
+            )
+        })
+        .collect();
+    Snapshot {
+        dir_modified: std::fs::metadata(dir).unwrap().modified().unwrap(),
+        entries,
+    }
+}
+
+/// A directory holding an earlier run's `files` (with made-up contents),
+/// their times set far back so that any write would show.
+fn earlier_run(parent: &Path, files: &[&str]) -> PathBuf {
+    let dir = parent.join("case-1234");
+    std::fs::create_dir_all(&dir).unwrap();
+    let long_ago = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    for name in files {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("evidence of an earlier run: {name}\n")).unwrap();
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+    }
+    dir
+}
+
+/// A pcap file with a header and no packets: enough for `analyze` to
+/// accept it as a capture.
+fn empty_pcap(dir: &Path) -> PathBuf {
+    let path = dir.join("client-side.pcap");
+    let mut header = Vec::new();
+    header.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+    header.extend_from_slice(&2u16.to_le_bytes());
+    header.extend_from_slice(&4u16.to_le_bytes());
+    header.extend_from_slice(&[0; 8]);
+    header.extend_from_slice(&65535u32.to_le_bytes());
+    header.extend_from_slice(&1u32.to_le_bytes());
+    std::fs::write(&path, header).unwrap();
+    path
+}
+
+/// Runs `icaptap ARGS`, expecting a refusal: exit status 2 and each of
+/// `said` in stderr. Returns stderr.
+fn refused(args: &[&str], said: &[&str]) -> String {
+    let out = Command::new(icaptap_binary())
+        .args(args)
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(2), "icaptap {args:?}: {stderr}");
+    assert!(!stderr.contains("listening on"), "{stderr}");
+    for s in said {
+        assert!(
+            stderr.contains(s),
+            "icaptap {args:?} does not say {s:?}: {stderr}"
+        );
+    }
+    stderr
+}
+
+#[test]
+fn an_earlier_run_is_never_written_over() {
+    let tmp = tempfile::tempdir().unwrap();
+    let capture = empty_pcap(tmp.path());
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    // Each way a directory can hold a run, for each job that writes one.
+    let runs: &[&[&str]] = &[
+        &[
+            "exchanges.jsonl",
+            "connections.jsonl",
+            "summary.json",
+            "capture.pcapng",
+            "report.html",
+        ],
+        &["summary.json"],
+        &["exchanges.jsonl"],
+        &["capture-0003.pcapng", "notes.txt"],
+    ];
+    for (n, files) in runs.iter().enumerate() {
+        let dir = earlier_run(&tmp.path().join(n.to_string()), files);
+        let d = dir.to_str().unwrap();
+        let before = snapshot(&dir);
+        let jobs: [Vec<&str>; 3] = [
+            vec![
+                "proxy",
+                "--listen",
+                &listen,
+                "--upstream",
+                "127.0.0.1:1344",
+                "--out",
+                d,
+            ],
+            vec!["demo", "--out", d],
+            vec!["analyze", capture.to_str().unwrap(), "--out", d],
+        ];
+        for job in &jobs {
+            let stderr = refused(
+                job,
+                &[
+                    d,
+                    "already holds a run",
+                    "--out",
+                    &format!("icaptap clean {d}"),
+                ],
+            );
+            assert!(
+                files
+                    .iter()
+                    .any(|f| f.contains("capture") || stderr.contains(f)),
+                "{stderr}"
+            );
+            assert_eq!(snapshot(&dir), before, "icaptap {job:?} touched {d}");
+        }
+        assert!(TcpListener::bind(("127.0.0.1", port)).is_ok());
+    }
+}
+
+#[test]
+fn an_empty_directory_or_one_without_icaptap_files_is_used() {
+    let tmp = tempfile::tempdir().unwrap();
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let other = earlier_run(tmp.path(), &["notes.txt"]);
+    for dir in [&empty, &other] {
+        let port = free_port();
+        // Valid values of the checked options are taken, in every syntax.
+        let out = Command::new(icaptap_binary())
+            .args([
+                "proxy",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--upstream",
+                "127.0.0.1:1344",
+                "--duration",
+                "1s",
+                "--rotate-time",
+                "5m",
+                "--stop-on",
+                "verdict-timeout,istag-changed",
+                "--trigger",
+                "any",
+                "--observer-queue",
+                "64",
+                "--out",
+            ])
+            .arg(dir)
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(out.status.success(), "{stderr}");
+        assert!(dir.join("summary.json").is_file(), "{stderr}");
+        assert!(!dir.join(".icaptap-summary-reserve").exists());
+    }
+    assert_eq!(
+        std::fs::read_to_string(other.join("notes.txt")).unwrap(),
+        "evidence of an earlier run: notes.txt\n"
+    );
+    // A run directory just written is then refused for the next run.
+    refused(
+        &["demo", "--out", empty.to_str().unwrap()],
+        &["already holds a run", "summary.json"],
+    );
+    // bundle --max-size takes a size with a unit, like every size flag.
+    let bundle = tmp.path().join("b.tar.gz");
+    let out = Command::new(icaptap_binary())
+        .args(["bundle", empty.to_str().unwrap(), "--max-size", "5M", "-o"])
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(bundle.is_file());
+    refused(
+        &["bundle", empty.to_str().unwrap(), "--max-size", "5 parsecs"],
+        &["--max-size", "unknown size unit"],
+    );
+}
+
+#[test]
+fn a_failed_start_leaves_no_output_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let listen = taken.local_addr().unwrap().to_string();
+    let fresh = tmp.path().join("new/case");
+    let f = fresh.to_str().unwrap();
+    // Port in use, into a directory (and parent) that do not exist yet.
+    refused(
+        &[
+            "proxy",
+            "--listen",
+            &listen,
+            "--upstream",
+            "127.0.0.1:1344",
+            "--out",
+            f,
+        ],
+        &["already in use"],
+    );
+    assert!(!tmp.path().join("new").exists(), "a failed start left new/");
+    // The metrics port in use.
+    let port = free_port().to_string();
+    refused(
+        &[
+            "proxy",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--upstream",
+            "127.0.0.1:1344",
+            "--metrics",
+            &listen,
+            "--out",
+            f,
+        ],
+        &[&listen],
+    );
+    assert!(!tmp.path().join("new").exists(), "a failed start left new/");
+    // An existing empty directory stays, and stays empty.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let before = snapshot(&empty);
+    refused(
+        &[
+            "proxy",
+            "--listen",
+            &listen,
+            "--upstream",
+            "127.0.0.1:1344",
+            "--out",
+            empty.to_str().unwrap(),
+        ],
+        &["already in use"],
+    );
+    assert_eq!(snapshot(&empty), before);
+    // analyze: a capture that is missing or is no capture.
+    let not_a_capture = tmp.path().join("notes.txt");
+    std::fs::write(&not_a_capture, "not a capture at all, just words").unwrap();
+    let capture = empty_pcap(tmp.path());
+    refused(
+        &[
+            "analyze",
+            capture.to_str().unwrap(),
+            "missing.pcap",
+            "--out",
+            f,
+        ],
+        &["missing.pcap", "not found"],
+    );
+    refused(
+        &[
+            "analyze",
+            capture.to_str().unwrap(),
+            "--peer",
+            not_a_capture.to_str().unwrap(),
+            "--out",
+            f,
+        ],
+        &["notes.txt", "is not a capture"],
+    );
+    assert!(
+        !tmp.path().join("new").exists(),
+        "a failed analyze left new/"
+    );
+    drop(taken);
+}
+
+#[test]
+fn values_that_would_break_a_run_are_refused_naming_their_flag() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let o = out.to_str().unwrap();
+    let port = free_port();
+    let listen = format!("127.0.0.1:{port}");
+    let proxy = |extra: &[&'static str]| -> Vec<String> {
+        let mut args: Vec<String> = [
+            "proxy",
+            "--listen",
+            &listen,
+            "--upstream",
+            "127.0.0.1:1344",
+            "--out",
+            o,
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args
+    };
+    let cases: Vec<(Vec<String>, Vec<&str>)> = vec![
+        (
+            proxy(&["--stop-on", "missing-verdict"]),
+            vec![
+                "--stop-on",
+                "missing-verdict",
+                "did you mean `verdict-timeout`?",
+                "sensor-unreachable",
+            ],
+        ),
+        (
+            proxy(&["--stop-on", "verdict-timeout,istag-chnged"]),
+            vec!["--stop-on", "did you mean `istag-changed`?"],
+        ),
+        (
+            proxy(&["--trigger", "nonsense"]),
+            vec![
+                "--trigger",
+                "unknown anomaly code `nonsense`",
+                "`any`",
+                "docs/anomalies.md",
+            ],
+        ),
+        (
+            proxy(&["--observer-queue", "0"]),
+            vec!["--observer-queue", "at least 64"],
+        ),
+        (
+            proxy(&["--recorder-queue", "0"]),
+            vec!["--recorder-queue", "at least 64"],
+        ),
+        (
+            proxy(&["--rotate-time", "0"]),
+            vec!["--rotate-time", "at least 1"],
+        ),
+        (
+            proxy(&["--rotate-time", "1500ms"]),
+            vec!["--rotate-time", "whole number of seconds"],
+        ),
+        (
+            proxy(&["--rotate-size", "1"]),
+            vec!["--rotate-size", "at least 1MiB"],
+        ),
+        (proxy(&["--ring", "1"]), vec!["--ring", "at least 1MiB"]),
+        (
+            proxy(&["--duration", "0s"]),
+            vec!["--duration", "longer than zero"],
+        ),
+        (proxy(&["--keep", "0"]), vec!["--keep"]),
+        (
+            [
+                "proxy",
+                "--listen",
+                &listen,
+                "--upstream",
+                "127.0.0.1:0",
+                "--out",
+                o,
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+            vec!["--upstream `127.0.0.1:0`", "port 0", "1344"],
+        ),
+        (
+            ["client", "--count", "0", "icap://127.0.0.1:1344/av/respmod"]
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            vec!["--count", "0"],
+        ),
+    ];
+    for (args, said) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        refused(&args, said);
+        assert!(!out.exists(), "icaptap {args:?} left {o}");
+        assert!(TcpListener::bind(("127.0.0.1", port)).is_ok());
+    }
+    // The same check for a value from a config file, blamed on its key.
+    let config = tmp.path().join("icaptap.toml");
+    std::fs::write(&config, "stop-on = [\"missing-verdict\"]\n").unwrap();
+    let mut args = proxy(&[]);
+    args.extend(["--config".to_string(), config.display().to_string()]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    refused(
+        &args,
+        &[
+            "`stop-on`",
+            &config.display().to_string(),
+            "verdict-timeout",
+        ],
+    );
+    assert!(!out.exists());
 }

@@ -58,7 +58,8 @@ pub struct AnalyzeArgs {
     /// included. ICAP over TLS is commonly on 11344.
     #[arg(long = "port", value_name = "N")]
     pub ports: Vec<u16>,
-    /// Output directory (default: ./icaptap-YYYYMMDD-HHMMSS/).
+    /// Output directory, new or empty: one holding an earlier run is refused,
+    /// never written over (default: ./icaptap-YYYYMMDD-HHMMSS).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// A capture of the same traffic taken on the other side (ICAP client

@@ -100,15 +100,19 @@ pub struct RecordArgs {
     #[arg(long, default_value_t = 4096, env = "ICAPTAP_BODY_PREVIEW_BYTES")]
     pub body_preview_bytes: u64,
     /// Start a new file before one exceeds this size (like tcpdump -C);
-    /// accepts K, M and G suffixes (powers of 1024).
-    #[arg(long, value_parser = parse_size, env = "ICAPTAP_ROTATE_SIZE")]
+    /// accepts K, M and G suffixes (powers of 1024); at least 1M.
+    #[arg(long, value_parser = crate::units::parse_capture_size, env = "ICAPTAP_ROTATE_SIZE",
+          value_name = "SIZE")]
     pub rotate_size: Option<u64>,
-    /// Start a new file every this many seconds of traffic (like tcpdump -G).
-    #[arg(long, env = "ICAPTAP_ROTATE_TIME")]
+    /// Start a new file every this long of traffic (like tcpdump -G), in
+    /// whole seconds: 10s, 5m, 1h, or a bare number of seconds.
+    #[arg(long, env = "ICAPTAP_ROTATE_TIME", value_name = "DURATION",
+          value_parser = crate::units::parse_whole_seconds)]
     pub rotate_time: Option<u64>,
     /// Keep only the newest N capture files (like tcpdump -W).
-    #[arg(long, env = "ICAPTAP_KEEP")]
-    pub keep: Option<usize>,
+    #[arg(long, env = "ICAPTAP_KEEP", value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub keep: Option<u64>,
 }
 
 impl RecordArgs {
@@ -125,14 +129,12 @@ impl RecordArgs {
             rotation: Rotation {
                 size: self.rotate_size,
                 seconds: self.rotate_time,
-                keep: self.keep,
+                keep: self.keep.map(|n| n as usize),
             },
             ..RecordOptions::default()
         })
     }
 }
-
-use crate::units::parse_size;
 
 /// Everything the recorder needs to know.
 #[derive(Clone, Debug, PartialEq, Eq)]

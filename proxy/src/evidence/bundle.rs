@@ -46,8 +46,9 @@ pub struct BundleArgs {
     pub pseudonymise_ips: bool,
     /// Keep the bundle's content within this many bytes (before
     /// compression): the oldest capture files are left out first, then
-    /// logs are cut from their start.
-    #[arg(long, value_name = "BYTES")]
+    /// logs are cut from their start. Accepts K, M and G suffixes (powers
+    /// of 1024), e.g. 5M.
+    #[arg(long, value_name = "SIZE", value_parser = crate::units::parse_size)]
     pub max_size: Option<u64>,
 }
 

@@ -139,12 +139,29 @@ pub enum ConfigError {
         /// The resolved address.
         upstream: SocketAddr,
     },
+    /// Port 0 names no sensor: nothing can be connected to it.
+    #[error("--upstream `{upstream}` has port 0, which no sensor listens on; give the sensor's ICAP port (usually {DEFAULT_ICAP_PORT}), or leave the port out for {DEFAULT_ICAP_PORT}")]
+    UpstreamPortZero {
+        /// As given.
+        upstream: String,
+    },
 }
 
 impl ForwardArgs {
     /// Checks the options and resolves the upstream name (once, now: a
     /// name that stops resolving later does not break a running proxy).
     pub fn into_config(self) -> Result<ForwardConfig, ConfigError> {
+        if has_port(&self.upstream)
+            && self
+                .upstream
+                .rsplit_once(':')
+                .map(|(_, p)| p.parse::<u16>())
+                == Some(Ok(0))
+        {
+            return Err(ConfigError::UpstreamPortZero {
+                upstream: self.upstream,
+            });
+        }
         let upstream = resolve_upstream(&self.upstream)?;
         if upstream == self.listen {
             return Err(ConfigError::UpstreamIsListen { upstream });

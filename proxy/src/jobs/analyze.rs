@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use serde_json::json;
 
 use crate::analyze::peer::{correlate, ExchangeFingerprint, FingerprintSink, PeerReport};
+use crate::analyze::reader::CaptureFile;
 use crate::analyze::{read_captures, AnalyzeArgs, AnalyzeError, AnalyzeOptions, CaptureStats};
 use crate::observe::{Observer, ObserverConfig, ObserverMode};
 use crate::output::console::summary_table;
@@ -64,7 +65,14 @@ pub fn analyze_into(
     let fingerprints = FingerprintSink::default();
     let sink = Tee(output.take_sink(), fingerprints.clone());
     let observer = Observer::new(ObserverMode::Capture, config, Box::new(sink));
-    let capture = observe_on_own_thread(observer, |sink| read_captures(files, opts, sink))?;
+    let capture = match observe_on_own_thread(observer, |sink| read_captures(files, opts, sink)) {
+        Ok(capture) => capture,
+        Err(e) => {
+            // No summary can be written: leave no half-made run behind.
+            output.discard();
+            return Err(e.into());
+        }
+    };
     let summary = output.finish("analyze", Drops::default(), None)?;
     let fingerprints = fingerprints.take();
     Ok(SideResult {
@@ -129,6 +137,12 @@ fn observe_on_own_thread<T>(observer: Observer, read: impl FnOnce(&mut dyn FnMut
 /// Runs `icaptap analyze`.
 pub fn run(args: AnalyzeArgs) -> Result<Summary, OfflineError> {
     let out = args.out.clone().unwrap_or_else(default_dir_name);
+    // Every input opens as a capture and the output directory holds no
+    // earlier run, before anything is created.
+    for file in args.files.iter().chain(args.peer.as_ref()) {
+        CaptureFile::open(file)?;
+    }
+    RunOutput::check(&out)?;
     let opts = args
         .options()
         .progress(!args.no_progress && std::io::stderr().is_terminal());

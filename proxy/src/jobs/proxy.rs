@@ -1,10 +1,12 @@
 //! `icaptap proxy`: the main job. Wires the forwarding path to its side
 //! paths (observer, recorder) and the run's output directory, handles
-//! SIGINT/SIGTERM (stop accepting, drain, flush, write summary.json), and
+//! SIGINT/SIGTERM/SIGHUP (stop accepting, drain, flush, write summary.json), and
 //! shows a status line on a terminal.
 //!
-//! Start-up checks happen before anything listens: the output directory is
-//! writable, the sensor's name resolves, the port is free.
+//! Start-up checks happen before anything listens: every option's value is
+//! usable, the output directory holds no earlier run, the sensor's name
+//! resolves, the ports are free; the output directory is created only once
+//! those passed, and removed again if a later step of the start fails.
 
 use std::io::IsTerminal;
 use std::net::SocketAddr;
@@ -58,16 +60,19 @@ pub struct ProxyArgs {
     /// Options from a TOML file.
     #[command(flatten)]
     pub config: crate::config::ConfigFileArg,
-    /// Output directory (default: ./icaptap-YYYYMMDD-HHMMSS).
+    /// Output directory, new or empty: one holding an earlier run is refused,
+    /// never written over (default: ./icaptap-YYYYMMDD-HHMMSS).
     #[arg(long, env = "ICAPTAP_OUT", value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Taps the observer may fall behind by before it loses some (it never
-    /// slows forwarding).
-    #[arg(long, env = "ICAPTAP_OBSERVER_QUEUE", default_value_t = DEFAULT_OBSERVER_QUEUE, value_name = "TAPS")]
+    /// slows forwarding); at least 64.
+    #[arg(long, env = "ICAPTAP_OBSERVER_QUEUE", default_value_t = DEFAULT_OBSERVER_QUEUE, value_name = "TAPS",
+          value_parser = parse_queue_taps)]
     pub observer_queue: usize,
     /// Taps the recorder may fall behind by before it loses some (it never
-    /// slows forwarding).
-    #[arg(long, env = "ICAPTAP_RECORDER_QUEUE", default_value_t = DEFAULT_RECORDER_QUEUE, value_name = "TAPS")]
+    /// slows forwarding); at least 64.
+    #[arg(long, env = "ICAPTAP_RECORDER_QUEUE", default_value_t = DEFAULT_RECORDER_QUEUE, value_name = "TAPS",
+          value_parser = parse_queue_taps)]
     pub recorder_queue: usize,
     /// Payload bytes each side path's queue may hold before it loses taps
     /// (bounds memory when a side path falls behind; accepts K, M, G).
@@ -76,9 +81,30 @@ pub struct ProxyArgs {
     /// Seconds between status lines on a terminal (0: none).
     #[arg(long, env = "ICAPTAP_STATUS_EVERY", default_value = "5s", value_parser = crate::units::parse_duration)]
     pub status_every: Duration,
-    /// Stop by itself after this long (e.g. 30m, 2h).
-    #[arg(long, env = "ICAPTAP_DURATION", value_parser = crate::units::parse_duration)]
+    /// Stop by itself after this long (e.g. 30m, 2h; longer than zero).
+    #[arg(long, env = "ICAPTAP_DURATION", value_name = "DURATION",
+          value_parser = crate::units::parse_nonzero_duration)]
     pub duration: Option<Duration>,
+}
+
+/// The smallest `--observer-queue` / `--recorder-queue`: a shorter queue
+/// loses taps whenever its side path is busy for a moment, and with them
+/// most records or most of the capture.
+pub const MIN_QUEUE_TAPS: usize = 64;
+
+/// Parses a side path's queue length (at least [`MIN_QUEUE_TAPS`]).
+fn parse_queue_taps(text: &str) -> Result<usize, String> {
+    let taps: usize = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("`{}` is not a number of taps, e.g. 16384", text.trim()))?;
+    if taps < MIN_QUEUE_TAPS {
+        return Err(format!(
+            "`{taps}` is too short: a queue this short loses taps whenever its side path is busy for a \
+             moment; give at least {MIN_QUEUE_TAPS} (default 16384)"
+        ));
+    }
+    Ok(taps)
 }
 
 /// Why the proxy could not start or finish.
@@ -201,7 +227,10 @@ impl ProxyPlan {
 /// Starts a proxy on the current runtime; start-up errors are returned
 /// before anything listens.
 pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
-    let mut output = RunOutput::create(&plan.out)?;
+    // Refuse an earlier run's directory before anything else, then take
+    // the sockets, and only then create the output directory: a start
+    // that fails leaves no half-made run behind.
+    RunOutput::check(&plan.out)?;
     let forward_config = plan.forward.clone();
     let listener = forward::bind(&forward_config).await?;
     let listen = listener.local_addr();
@@ -221,6 +250,7 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
         None => None,
     };
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
+    let mut output = RunOutput::create(&plan.out)?;
 
     let shutdown = CancellationToken::new();
     let stop_reason = Arc::new(Mutex::new(None));
@@ -255,14 +285,31 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
         }
         let (queue, taps) = TapQueue::with_budget(plan.recorder_queue, plan.queue_bytes);
         let (notes, annotations) = annotation_channel(ANNOTATION_QUEUE_CAPACITY);
-        let handle = capture::spawn(&plan.out, options, taps, annotations)?;
+        let handle = match capture::spawn(&plan.out, options, taps, annotations) {
+            Ok(handle) => handle,
+            Err(e) => {
+                output.discard();
+                return Err(e.into());
+            }
+        };
         observer = observer.with_annotations(Box::new(move |note| {
             notes.try_send(note);
         }));
         recorder = Some((queue, handle));
     }
-    let observer_thread =
-        observe::spawn_live(observer, observer_rx).map_err(ProxyError::Runtime)?;
+    let observer_thread = match observe::spawn_live(observer, observer_rx) {
+        Ok(thread) => thread,
+        Err(e) => {
+            // The recorder may have begun its file: let it end, then
+            // remove everything this run created.
+            if let Some((queue, handle)) = recorder {
+                drop(queue);
+                let _ = tokio::task::spawn_blocking(move || handle.join()).await;
+            }
+            output.discard();
+            return Err(ProxyError::Runtime(e));
+        }
+    };
     let sinks = TapSinks {
         observer: Some(observer_queue.clone()),
         recorder: recorder.as_ref().map(|(queue, _)| queue.clone()),
@@ -349,7 +396,9 @@ fn spawn_status_line(
                     let rate = (s.exchanges - last) as f64 / every.as_secs_f64();
                     last = s.exchanges;
                     let open = counters.connections_open.load(Ordering::Relaxed);
-                    eprintln!("{}", status_line(&s, open, rate));
+                    // The terminal may be gone (SIGHUP): never panic on it.
+                    use std::io::Write;
+                    let _ = writeln!(std::io::stderr(), "{}", status_line(&s, open, rate));
                 }
             }
         }
@@ -466,7 +515,7 @@ impl Lifecycle {
     }
 }
 
-/// Runs `icaptap proxy` until SIGINT/SIGTERM or `--duration`.
+/// Runs `icaptap proxy` until SIGINT, SIGTERM, SIGHUP or `--duration`.
 pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -493,6 +542,7 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
     let duration = args.duration;
     runtime.block_on(async move {
         let proxy = start(plan).await?;
+        let signals = StopSignals::register();
         let listens: Vec<String> = proxy.listens.iter().map(ToString::to_string).collect();
         eprintln!(
             "icaptap: listening on {}, forwarding to the sensor; output in {}",
@@ -503,49 +553,67 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
             eprintln!("icaptap: metrics on http://{addr}/metrics (also /healthz, /status)");
         }
         let stopped_by_itself = proxy.shutdown_token();
-        tokio::select! {
-            _ = wait_for_stop(duration) => {}
-            _ = stopped_by_itself.cancelled() => {}
-        }
-        match proxy.stop_reason() {
-            Some(why) => eprintln!(
-                "icaptap: stopping ({why}): no new connections; open ones may finish (drain)"
-            ),
-            None => {
-                eprintln!("icaptap: stopping: no new connections; open ones may finish (drain)")
-            }
-        }
+        let signal = tokio::select! {
+            why = signals.wait(duration) => Some(why),
+            _ = stopped_by_itself.cancelled() => None,
+        };
+        // After SIGHUP the terminal may be gone: what is said on it from
+        // now on may fail to be written, and must not stop the run from
+        // writing its summary and closing its capture.
+        use std::io::Write;
+        let why = proxy.stop_reason().or(signal.map(str::to_string));
+        let _ = writeln!(
+            std::io::stderr(),
+            "icaptap: stopping ({}): no new connections; open ones may finish (drain)",
+            why.as_deref().unwrap_or("asked to")
+        );
         let summary = proxy.stop().await?;
-        print!("{}", summary_table(&summary, &out));
+        let _ = write!(std::io::stdout(), "{}", summary_table(&summary, &out));
         Ok(summary)
     })
 }
 
-/// Waits for SIGINT, SIGTERM or the end of `duration`.
-async fn wait_for_stop(duration: Option<Duration>) {
-    let timer = async {
-        match duration {
-            Some(d) => tokio::time::sleep(d).await,
-            None => std::future::pending().await,
-        }
-    };
-    #[cfg(unix)]
-    {
+/// The signals that end a run: SIGINT, SIGTERM, and SIGHUP (the terminal
+/// or SSH session went away: the run ends as on SIGTERM, like tcpdump's).
+/// Registered before icaptap says it listens, so that a signal sent from
+/// then on always ends the run in order.
+struct StopSignals {
+    interrupt: Option<tokio::signal::unix::Signal>,
+    terminate: Option<tokio::signal::unix::Signal>,
+    hangup: Option<tokio::signal::unix::Signal>,
+}
+
+impl StopSignals {
+    fn register() -> StopSignals {
         use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                    _ = timer => {}
+        StopSignals {
+            interrupt: signal(SignalKind::interrupt()).ok(),
+            terminate: signal(SignalKind::terminate()).ok(),
+            hangup: signal(SignalKind::hangup()).ok(),
+        }
+    }
+
+    /// Waits for one of the signals or the end of `duration`; says which.
+    async fn wait(mut self, duration: Option<Duration>) -> &'static str {
+        async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
+            match signal {
+                Some(s) => {
+                    s.recv().await;
                 }
+                None => std::future::pending().await,
             }
-            Err(_) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = timer => {}
-                }
+        }
+        let timer = async {
+            match duration {
+                Some(d) => tokio::time::sleep(d).await,
+                None => std::future::pending().await,
             }
+        };
+        tokio::select! {
+            _ = next(&mut self.interrupt) => "SIGINT",
+            _ = next(&mut self.terminate) => "SIGTERM",
+            _ = next(&mut self.hangup) => "SIGHUP",
+            _ = timer => "--duration reached",
         }
     }
 }

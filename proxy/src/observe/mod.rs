@@ -12,6 +12,7 @@
 //! - [`describe`]: records; [`annotations`]: packet comments.
 
 pub mod annotations;
+pub mod codes;
 pub mod config;
 mod conn;
 pub mod describe;

@@ -49,7 +49,7 @@ pub const MAX_KEPT_RECORD_BYTES: usize = 64 << 20;
 pub const CAPTURE_SETTLE: Duration = Duration::from_millis(2500);
 
 /// The `--trigger` value that matches every error-severity anomaly.
-pub const ANY_ERROR: &str = "any";
+pub const ANY_ERROR: &str = crate::observe::codes::ANY;
 
 /// The capture rotation that `--ring SIZE` stands for.
 pub fn ring_rotation(size: u64) -> Rotation {

@@ -19,7 +19,7 @@ pub mod stop;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::units::{parse_duration, parse_size};
+use crate::units::parse_duration;
 
 /// Where `--metrics` listens when given without an address: loopback only,
 /// because the endpoint shows traffic facts (URLs of problem exchanges).
@@ -38,27 +38,32 @@ pub struct OpsArgs {
           value_parser = clap::value_parser!(u64).range(1..))]
     pub max_exchanges: Option<u64>,
     /// Stop by itself when one of these anomaly codes is seen
-    /// (comma-separated, e.g. missing-verdict,istag-changed).
+    /// (comma-separated, e.g. verdict-timeout,istag-changed; the codes are
+    /// those of docs/anomalies.md, an unknown one is refused).
     #[arg(
         long,
         env = "ICAPTAP_STOP_ON",
         value_name = "CODE[,CODE]",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = crate::observe::codes::parse_code
     )]
     pub stop_on: Vec<String>,
     /// Flight recorder: keep only the newest SIZE of capture on disk (K, M,
-    /// G suffixes), in a ring of files.
-    #[arg(long, env = "ICAPTAP_RING", value_name = "SIZE", value_parser = parse_size,
+    /// G suffixes; at least 1M), in a ring of files.
+    #[arg(long, env = "ICAPTAP_RING", value_name = "SIZE",
+          value_parser = crate::units::parse_capture_size,
           conflicts_with_all = ["rotate_size", "keep"])]
     pub ring: Option<u64>,
     /// Flight recorder: when one of these anomaly codes is seen, keep the
     /// capture and records around it and write a report and a bundle
-    /// (comma-separated, or `any` for every error-severity anomaly).
+    /// (comma-separated, or `any` for every error-severity anomaly; an
+    /// unknown code is refused).
     #[arg(
         long,
         env = "ICAPTAP_TRIGGER",
         value_name = "CODE[,CODE]",
-        value_delimiter = ','
+        value_delimiter = ',',
+        value_parser = crate::observe::codes::parse_trigger
     )]
     pub trigger: Vec<String>,
     /// Flight recorder: how much of the records before a trigger to keep.

@@ -1,6 +1,14 @@
 //! The output directory of a run: `./icaptap-YYYYMMDD-HHMMSS/` by default,
 //! created 0700 with files 0600 inside, because captures and logs hold
 //! users' traffic.
+//!
+//! A run never writes over another run's evidence: a directory that already
+//! holds a file or folder icaptap writes ([`is_run_entry`]) is refused
+//! before anything is created ([`check_unused`]). A directory that does not
+//! exist is created with its parents, and an existing directory holding
+//! none of icaptap's files (typically an empty one) is used as it is.
+//! [`prepare_new`] records which directories it created, so that a run
+//! failing to start removes exactly those and nothing else.
 
 use std::fs::{File, OpenOptions};
 use std::io;
@@ -22,6 +30,110 @@ pub fn default_dir_name() -> PathBuf {
     PathBuf::from(format!("icaptap-{stamp}"))
 }
 
+/// Whether `name` is something icaptap writes into a run directory: the
+/// record files, the summary (and the space reserved for it), the reports,
+/// captures (`capture.pcap[ng]`, `capture-NNNN.pcap[ng]`), the flight
+/// recorder's `incidents/`, and the `--peer` results of `analyze`.
+pub fn is_run_entry(name: &str) -> bool {
+    const NAMES: &[&str] = &[
+        "exchanges.jsonl",
+        "connections.jsonl",
+        "summary.json",
+        ".icaptap-summary-reserve",
+        ".icaptap-write-test",
+        "report.html",
+        "report.md",
+        "incidents",
+        "peer.json",
+        "peer-side",
+    ];
+    NAMES.contains(&name) || is_capture_file(name)
+}
+
+/// `capture.pcap`, `capture.pcapng` or a rotated `capture-NNNN.pcap[ng]`.
+fn is_capture_file(name: &str) -> bool {
+    let Some(stem) = name
+        .strip_suffix(".pcapng")
+        .or_else(|| name.strip_suffix(".pcap"))
+    else {
+        return false;
+    };
+    stem == "capture"
+        || stem
+            .strip_prefix("capture-")
+            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// Why a directory cannot take a new run.
+#[derive(Debug)]
+pub enum Unusable {
+    /// It holds these entries of an earlier run (sorted, at most a few).
+    HoldsRun(Vec<String>),
+    /// It exists and is not a directory.
+    NotADirectory,
+    /// It could not be read.
+    Io(io::Error),
+}
+
+/// Checks that `dir` can take a new run without touching anything in it:
+/// it does not exist yet, or it is a directory holding none of the
+/// entries [`is_run_entry`] names.
+pub fn check_unused(dir: &Path) -> Result<(), Unusable> {
+    let meta = match std::fs::metadata(dir) {
+        Ok(meta) => meta,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(Unusable::Io(e)),
+    };
+    if !meta.is_dir() {
+        return Err(Unusable::NotADirectory);
+    }
+    let mut found: Vec<String> = std::fs::read_dir(dir)
+        .map_err(Unusable::Io)?
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|name| is_run_entry(name))
+        .collect();
+    if found.is_empty() {
+        return Ok(());
+    }
+    found.sort();
+    Err(Unusable::HoldsRun(found))
+}
+
+/// Creates `dir` as [`prepare`] does and returns the directories this call
+/// created, outermost first (empty when `dir` existed already).
+pub fn prepare_new(dir: &Path) -> io::Result<Vec<PathBuf>> {
+    let mut missing = Vec::new();
+    let mut at = Some(dir);
+    while let Some(path) = at.filter(|p| !p.as_os_str().is_empty()) {
+        if std::fs::symlink_metadata(path).is_ok() {
+            break;
+        }
+        missing.push(path.to_path_buf());
+        at = path.parent();
+    }
+    missing.reverse();
+    if let Err(e) = prepare(dir) {
+        remove_created(&[], &missing);
+        return Err(e);
+    }
+    Ok(missing)
+}
+
+/// Removes `files`, then the directories in `dirs` (outermost first, as
+/// [`prepare_new`] returns them) that are empty now: what a run created
+/// before it failed to start. Anything else stays.
+pub fn remove_created(files: &[PathBuf], dirs: &[PathBuf]) {
+    for file in files {
+        let _ = std::fs::remove_file(file);
+    }
+    for dir in dirs.iter().rev() {
+        if std::fs::remove_dir(dir).is_err() {
+            break;
+        }
+    }
+}
+
 /// Creates `dir` (and its parents) with mode 0700 and checks that files can
 /// be created in it, so that a bad output directory is reported at start-up
 /// and not after the first connection.
@@ -33,6 +145,16 @@ pub fn prepare(dir: &Path) -> io::Result<()> {
     let probe = dir.join(".icaptap-write-test");
     create_private_file(&probe)?;
     std::fs::remove_file(&probe)
+}
+
+/// Creates a new file readable and writable by its owner only; fails if
+/// the file exists, so that no earlier evidence is ever truncated.
+pub fn create_new_private_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
 }
 
 /// Creates (truncating) a file readable and writable by its owner only.

@@ -7,7 +7,10 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use super::directory::{create_private_file, prepare};
+use super::directory::{
+    check_unused, create_new_private_file, create_private_file, is_run_entry, prepare_new,
+    remove_created, Unusable,
+};
 use super::records::{ConnectionRecord, ExchangeRecord};
 use super::summary::{Drops, Evidence, Forwarded, Summary, SummaryBuilder};
 use super::writer::{JsonlSink, RecordSink, Tee};
@@ -51,6 +54,9 @@ pub struct RunOutput {
     sink: Option<JsonlSink>,
     /// Records the files could not take (disk full, directory removed).
     record_write_errors: Arc<AtomicU64>,
+    /// The directories this run created (outermost first), removed again
+    /// by [`RunOutput::discard`].
+    created_dirs: Vec<PathBuf>,
 }
 
 /// Space set aside at start-up for `summary.json`, so that a disk filled
@@ -71,28 +77,107 @@ pub enum OutputError {
         /// The cause.
         source: std::io::Error,
     },
+    /// The directory holds an earlier run, which is never written over.
+    #[error(
+        "the output directory {} already holds a run ({}); icaptap never writes over earlier evidence: \
+         give --out a new directory (without --out every run gets a fresh ./icaptap-YYYYMMDD-HHMMSS), \
+         or remove the earlier run first with `icaptap clean {}`",
+        dir.display(), found.join(", "), dir.display()
+    )]
+    HoldsRun {
+        /// The directory.
+        dir: PathBuf,
+        /// What of an earlier run it holds.
+        found: Vec<String>,
+    },
+    /// The path exists and is not a directory.
+    #[error("the output directory {} exists and is not a directory; give --out a new directory", dir.display())]
+    NotADirectory {
+        /// The path.
+        dir: PathBuf,
+    },
 }
 
 impl RunOutput {
-    /// Creates `dir` (0700) and its record files (0600).
+    /// Checks, without creating or changing anything, that `dir` can take
+    /// a new run: it does not exist, or it is a directory holding nothing
+    /// icaptap writes (an empty directory is fine). A run's evidence is
+    /// never written over.
+    pub fn check(dir: &Path) -> Result<(), OutputError> {
+        check_unused(dir).map_err(|why| match why {
+            Unusable::HoldsRun(mut found) => {
+                if found.len() > 4 {
+                    let more = found.len() - 3;
+                    found.truncate(3);
+                    found.push(format!("{more} more"));
+                }
+                OutputError::HoldsRun {
+                    dir: dir.to_path_buf(),
+                    found,
+                }
+            }
+            Unusable::NotADirectory => OutputError::NotADirectory {
+                dir: dir.to_path_buf(),
+            },
+            Unusable::Io(source) => OutputError::Create {
+                dir: dir.to_path_buf(),
+                source,
+            },
+        })
+    }
+
+    /// Creates `dir` (0700) and its record files (0600), after
+    /// [`RunOutput::check`]. Fails without leaving anything it created.
     pub fn create(dir: &Path) -> Result<RunOutput, OutputError> {
+        RunOutput::check(dir)?;
         let err = |source| OutputError::Create {
             dir: dir.to_path_buf(),
             source,
         };
-        prepare(dir).map_err(err)?;
-        let sink = JsonlSink::create(dir).map_err(err)?;
+        let created_dirs = prepare_new(dir).map_err(err)?;
+        let undo = |source: std::io::Error| {
+            // A file that existed already is someone else's: leave it.
+            if source.kind() != std::io::ErrorKind::AlreadyExists {
+                remove_created(&RunOutput::own_files(dir), &created_dirs);
+            }
+            err(source)
+        };
+        let sink = JsonlSink::create(dir).map_err(undo)?;
         // Real bytes, not a sparse file: a full tmpfs or disk must not be
         // able to take this space back.
-        create_private_file(&dir.join(SUMMARY_RESERVE))
+        create_new_private_file(&dir.join(SUMMARY_RESERVE))
             .and_then(|mut f| f.write_all(&[0u8; SUMMARY_RESERVE_BYTES]))
-            .map_err(err)?;
+            .map_err(undo)?;
         Ok(RunOutput {
             dir: dir.to_path_buf(),
             summary: SharedSummary::default(),
             record_write_errors: sink.write_errors(),
             sink: Some(sink),
+            created_dirs,
         })
+    }
+
+    /// The files of icaptap's that a run which failed to start may have
+    /// left in `dir` (which held none of them before it began).
+    fn own_files(dir: &Path) -> Vec<PathBuf> {
+        std::fs::read_dir(dir)
+            .map(|entries| {
+                entries
+                    .flatten()
+                    .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+                    .filter(|e| is_run_entry(&e.file_name().to_string_lossy()))
+                    .map(|e| e.path())
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Removes what this run created (its files, then the directories it
+    /// made, if empty), for a run that failed to start: no half-made
+    /// output directory is left for a later reader to take for a run.
+    /// Everything that was there before stays.
+    pub fn discard(self) {
+        remove_created(&RunOutput::own_files(&self.dir), &self.created_dirs);
     }
 
     /// The directory.
@@ -145,5 +230,55 @@ impl RunOutput {
             source,
         })?;
         Ok(summary)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_discarded_run_leaves_only_what_was_there() {
+        let tmp = tempfile::tempdir().unwrap();
+        // New directories, parents included, go again.
+        let nested = tmp.path().join("a/b/run");
+        let output = RunOutput::create(&nested).unwrap();
+        assert!(nested.join(SUMMARY_RESERVE).is_file());
+        std::fs::write(nested.join("capture.pcapng"), b"begun").unwrap();
+        output.discard();
+        assert!(!tmp.path().join("a").exists());
+
+        // An existing directory stays, with what it held.
+        let mine = tmp.path().join("mine");
+        std::fs::create_dir(&mine).unwrap();
+        std::fs::write(mine.join("notes.txt"), b"keep me").unwrap();
+        RunOutput::create(&mine).unwrap().discard();
+        let left: Vec<_> = std::fs::read_dir(&mine)
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(left, ["notes.txt"]);
+    }
+
+    #[test]
+    fn a_directory_holding_a_run_is_refused_untouched() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("case");
+        RunOutput::create(&dir)
+            .unwrap()
+            .finish("test", Drops::default(), None)
+            .unwrap();
+        let before = std::fs::read(dir.join("summary.json")).unwrap();
+        let err = RunOutput::create(&dir).unwrap_err().to_string();
+        assert!(err.contains("already holds a run"), "{err}");
+        assert!(err.contains("summary.json"), "{err}");
+        assert!(err.contains("icaptap clean"), "{err}");
+        assert_eq!(std::fs::read(dir.join("summary.json")).unwrap(), before);
+        assert!(!dir.join(SUMMARY_RESERVE).exists());
+
+        let file = tmp.path().join("a-file");
+        std::fs::write(&file, b"").unwrap();
+        let err = RunOutput::create(&file).unwrap_err().to_string();
+        assert!(err.contains("is not a directory"), "{err}");
     }
 }

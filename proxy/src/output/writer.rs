@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::directory::create_private_file;
+use super::directory::create_new_private_file;
 use super::records::{ConnectionRecord, ExchangeRecord};
 
 /// Receives every record the observer produces.
@@ -61,7 +61,7 @@ struct LineFile {
 impl LineFile {
     fn create(path: PathBuf) -> std::io::Result<LineFile> {
         Ok(LineFile {
-            file: create_private_file(&path)?,
+            file: create_new_private_file(&path)?,
             path,
             staged: Vec::with_capacity(STAGE_BYTES),
             len: 0,

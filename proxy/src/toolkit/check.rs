@@ -51,8 +51,8 @@ pub struct CheckArgs {
     /// Write a JUnit XML report to this file.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
-    /// Output directory for the recorded exchanges (default:
-    /// ./icaptap-YYYYMMDD-HHMMSS).
+    /// Output directory for the recorded exchanges, new or empty: one
+    /// holding an earlier run is refused (default: ./icaptap-YYYYMMDD-HHMMSS).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Before the first case, wait this long for the vendor's OPTIONS

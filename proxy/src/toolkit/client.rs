@@ -76,11 +76,12 @@ pub struct ClientArgs {
     /// Load mode: connections used at once.
     #[arg(long)]
     pub concurrency: Option<usize>,
-    /// Load mode: total requests to send.
-    #[arg(long, conflicts_with = "duration")]
+    /// Load mode: total requests to send (at least 1).
+    #[arg(long, conflicts_with = "duration", value_name = "N",
+          value_parser = clap::value_parser!(u64).range(1..))]
     pub count: Option<u64>,
-    /// Load mode: how long to send (e.g. 30s, 2m).
-    #[arg(long, value_parser = parse_duration)]
+    /// Load mode: how long to send (e.g. 30s, 2m; longer than zero).
+    #[arg(long, value_parser = crate::units::parse_nonzero_duration)]
     pub duration: Option<Duration>,
     /// Load mode: requests per second over all connections (default: as
     /// fast as answers come).

@@ -32,7 +32,8 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Options of `icaptap demo`.
 #[derive(Clone, Debug, clap::Args)]
 pub struct DemoArgs {
-    /// Output directory (default: ./icaptap-YYYYMMDD-HHMMSS).
+    /// Output directory, new or empty: one holding an earlier run is refused,
+    /// never written over (default: ./icaptap-YYYYMMDD-HHMMSS).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
 }
