@@ -4,7 +4,9 @@
 //! answers in their ISTag, so a wrong pair shows.
 
 use bytes::Bytes;
-use icap_codec::{AnomalyCode, Correlator, Decoder, Direction, Exchange, Side, Stamp};
+use icap_codec::{
+    AnomalyCode, Correlator, Decoder, Direction, Exchange, Side, Stamp, MAX_OPEN_EXCHANGES,
+};
 
 fn options(n: usize) -> Bytes {
     Bytes::from(format!(
@@ -46,6 +48,23 @@ fn pair(x: &Exchange) -> (Option<String>, Option<String>) {
 fn all(correlator: &mut Correlator) -> Vec<Exchange> {
     correlator.close();
     std::iter::from_fn(|| correlator.pop()).collect()
+}
+
+#[test]
+fn unanswered_pipelined_requests_stay_bounded() {
+    let mut requests = Decoder::new(Direction::Request);
+    let mut correlator = Correlator::new();
+    for n in 0..(MAX_OPEN_EXCHANGES + 10) {
+        feed(&mut requests, &mut correlator, options(n));
+    }
+    assert_eq!(correlator.open().count(), MAX_OPEN_EXCHANGES);
+    let mut given_up = 0;
+    while let Some(x) = correlator.pop() {
+        assert!(x.incomplete && x.response.is_none());
+        assert!(x.has_anomaly(AnomalyCode::PipelineTooDeep));
+        given_up += 1;
+    }
+    assert_eq!(given_up, 10);
 }
 
 #[test]

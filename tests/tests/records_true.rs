@@ -63,16 +63,23 @@ async fn read_answers(stream: &mut TcpStream, answers: usize) -> Vec<u8> {
     got
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_pipeline_deeper_than_followed_keeps_every_pair_true() {
+/// c-icap (echo service) in a temporary directory, and forwarding to it
+/// from a free loopback port.
+fn cicap_and_forwarding() -> (tempfile::TempDir, peers::CIcap, ForwardConfig) {
     if !peers::have("c-icap") {
         panic!("c-icap is not installed: run .ci/run, which installs it");
     }
     let tmp = tempfile::tempdir().unwrap();
     let cicap = peers::CIcap::start(&tmp.path().join("c-icap"), "");
-    let out = tmp.path().join("run");
     let mut forward = ForwardConfig::new("127.0.0.1:0".parse().unwrap(), cicap.addr);
     forward.drain = Duration::from_secs(3);
+    (tmp, cicap, forward)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_deeper_than_followed_keeps_every_pair_true() {
+    let (tmp, cicap, forward) = cicap_and_forwarding();
+    let out = tmp.path().join("run");
     let limit = 8;
     let proxy = start(ProxyPlan {
         observer: ObserverConfig {
@@ -161,14 +168,8 @@ async fn a_pipeline_deeper_than_followed_keeps_every_pair_true() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_that_saw_everything_says_its_evidence_is_complete() {
-    if !peers::have("c-icap") {
-        panic!("c-icap is not installed: run .ci/run, which installs it");
-    }
-    let tmp = tempfile::tempdir().unwrap();
-    let cicap = peers::CIcap::start(&tmp.path().join("c-icap"), "");
+    let (tmp, cicap, forward) = cicap_and_forwarding();
     let out = tmp.path().join("run");
-    let mut forward = ForwardConfig::new("127.0.0.1:0".parse().unwrap(), cicap.addr);
-    forward.drain = Duration::from_secs(3);
     let proxy = start(ProxyPlan::new(forward, out.clone())).await.unwrap();
     let port = cicap.addr.port();
     let mut client = TcpStream::connect(proxy.listen).await.unwrap();

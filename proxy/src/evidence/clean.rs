@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use super::load::{self, RunFiles};
 use super::EvidenceError;
+use crate::output::directory::is_capture_name;
 
 /// Options of `icaptap clean`.
 #[derive(Clone, Debug, clap::Args)]
@@ -42,7 +43,7 @@ pub fn is_run_file(name: &str) -> bool {
             | load::REPORT_HTML_FILE
             | load::REPORT_MD_FILE
             | ".icaptap-write-test"
-    ) || load::is_capture_name(name)
+    ) || is_capture_name(name)
 }
 
 /// Removes the run in `dir`.

@@ -6,6 +6,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
+use crate::output::directory::is_capture_name;
 use crate::output::records::{ConnectionRecord, ExchangeRecord};
 use crate::output::summary::Summary;
 
@@ -21,21 +22,6 @@ pub const SUMMARY_FILE: &str = "summary.json";
 pub const REPORT_HTML_FILE: &str = "report.html";
 /// `report.md`.
 pub const REPORT_MD_FILE: &str = "report.md";
-
-/// Whether `name` is a capture file icaptap writes: `capture.pcapng`,
-/// `capture.pcap`, or a rotated `capture-NNNN.pcap[ng]`.
-pub fn is_capture_name(name: &str) -> bool {
-    let Some(stem) = name
-        .strip_suffix(".pcapng")
-        .or_else(|| name.strip_suffix(".pcap"))
-    else {
-        return false;
-    };
-    stem == "capture"
-        || stem
-            .strip_prefix("capture-")
-            .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-}
 
 /// The files of a run directory, as icaptap names them.
 #[derive(Clone, Debug, Default)]

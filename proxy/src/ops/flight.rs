@@ -26,8 +26,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::metrics::IncidentCounters;
 use crate::capture::Rotation;
-use crate::evidence::load::is_capture_name;
 use crate::output::directory::create_private_file;
+use crate::output::directory::is_capture_name;
 use crate::output::records::{AnomalyRecord, ConnectionRecord, ExchangeRecord};
 use crate::output::summary::SummaryBuilder;
 use crate::output::writer::RecordSink;

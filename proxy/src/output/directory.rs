@@ -47,11 +47,12 @@ pub fn is_run_entry(name: &str) -> bool {
         "peer.json",
         "peer-side",
     ];
-    NAMES.contains(&name) || is_capture_file(name)
+    NAMES.contains(&name) || is_capture_name(name)
 }
 
-/// `capture.pcap`, `capture.pcapng` or a rotated `capture-NNNN.pcap[ng]`.
-fn is_capture_file(name: &str) -> bool {
+/// Whether `name` is a capture file icaptap writes: `capture.pcapng`,
+/// `capture.pcap`, or a rotated `capture-NNNN.pcap[ng]`.
+pub fn is_capture_name(name: &str) -> bool {
     let Some(stem) = name
         .strip_suffix(".pcapng")
         .or_else(|| name.strip_suffix(".pcap"))
