@@ -35,10 +35,10 @@ pub use listener::{
     bind, serve, ForwardError, Listener, ACCEPT_ERROR_BACKOFF, FD_LIMIT_BACKOFF, LISTEN_BACKLOG,
 };
 pub use options::{
-    parse_buffer_size, ConfigError, ForwardArgs, ForwardConfig, DEFAULT_ICAP_PORT, MAX_BUFFER_SIZE,
-    MAX_CONNECTIONS_LIMIT, MIN_BUFFER_SIZE,
+    parse_buffer_size, ConfigError, ForwardArgs, ForwardConfig, RouteError, DEFAULT_ICAP_PORT,
+    MAX_BUFFER_SIZE, MAX_CONNECTIONS_LIMIT, MIN_BUFFER_SIZE,
 };
-pub use routes::{route_configs, Route, RouteError};
+pub use routes::Route;
 pub use session::END_TAP_WAIT;
 /// The shutdown signal [`serve`] takes, re-exported so callers need no
 /// direct dependency on tokio-util.

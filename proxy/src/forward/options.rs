@@ -4,6 +4,7 @@
 //! `--config` file, see [`crate::config`]); [`ForwardConfig`] is the checked,
 //! resolved result the listener runs with.
 
+use std::collections::BTreeSet;
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::Duration;
 
@@ -223,6 +224,53 @@ pub fn parse_buffer_size(text: &str) -> Result<usize, String> {
         ));
     }
     Ok(bytes)
+}
+
+/// A route that cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum RouteError {
+    /// The route's sensor is unusable.
+    #[error("--route {listen}: its sensor cannot be used; fix the part after `=`")]
+    Upstream {
+        /// The route's listen address.
+        listen: SocketAddr,
+        /// Why.
+        source: ConfigError,
+    },
+    /// Two listeners on one address.
+    #[error("--route {listen}: this address is already a listener (--listen or another --route); give each route its own port")]
+    Duplicate {
+        /// The address.
+        listen: SocketAddr,
+    },
+}
+
+impl ForwardArgs {
+    /// The forwarding configuration of each `--route`: these options with
+    /// the route's listen address and sensor.
+    pub fn route_configs(&self) -> Result<Vec<ForwardConfig>, RouteError> {
+        let base = self;
+        let mut seen = BTreeSet::from([base.listen]);
+        base.routes
+            .iter()
+            .map(|route| {
+                if !seen.insert(route.listen) {
+                    return Err(RouteError::Duplicate {
+                        listen: route.listen,
+                    });
+                }
+                let args = ForwardArgs {
+                    listen: route.listen,
+                    upstream: route.upstream.clone(),
+                    ..base.clone()
+                };
+                args.into_config().map_err(|source| RouteError::Upstream {
+                    listen: route.listen,
+                    source,
+                })
+            })
+            .collect()
+    }
 }
 
 #[cfg(test)]

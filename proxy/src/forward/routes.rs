@@ -9,12 +9,11 @@
 //!
 //! Every listener shares the run's connection ids, counters, observer and
 //! recorder, so one output directory and one `/metrics` cover all sensors.
-//! Each route inherits the main listener's timeouts and limits.
+//! Each route inherits the main listener's timeouts and limits
+//! ([`ForwardArgs::route_configs`](super::ForwardArgs::route_configs)).
+//! This file only says what a route is; it knows nothing of the options.
 
-use std::collections::BTreeSet;
 use std::net::SocketAddr;
-
-use super::options::{ConfigError, ForwardArgs, ForwardConfig};
 
 /// One extra listener and the sensor it forwards to.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -42,53 +41,6 @@ pub fn parse_route(text: &str) -> Result<Route, String> {
         listen,
         upstream: upstream.to_string(),
     })
-}
-
-/// A route that cannot be used.
-#[derive(Debug, thiserror::Error)]
-pub enum RouteError {
-    /// The route's sensor is unusable.
-    #[error("--route {listen}: its sensor cannot be used; fix the part after `=`")]
-    Upstream {
-        /// The route's listen address.
-        listen: SocketAddr,
-        /// Why.
-        source: ConfigError,
-    },
-    /// Two listeners on one address.
-    #[error("--route {listen}: this address is already a listener (--listen or another --route); give each route its own port")]
-    Duplicate {
-        /// The address.
-        listen: SocketAddr,
-    },
-}
-
-/// The forwarding configuration of each route: the main options with the
-/// route's listen address and sensor.
-pub fn route_configs(
-    base: &ForwardArgs,
-    routes: &[Route],
-) -> Result<Vec<ForwardConfig>, RouteError> {
-    let mut seen = BTreeSet::from([base.listen]);
-    routes
-        .iter()
-        .map(|route| {
-            if !seen.insert(route.listen) {
-                return Err(RouteError::Duplicate {
-                    listen: route.listen,
-                });
-            }
-            let args = ForwardArgs {
-                listen: route.listen,
-                upstream: route.upstream.clone(),
-                ..base.clone()
-            };
-            args.into_config().map_err(|source| RouteError::Upstream {
-                listen: route.listen,
-                source,
-            })
-        })
-        .collect()
 }
 
 #[cfg(test)]

@@ -18,8 +18,7 @@ use std::time::{Duration, Instant};
 use crate::capture::annotate::ANNOTATION_QUEUE_CAPACITY;
 use crate::capture::{self, annotation_channel, RecordArgs, RecordOptions, RecorderHandle};
 use crate::forward::{
-    self, route_configs, CancellationToken, ForwardArgs, ForwardConfig, ForwardCounters,
-    ForwardStats, RouteError,
+    self, CancellationToken, ForwardArgs, ForwardConfig, ForwardCounters, ForwardStats, RouteError,
 };
 use crate::observe::{self, LiveObserver, ObserveArgs, Observer, ObserverConfig, ObserverMode};
 use crate::ops::endpoint::{self, MetricsError};
@@ -524,7 +523,7 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
         .map_err(ProxyError::Runtime)?;
     let out = args.out.clone().unwrap_or_else(default_dir_name);
     let ops = args.ops.plan();
-    let routes = route_configs(&args.forward, &args.forward.routes)?;
+    let routes = args.forward.route_configs()?;
     let plan = ProxyPlan {
         forward: args.forward.into_config()?,
         observer: args.observe.config(),
