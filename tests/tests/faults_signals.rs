@@ -98,4 +98,8 @@ async fn sighup_with_the_terminal_gone_still_finishes_the_run() {
     }
     assert!(at > 200, "the capture holds no packets: {at} bytes");
     assert!(!out.join(".icaptap-summary-reserve").exists());
+    // The report is written at this end too, from the same records.
+    let report = std::fs::read_to_string(out.join("report.md")).expect("report.md written");
+    assert!(report.starts_with("# icaptap report"), "{report}");
+    assert!(out.join("report.html").is_file());
 }

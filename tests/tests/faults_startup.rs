@@ -365,6 +365,10 @@ fn an_empty_directory_or_one_without_icaptap_files_is_used() {
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert!(out.status.success(), "{stderr}");
         assert!(dir.join("summary.json").is_file(), "{stderr}");
+        // A run that ends on --duration leaves its report too.
+        for report in ["report.html", "report.md"] {
+            assert!(dir.join(report).is_file(), "no {report}: {stderr}");
+        }
         assert!(!dir.join(".icaptap-summary-reserve").exists());
     }
     assert_eq!(

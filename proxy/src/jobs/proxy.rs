@@ -567,6 +567,16 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
             why.as_deref().unwrap_or("asked to")
         );
         let summary = proxy.stop().await?;
+        // Every end of a run leaves its report beside the records (the
+        // report reads the records and summary, never the capture).
+        if let Err(e) = crate::evidence::write_report(&out) {
+            let _ = writeln!(
+                std::io::stderr(),
+                "icaptap: the report could not be written into {}: {e}; run `icaptap report {}` to try again",
+                out.display(),
+                out.display()
+            );
+        }
         let _ = write!(std::io::stdout(), "{}", summary_table(&summary, &out));
         Ok(summary)
     })

@@ -106,6 +106,8 @@ impl RunOutput {
     pub fn check(dir: &Path) -> Result<(), OutputError> {
         check_unused(dir).map_err(|why| match why {
             Unusable::HoldsRun(mut found) => {
+                // The summary, when there, first: it says a run ended here.
+                found.sort_by_key(|name| name != "summary.json");
                 if found.len() > 4 {
                     let more = found.len() - 3;
                     found.truncate(3);
