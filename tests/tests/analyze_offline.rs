@@ -216,6 +216,9 @@ fn peer_captures_show_the_exchange_lost_in_between() {
     .unwrap();
     assert_eq!(client.fingerprints.len(), 4);
     assert_eq!(sensor.fingerprints.len(), 3);
+    // A capture of 2023-11-14T22:13:20Z ends then, not when it is analysed.
+    let ended = client.summary.ended.as_deref().unwrap_or("none");
+    assert!(ended.starts_with("2023-11-14T22:13:20."), "ended {ended}");
     let report = correlate(&client.fingerprints, &sensor.fingerprints);
     assert_eq!(report.matched.len(), 3);
     assert_eq!(report.client_only.len(), 1);

@@ -65,7 +65,14 @@ pub fn analyze_into(
     let fingerprints = FingerprintSink::default();
     let sink = Tee(output.take_sink(), fingerprints.clone());
     let observer = Observer::new(ObserverMode::Capture, config, Box::new(sink));
-    let capture = match observe_on_own_thread(observer, |sink| read_captures(files, opts, sink)) {
+    // The run ends when the capture does, not when it was analysed.
+    let mut last_tap: Micros = 0;
+    let capture = match observe_on_own_thread(observer, |sink| {
+        read_captures(files, opts, &mut |tap: Tap| {
+            last_tap = last_tap.max(tap.at);
+            sink(tap)
+        })
+    }) {
         Ok(capture) => capture,
         Err(e) => {
             // No summary can be written: leave no half-made run behind.
@@ -73,7 +80,8 @@ pub fn analyze_into(
             return Err(e.into());
         }
     };
-    let summary = output.finish("analyze", Drops::default(), None)?;
+    let ended = (last_tap > 0).then_some(last_tap);
+    let summary = output.finish_at("analyze", Drops::default(), None, ended)?;
     let fingerprints = fingerprints.take();
     Ok(SideResult {
         summary,

@@ -210,10 +210,23 @@ impl RunOutput {
         drops: Drops,
         forwarded: Option<Forwarded>,
     ) -> Result<Summary, OutputError> {
+        self.finish_at(mode, drops, forwarded, Some(crate::tap::now_micros()))
+    }
+
+    /// [`finish`](Self::finish) for a run whose end is not now: an
+    /// analysis ends at its capture's last ICAP packet (`None` when it held
+    /// none).
+    pub fn finish_at(
+        &self,
+        mode: &str,
+        drops: Drops,
+        forwarded: Option<Forwarded>,
+        ended: Option<crate::tap::Micros>,
+    ) -> Result<Summary, OutputError> {
         let mut summary = self.summary.snapshot();
         summary.mode = mode.to_string();
         summary.command = std::env::args().collect();
-        summary.ended = Some(super::rfc3339(crate::tap::now_micros()));
+        summary.ended = ended.map(super::rfc3339);
         summary.drops = drops;
         summary.drops.record_write_errors += self.record_write_errors.load(Ordering::Relaxed);
         summary.forwarded = forwarded;
