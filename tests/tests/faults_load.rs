@@ -318,11 +318,11 @@ async fn one_gib_body_streams_through_in_bounded_memory() {
 
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    // Each side path's queue is bounded in taps, not bytes, and a tap holds
-    // up to one 64 KiB read: with the defaults (16,384 taps each) a side
-    // path that falls behind (a busy machine) may hold up to 1 GiB. Queues
-    // of 128 taps bound that at 8 MiB each, so this measures the
-    // forwarding path and the side paths' own state, not queue depth.
+    // Each side path's queue holds at most --queue-bytes (64 MiB by
+    // default) of payload, which a side path that falls behind (a busy
+    // machine) may fill. Queues of 128 taps of at most one 64 KiB read
+    // bound that at 8 MiB each, so this measures the forwarding path and
+    // the side paths' own state, not queue depth.
     let proxy = ProxyProcess::start(
         sensor_addr,
         &out,
