@@ -215,8 +215,8 @@ async fn connect_failed(shared: &SessionShared, meta: Arc<ConnMeta>, error: Stri
     ForwardCounters::add(&shared.counters.connect_failures, 1);
     warn!(conn = meta.id, client = %meta.client, "{error}; client connection closed");
     let at = tap::now_micros();
-    deliver_end(shared, &meta, at, TapEvent::ConnectFailed { error }).await;
-    deliver_end(shared, &meta, at, TapEvent::Finished).await;
+    deliver_end(shared, &meta, at, TapEvent::ConnectFailed { error });
+    deliver_end(shared, &meta, at, TapEvent::Finished);
 }
 
 /// Runs both copy loops to their end, then mirrors how they ended.
@@ -305,7 +305,7 @@ async fn forward(
                 dir,
                 how: CloseKind::Reset,
             };
-            deliver_end(shared, &meta, at, event).await;
+            deliver_end(shared, &meta, at, event);
         }
     } else if cut {
         ForwardCounters::add(&shared.counters.cut_at_shutdown, 1);
@@ -315,12 +315,12 @@ async fn forward(
                     dir,
                     how: CloseKind::Shutdown,
                 };
-                deliver_end(shared, &meta, at, event).await;
+                deliver_end(shared, &meta, at, event);
             }
         }
     }
     debug!(conn = meta.id, ?up, ?down, "connection finished");
-    deliver_end(shared, &meta, at, TapEvent::Finished).await;
+    deliver_end(shared, &meta, at, TapEvent::Finished);
 }
 
 /// Copies one direction: read into a buffer, offer the chunk to the side
@@ -441,12 +441,7 @@ where
 /// Hands a tap that marks the end of (part of) a connection to every side
 /// path. Control taps go in past a full queue (see [`crate::tap::queue`]),
 /// so this never waits; one is lost only when a side path has stopped.
-async fn deliver_end(
-    shared: &SessionShared,
-    meta: &Arc<ConnMeta>,
-    at: tap::Micros,
-    event: TapEvent,
-) {
+fn deliver_end(shared: &SessionShared, meta: &Arc<ConnMeta>, at: tap::Micros, event: TapEvent) {
     let tap = Tap {
         conn: meta.clone(),
         at,
@@ -455,7 +450,7 @@ async fn deliver_end(
     };
     let queues: [&Option<TapQueue>; 2] = [&shared.sinks.recorder, &shared.sinks.observer];
     for queue in queues.into_iter().flatten() {
-        if !queue.deliver(tap.clone()).await {
+        if !queue.offer(tap.clone()) {
             ForwardCounters::add(&shared.counters.end_taps_lost, 1);
         }
     }

@@ -30,13 +30,6 @@ pub struct DropCounters {
 /// that falls behind would otherwise hold up to `capacity x buffer size`.
 pub const DEFAULT_QUEUE_BYTES: u64 = 64 << 20;
 
-/// A tap in a queue, with the payload bytes it counts against the budget.
-#[derive(Debug)]
-struct Queued {
-    tap: Tap,
-    bytes: u64,
-}
-
 /// What a queue holds, shared by its two ends.
 #[derive(Debug, Default)]
 struct Held {
@@ -46,13 +39,21 @@ struct Held {
     data: AtomicUsize,
 }
 
+impl Held {
+    /// Frees the room of one data tap of `len` payload bytes.
+    fn release(&self, len: u64) {
+        self.bytes.fetch_sub(len, Ordering::Relaxed);
+        self.data.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
 /// A side path's inbox: a queue bounded both in data taps and in payload
 /// bytes that the forwarding path offers taps to without waiting. When
 /// either bound is reached a data tap is dropped and counted; control taps
 /// always go in (see the module header).
 #[derive(Clone, Debug)]
 pub struct TapQueue {
-    tx: mpsc::UnboundedSender<Queued>,
+    tx: mpsc::UnboundedSender<Tap>,
     drops: Arc<DropCounters>,
     held: Arc<Held>,
     capacity: usize,
@@ -62,7 +63,7 @@ pub struct TapQueue {
 /// The receiving end of a [`TapQueue`], run by the side path.
 #[derive(Debug)]
 pub struct TapReceiver {
-    rx: mpsc::UnboundedReceiver<Queued>,
+    rx: mpsc::UnboundedReceiver<Tap>,
     held: Arc<Held>,
 }
 
@@ -123,12 +124,11 @@ impl TapReceiver {
         }
     }
 
-    fn take(&self, q: Queued) -> Tap {
-        if payload(&q.tap).is_some() {
-            self.held.bytes.fetch_sub(q.bytes, Ordering::Relaxed);
-            self.held.data.fetch_sub(1, Ordering::Relaxed);
+    fn take(&self, tap: Tap) -> Tap {
+        if let Some(len) = payload(&tap) {
+            self.held.release(len);
         }
-        q.tap
+        tap
     }
 
     /// The next tap; `None` once every queue handle is gone and the queue
@@ -196,36 +196,23 @@ impl TapQueue {
         }
         let before = self.held.bytes.fetch_add(len, Ordering::Relaxed);
         if len > 0 && before + len > self.budget {
-            self.held.bytes.fetch_sub(len, Ordering::Relaxed);
-            self.held.data.fetch_sub(1, Ordering::Relaxed);
+            self.held.release(len);
             return false;
         }
         true
     }
 
-    /// Gives back what [`reserve`](Self::reserve) took, for a tap that was
-    /// not queued after all.
-    fn unreserve(&self, len: u64) {
-        self.held.bytes.fetch_sub(len, Ordering::Relaxed);
-        self.held.data.fetch_sub(1, Ordering::Relaxed);
-    }
-
     /// Queues a tap whose room is reserved (or a control tap, which needs
-    /// none); false when the consumer is gone.
+    /// none); false when the consumer is gone, and the room is given back.
     fn send(&self, tap: Tap) -> bool {
         let len = payload(&tap);
-        match self.tx.send(Queued {
-            tap,
-            bytes: len.unwrap_or(0),
-        }) {
-            Ok(()) => true,
-            Err(_) => {
-                if let Some(len) = len {
-                    self.unreserve(len);
-                }
-                false
+        if self.tx.send(tap).is_err() {
+            if let Some(len) = len {
+                self.held.release(len);
             }
+            return false;
         }
+        true
     }
 
     /// Offers `tap` without waiting. A data tap is dropped and counted when
@@ -244,23 +231,10 @@ impl TapQueue {
         }
     }
 
-    /// Delivers `tap` without losing it: a control tap goes in at once, a
-    /// data tap waits for room (tests and tools that feed a side path
-    /// losslessly). Returns whether the consumer was still there.
-    pub async fn deliver(&self, tap: Tap) -> bool {
-        if let Some(len) = payload(&tap) {
-            while !self.reserve(len) {
-                if self.tx.is_closed() {
-                    return false;
-                }
-                tokio::time::sleep(ROOM_POLL).await;
-            }
-        }
-        self.send(tap)
-    }
-
-    /// [`deliver`](Self::deliver) from a plain thread, blocking until there
-    /// is room (tests and benches that feed a side path directly).
+    /// Delivers `tap` from a plain thread without losing it: a control tap
+    /// goes in at once, a data tap waits for room (tests and benches that
+    /// feed a side path directly). Returns whether the consumer was still
+    /// there.
     pub fn deliver_blocking(&self, tap: Tap) -> bool {
         if let Some(len) = payload(&tap) {
             while !self.reserve(len) {
@@ -296,17 +270,6 @@ impl TapSinks {
         }
         if let Some(o) = &self.observer {
             o.offer(tap);
-        }
-    }
-
-    /// Delivers `tap` to every side path without losing it (see
-    /// [`TapQueue::deliver`]).
-    pub async fn deliver(&self, tap: Tap) {
-        if let Some(r) = &self.recorder {
-            r.deliver(tap.clone()).await;
-        }
-        if let Some(o) = &self.observer {
-            o.deliver(tap).await;
         }
     }
 }
