@@ -146,42 +146,37 @@ fn classify_partly_seen(x: &Exchange) -> (Verdict, Option<String>) {
         400..=599 => Verdict::Error,
         _ if x.method() == Some(&Method::Options) => Verdict::Options,
         204 => Verdict::Clean,
-        200 if policy_block(&response.headers) => Verdict::Blocked,
-        200 if x.method() == Some(&Method::Reqmod)
-            && x.response_http(EntityKind::ResHdr).is_some() =>
-        {
-            Verdict::Blocked
-        }
-        200 => match x.response_http(EntityKind::ResHdr).and_then(|h| h.status) {
-            Some(status)
-                if status >= 400
-                    && x.request_http(EntityKind::ResHdr)
-                        .and_then(|h| h.status)
-                        .unwrap_or(200)
-                        < 400 =>
-            {
-                Verdict::Blocked
-            }
-            _ => Verdict::Unobserved,
-        },
+        200 if policy_block(&response.headers) || block_page(x) => Verdict::Blocked,
+        // Echoed or changed rests on the bytes that were missed.
         _ => Verdict::Unobserved,
     };
     (verdict, None)
 }
 
+/// Whether a 200's heads make it a block page: a REQMOD answered with an
+/// HTTP response, or an HTTP 4xx/5xx returned where the original was not.
+fn block_page(x: &Exchange) -> bool {
+    if x.method() == Some(&Method::Reqmod) && x.response_http(EntityKind::ResHdr).is_some() {
+        return true;
+    }
+    let returned = x.response_http(EntityKind::ResHdr).and_then(|h| h.status);
+    let original = x
+        .request_http(EntityKind::ResHdr)
+        .and_then(|h| h.status)
+        .unwrap_or(200);
+    returned.is_some_and(|status| status >= 400 && original < 400)
+}
+
 /// A 200: a block page, a changed message, or the original echoed back.
 fn classify_200(x: &Exchange) -> Verdict {
-    let method = x.method();
-    if method == Some(&Method::Reqmod) && x.response_http(EntityKind::ResHdr).is_some() {
+    if block_page(x) {
         return Verdict::Blocked;
     }
+    let method = x.method();
     let returned = x.response_http(EntityKind::ResHdr);
     let original = x.request_http(EntityKind::ResHdr);
     if let Some(status) = returned.and_then(|h| h.status) {
         let original_status = original.and_then(|h| h.status).unwrap_or(200);
-        if status >= 400 && original_status < 400 {
-            return Verdict::Blocked;
-        }
         if status != original_status {
             return Verdict::Modified;
         }
