@@ -56,8 +56,9 @@ pub struct Correlator {
     /// this many final responses are theirs.
     given_up_unanswered: u64,
     /// Bytes of the connection were lost, so the exchanges seen since may
-    /// not pair with their own answers: what was lost, and where.
-    uncertain: Option<String>,
+    /// not pair with their own answers: whose bytes, where in that side's
+    /// stream, and the sentence that says so.
+    uncertain: Option<(Side, u64, String)>,
 }
 
 impl Default for Correlator {
@@ -152,7 +153,6 @@ impl Correlator {
     /// exchange already open when only the client's bytes were lost still
     /// gets its own answer: answers come in request order.
     pub fn mark_gap(&mut self, side: Side, offset: u64, len: u64) {
-        let from = side.as_str();
         for x in self.open.iter_mut() {
             x.incomplete = true;
             // A final answer whose head was seen is this request's own.
@@ -169,10 +169,12 @@ impl Correlator {
                 ));
             }
         }
-        self.uncertain = Some(format!(
-            "{len} bytes of the {from}'s stream at offset {offset} were not seen before this request; \
-             which answer belongs to it cannot be told"
-        ));
+        let why = format!(
+            "{len} bytes of the {}'s stream at offset {offset} were not seen before this request; \
+             which answer belongs to it cannot be told",
+            side.as_str()
+        );
+        self.uncertain = Some((side, offset, why));
     }
 
     /// Takes the next exchange that is over, in request order.
@@ -236,13 +238,20 @@ impl Correlator {
         };
         x.body_hashers.request = Some(BodyHasher::request());
         x.timings.request_head = Some(stamp);
-        if let Some(why) = &self.uncertain {
+        if let Some((side, lost_at, why)) = &self.uncertain {
+            // Named for whose bytes were lost, at an offset in that side's
+            // stream: this request's own for the client, the loss for the
+            // server.
+            let offset = match side {
+                Side::Client => head.offset,
+                Side::Server => *lost_at,
+            };
             x.incomplete = true;
             x.pairing_uncertain = true;
             x.anomalies.push(Anomaly::new(
                 AnomalyCode::PairingUncertain,
-                Side::Client,
-                head.offset,
+                *side,
+                offset,
                 why.clone(),
             ));
         }
