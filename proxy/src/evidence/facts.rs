@@ -192,6 +192,20 @@ fn new_histogram() -> Option<Histogram<u64>> {
     Histogram::new_with_bounds(1, 3_600_000_000, 3).ok()
 }
 
+/// The headline of a run where nothing went wrong but some exchanges are
+/// `unobserved`: it must not say that every exchange got a verdict.
+pub fn unobserved_headline(facts: &Facts, warns: u64) -> Option<String> {
+    let unobserved = facts
+        .verdicts
+        .get("unobserved")
+        .copied()
+        .filter(|n| *n > 0)?;
+    Some(format!(
+        "{unobserved} of {} exchanges were not seen whole and have no verdict (unobserved); {warns} warnings.",
+        facts.exchanges()
+    ))
+}
+
 /// "Evidence is incomplete: ..." when the run's records or capture lack
 /// something icaptap forwarded (or the capture held), for the first line
 /// of the report and the ticket. Summaries that predate the judgement are

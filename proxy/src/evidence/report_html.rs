@@ -10,7 +10,9 @@ use std::fmt::Write;
 
 use super::catalogue::Catalogue;
 use super::escape::html as esc;
-use super::facts::{evidence_warning, AnomalyExample, Facts, SEVERITY_ORDER, VERDICT_ORDER};
+use super::facts::{
+    evidence_warning, unobserved_headline, AnomalyExample, Facts, SEVERITY_ORDER, VERDICT_ORDER,
+};
 use super::readable;
 use super::svg;
 
@@ -151,15 +153,8 @@ fn headline(page: &mut String, facts: &Facts) {
                 facts.exchanges()
             ),
         )
-    } else if facts.verdicts.get("unobserved").is_some_and(|n| *n > 0) {
-        (
-            "warn",
-            format!(
-                "{} of {} exchanges were not seen whole and have no verdict (“unobserved”); {warns} warnings.",
-                facts.verdicts["unobserved"],
-                facts.exchanges()
-            ),
-        )
+    } else if let Some(text) = unobserved_headline(facts, warns) {
+        ("warn", text)
     } else if warns > 0 {
         (
             "warn",

@@ -7,7 +7,7 @@ use std::fmt::Write;
 
 use super::catalogue::Catalogue;
 use super::escape::{markdown as md, markdown_code as code};
-use super::facts::{evidence_warning, Facts, SEVERITY_ORDER, VERDICT_ORDER};
+use super::facts::{evidence_warning, unobserved_headline, Facts, SEVERITY_ORDER, VERDICT_ORDER};
 use super::readable;
 
 /// Seconds listed in the "busiest seconds" table.
@@ -313,12 +313,8 @@ pub fn headline(facts: &Facts) -> String {
             "{wrong} of {} exchanges went wrong; {errors} error-level anomalies.",
             facts.exchanges()
         )
-    } else if facts.verdicts.get("unobserved").is_some_and(|n| *n > 0) {
-        format!(
-            "{} of {} exchanges were not seen whole and have no verdict (`unobserved`); {warns} warnings.",
-            facts.verdicts["unobserved"],
-            facts.exchanges()
-        )
+    } else if let Some(text) = unobserved_headline(facts, warns) {
+        text
     } else if warns > 0 {
         format!("Every exchange got a verdict; {warns} warnings are worth a look.")
     } else {

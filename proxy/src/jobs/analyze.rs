@@ -65,14 +65,9 @@ pub fn analyze_into(
     let fingerprints = FingerprintSink::default();
     let sink = Tee(output.take_sink(), fingerprints.clone());
     let observer = Observer::new(ObserverMode::Capture, config, Box::new(sink));
-    // The run ends when the capture does, not when it was analysed.
-    let mut last_tap: Micros = 0;
-    let capture = match observe_on_own_thread(observer, |sink| {
-        read_captures(files, opts, &mut |tap: Tap| {
-            last_tap = last_tap.max(tap.at);
-            sink(tap)
-        })
-    }) {
+    let (capture, last_tap) =
+        observe_on_own_thread(observer, |sink| read_captures(files, opts, sink));
+    let capture = match capture {
         Ok(capture) => capture,
         Err(e) => {
             // No summary can be written: leave no half-made run behind.
@@ -80,6 +75,7 @@ pub fn analyze_into(
             return Err(e.into());
         }
     };
+    // The run ends when the capture does, not when it was analysed.
     let ended = (last_tap > 0).then_some(last_tap);
     let summary = output.finish_at("analyze", Drops::default(), None, ended)?;
     let fingerprints = fingerprints.take();
@@ -114,8 +110,12 @@ impl SidePath for CaptureObserver {
 /// thread and `observer` on a thread of its own, so that reading and
 /// reassembly overlap with decoding, hashing and record writing on a
 /// second core. Taps keep their capture order; the observer is finished at
-/// the time of the last tap.
-fn observe_on_own_thread<T>(observer: Observer, read: impl FnOnce(&mut dyn FnMut(Tap)) -> T) -> T {
+/// the time of the last tap, which is returned beside `read`'s result (0
+/// when there was none).
+fn observe_on_own_thread<T>(
+    observer: Observer,
+    read: impl FnOnce(&mut dyn FnMut(Tap)) -> T,
+) -> (T, Micros) {
     let observer = CaptureObserver { observer, last: 0 };
     let (mut batches, received) = TapBatches::channel();
     let thread = side_path::spawn(
@@ -131,15 +131,15 @@ fn observe_on_own_thread<T>(observer: Observer, read: impl FnOnce(&mut dyn FnMut
             tracing::debug!("observer thread not started ({error}); observing inline");
             let result = read(&mut |tap| path.on_tap(tap));
             path.finish();
-            return result;
+            return (result, path.last);
         }
     };
     let result = read(&mut |tap| batches.push(tap));
     batches.close();
-    if let Err(panic) = thread.join() {
-        std::panic::resume_unwind(panic);
+    match thread.join() {
+        Ok(path) => (result, path.last),
+        Err(panic) => std::panic::resume_unwind(panic),
     }
-    result
 }
 
 /// Runs `icaptap analyze`.
