@@ -35,6 +35,12 @@ pub struct BodyStats {
     /// means nothing was changed) at a fraction of SHA-256's cost. Not a
     /// file identity; use `sha256` for that.
     pub fingerprint: Option<u128>,
+    /// Whether `sha256` was not computed because the observer shed the
+    /// work under load (see [`Correlator::set_file_hashing`]): the body was
+    /// seen, decoded and fingerprinted, only its SHA-256 is unknown.
+    ///
+    /// [`Correlator::set_file_hashing`]: super::Correlator::set_file_hashing
+    pub sha256_shed: bool,
     /// The first bytes of the body (at most [`BODY_SAMPLE_LEN`]), for rules
     /// that look at content (an EICAR test file coming back clean).
     pub sample: Vec<u8>,
@@ -184,11 +190,17 @@ pub(super) struct BodyHasher {
 }
 
 impl BodyHasher {
-    pub(super) fn request() -> Self {
+    /// A request body's digests; SHA-256 only when `file_hash`.
+    pub(super) fn request(file_hash: bool) -> Self {
         BodyHasher {
-            sha256: Some(Sha256::new()),
+            sha256: file_hash.then(Sha256::new),
             fingerprint: Box::default(),
         }
+    }
+
+    /// Stops the SHA-256 of this body, if one runs; true if it did.
+    pub(super) fn shed_sha256(&mut self) -> bool {
+        self.sha256.take().is_some()
     }
 
     pub(super) fn response() -> Self {

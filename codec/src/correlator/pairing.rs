@@ -59,6 +59,9 @@ pub struct Correlator {
     /// not pair with their own answers: whose bytes, where in that side's
     /// stream, and the sentence that says so.
     uncertain: Option<(Side, u64, String)>,
+    /// Whether request bodies get a SHA-256 (see
+    /// [`Correlator::set_file_hashing`]).
+    file_hashing: bool,
 }
 
 impl Default for Correlator {
@@ -89,6 +92,32 @@ impl Correlator {
             max_open: max_open.max(1),
             given_up_unanswered: 0,
             uncertain: None,
+            file_hashing: true,
+        }
+    }
+
+    /// Turns the SHA-256 of request bodies on or off. Off, it is the first
+    /// work an observer behind on its input sheds: request bodies that
+    /// start are not hashed, and bodies being hashed stop; each such body
+    /// says so ([`BodyStats::sha256_shed`]). Decoding, framing and the
+    /// cheap fingerprint that tells an echo from a change go on. On again,
+    /// bodies that start from then on are hashed.
+    ///
+    /// [`BodyStats::sha256_shed`]: super::BodyStats::sha256_shed
+    pub fn set_file_hashing(&mut self, on: bool) {
+        if self.file_hashing == on {
+            return;
+        }
+        self.file_hashing = on;
+        if on {
+            return;
+        }
+        for x in self.open.iter_mut() {
+            if let Some(h) = x.body_hashers.request.as_mut() {
+                if h.shed_sha256() {
+                    x.request_body.sha256_shed = true;
+                }
+            }
         }
     }
 
@@ -236,7 +265,8 @@ impl Correlator {
             anomalies: std::mem::take(&mut self.held_request),
             ..Exchange::default()
         };
-        x.body_hashers.request = Some(BodyHasher::request());
+        x.body_hashers.request = Some(BodyHasher::request(self.file_hashing));
+        x.request_body.sha256_shed = !self.file_hashing;
         x.timings.request_head = Some(stamp);
         if let Some((side, lost_at, why)) = &self.uncertain {
             // Named for whose bytes were lost, at an offset in that side's

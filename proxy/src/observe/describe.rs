@@ -13,7 +13,7 @@ use super::rules::decode_identity;
 use super::verdict::{block_reason, Verdict};
 use crate::output::records::{
     AnomalyRecord, CloseRecord, ConnectionRecord, ExchangeRecord, FramesRecord, IdentityRecord,
-    PreviewRecord, ProductsRecord, TimingsRecord, MAX_PRODUCT_CHARS,
+    PreviewRecord, ProductsRecord, TimingsRecord, MAX_PRODUCT_CHARS, SHA256_SHED,
 };
 use crate::output::{hex, rfc3339, SCHEMA_VERSION};
 use crate::tap::{ConnMeta, Micros};
@@ -132,6 +132,7 @@ pub fn exchange_record(
         request_body_bytes: x.request_body.bytes,
         response_body_bytes: x.response_body.bytes,
         request_body_sha256: x.request_body.sha256.map(|d| hex(&d)),
+        request_body_sha256_skipped: sha256_skipped(x).map(str::to_owned),
         preview: x.preview.map(|p| PreviewRecord {
             size: p.declared,
             sent: p.sent,
@@ -179,4 +180,18 @@ pub(super) fn connection_record(conn: &Conn, now: Micros) -> ConnectionRecord {
         unobserved_bytes: conn.unobserved,
         anomalies: conn.findings.iter().map(anomaly_record).collect(),
     }
+}
+
+/// Why a request body with bytes has no SHA-256 (the record field
+/// `request_body_sha256_skipped`), or `None` when it has one or no body.
+pub fn sha256_skipped(x: &Exchange) -> Option<&'static str> {
+    let body = &x.request_body;
+    if body.sha256.is_some() || body.bytes == 0 {
+        return None;
+    }
+    Some(if body.sha256_shed {
+        SHA256_SHED
+    } else {
+        "body-incomplete"
+    })
 }

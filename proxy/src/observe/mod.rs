@@ -9,7 +9,8 @@
 //! - [`rules`]: the observer's rules; [`finding`]: their codes;
 //! - [`verdict`]: what a response means; [`services`]: what each service
 //!   advertised;
-//! - [`describe`]: records; [`annotations`]: packet comments.
+//! - [`describe`]: records; [`annotations`]: packet comments;
+//! - [`shedding`]: what the live observer gives up first when behind.
 
 pub mod annotations;
 pub mod codes;
@@ -22,6 +23,7 @@ pub mod observer;
 mod rule_table;
 pub mod rules;
 pub mod services;
+pub mod shedding;
 pub mod verdict;
 
 use std::time::Duration;
@@ -33,7 +35,7 @@ pub use observer::Observer;
 pub use verdict::Verdict;
 
 use crate::tap::side_path::{self, Inbox, SidePath, SidePathThread};
-use crate::tap::{now_micros, Tap, TapReceiver, OBSERVER_NICENESS};
+use crate::tap::{now_micros, Backlog, Tap, TapReceiver, OBSERVER_NICENESS};
 
 /// Options of the observer's clock rules.
 #[derive(Clone, Debug, clap::Args)]
@@ -88,6 +90,10 @@ impl SidePath for LiveObserver {
 
     fn finish(&mut self) {
         self.0.finish(now_micros());
+    }
+
+    fn backlog(&mut self, backlog: Backlog) {
+        self.0.backlog(backlog);
     }
 }
 

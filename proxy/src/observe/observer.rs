@@ -26,9 +26,10 @@ use super::rules::{
     observer_dropped, sensor_unreachable, stuck, verdict_late, verdict_timeout, StreamOffsets,
 };
 use super::services::{service_path, ServiceBook, ServiceKey};
+use super::shedding::Shedding;
 use super::verdict::{classify, Verdict};
 use crate::output::writer::RecordSink;
-use crate::tap::{ConnId, Micros, Tap, TapEvent};
+use crate::tap::{Backlog, ConnId, Micros, Tap, TapEvent};
 
 /// Decodes taps into records.
 pub struct Observer {
@@ -40,6 +41,7 @@ pub struct Observer {
     annotations: Option<AnnotationSink>,
     scratch: Vec<Event>,
     last_tick: Micros,
+    shedding: Shedding,
 }
 
 impl std::fmt::Debug for Observer {
@@ -64,6 +66,7 @@ impl Observer {
             annotations: None,
             scratch: Vec::new(),
             last_tick: 0,
+            shedding: Shedding::default(),
         }
     }
 
@@ -78,15 +81,42 @@ impl Observer {
         self.conns.len()
     }
 
+    /// How full the live queue feeding this observer is: past a mark the
+    /// SHA-256 of request bodies is shed, on every connection and for
+    /// connections that open, until the queue has drained (see
+    /// `shedding.rs`).
+    pub fn backlog(&mut self, backlog: Backlog) {
+        let Some(on) = self.shedding.update(backlog) else {
+            return;
+        };
+        if on {
+            tracing::warn!(
+                "the observer is behind on its input: request bodies are not hashed (SHA-256) until it catches up; their records say so"
+            );
+        } else {
+            tracing::info!("the observer caught up: request bodies are hashed again");
+        }
+        for conn in self.conns.values_mut() {
+            conn.correlator.set_file_hashing(!on);
+        }
+    }
+
+    /// Times the observer started shedding work because it was behind.
+    pub fn shedding_episodes(&self) -> u64 {
+        self.shedding.episodes
+    }
+
     /// Handles one tap. Clock rules run at most once a second of tap time.
     pub fn handle(&mut self, tap: Tap) {
         let now = tap.at;
         let id = tap.conn.id;
         let max_pipeline = self.config.max_pipeline;
-        let conn = self
-            .conns
-            .entry(id)
-            .or_insert_with(|| Conn::new(tap.conn.clone(), max_pipeline));
+        let hashing = !self.shedding.on();
+        let conn = self.conns.entry(id).or_insert_with(|| {
+            let mut conn = Conn::new(tap.conn.clone(), max_pipeline);
+            conn.correlator.set_file_hashing(hashing);
+            conn
+        });
         if !conn.counted_open {
             conn.counted_open = true;
             let server = conn.meta.server;

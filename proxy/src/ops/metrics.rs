@@ -507,6 +507,7 @@ mod tests {
             request_body_bytes: 0,
             response_body_bytes: 0,
             request_body_sha256: None,
+            request_body_sha256_skipped: None,
             preview: None,
             identity: Default::default(),
             products: Default::default(),

@@ -65,6 +65,10 @@ pub struct ProductsRecord {
 /// Longest product value kept in a record, in characters.
 pub const MAX_PRODUCT_CHARS: usize = 200;
 
+/// `request_body_sha256_skipped` of a body whose hashing the observer
+/// shed because it was behind on its input.
+pub const SHA256_SHED: &str = "shed-under-load";
+
 /// Times of an exchange's steps, in microseconds after the request started
 /// (`ts`).
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -150,6 +154,14 @@ pub struct ExchangeRecord {
     pub response_body_bytes: u64,
     /// SHA-256 (hex) of the de-chunked body the client sent, when seen whole.
     pub request_body_sha256: Option<String>,
+    /// Why `request_body_sha256` is null although the request had a body:
+    /// `shed-under-load` (the observer was behind on its input and shed
+    /// the hashing, the body itself was decoded) or `body-incomplete` (the
+    /// body was not seen to its end: bytes lost, or the client sent only a
+    /// preview or stopped); null otherwise (absent in records
+    /// written before this field existed).
+    #[serde(default)]
+    pub request_body_sha256_skipped: Option<String>,
     /// Preview facts, when the request declared a preview.
     pub preview: Option<PreviewRecord>,
     /// Identity headers the client sent.

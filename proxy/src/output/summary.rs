@@ -10,7 +10,7 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
-use super::records::{ConnectionRecord, ExchangeRecord, ProductsRecord};
+use super::records::{ConnectionRecord, ExchangeRecord, ProductsRecord, SHA256_SHED};
 use super::writer::RecordSink;
 use super::SCHEMA_VERSION;
 
@@ -93,6 +93,12 @@ impl Evidence {
             gaps.push(format!(
                 "{unobserved} of {} exchanges are unobserved (no verdict claimed)",
                 s.exchanges
+            ));
+        }
+        if s.hashes_shed > 0 {
+            gaps.push(format!(
+                "{} request bodies have no SHA-256: the observer was behind and shed the hashing (the bodies were decoded)",
+                s.hashes_shed
             ));
         }
         if d.recorder_taps > 0 || d.recorder_bytes > 0 {
@@ -227,6 +233,12 @@ pub struct Summary {
     pub drops: Drops,
     /// Exchanges whose decoding is incomplete.
     pub incomplete_exchanges: u64,
+    /// Request bodies decoded whole whose SHA-256 the observer shed because
+    /// it was behind (records with `request_body_sha256_skipped:
+    /// "shed-under-load"`; absent in summaries written before this field
+    /// existed).
+    #[serde(default)]
+    pub hashes_shed: u64,
     /// Products named in ICAP heads (absent in summaries written before
     /// this field existed).
     #[serde(default)]
@@ -313,6 +325,9 @@ impl RecordSink for SummaryBuilder {
         *s.by_verdict.entry(r.verdict.clone()).or_default() += 1;
         if !r.decode_complete {
             s.incomplete_exchanges += 1;
+        }
+        if r.request_body_sha256_skipped.as_deref() == Some(SHA256_SHED) {
+            s.hashes_shed += 1;
         }
         s.products.count(&r.products);
         for a in &r.anomalies {

@@ -20,6 +20,6 @@ pub use batches::{BatchReceiver, TapBatches};
 pub use event::{now_micros, CloseKind, ConnId, ConnMeta, Direction, Micros, Tap, TapEvent};
 pub use priority::{lower_thread_priority, OBSERVER_NICENESS, RECORDER_NICENESS};
 pub use queue::{
-    Busy, DropCounters, TapQueue, TapReceiver, TapSinks, BUSY_POLL, DEFAULT_QUEUE_BYTES,
+    Backlog, Busy, DropCounters, TapQueue, TapReceiver, TapSinks, BUSY_POLL, DEFAULT_QUEUE_BYTES,
 };
 pub use side_path::{Inbox, NotStarted, SidePath, SidePathThread};

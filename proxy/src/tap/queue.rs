@@ -65,6 +65,17 @@ pub struct TapQueue {
 pub struct TapReceiver {
     rx: mpsc::UnboundedReceiver<Tap>,
     held: Arc<Held>,
+    capacity: usize,
+    budget: u64,
+}
+
+/// How full a side path's queue is: what tells a side path that it is
+/// behind and should shed optional work before it must drop input.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Backlog {
+    /// The larger of the two fill ratios (data taps of capacity, payload
+    /// bytes of budget), 0.0 to 1.0.
+    pub filled: f64,
 }
 
 /// How long a side path sleeps between looks at its queue while taps keep
@@ -80,6 +91,9 @@ const ROOM_POLL: Duration = Duration::from_millis(1);
 pub enum Busy {
     /// The next tap.
     Tap(Tap),
+    /// A look at the queue begins: how full it is, before the taps it
+    /// holds are handed out.
+    Backlog(Backlog),
     /// A look at the queue has ended, and it found taps: time for the
     /// caller's timers.
     Looked,
@@ -99,13 +113,15 @@ impl TapReceiver {
     /// rather than waiting on the queue: a waiting receiver is woken (a
     /// futex wake and a context switch) for every tap, which on a busy
     /// machine costs the forwarding path more than the side path's work on
-    /// the tap. Hands `each` every tap and, after every look that found
+    /// the tap. Hands `each` how full the queue is at the start of every
+    /// look ([`Busy::Backlog`]), every tap and, after every look that found
     /// some, [`Busy::Looked`]. Returns as soon as a look finds nothing, so
     /// that an idle side path waits on the queue and costs nothing; false
     /// when the queue is closed and empty.
     pub fn take_while_busy(&mut self, mut each: impl FnMut(Busy)) -> bool {
         loop {
             let mut got = false;
+            each(Busy::Backlog(self.backlog()));
             loop {
                 match self.try_recv() {
                     Ok(tap) => {
@@ -155,6 +171,15 @@ impl TapReceiver {
     pub fn queued_bytes(&self) -> u64 {
         self.held.bytes.load(Ordering::Relaxed)
     }
+
+    /// How full the queue is now.
+    pub fn backlog(&self) -> Backlog {
+        let taps = self.held.data.load(Ordering::Relaxed) as f64 / self.capacity as f64;
+        let bytes = self.queued_bytes() as f64 / self.budget as f64;
+        Backlog {
+            filled: taps.max(bytes).min(1.0),
+        }
+    }
 }
 
 impl TapQueue {
@@ -176,7 +201,12 @@ impl TapQueue {
                 capacity: capacity.max(1),
                 budget: bytes.max(1),
             },
-            TapReceiver { rx, held },
+            TapReceiver {
+                rx,
+                held,
+                capacity: capacity.max(1),
+                budget: bytes.max(1),
+            },
         )
     }
 
@@ -333,6 +363,7 @@ mod tests {
                     _ => panic!("only data was offered"),
                 },
                 Busy::Looked => looks += 1,
+                Busy::Backlog(_) => {}
             });
         }
         assert!(open, "the queue is still open");

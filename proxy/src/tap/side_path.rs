@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use super::batches::BatchReceiver;
 use super::event::Tap;
 use super::priority::lower_thread_priority;
-use super::queue::{Busy, TapReceiver};
+use super::queue::{Backlog, Busy, TapReceiver};
 
 /// A consumer of taps on its own thread.
 pub trait SidePath: Send + 'static {
@@ -30,6 +30,10 @@ pub trait SidePath: Send + 'static {
     fn tick(&mut self);
     /// The inbox is closed and empty: nothing more will come.
     fn finish(&mut self);
+    /// How full a live inbox is, after every look at it: a side path that
+    /// falls behind sheds optional work here, before its inbox must drop
+    /// input. Not called for batches, which wait for room.
+    fn backlog(&mut self, _backlog: Backlog) {}
 }
 
 /// Where a side path's taps come from.
@@ -164,10 +168,12 @@ async fn run_live<P: SidePath>(path: &mut P, taps: &mut TapReceiver, every: Opti
             _ = next_tick(&mut ticker) => path.tick(),
             tap = taps.recv() => match tap {
                 Some(tap) => {
+                    path.backlog(taps.backlog());
                     path.on_tap(tap);
                     let mut last_tick = Instant::now();
                     let open = taps.take_while_busy(|busy| match busy {
                         Busy::Tap(tap) => path.on_tap(tap),
+                        Busy::Backlog(backlog) => path.backlog(backlog),
                         Busy::Looked => {
                             if let (Some(every), Some(ticker)) = (every, ticker.as_mut()) {
                                 if last_tick.elapsed() >= every {
