@@ -514,6 +514,29 @@ impl Lifecycle {
     }
 }
 
+/// What to tell tshark when ICAP runs on a port other than 1344, the only
+/// one it decodes as ICAP by itself: `None` when every port is 1344.
+pub fn decode_as_hint(ports: &[u16]) -> Option<String> {
+    let mut ports: Vec<u16> = ports
+        .iter()
+        .copied()
+        .filter(|&p| p != crate::analyze::DEFAULT_ICAP_PORT)
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    if ports.is_empty() {
+        return None;
+    }
+    let options: Vec<String> = ports
+        .iter()
+        .map(|p| format!("-d tcp.port=={p},icap"))
+        .collect();
+    Some(format!(
+        "Wireshark decodes ICAP on port 1344 only; read this capture with `tshark {} -r FILE` (Wireshark: Decode As... ICAP)",
+        options.join(" ")
+    ))
+}
+
 /// Runs `icaptap proxy` until SIGINT, SIGTERM, SIGHUP or `--duration`.
 pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -539,6 +562,11 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
         mode: "proxy",
     };
     let duration = args.duration;
+    let mut icap_ports = vec![plan.forward.listen.port(), plan.forward.upstream.port()];
+    for route in &plan.routes {
+        icap_ports.extend([route.listen.port(), route.upstream.port()]);
+    }
+    let recording = plan.record.is_some();
     runtime.block_on(async move {
         let proxy = start(plan).await?;
         let signals = StopSignals::register();
@@ -548,6 +576,11 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
             listens.join(", "),
             proxy.out.display()
         );
+        if recording {
+            if let Some(hint) = decode_as_hint(&icap_ports) {
+                eprintln!("icaptap: {hint}");
+            }
+        }
         if let Some(addr) = proxy.metrics {
             eprintln!("icaptap: metrics on http://{addr}/metrics (also /healthz, /status)");
         }
