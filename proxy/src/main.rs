@@ -38,6 +38,8 @@ fn main() -> ExitCode {
             Err(e) => fail(&e),
         },
         Command::Analyze(args) => match icaptap::jobs::analyze::run(args) {
+            // Nothing in the captures was ICAP: said on the console.
+            Ok(summary) if summary.connections == 0 => ExitCode::from(1),
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },

@@ -192,3 +192,139 @@ fn real_c_icap_traffic_captured_on_lo_and_any_reassembles_without_gaps() {
         );
     }
 }
+
+/// A TCP conversation that is not ICAP on a port of its own: a web-like
+/// request, then an answer whose second segment begins like an ICAP
+/// status line (a file about ICAP being downloaded), which must not make
+/// the flow ICAP, on the port `listener` listens on.
+fn not_icap_conversation(listener: std::net::TcpListener) {
+    use std::io::{Read, Write};
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 256];
+        let _ = s.read(&mut buf).unwrap();
+        s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 40\r\n\r\n")
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        s.write_all(b"ICAP/1.0 200 OK\r\nISTag: \"x\"\r\n\r\n12345678")
+            .unwrap();
+    });
+    let mut c = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    c.write_all(b"GET /icap-notes.txt HTTP/1.1\r\nHost: files\r\n\r\n")
+        .unwrap();
+    let mut all = Vec::new();
+    c.read_to_end(&mut all).unwrap();
+    server.join().unwrap();
+}
+
+fn analyze_dir(path: &Path, out: &Path) -> icaptap::jobs::analyze::SideResult {
+    icaptap::jobs::analyze::analyze_into(
+        &[path.to_path_buf()],
+        &AnalyzeOptions::with_ports(&[]),
+        icaptap::observe::ObserverConfig::default(),
+        out,
+    )
+    .unwrap()
+}
+
+#[test]
+fn icap_on_a_port_nobody_named_is_found_by_its_first_bytes_from_its_handshake_on() {
+    need("c-icap");
+    need("c-icap-client");
+    need("tcpdump");
+    let dir = tempfile::tempdir().unwrap();
+    let server = CIcap::start(&dir.path().join("c-icap"), "");
+    let port = server.addr.port();
+    assert_ne!(port, 1344);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let noise = listener.local_addr().unwrap().port();
+    let all = Tcpdump::start(
+        "lo",
+        &format!("tcp port {port} or tcp port {noise}"),
+        &dir.path().join("all.pcap"),
+    );
+    not_icap_conversation(listener);
+    let file = dir.path().join("body.txt");
+    std::fs::write(&file, vec![b'x'; 100_000]).unwrap();
+    let runs = 3;
+    for run in 0..runs {
+        c_icap_client(port, &file, run == 0, run);
+    }
+    let all = all.stop();
+    let mine = dir.path().join("mine.pcap");
+    let out = Command::new("tcpdump")
+        .args(["-r"])
+        .arg(&all)
+        .arg("-w")
+        .arg(&mine)
+        .arg(format!("tcp port {port} or tcp port {noise}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+
+    // No --port: 1344 is the only port given.
+    let side = analyze_dir(&mine, &dir.path().join("run"));
+    assert_eq!(side.capture.found_ports, vec![port]);
+    assert_eq!(side.summary.connections, runs as u64, "{:?}", side.capture);
+    assert_eq!(
+        side.summary.exchanges,
+        2 * runs as u64,
+        "an OPTIONS and a RESPMOD/REQMOD per run"
+    );
+    assert_eq!(side.summary.by_verdict.get("options"), Some(&(runs as u64)));
+    assert_eq!(
+        side.summary.by_anomaly.get("stream-gap"),
+        None,
+        "{:?}",
+        side.summary.by_anomaly
+    );
+    // Decoded from the handshake on: every connection opened at its SYN,
+    // so its record starts no later than its first request.
+    let connections: Vec<serde_json::Value> =
+        std::fs::read_to_string(dir.path().join("run/connections.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    for c in &connections {
+        assert_eq!(c["close"]["client"], "fin", "{c}");
+        assert_eq!(c["close"]["server"], "fin", "{c}");
+        assert_eq!(c["unobserved_bytes"], 0, "{c}");
+    }
+    let lines = icaptap::jobs::analyze::capture_notes(&side, &AnalyzeOptions::with_ports(&[]));
+    assert_eq!(lines.len(), 1, "{lines:?}");
+    assert!(
+        lines[0].contains(&format!("TCP port {port}"))
+            && lines[0].contains(&format!("-d tcp.port=={port},icap")),
+        "{lines:?}"
+    );
+
+    // The noise alone: nothing is ICAP, and the console names the port
+    // that was there instead.
+    let noise_only = dir.path().join("noise.pcap");
+    let out = Command::new("tcpdump")
+        .args(["-r"])
+        .arg(&all)
+        .arg("-w")
+        .arg(&noise_only)
+        .arg(format!("tcp port {noise}"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let side = analyze_dir(&noise_only, &dir.path().join("noise-run"));
+    assert_eq!(side.summary.connections, 0);
+    assert!(side.capture.found_ports.is_empty());
+    assert_eq!(side.capture.other_ports, vec![(noise, 1)]);
+    let lines = icaptap::jobs::analyze::capture_notes(&side, &AnalyzeOptions::with_ports(&[]));
+    assert!(
+        lines.iter().any(|l| l.starts_with("no ICAP found")),
+        "{lines:?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains(&format!("TCP ports seen: {noise} (1 flows)"))),
+        "{lines:?}"
+    );
+}

@@ -93,11 +93,22 @@ async fn offline_analysis_agrees_with_the_live_proxy() {
     let offline = tmp.path().join("offline");
     let client_side = analyze_into(
         std::slice::from_ref(&capture),
-        &AnalyzeOptions::with_ports(&[icaptap_port]),
+        &AnalyzeOptions::with_ports(&[icaptap_port]).discover(false),
         ObserverConfig::default(),
         &offline,
     )
     .unwrap();
+    // Without --only-given-ports the sensor leg is found by its first
+    // bytes too: a tcpdump of both legs holds both conversations.
+    let both = analyze_into(
+        std::slice::from_ref(&capture),
+        &AnalyzeOptions::with_ports(&[icaptap_port]),
+        ObserverConfig::default(),
+        &tmp.path().join("both"),
+    )
+    .unwrap();
+    assert_eq!(both.capture.found_ports, vec![sensor_port]);
+    assert_eq!(both.summary.exchanges, 2 * client_side.summary.exchanges);
     let live_records = records(&live);
     let offline_records = records(&offline);
     // Only the client leg was selected: 1344 is always watched but unused.
@@ -121,7 +132,7 @@ async fn offline_analysis_agrees_with_the_live_proxy() {
     // Both legs against each other: nothing lost between icaptap and c-icap.
     let sensor_side = analyze_into(
         std::slice::from_ref(&capture),
-        &AnalyzeOptions::with_ports(&[sensor_port]),
+        &AnalyzeOptions::with_ports(&[sensor_port]).discover(false),
         ObserverConfig::default(),
         &tmp.path().join("sensor-side"),
     )

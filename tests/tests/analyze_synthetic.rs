@@ -482,7 +482,7 @@ fn clear_errors_for_missing_empty_foreign_and_damaged_files() {
 }
 
 #[test]
-fn only_icap_ports_are_analysed_and_port_option_adds_more() {
+fn other_ports_are_found_by_their_first_bytes_unless_only_given_ports_are_asked_for() {
     let dir = tempfile::tempdir().unwrap();
     let mut c = Conversation::new(
         "10.0.0.1:50000".parse().unwrap(),
@@ -496,11 +496,22 @@ fn only_icap_ports_are_analysed_and_port_option_adds_more() {
         "tls-port.pcap",
         &capture_bytes(&c, &segs, SyntheticLink::Ethernet, SyntheticFormat::Pcap),
     );
-    let (taps, stats) = analyze(std::slice::from_ref(&p), &AnalyzeOptions::default());
+    // Only the ports given: the flow on 11344 is other traffic.
+    let only_given = AnalyzeOptions::default().discover(false);
+    let (taps, stats) = analyze(std::slice::from_ref(&p), &only_given);
     assert!(taps.is_empty());
     assert_eq!(stats.flows.other_traffic, segs.len() as u64);
-    let (taps, stats) = analyze(&[p], &AnalyzeOptions::with_ports(&[11344]));
+    // Given with --port, or found by its first bytes (its handshake held
+    // and handed back), the same conversation, whole.
+    let (taps, stats) = analyze(
+        std::slice::from_ref(&p),
+        &AnalyzeOptions::with_ports(&[11344]),
+    );
     assert_clean_conversation(&taps, &stats, &req, &resp);
+    let (taps, stats) = analyze(&[p], &AnalyzeOptions::default());
+    assert_clean_conversation(&taps, &stats, &req, &resp);
+    assert_eq!(stats.found_ports, vec![11344]);
+    assert_eq!(stats.flows.other_traffic, 0);
 }
 
 #[test]

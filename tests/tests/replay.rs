@@ -237,6 +237,30 @@ fn a_capture_file_alone_is_replayed_with_the_offline_observers_verdicts() {
         dir_requests, file_requests,
         "client legs only on port {listen_port}"
     );
+    // No port given: ICAP is found by its first bytes, and the sensor leg
+    // of icaptap's own capture is known for the client leg's bytes again.
+    let found = load(&capture, &[]).unwrap();
+    assert_eq!(
+        found.iter().map(|c| c.requests.len()).sum::<usize>(),
+        dir_requests
+    );
+    let analysed = tempfile::tempdir().unwrap();
+    let side = icaptap::jobs::analyze::analyze_into(
+        std::slice::from_ref(&capture),
+        &icaptap::analyze::AnalyzeOptions::with_ports(&[]),
+        icaptap::observe::ObserverConfig::default(),
+        &analysed.path().join("run"),
+    )
+    .unwrap();
+    let live = std::fs::read_to_string(out.join("exchanges.jsonl"))
+        .unwrap()
+        .lines()
+        .count() as u64;
+    assert_eq!(
+        side.summary.exchanges, live,
+        "each exchange once, not once per leg"
+    );
+    assert!(side.capture.flows.icaptap_sensor_leg_packets > 0);
     let rt = tokio::runtime::Runtime::new().unwrap();
     let report = rt.block_on(async {
         let same = sensor(example()).await;
@@ -249,4 +273,74 @@ fn a_capture_file_alone_is_replayed_with_the_offline_observers_verdicts() {
         .rows
         .iter()
         .any(|r| r.replayed.verdict == Verdict::Infected));
+}
+
+#[test]
+fn a_capture_without_icap_fails_analyze_and_replay_instead_of_passing_with_nothing_tested() {
+    use icaptap::analyze::synthetic::{
+        Conversation, SyntheticFormat, SyntheticLink, SyntheticWriter,
+    };
+    use icaptap::tap::Direction;
+    // A web conversation on 8080 and nothing else.
+    let dir = tempfile::tempdir().unwrap();
+    let capture = dir.path().join("web.pcap");
+    let link = SyntheticLink::Ethernet;
+    let mut w = SyntheticWriter::new(
+        std::fs::File::create(&capture).unwrap(),
+        SyntheticFormat::Pcap,
+        link.linktype(),
+    )
+    .unwrap();
+    let mut c = Conversation::new(
+        "127.0.0.1:40000".parse().unwrap(),
+        "127.0.0.1:8080".parse().unwrap(),
+        1000,
+        9000,
+    );
+    let mut segments = c.handshake();
+    segments.extend(c.data(
+        Direction::Request,
+        b"GET / HTTP/1.1\r\nHost: w\r\n\r\n",
+        1460,
+    ));
+    segments.extend(c.data(
+        Direction::Response,
+        b"HTTP/1.1 204 No Content\r\n\r\n",
+        1460,
+    ));
+    segments.push(c.fin(Direction::Request));
+    segments.push(c.fin(Direction::Response));
+    for (i, seg) in segments.iter().enumerate() {
+        w.frame(
+            1_796_000_000_000_000 + i as u64 * 100,
+            &link.frame(&c.ip_packet(seg)),
+        )
+        .unwrap();
+    }
+    w.into_inner();
+
+    let bin = faults_support::icaptap_binary();
+    let analyze = Command::new(&bin)
+        .arg("analyze")
+        .arg(&capture)
+        .arg("--out")
+        .arg(dir.path().join("run"))
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&analyze.stderr);
+    assert_eq!(analyze.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("no ICAP found"), "{stderr}");
+    assert!(
+        stderr.contains("TCP ports seen: 8080 (1 flows)"),
+        "{stderr}"
+    );
+
+    let replay = Command::new(&bin)
+        .args(["replay", "--target", "127.0.0.1:1"])
+        .arg(&capture)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&replay.stderr);
+    assert_eq!(replay.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("holds no ICAP request"), "{stderr}");
 }

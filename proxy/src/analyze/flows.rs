@@ -3,9 +3,10 @@
 //! Closed, Finished) through two [`HalfStream`]s.
 //!
 //! A flow is ICAP when either port is in the ICAP port set (RFC 3507
-//! section 4.2: 1344 by default). The server is the end whose port is in
-//! the set; when both are, the destination of the SYN (or of the first
-//! packet seen) is. Memory is bounded: out-of-order bytes per direction and
+//! section 4.2: 1344 by default), or when its first payload is ICAP
+//! (`discovery.rs`: the server's port then joins the set). The server is
+//! the end whose port is in the set; when both are, the destination of the
+//! SYN (or of the first packet seen) is. Memory is bounded: out-of-order bytes per direction and
 //! in total, the number of flows, and idle flows expire (on capture time).
 
 use std::collections::{BTreeSet, HashMap};
@@ -16,6 +17,7 @@ use bytes::Bytes;
 
 use crate::tap::{ConnId, ConnMeta, Direction, Micros, Tap, TapEvent};
 
+use super::discovery::{Discovery, Look};
 use super::frames::Frame;
 use super::reassembly::{HalfStream, Incoming, Origin, ReassemblyStats, StreamOutput};
 use super::segment::{self, NotTcp, TcpSegment};
@@ -77,6 +79,9 @@ pub struct FlowStats {
     pub flows_evicted: u64,
     /// Packets of a flow that had already finished (ignored).
     pub packets_after_finish: u64,
+    /// Packets on the sensor leg of one of icaptap's own captures: the
+    /// client leg's bytes again, not decoded a second time.
+    pub icaptap_sensor_leg_packets: u64,
     /// Reassembly counts over all flows.
     pub reassembly: ReassemblyStats,
 }
@@ -160,6 +165,9 @@ pub struct FlowTable {
     stats: FlowStats,
     pending_total: usize,
     last_sweep: Micros,
+    discovery: Discovery,
+    discover: bool,
+    skip_sensor_leg: bool,
 }
 
 fn tap(meta: &Arc<ConnMeta>, origin: Origin, event: TapEvent) -> Tap {
@@ -193,6 +201,9 @@ impl FlowTable {
             stats: FlowStats::default(),
             pending_total: 0,
             last_sweep: 0,
+            discovery: Discovery::default(),
+            discover: true,
+            skip_sensor_leg: true,
         }
     }
 
@@ -201,9 +212,36 @@ impl FlowTable {
         &self.stats
     }
 
+    /// Whether flows on no ICAP port are looked at for ICAP (on by
+    /// default).
+    pub fn discover(&mut self, on: bool) {
+        self.discover = on;
+    }
+
+    /// Whether the sensor leg of icaptap's own captures is skipped (on by
+    /// default: its bytes are the client leg's again).
+    pub fn skip_icaptap_sensor_leg(&mut self, on: bool) {
+        self.skip_sensor_leg = on;
+    }
+
+    /// What the flows on no ICAP port showed (ports found to carry ICAP,
+    /// the busiest other ports).
+    pub fn discovery(&self) -> &Discovery {
+        &self.discovery
+    }
+
     /// One captured frame.
     pub fn packet(&mut self, frame: &Frame<'_>, sink: &mut dyn FnMut(Tap)) {
         self.stats.frames += 1;
+        if frame.icaptap_sensor_leg && self.skip_sensor_leg {
+            self.stats.icaptap_sensor_leg_packets += 1;
+            return;
+        }
+        self.tcp_packet(frame, sink);
+    }
+
+    /// One captured frame, already counted.
+    fn tcp_packet(&mut self, frame: &Frame<'_>, sink: &mut dyn FnMut(Tap)) {
         let Some(ip) = link::ip_packet(frame.linktype, frame.data) else {
             self.stats.not_ip += 1;
             return;
@@ -220,7 +258,21 @@ impl FlowTable {
             }
         };
         let Some((key, dir)) = self.orient(&seg) else {
-            self.stats.other_traffic += 1;
+            if !self.discover {
+                self.stats.other_traffic += 1;
+                return;
+            }
+            match self.discovery.look(frame, &seg) {
+                Look::Held => {}
+                Look::NotIcap { dropped } => self.stats.other_traffic += 1 + dropped as u64,
+                Look::Icap { server_port, held } => {
+                    self.ports.insert(server_port);
+                    for earlier in &held {
+                        self.tcp_packet(&earlier.frame(), sink);
+                    }
+                    self.tcp_packet(frame, sink);
+                }
+            }
             return;
         };
         self.stats.icap_packets += 1;
@@ -268,6 +320,7 @@ impl FlowTable {
     /// End of input: every flow still open delivers what it holds and
     /// finishes, in connection-id order.
     pub fn finish(&mut self, sink: &mut dyn FnMut(Tap)) {
+        self.stats.other_traffic += self.discovery.held_at_end() as u64;
         let mut keys: Vec<(ConnId, FlowKey)> = self
             .flows
             .iter()

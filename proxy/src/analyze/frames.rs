@@ -29,7 +29,15 @@ pub struct Frame<'a> {
     /// Bytes of the file read so far (compressed bytes for gzip'd files),
     /// for progress.
     pub file_bytes_read: u64,
+    /// Whether it was captured on the interface icaptap's own captures
+    /// call `sensor-leg`: the bytes of the client leg again, as icaptap
+    /// forwarded them to the sensor.
+    pub icaptap_sensor_leg: bool,
 }
+
+/// What a format reader found of one packet it decodes: time, link type,
+/// captured bytes, and whether it is on icaptap's sensor leg.
+pub(crate) type Captured = (Micros, u32, Bytes, bool);
 
 /// What kind of record of a capture file a [`StoredRecord`] is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,7 +158,7 @@ impl<'s, 'e> FrameSink<'s, 'e> {
         stored: &Bytes,
         order: ByteOrder,
         kind: StoredKind,
-        frame: Option<(Micros, u32, Bytes)>,
+        frame: Option<Captured>,
     ) {
         self.frames += 1;
         self.bytes = end;
@@ -159,18 +167,19 @@ impl<'s, 'e> FrameSink<'s, 'e> {
         }
         match &mut self.deliver {
             Deliver::Frames(each) => {
-                if let Some((at, linktype, data)) = frame {
+                if let Some((at, linktype, data, icaptap_sensor_leg)) = frame {
                     each(Frame {
                         number: self.frames,
                         at,
                         linktype,
                         data: &data,
                         file_bytes_read: (self.file_bytes)(),
+                        icaptap_sensor_leg,
                     })
                 }
             }
             Deliver::Stored(each) => {
-                let packet = frame.map(|(_, linktype, data)| {
+                let packet = frame.map(|(_, linktype, data, _)| {
                     let start = data.as_ptr() as usize - stored.as_ptr() as usize;
                     StoredPacket {
                         linktype,

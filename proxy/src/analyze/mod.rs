@@ -2,7 +2,8 @@
 //! the same [`Tap`] stream the live proxy produces, so one observer serves
 //! both. Captures are read as a stream (pcap or pcapng, optionally gzip'd,
 //! several files in order), TCP on the ICAP ports (RFC 3507 section 4.2:
-//! 1344 by default) is reassembled per flow and direction, and each flow
+//! 1344 by default, and any port whose flows open with ICAP) is reassembled
+//! per flow and direction, and each flow
 //! becomes Open / Data / Closed / Finished taps with packet timestamps and
 //! the frame numbers Wireshark shows.
 //!
@@ -14,6 +15,7 @@
 //! - [`segment`]: IP and TCP headers down to a [`segment::TcpSegment`];
 //! - [`reassembly`]: one direction of one TCP connection, bytes in order;
 //! - [`flows`]: the flow table, flow -> taps, memory bounds and expiry;
+//! - [`discovery`]: ICAP found on any port by a flow's first payload;
 //! - [`progress`]: the terminal progress bar;
 //! - [`synthetic`]: captures built in code, for tests and benchmarks;
 //! - [`peer`]: matching the exchanges of a client-side and a sensor-side
@@ -24,6 +26,7 @@
 //! direction and in total), and the flow table is bounded and expires idle
 //! flows.
 
+pub mod discovery;
 pub mod flows;
 pub mod frames;
 mod pcap;
@@ -55,9 +58,16 @@ pub struct AnalyzeArgs {
     #[arg(required = true, value_name = "CAPTURE")]
     pub files: Vec<PathBuf>,
     /// Another TCP port that carries ICAP (repeatable); 1344 is always
-    /// included. ICAP over TLS is commonly on 11344.
+    /// included. Flows on other ports are ICAP too when their first bytes
+    /// are (a flow whose capture starts mid-connection is found only on a
+    /// port given here). ICAP over TLS is commonly on 11344.
     #[arg(long = "port", value_name = "N")]
     pub ports: Vec<u16>,
+    /// Decode only flows on 1344 and the `--port` ports, not flows found
+    /// to be ICAP by their first bytes on other ports (e.g. to read one leg
+    /// of a capture holding both legs of an inline deployment).
+    #[arg(long)]
+    pub only_given_ports: bool,
     /// Output directory, new or empty: one holding an earlier run is refused,
     /// never written over (default: ./icaptap-YYYYMMDD-HHMMSS).
     #[arg(long, value_name = "DIR")]
@@ -76,7 +86,9 @@ pub struct AnalyzeArgs {
 impl AnalyzeArgs {
     /// The reading options these arguments ask for.
     pub fn options(&self) -> AnalyzeOptions {
-        AnalyzeOptions::with_ports(&self.ports).progress(!self.no_progress)
+        AnalyzeOptions::with_ports(&self.ports)
+            .progress(!self.no_progress)
+            .discover(!self.only_given_ports)
     }
 }
 
@@ -89,6 +101,12 @@ pub struct AnalyzeOptions {
     pub limits: FlowLimits,
     /// Whether to draw a progress bar on a terminal (stderr).
     pub progress: bool,
+    /// Whether flows on other ports are ICAP when their first bytes are.
+    pub discover: bool,
+    /// Whether the sensor leg of icaptap's own captures is read too: off
+    /// for analysis (the client leg's bytes again, each exchange would
+    /// count twice), on for what must see every byte (redaction).
+    pub both_icaptap_legs: bool,
 }
 
 impl Default for AnalyzeOptions {
@@ -106,7 +124,22 @@ impl AnalyzeOptions {
             ports,
             limits: FlowLimits::default(),
             progress: false,
+            discover: true,
+            both_icaptap_legs: false,
         }
+    }
+
+    /// The same options reading both legs of icaptap's own captures.
+    pub fn both_icaptap_legs(mut self) -> Self {
+        self.both_icaptap_legs = true;
+        self
+    }
+
+    /// The same options with ICAP found on other ports by its first bytes,
+    /// or only on the ports given.
+    pub fn discover(mut self, on: bool) -> Self {
+        self.discover = on;
+        self
     }
 
     /// The same options with the progress bar on or off.
@@ -126,6 +159,12 @@ pub struct CaptureStats {
     /// Things the user should know that did not stop the analysis
     /// (a truncated last packet, an unsupported link type in a pcapng...).
     pub warnings: Vec<String>,
+    /// Ports found to carry ICAP by their first bytes that were not among
+    /// the ICAP ports given (tshark needs `-d tcp.port==N,icap` for them).
+    pub found_ports: Vec<u16>,
+    /// The busiest TCP ports of flows that are not ICAP, with their flow
+    /// counts, most first: where to look when nothing was ICAP.
+    pub other_ports: Vec<(u16, u64)>,
 }
 
 impl CaptureStats {
@@ -155,6 +194,8 @@ pub fn read_captures(
     sink: &mut dyn FnMut(Tap),
 ) -> Result<CaptureStats, AnalyzeError> {
     let mut table = flows::FlowTable::new(opts.ports.clone(), opts.limits);
+    table.discover(opts.discover);
+    table.skip_icaptap_sensor_leg(!opts.both_icaptap_legs);
     let mut stats = CaptureStats::default();
     let total: u64 = paths
         .iter()
@@ -185,6 +226,8 @@ pub fn read_captures(
     }
     table.finish(sink);
     stats.flows = *table.stats();
+    stats.found_ports = table.discovery().found().iter().copied().collect();
+    stats.other_ports = table.discovery().busiest_ports(10);
     bar.finish(done_before, stats.flows.flows);
     Ok(stats)
 }

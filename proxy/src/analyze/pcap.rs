@@ -69,7 +69,7 @@ pub(crate) fn read(r: &mut SharedReader, sink: &mut FrameSink<'_, '_>) -> Result
         }
         let record = r.take(RECORD_HEADER + captured);
         let at = secs * 1_000_000 + if nanos { frac / 1000 } else { frac };
-        let frame = decoded.then(|| (at, linktype, record.slice(RECORD_HEADER..)));
+        let frame = decoded.then(|| (at, linktype, record.slice(RECORD_HEADER..), false));
         sink.record(r.offset(), &record, order, StoredKind::PcapRecord, frame);
     }
 }

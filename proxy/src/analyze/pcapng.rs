@@ -6,7 +6,7 @@
 
 use super::frames::{need, FrameSink, Stop, StoredKind, MAX_RECORD};
 use super::shared_buffer::SharedReader;
-use crate::capture::packet::blocks::ByteOrder;
+use crate::capture::packet::blocks::{ByteOrder, SENSOR_LEG_IF_NAME};
 use crate::capture::packet::link;
 use crate::tap::Micros;
 
@@ -17,6 +17,7 @@ const SIMPLE_PACKET: u32 = 0x0000_0003;
 const ENHANCED_PACKET: u32 = 0x0000_0006;
 
 const OPT_END: u16 = 0;
+const OPT_IF_NAME: u16 = 2;
 const OPT_IF_TSRESOL: u16 = 9;
 const OPT_IF_TSOFFSET: u16 = 14;
 
@@ -28,6 +29,8 @@ struct Interface {
     units_per_sec: u64,
     /// Seconds added to every timestamp (`if_tsoffset`).
     offset_secs: i64,
+    /// Named as icaptap names its sensor leg (`if_name`).
+    sensor_leg: bool,
 }
 
 impl Interface {
@@ -142,7 +145,7 @@ pub(crate) fn read(r: &mut SharedReader, sink: &mut FrameSink<'_, '_>) -> Result
                     }
                     let at = units.map_or(last_at, |u| i.micros(u));
                     last_at = at;
-                    Some((at, i.linktype, body.slice_ref(data)))
+                    Some((at, i.linktype, body.slice_ref(data), i.sensor_leg))
                 });
                 sink.record(r.offset(), &block, byte_order, stored, frame);
             }
@@ -157,6 +160,7 @@ fn interface(order: Order, body: &[u8]) -> Option<Interface> {
         linktype: u32::from(order.u16(body, 0)?),
         units_per_sec: 1_000_000,
         offset_secs: 0,
+        sensor_leg: false,
     };
     let mut at = 8;
     while let (Some(code), Some(len)) = (order.u16(body, at), order.u16(body, at + 2)) {
@@ -170,6 +174,7 @@ fn interface(order: Order, body: &[u8]) -> Option<Interface> {
                 iface.units_per_sec = base.checked_pow(exp).unwrap_or(u64::MAX);
             }
             OPT_IF_TSOFFSET => iface.offset_secs = order.u64(value, 0)? as i64,
+            OPT_IF_NAME => iface.sensor_leg = value == SENSOR_LEG_IF_NAME.as_bytes(),
             _ => {}
         }
         at += 4 + usize::from(len).div_ceil(4) * 4;

@@ -9,6 +9,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 
+use super::packet::blocks::{CLIENT_LEG_IF_NAME, SENSOR_LEG_IF_NAME};
 use super::packet::link::LinkHeader;
 use super::packet::{checksum, TcpFlags};
 use crate::tap::{Direction, Micros};
@@ -38,8 +39,8 @@ impl Leg {
     /// The interface name written in pcapng (`if_name`).
     pub fn if_name(self) -> &'static str {
         match self {
-            Leg::Client => "client-leg",
-            Leg::Sensor => "sensor-leg",
+            Leg::Client => CLIENT_LEG_IF_NAME,
+            Leg::Sensor => SENSOR_LEG_IF_NAME,
         }
     }
 

@@ -164,6 +164,9 @@ pub fn run(args: AnalyzeArgs) -> Result<Summary, OfflineError> {
         main.capture.bytes() / 1_000_000,
         main.capture.files.len()
     );
+    for line in capture_notes(&main, &opts) {
+        eprintln!("icaptap analyze: {line}");
+    }
     if let Some(peer) = &args.peer {
         let side = analyze_into(
             std::slice::from_ref(peer),
@@ -183,6 +186,55 @@ pub fn run(args: AnalyzeArgs) -> Result<Summary, OfflineError> {
     }
     print!("{}", summary_table(&main.summary, &out));
     Ok(main.summary)
+}
+
+/// What the console says about where ICAP was found: a capture icaptap
+/// wrote (decoded once, from its client leg), ICAP found on a port that
+/// was not given (with the tshark option that decodes it), or, when no
+/// flow was ICAP at all, the busiest TCP ports seen and what to do.
+pub fn capture_notes(side: &SideResult, opts: &AnalyzeOptions) -> Vec<String> {
+    let mut lines = Vec::new();
+    let sensor_leg = side.capture.flows.icaptap_sensor_leg_packets;
+    if sensor_leg > 0 {
+        lines.push(format!(
+            "a capture icaptap wrote: its client leg was decoded; its sensor leg ({sensor_leg} packets) carries the same bytes as icaptap forwarded them and was not counted again"
+        ));
+    }
+    let found = &side.capture.found_ports;
+    if !found.is_empty() {
+        let list: Vec<String> = found.iter().map(u16::to_string).collect();
+        let decode: Vec<String> = found
+            .iter()
+            .map(|p| format!("-d tcp.port=={p},icap"))
+            .collect();
+        lines.push(format!(
+            "ICAP found by its first bytes on TCP port {} (not a given ICAP port); to decode it in tshark: tshark {} -r CAPTURE",
+            list.join(", "),
+            decode.join(" ")
+        ));
+    }
+    if side.summary.connections == 0 {
+        let given: Vec<String> = opts.ports.iter().map(u16::to_string).collect();
+        let seen: Vec<String> = side
+            .capture
+            .other_ports
+            .iter()
+            .map(|(port, flows)| format!("{port} ({flows} flows)"))
+            .collect();
+        lines.push(format!(
+            "no ICAP found: no TCP flow on port {} and no flow on another port that opens with ICAP",
+            given.join(", ")
+        ));
+        if seen.is_empty() {
+            lines.push("the capture holds no TCP flows at all: was the capture filter right (tcpdump ... 'tcp port N')?".to_string());
+        } else {
+            lines.push(format!(
+                "TCP ports seen: {}; if ICAP runs on one of them and the capture started mid-connection, run again with --port N",
+                seen.join(", ")
+            ));
+        }
+    }
+    lines
 }
 
 fn describe(f: &ExchangeFingerprint) -> serde_json::Value {

@@ -58,6 +58,10 @@ pub enum ReplayError {
     /// The async runtime could not start.
     #[error("cannot start the async runtime for the replay: {0}")]
     Runtime(std::io::Error),
+    /// The recording holds no ICAP request: a replay of it would test
+    /// nothing.
+    #[error("{0} holds no ICAP request, so there is nothing to replay; check it with `icaptap analyze` (it lists the TCP ports it saw) and give the ICAP port with --port if the capture starts mid-connection")]
+    Nothing(PathBuf),
 }
 
 /// The outcome of one re-sent request.
@@ -274,6 +278,9 @@ pub fn run(args: ReplayArgs) -> Result<ReplayReport, ReplayError> {
     let target = runtime.block_on(resolve(&args.target))?;
     let connections = load(&args.input, &args.ports)?;
     let requests: usize = connections.iter().map(|c| c.requests.len()).sum();
+    if requests == 0 {
+        return Err(ReplayError::Nothing(args.input.clone()));
+    }
     println!(
         "icaptap replay: {} requests on {} connections from {}",
         requests,

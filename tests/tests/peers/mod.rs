@@ -349,13 +349,13 @@ impl Tcpdump {
         }
     }
 
-    /// Waits until the capture stops growing (tcpdump drains the kernel
+    /// Waits until the capture has not grown for 1.2 s (tcpdump drains the kernel
     /// buffer after the traffic is over; stopping it earlier loses the
     /// tail), then stops tcpdump with SIGTERM so it closes its file.
     pub fn stop(mut self) -> PathBuf {
         let deadline = Instant::now() + Duration::from_secs(20);
         let (mut last, mut stable) = (0, 0);
-        while stable < 4 && Instant::now() < deadline {
+        while stable < 8 && Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(150));
             let len = std::fs::metadata(&self.file).map(|m| m.len()).unwrap_or(0);
             if len == last {

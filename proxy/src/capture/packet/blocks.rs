@@ -146,6 +146,15 @@ pub fn pcapng_section_header(out: &mut Vec<u8>, order: ByteOrder, user_applicati
     });
 }
 
+/// The `if_name` of the client leg in icaptap's own captures (ICAP client
+/// <-> icaptap's listening address).
+pub const CLIENT_LEG_IF_NAME: &str = "client-leg";
+
+/// The `if_name` of the sensor leg in icaptap's own captures (icaptap's
+/// upstream socket <-> the ICAP server): the client leg's bytes again, so
+/// an analysis of such a capture decodes only the client leg.
+pub const SENSOR_LEG_IF_NAME: &str = "sensor-leg";
+
 /// What a pcapng Interface Description Block says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Interface<'a> {

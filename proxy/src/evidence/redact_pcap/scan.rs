@@ -154,12 +154,13 @@ pub fn plan(
         }
         _ => {}
     };
-    read_captures(captures, &AnalyzeOptions::with_ports(ports), &mut sink).map_err(|e| {
-        EvidenceError::Capture {
-            path: captures.first().cloned().unwrap_or_default(),
-            offset: 0,
-            detail: e.to_string(),
-        }
+    // Every leg: the sensor leg of icaptap's capture holds the same
+    // secrets as the client leg.
+    let opts = AnalyzeOptions::with_ports(ports).both_icaptap_legs();
+    read_captures(captures, &opts, &mut sink).map_err(|e| EvidenceError::Capture {
+        path: captures.first().cloned().unwrap_or_default(),
+        offset: 0,
+        detail: e.to_string(),
     })?;
     for key in order {
         if let Some((from, to, scan)) = scans.remove(&key) {

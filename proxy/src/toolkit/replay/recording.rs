@@ -158,7 +158,11 @@ fn load_capture(path: &Path, ports: &[u16]) -> Result<Vec<RecordedConnection>, R
     );
     let mut streams = StreamSet::default();
     let mut last = 0;
-    let opts = AnalyzeOptions::with_ports(ports).progress(false);
+    // Ports given select the flows (one leg of a capture holding both);
+    // none given, ICAP is found by its first bytes on any port.
+    let opts = AnalyzeOptions::with_ports(ports)
+        .progress(false)
+        .discover(ports.is_empty());
     read_captures(&files, &opts, &mut |tap| {
         last = last.max(tap.at);
         streams.take(&tap.conn, &tap.event);
