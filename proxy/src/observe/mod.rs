@@ -19,6 +19,8 @@ pub mod describe;
 pub mod finding;
 pub mod observer;
 #[cfg(test)]
+mod legal_table;
+#[cfg(test)]
 mod rule_table;
 pub mod rules;
 pub mod services;

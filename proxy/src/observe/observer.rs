@@ -94,7 +94,11 @@ impl Observer {
             let max = self.services.max_connections(server);
             conn.findings
                 .extend(max_connections_exceeded(server, open, max));
+            self.pass_over_idle(id);
         }
+        let Some(conn) = self.conns.get_mut(&id) else {
+            return;
+        };
         let stamp = Stamp {
             at: now,
             frame: tap.frame,
@@ -122,7 +126,7 @@ impl Observer {
                     conn.findings.extend(client_waited_for_eof(
                         how,
                         conn.response.closed.is_none(),
-                        conn.answered_at,
+                        conn.answered_at.filter(|_| conn.passed_over),
                         now,
                         self.config.eof_wait,
                     ));
@@ -201,6 +205,26 @@ impl Observer {
     /// The record sink, to flush or read at the end.
     pub fn sink_mut(&mut self) -> &mut dyn RecordSink {
         self.sink.as_mut()
+    }
+
+    /// A new connection `id` opened: every other connection of the same
+    /// client to the same sensor that sits answered and idle was passed
+    /// over (a client with a free keep-alive connection uses it).
+    fn pass_over_idle(&mut self, id: ConnId) {
+        let Some(new) = self.conns.get(&id) else {
+            return;
+        };
+        let (client, server) = (new.meta.client.ip(), new.meta.server);
+        for (other, conn) in &mut self.conns {
+            if *other != id
+                && conn.answered_at.is_some()
+                && conn.request.closed.is_none()
+                && conn.meta.client.ip() == client
+                && conn.meta.server == server
+            {
+                conn.passed_over = true;
+            }
+        }
     }
 
     /// Writes every exchange of `id` that is over.
