@@ -22,7 +22,7 @@ use super::conn::{Arrival, Conn};
 use super::describe::{connection_record, exchange_record};
 use super::finding::Finding;
 use super::rules::{
-    awaits_verdict, client_waited_for_eof, exchange_rules, max_connections_exceeded, missing_cause,
+    awaits_verdict, capture_ended, client_waited_for_eof, exchange_rules, max_connections_exceeded, missing_cause,
     observer_dropped, sensor_unreachable, stuck, verdict_late, verdict_timeout, StreamOffsets,
 };
 use super::services::{service_path, ServiceBook, ServiceKey};
@@ -281,6 +281,17 @@ impl Observer {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
+        if self.mode == ObserverMode::Capture {
+            let ends = StreamOffsets {
+                request: conn.request.expected,
+                response: conn.response.expected,
+            };
+            let both_closed = conn.request.closed.is_some() && conn.response.closed.is_some();
+            let cut = capture_ended(both_closed, &mut conn.correlator, ends);
+            for (seq, finding) in cut {
+                conn.pending.entry(seq).or_default().push(finding);
+            }
+        }
         let leftovers = conn.correlator.close();
         conn.findings.extend(leftovers.iter().map(Finding::from));
         self.drain(id);

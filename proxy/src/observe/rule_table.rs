@@ -61,7 +61,7 @@ impl Step {
     }
 }
 
-pub(super) fn step(act: Act) -> Step {
+fn step(act: Act) -> Step {
     Step { conn: 1, act }
 }
 
@@ -403,6 +403,8 @@ rule_table! {
         => Exchange "connect-answered-with-page", "blocked";
     eicar_not_detected: Live [req(eicar_respmod()), resp(no_content("t1"))]
         => Exchange "eicar-not-detected", "clean";
+    /// The capture stops after the request: neither side closed.
+    capture_ended: Capture [req(get())] => Exchange "capture-ended", "unobserved";
     /// Eight bytes of the request body never reached the observer.
     observer_dropped: Live [
         req(respmod_head("")), req("10\r\nabcd"), req_hole(8), req("efgh\r\n0\r\n\r\n"),
