@@ -4,6 +4,8 @@
 //! free ports and is stopped when dropped.
 #![allow(dead_code)]
 
+pub mod e2guardian;
+
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -44,6 +46,13 @@ pub fn have(program: &str) -> bool {
 pub struct Daemon {
     child: Child,
     pub dir: PathBuf,
+}
+
+impl Daemon {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Daemon {
