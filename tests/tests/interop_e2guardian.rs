@@ -202,3 +202,76 @@ fn print_run(
         eprintln!("conn {}: {:?} {:?}", c.conn, c.close, c.anomalies);
     }
 }
+
+/// e2guardian as the ICAP server behind Squid: a banned site's REQMOD is
+/// answered with e2guardian's block page, other requests pass (REQMOD and
+/// RESPMOD). e2guardian's REQMOD answers carry an unquoted ISTag: one
+/// `istag-invalid` per such answer, never an `istag-changed`.
+#[test]
+fn e2guardian_icap_server_behind_squid_via_icaptap() {
+    private_network();
+    let tmp = tempfile::tempdir().unwrap();
+    let e2g = E2guardian::start(
+        &tmp.path().join("e2g"),
+        &E2gSetup {
+            icap_server: true,
+            banned_sites: vec!["localhost".to_string()],
+            ..E2gSetup::default()
+        },
+    );
+    let icap = e2g.icap.unwrap();
+    let origin = Origin::start(vec![
+        ("/page.txt".to_string(), b"an allowed page\n".to_vec()),
+        ("/other.txt".to_string(), b"another allowed page\n".repeat(100)),
+        ("/banned.txt".to_string(), b"never shown\n".to_vec()),
+    ]);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let out = tmp.path().join("run");
+    let mut forward = ForwardConfig::new("127.0.0.1:0".parse().unwrap(), icap);
+    forward.drain = Duration::from_secs(2);
+    let proxy = rt
+        .block_on(start(ProxyPlan {
+            observer: ObserverConfig::default(),
+            ..ProxyPlan::new(forward, out.clone())
+        }))
+        .unwrap();
+    let squid = Squid::start(
+        &tmp.path().join("squid"),
+        &SquidIcap {
+            icap: proxy.listen,
+            reqmod_service: "/request".to_string(),
+            respmod_service: "/response".to_string(),
+            bypass: false,
+            preview_size: 1024,
+        },
+    );
+    let port = origin.addr.port();
+    let urls = [
+        format!("http://127.0.0.1:{port}/page.txt"),
+        format!("http://localhost:{port}/banned.txt"),
+        format!("http://127.0.0.1:{port}/other.txt"),
+    ];
+    let fetched: Vec<(u16, String)> = urls
+        .iter()
+        .map(|u| {
+            let (status, body) = curl_via(squid.addr, u);
+            (status, String::from_utf8_lossy(&body).to_string())
+        })
+        .collect();
+    let access = lines_when(&e2g.dir().join("access.log"), urls.len());
+    std::thread::sleep(Duration::from_millis(500));
+    let icap_log = squid.icap_log();
+    drop(squid);
+    drop(e2g);
+    rt.block_on(proxy.stop()).unwrap();
+    let exchanges: Vec<ExchangeRecord> = read_jsonl(&out.join("exchanges.jsonl"));
+    let connections: Vec<ConnectionRecord> = read_jsonl(&out.join("connections.jsonl"));
+    for (u, (s, b)) in urls.iter().zip(&fetched) {
+        eprintln!("user: {u} {s} {:.100}", b);
+    }
+    for l in &icap_log {
+        eprintln!("squid: {l}");
+    }
+    print_run(&[], &access, &[], &exchanges, &connections);
+    panic!("explore");
+}

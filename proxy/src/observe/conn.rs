@@ -81,6 +81,8 @@ pub(super) struct Conn {
     /// another connection to the same sensor: it did not count this one as
     /// free (the sign of a client waiting for the end of the connection).
     pub passed_over: bool,
+    /// The service path of the connection's first request.
+    pub service: Option<String>,
     /// Whether the service book counts this connection as open.
     pub counted_open: bool,
 }
@@ -102,6 +104,7 @@ impl Conn {
             pending: HashMap::new(),
             answered_at: None,
             passed_over: false,
+            service: None,
             counted_open: false,
         }
     }

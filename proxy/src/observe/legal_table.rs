@@ -110,6 +110,16 @@ fn an_idle_keep_alive_connection_closed_by_the_client_is_normal() {
             wait_ms(400),
             client_ends(Fin),
         ],
+        // A new connection for another service of the same sensor: clients
+        // pool connections per service (Squid per ICAP URL).
+        vec![
+            req(get()),
+            resp(no_content("t1")),
+            req(get().replace("1344/av ", "1344/other ")).on(2),
+            resp(no_content("t1")).on(2),
+            wait_ms(400),
+            client_ends(Fin),
+        ],
     ] {
         let out = play(ObserverMode::Live, script);
         assert_eq!(count(&out, "client-waited-for-eof"), 0, "{:?}", codes(&out));

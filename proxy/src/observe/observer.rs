@@ -94,11 +94,7 @@ impl Observer {
             let max = self.services.max_connections(server);
             conn.findings
                 .extend(max_connections_exceeded(server, open, max));
-            self.pass_over_idle(id);
         }
-        let Some(conn) = self.conns.get_mut(&id) else {
-            return;
-        };
         let stamp = Stamp {
             at: now,
             frame: tap.frame,
@@ -119,6 +115,14 @@ impl Observer {
                         conn.findings.extend(dropped);
                     }
                     Arrival::New(None) => {}
+                }
+                if dir == Direction::Request && conn.service.is_none() {
+                    let first = conn.correlator.open().find_map(|x| x.request.as_ref());
+                    if let Some(head) = first {
+                        let path = service_path(&String::from_utf8_lossy(&head.uri));
+                        conn.service = Some(path);
+                        self.pass_over_idle(id);
+                    }
                 }
             }
             TapEvent::Closed { dir, how } => {
@@ -207,20 +211,24 @@ impl Observer {
         self.sink.as_mut()
     }
 
-    /// A new connection `id` opened: every other connection of the same
-    /// client to the same sensor that sits answered and idle was passed
-    /// over (a client with a free keep-alive connection uses it).
+    /// Connection `id` sent its first request: every other connection of
+    /// the same client to the same service that sits answered and idle
+    /// was passed over (a client with a free keep-alive connection to a
+    /// service uses it; clients pool connections per service, as Squid
+    /// does per ICAP URL).
     fn pass_over_idle(&mut self, id: ConnId) {
         let Some(new) = self.conns.get(&id) else {
             return;
         };
         let (client, server) = (new.meta.client.ip(), new.meta.server);
+        let service = new.service.clone();
         for (other, conn) in &mut self.conns {
             if *other != id
                 && conn.answered_at.is_some()
                 && conn.request.closed.is_none()
                 && conn.meta.client.ip() == client
                 && conn.meta.server == server
+                && conn.service == service
             {
                 conn.passed_over = true;
             }
