@@ -45,8 +45,6 @@ pub struct E2gSetup {
     pub scanner_url: Option<String>,
     /// Serve ICAP (REQMOD `/request`, RESPMOD `/response`) on a free port.
     pub icap_server: bool,
-    /// Sites its banned site list names (blocked by URL).
-    pub banned_sites: Vec<String>,
 }
 
 impl E2guardian {
@@ -97,16 +95,12 @@ impl E2guardian {
             conf.push_str(&format!("contentscanner = '{d}/icapscan.conf'\n"));
         }
         std::fs::write(dir.join("e2guardian.conf"), conf).unwrap();
-        // The filter group's file sits beside the main one; its banned
-        // site list is ours.
-        let banned = dir.join("bannedsitelist");
-        std::fs::write(&banned, setup.banned_sites.join("\n") + "\n").unwrap();
-        let group = std::fs::read_to_string("/etc/e2guardian/e2guardianf1.conf").unwrap();
-        let group = group.replace(
-            "path=/etc/e2guardian/lists/bannedsitelist",
-            &format!("path={}", banned.display()),
-        );
-        std::fs::write(dir.join("e2guardianf1.conf"), group).unwrap();
+        // The filter group's file sits beside the main one.
+        std::fs::copy(
+            "/etc/e2guardian/e2guardianf1.conf",
+            dir.join("e2guardianf1.conf"),
+        )
+        .unwrap();
         let out = std::fs::File::create(dir.join("e2guardian.out")).unwrap();
         let child = Command::new("e2guardian")
             .arg("-N")

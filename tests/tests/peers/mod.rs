@@ -166,6 +166,12 @@ impl Squid {
 
     /// Starts Squid and waits until it accepts HTTP.
     pub fn start(dir: &Path, icap: &SquidIcap) -> Squid {
+        Squid::start_with(dir, icap, "")
+    }
+
+    /// [`Squid::start`] with `extra` lines appended to its configuration
+    /// (what a particular ICAP service asks of Squid).
+    pub fn start_with(dir: &Path, icap: &SquidIcap, extra: &str) -> Squid {
         std::fs::create_dir_all(dir).unwrap();
         let port = free_port();
         let d = dir.display();
@@ -200,7 +206,7 @@ impl Squid {
             resp = icap.respmod_service,
         );
         let path = dir.join("squid.conf");
-        std::fs::write(&path, conf).unwrap();
+        std::fs::write(&path, conf + extra).unwrap();
         // Squid drops privileges to `proxy`, which must be able to write its logs.
         let _ = Command::new("chown")
             .args(["-R", "proxy:proxy", dir.to_str().unwrap()])
