@@ -9,8 +9,8 @@ use super::rule_table::{
     wait_ms, Step,
 };
 use super::ObserverMode;
-use crate::tap::CloseKind::Fin;
 use crate::output::writer::MemorySink;
+use crate::tap::CloseKind::Fin;
 
 /// Every code on any exchange or connection record.
 fn codes(out: &MemorySink) -> Vec<String> {
@@ -56,7 +56,12 @@ fn x_include_of_headers_the_client_may_not_have_is_not_missing() {
         ),
     );
     assert_eq!(out.exchanges.len(), 4);
-    assert_eq!(count(&out, "identity-header-missing"), 0, "{:?}", codes(&out));
+    assert_eq!(
+        count(&out, "identity-header-missing"),
+        0,
+        "{:?}",
+        codes(&out)
+    );
 }
 
 /// A client IP the client always has but did not send is a setting to fix:
@@ -67,11 +72,20 @@ fn a_missing_client_ip_is_said_once_per_service() {
         ObserverMode::Live,
         x_include_script("X-Client-IP, X-Server-IP", "", 3),
     );
-    assert_eq!(count(&out, "identity-header-missing"), 1, "{:?}", codes(&out));
+    assert_eq!(
+        count(&out, "identity-header-missing"),
+        1,
+        "{:?}",
+        codes(&out)
+    );
     let flagged = out
         .exchanges
         .iter()
-        .find(|x| x.anomalies.iter().any(|a| a.code == "identity-header-missing"))
+        .find(|x| {
+            x.anomalies
+                .iter()
+                .any(|a| a.code == "identity-header-missing")
+        })
         .unwrap();
     let detail = &flagged
         .anomalies
@@ -80,7 +94,10 @@ fn a_missing_client_ip_is_said_once_per_service() {
         .unwrap()
         .detail;
     assert!(detail.contains("X-Client-IP"), "{detail}");
-    assert!(!detail.contains("lacks X-Client-IP, X-Server-IP"), "{detail}");
+    assert!(
+        !detail.contains("lacks X-Client-IP, X-Server-IP"),
+        "{detail}"
+    );
 }
 
 /// A keep-alive connection left idle after its last answer and closed by
@@ -88,7 +105,12 @@ fn a_missing_client_ip_is_said_once_per_service() {
 #[test]
 fn an_idle_keep_alive_connection_closed_by_the_client_is_normal() {
     for script in [
-        vec![req(get()), resp(no_content("t1")), wait_ms(400), client_ends(Fin)],
+        vec![
+            req(get()),
+            resp(no_content("t1")),
+            wait_ms(400),
+            client_ends(Fin),
+        ],
         vec![
             req(options_request()),
             resp(options_answer("")),

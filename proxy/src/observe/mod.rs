@@ -17,9 +17,9 @@ pub mod config;
 mod conn;
 pub mod describe;
 pub mod finding;
-pub mod observer;
 #[cfg(test)]
 mod legal_table;
+pub mod observer;
 #[cfg(test)]
 mod rule_table;
 pub mod rules;

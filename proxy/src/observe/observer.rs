@@ -22,8 +22,9 @@ use super::conn::{Arrival, Conn};
 use super::describe::{connection_record, exchange_record};
 use super::finding::Finding;
 use super::rules::{
-    awaits_verdict, capture_ended, client_waited_for_eof, exchange_rules, max_connections_exceeded, missing_cause,
-    observer_dropped, sensor_unreachable, stuck, verdict_late, verdict_timeout, StreamOffsets,
+    awaits_verdict, capture_ended, client_waited_for_eof, exchange_rules, max_connections_exceeded,
+    missing_cause, observer_dropped, sensor_unreachable, stuck, verdict_late, verdict_timeout,
+    StreamOffsets,
 };
 use super::services::{service_path, ServiceBook, ServiceKey};
 use super::verdict::{classify, Verdict};

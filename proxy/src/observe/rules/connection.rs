@@ -10,8 +10,8 @@ use std::time::Duration;
 use icap_codec::{Correlator, Exchange, Side};
 
 use crate::observe::config::ObserverMode;
-use crate::observe::rules::clock::StreamOffsets;
 use crate::observe::finding::{Finding, RuleCode};
+use crate::observe::rules::clock::StreamOffsets;
 use crate::tap::{CloseKind, Micros};
 
 /// The sensor leg could not be opened.
