@@ -328,3 +328,97 @@ fn icap_on_a_port_nobody_named_is_found_by_its_first_bytes_from_its_handshake_on
         "{lines:?}"
     );
 }
+
+/// Keeps the first `packets` packets of `full` (editcap), as if tcpdump had
+/// been stopped there.
+fn cut_capture(full: &Path, packets: u64) -> PathBuf {
+    let cut = full.with_extension(format!("cut{packets}.pcap"));
+    let out = Command::new("editcap")
+        .arg("-r")
+        .arg(full)
+        .arg(&cut)
+        .arg(format!("1-{packets}"))
+        .output()
+        .expect("run editcap (tshark's package, installed by .ci/run)");
+    assert!(out.status.success(), "editcap: {out:?}");
+    cut
+}
+
+/// A capture that simply ends (tcpdump stopped mid-exchange) is not the
+/// sensor's fault: the exchange it cut is `unobserved`, `decode_complete`
+/// false, with an anomaly that says the capture ended there; never
+/// `malformed` or a `missing` blamed on a peer.
+#[test]
+fn an_exchange_cut_by_the_end_of_the_capture_is_unobserved_not_malformed() {
+    need("c-icap");
+    need("c-icap-client");
+    need("tcpdump");
+    need("editcap");
+    let dir = tempfile::tempdir().unwrap();
+    let server = CIcap::start(&dir.path().join("c-icap"), "");
+    let port = server.addr.port();
+    let dump = Tcpdump::start(
+        "lo",
+        &format!("tcp port {port}"),
+        &dir.path().join("full.pcap"),
+    );
+    let body: Vec<u8> = (0..1_500_000u32).map(|i| b'a' + (i % 26) as u8).collect();
+    let file = dir.path().join("body.txt");
+    std::fs::write(&file, &body).unwrap();
+    c_icap_client(port, &file, false, 0);
+    let full = dump.stop();
+    let total = {
+        let (_, stats) = analyze(full.clone(), port);
+        stats.frames()
+    };
+    assert!(total > 40, "{total} packets");
+    // Cut inside the RESPMOD: half of the packets.
+    let cut = cut_capture(&full, total / 2);
+    let out = dir.path().join("run");
+    icaptap::jobs::analyze::analyze_into(
+        &[cut],
+        &icaptap::analyze::AnalyzeOptions::with_ports(&[port]),
+        icaptap::observe::ObserverConfig::default(),
+        &out,
+    )
+    .unwrap();
+    let records: Vec<icaptap::output::records::ExchangeRecord> =
+        std::fs::read_to_string(out.join("exchanges.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+    for r in &records {
+        eprintln!(
+            "{:?} {} complete={} {:?}",
+            r.method,
+            r.verdict,
+            r.decode_complete,
+            r.anomalies
+                .iter()
+                .map(|a| format!("{} {}: {}", a.code, a.side, a.detail))
+                .collect::<Vec<_>>()
+        );
+    }
+    assert_eq!(records.len(), 2, "OPTIONS and the cut RESPMOD");
+    assert_eq!(records[0].verdict, "options");
+    let cut = &records[1];
+    assert_eq!(cut.method.as_deref(), Some("RESPMOD"));
+    assert_eq!(cut.verdict, "unobserved", "{cut:#?}");
+    assert!(!cut.decode_complete, "{cut:#?}");
+    assert!(
+        cut.anomalies.iter().any(|a| a.code == "capture-ended"),
+        "{cut:#?}"
+    );
+    for a in &cut.anomalies {
+        assert!(
+            !matches!(
+                a.code.as_str(),
+                "message-truncated"
+                    | "server-closed-before-response"
+                    | "client-closed-before-response"
+            ),
+            "the end of the capture blamed on a peer: {a:?}"
+        );
+    }
+}

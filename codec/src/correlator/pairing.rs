@@ -217,6 +217,20 @@ impl Correlator {
         self.open.iter()
     }
 
+    /// The observer sees no more of this connection although neither side
+    /// ended it (a capture that stops): every open exchange is marked
+    /// incomplete, its end unseen rather than missing. Returns their
+    /// sequence numbers; [`Correlator::close`] then takes them.
+    pub fn end_unseen(&mut self) -> Vec<u64> {
+        self.open
+            .iter_mut()
+            .map(|x| {
+                x.incomplete = true;
+                x.seq
+            })
+            .collect()
+    }
+
     /// The connection is over: every open exchange is taken as it is
     /// (a request without a response is a missing verdict), and anomalies
     /// that never found an exchange are returned.

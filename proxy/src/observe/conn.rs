@@ -77,6 +77,12 @@ pub(super) struct Conn {
     pub pending: HashMap<u64, Vec<Finding>>,
     /// When the last final response ended, and no request followed yet.
     pub answered_at: Option<Micros>,
+    /// While this connection sat answered and idle, its client opened
+    /// another connection to the same sensor: it did not count this one as
+    /// free (the sign of a client waiting for the end of the connection).
+    pub passed_over: bool,
+    /// The service path of the connection's first request.
+    pub service: Option<String>,
     /// Whether the service book counts this connection as open.
     pub counted_open: bool,
 }
@@ -97,6 +103,8 @@ impl Conn {
             timed_out: HashSet::new(),
             pending: HashMap::new(),
             answered_at: None,
+            passed_over: false,
+            service: None,
             counted_open: false,
         }
     }
@@ -153,6 +161,7 @@ impl Conn {
         leg.last_data = stamp.at;
         if dir == Direction::Request {
             self.answered_at = None;
+            self.passed_over = false;
         }
         self.leg_mut(dir).decoder.decode(bytes, scratch);
         self.feed(dir, scratch, stamp);

@@ -93,6 +93,11 @@ rule_codes! {
     /// The observer fell behind and missed bytes of this connection; its
     /// exchanges are incompletely decoded (forwarding was not affected).
     ObserverDropped => "observer-dropped", Client, Warn;
+    /// The capture holds no more packets of a connection that neither side
+    /// ended, in the middle of an exchange: its end was not seen (tcpdump
+    /// stopped, or the flow went quiet past the capture's flow expiry).
+    /// Not a fault of either peer.
+    CaptureEnded => "capture-ended", Client, Info;
 }
 
 /// One anomaly in a record.

@@ -18,6 +18,8 @@ pub mod config;
 mod conn;
 pub mod describe;
 pub mod finding;
+#[cfg(test)]
+mod legal_table;
 pub mod observer;
 #[cfg(test)]
 mod rule_table;

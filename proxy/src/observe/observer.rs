@@ -22,8 +22,9 @@ use super::conn::{Arrival, Conn};
 use super::describe::{connection_record, exchange_record};
 use super::finding::Finding;
 use super::rules::{
-    awaits_verdict, client_waited_for_eof, exchange_rules, max_connections_exceeded, missing_cause,
-    observer_dropped, sensor_unreachable, stuck, verdict_late, verdict_timeout, StreamOffsets,
+    awaits_verdict, capture_ended, client_waited_for_eof, exchange_rules, max_connections_exceeded,
+    missing_cause, observer_dropped, sensor_unreachable, stuck, verdict_late, verdict_timeout,
+    StreamOffsets,
 };
 use super::services::{service_path, ServiceBook, ServiceKey};
 use super::shedding::Shedding;
@@ -146,13 +147,21 @@ impl Observer {
                     }
                     Arrival::New(None) => {}
                 }
+                if dir == Direction::Request && conn.service.is_none() {
+                    let first = conn.correlator.open().find_map(|x| x.request.as_ref());
+                    if let Some(head) = first {
+                        let path = service_path(&String::from_utf8_lossy(&head.uri));
+                        conn.service = Some(path);
+                        self.pass_over_idle(id);
+                    }
+                }
             }
             TapEvent::Closed { dir, how } => {
                 if dir == Direction::Request {
                     conn.findings.extend(client_waited_for_eof(
                         how,
                         conn.response.closed.is_none(),
-                        conn.answered_at,
+                        conn.answered_at.filter(|_| conn.passed_over),
                         now,
                         self.config.eof_wait,
                     ));
@@ -233,6 +242,30 @@ impl Observer {
         self.sink.as_mut()
     }
 
+    /// Connection `id` sent its first request: every other connection of
+    /// the same client to the same service that sits answered and idle
+    /// was passed over (a client with a free keep-alive connection to a
+    /// service uses it; clients pool connections per service, as Squid
+    /// does per ICAP URL).
+    fn pass_over_idle(&mut self, id: ConnId) {
+        let Some(new) = self.conns.get(&id) else {
+            return;
+        };
+        let (client, server) = (new.meta.client.ip(), new.meta.server);
+        let service = new.service.clone();
+        for (other, conn) in &mut self.conns {
+            if *other != id
+                && conn.answered_at.is_some()
+                && conn.request.closed.is_none()
+                && conn.meta.client.ip() == client
+                && conn.meta.server == server
+                && conn.service == service
+            {
+                conn.passed_over = true;
+            }
+        }
+    }
+
     /// Writes every exchange of `id` that is over.
     fn drain(&mut self, id: ConnId) {
         loop {
@@ -287,6 +320,17 @@ impl Observer {
         let Some(conn) = self.conns.get_mut(&id) else {
             return;
         };
+        if self.mode == ObserverMode::Capture {
+            let ends = StreamOffsets {
+                request: conn.request.expected,
+                response: conn.response.expected,
+            };
+            let both_closed = conn.request.closed.is_some() && conn.response.closed.is_some();
+            let cut = capture_ended(both_closed, &mut conn.correlator, ends);
+            for (seq, finding) in cut {
+                conn.pending.entry(seq).or_default().push(finding);
+            }
+        }
         let leftovers = conn.correlator.close();
         conn.findings.extend(leftovers.iter().map(Finding::from));
         self.drain(id);

@@ -49,14 +49,14 @@ enum Act {
 
 /// One step, on connection `conn`.
 #[derive(Clone, Debug)]
-struct Step {
+pub(super) struct Step {
     conn: u64,
     act: Act,
 }
 
 impl Step {
     /// The same step on connection `conn`.
-    fn on(self, conn: u64) -> Step {
+    pub(super) fn on(self, conn: u64) -> Step {
         Step { conn, ..self }
     }
 }
@@ -66,12 +66,12 @@ fn step(act: Act) -> Step {
 }
 
 /// The client sends `bytes`.
-fn req(bytes: impl AsRef<[u8]>) -> Step {
+pub(super) fn req(bytes: impl AsRef<[u8]>) -> Step {
     step(Act::Data(Direction::Request, bytes.as_ref().to_vec()))
 }
 
 /// The sensor sends `bytes`.
-fn resp(bytes: impl AsRef<[u8]>) -> Step {
+pub(super) fn resp(bytes: impl AsRef<[u8]>) -> Step {
     step(Act::Data(Direction::Response, bytes.as_ref().to_vec()))
 }
 
@@ -81,12 +81,12 @@ fn req_hole(len: u64) -> Step {
 }
 
 /// The client ends its stream `how`.
-fn client_ends(how: CloseKind) -> Step {
+pub(super) fn client_ends(how: CloseKind) -> Step {
     step(Act::Close(Direction::Request, how))
 }
 
 /// The sensor ends its stream `how`.
-fn sensor_ends(how: CloseKind) -> Step {
+pub(super) fn sensor_ends(how: CloseKind) -> Step {
     step(Act::Close(Direction::Response, how))
 }
 
@@ -94,11 +94,11 @@ fn connect_failed(error: &'static str) -> Step {
     step(Act::ConnectFailed(error))
 }
 
-fn wait_ms(ms: u64) -> Step {
+pub(super) fn wait_ms(ms: u64) -> Step {
     step(Act::Wait(Duration::from_millis(ms)))
 }
 
-fn tick() -> Step {
+pub(super) fn tick() -> Step {
     step(Act::Tick)
 }
 
@@ -115,7 +115,7 @@ const STEP_US: Micros = 1_000;
 
 /// Plays `script` to an observer in `mode`; every connection is finished
 /// after the last step, then the observer.
-fn play(mode: ObserverMode, script: Vec<Step>) -> MemorySink {
+pub(super) fn play(mode: ObserverMode, script: Vec<Step>) -> MemorySink {
     let sink = Shared::default();
     let mut observer = Observer::new(mode, TIMERS, Box::new(sink.clone()));
     let mut at: Micros = 1_700_000_000_000_000;
@@ -259,22 +259,22 @@ macro_rules! rule_table {
     };
 }
 
-const SERVICE: &str = "icap://192.0.2.3:1344/av";
+pub(super) const SERVICE: &str = "icap://192.0.2.3:1344/av";
 
 /// An OPTIONS request for the service.
-fn options_request() -> String {
+pub(super) fn options_request() -> String {
     format!("OPTIONS {SERVICE} ICAP/1.0\r\nHost: 192.0.2.3\r\nEncapsulated: null-body=0\r\n\r\n")
 }
 
 /// An OPTIONS answer with `extra` header lines.
-fn options_answer(extra: &str) -> String {
+pub(super) fn options_answer(extra: &str) -> String {
     format!(
         "ICAP/1.0 200 OK\r\nMethods: RESPMOD\r\nISTag: \"t1\"\r\n{extra}Encapsulated: null-body=0\r\n\r\n"
     )
 }
 
 /// A REQMOD of `http_method` `target` with `extra` ICAP header lines.
-fn reqmod(extra: &str, http_method: &str, target: &str) -> String {
+pub(super) fn reqmod(extra: &str, http_method: &str, target: &str) -> String {
     let http = format!("{http_method} {target} HTTP/1.1\r\nHost: origin.example\r\n\r\n");
     format!(
         "REQMOD {SERVICE} ICAP/1.0\r\nHost: 192.0.2.3\r\nAllow: 204\r\n{extra}Encapsulated: req-hdr=0, null-body={}\r\n\r\n{http}",
@@ -283,7 +283,7 @@ fn reqmod(extra: &str, http_method: &str, target: &str) -> String {
 }
 
 /// A plain REQMOD.
-fn get() -> String {
+pub(super) fn get() -> String {
     reqmod("", "GET", "http://origin.example/")
 }
 
@@ -325,11 +325,11 @@ fn preview_respmod() -> Vec<u8> {
 }
 
 /// An answer with `status` and no body.
-fn status(line: &str, istag: &str) -> String {
+pub(super) fn status(line: &str, istag: &str) -> String {
     format!("ICAP/1.0 {line}\r\nISTag: \"{istag}\"\r\nEncapsulated: null-body=0\r\n\r\n")
 }
 
-fn no_content(istag: &str) -> String {
+pub(super) fn no_content(istag: &str) -> String {
     format!("ICAP/1.0 204 No Content\r\nISTag: \"{istag}\"\r\n\r\n")
 }
 
@@ -369,8 +369,12 @@ rule_table! {
     ] => Exchange "continue-not-followed", "missing";
     transfer_stall: Live [req(respmod_head("")), req("10\r\nabcd"), wait_ms(500), tick()]
         => Exchange "transfer-stall", "missing";
-    client_waited_for_eof: Live [req(get()), resp(no_content("t1")), wait_ms(400), client_ends(Fin)]
-        => Connection "client-waited-for-eof", "clean";
+    /// The client leaves its answered connection idle, opens another for
+    /// its next request, and closes the first one later.
+    client_waited_for_eof: Live [
+        req(get()), resp(no_content("t1")), req(get()).on(2), resp(no_content("t1")).on(2),
+        wait_ms(400), client_ends(Fin),
+    ] => Connection "client-waited-for-eof", "clean";
     /// The second connection to a sensor that allows one.
     max_connections_exceeded: Live [
         req(options_request()), resp(options_answer("Max-Connections: 1\r\n")),
@@ -399,6 +403,8 @@ rule_table! {
         => Exchange "connect-answered-with-page", "blocked";
     eicar_not_detected: Live [req(eicar_respmod()), resp(no_content("t1"))]
         => Exchange "eicar-not-detected", "clean";
+    /// The capture stops after the request: neither side closed.
+    capture_ended: Capture [req(get())] => Exchange "capture-ended", "unobserved";
     /// Eight bytes of the request body never reached the observer.
     observer_dropped: Live [
         req(respmod_head("")), req("10\r\nabcd"), req_hole(8), req("efgh\r\n0\r\n\r\n"),

@@ -21,6 +21,14 @@ pub fn service_path(uri: &str) -> String {
     path.to_string()
 }
 
+/// An ISTag without its surrounding quotes and blanks.
+fn unquoted(tag: &str) -> &str {
+    let tag = tag.trim();
+    tag.strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(tag)
+}
+
 /// One service's state.
 #[derive(Clone, Debug, Default)]
 pub struct ServiceState {
@@ -28,6 +36,9 @@ pub struct ServiceState {
     pub options: Option<OptionsInfo>,
     /// The last ISTag seen in any response of this service.
     pub istag: Option<String>,
+    /// Whether `identity-header-missing` was already raised for this
+    /// service: it names a client setting, said once.
+    pub identity_missing_said: bool,
 }
 
 /// Every service and sensor seen in this run.
@@ -49,11 +60,20 @@ impl ServiceBook {
     }
 
     /// Records the ISTag of a response; returns the previous one when it
-    /// changed.
+    /// changed. Tags are compared without their quotes: a sensor that
+    /// quotes the tag in one answer and not in the next kept its state
+    /// (the unquoted one is the codec's `istag-invalid`).
     pub fn observe_istag(&mut self, key: ServiceKey, istag: &str) -> Option<String> {
         let state = self.services.entry(key).or_default();
         let previous = state.istag.replace(istag.to_string());
-        previous.filter(|p| p != istag)
+        previous.filter(|p| unquoted(p) != unquoted(istag))
+    }
+
+    /// Marks `identity-header-missing` as said for `key`; true the first
+    /// time only.
+    pub fn first_identity_missing(&mut self, key: &ServiceKey) -> bool {
+        let state = self.services.entry(key.clone()).or_default();
+        !std::mem::replace(&mut state.identity_missing_said, true)
     }
 
     /// A connection to `server` opened; returns how many are open now.

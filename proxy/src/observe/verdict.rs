@@ -216,15 +216,16 @@ pub fn threat_names(headers: &icap_codec::Headers) -> Option<String> {
         let text = String::from_utf8_lossy(value);
         // Several threats may be comma-separated, each `Type=..; Resolution=..; Threat=..;`.
         for part in text.split(',') {
-            if let Some(name) = param(part, "Threat") {
+            if let Some(name) = param(part, "Threat").and_then(|n| bare_name(&n)) {
                 names.push(name);
             }
         }
     }
     for value in headers.get_all("X-Virus-ID") {
-        let name = String::from_utf8_lossy(value).trim().to_string();
-        if !name.is_empty() && !names.contains(&name) {
-            names.push(name);
+        if let Some(name) = bare_name(&String::from_utf8_lossy(value)) {
+            if !names.contains(&name) {
+                names.push(name);
+            }
         }
     }
     if let Some(value) = headers.get_str("X-Violations-Found") {
@@ -259,6 +260,36 @@ pub fn block_reason(headers: &icap_codec::Headers) -> Option<String> {
         .find(|v| !v.is_empty())
 }
 
+/// A threat name without the prose some sensors wrap it in:
+/// `Threat Trojan.X detected`, `Virus Trojan.X found`, clamd's
+/// `stream: Trojan.X FOUND` all name `Trojan.X` (`Threat A B detected`
+/// names `A B`). A name of several words with only one of those words
+/// beside it is kept as the sensor wrote it.
+fn bare_name(text: &str) -> Option<String> {
+    let mut name = text.trim().trim_end_matches(['.', ';']).trim();
+    if let Some((before, after)) = name.split_once(": ") {
+        if !before.contains(' ') {
+            name = after.trim();
+        }
+    }
+    let words: Vec<&str> = name.split_whitespace().collect();
+    const LEAD: [&str; 4] = ["threat", "virus", "malware", "infection"];
+    const TRAIL: [&str; 3] = ["detected", "found", "infected"];
+    let lead = words
+        .first()
+        .is_some_and(|w| LEAD.iter().any(|l| w.eq_ignore_ascii_case(l)));
+    let trail = words
+        .last()
+        .is_some_and(|w| TRAIL.iter().any(|t| w.eq_ignore_ascii_case(t)));
+    let core = &words[usize::from(lead)..words.len() - usize::from(trail && words.len() > 1)];
+    let bare = match core {
+        [one] if lead || trail => (*one).to_string(),
+        [_, ..] if lead && trail => core.join(" "),
+        _ => name.to_string(),
+    };
+    (!bare.is_empty()).then_some(bare)
+}
+
 /// `key=value` inside a `;`-separated parameter list.
 fn param(text: &str, key: &str) -> Option<String> {
     text.split(';').find_map(|p| {
@@ -274,8 +305,8 @@ fn violations(value: &str) -> Vec<String> {
     let count: usize = tokens.first().and_then(|n| n.parse().ok()).unwrap_or(0);
     let mut out = Vec::new();
     for i in 0..count {
-        if let Some(name) = tokens.get(2 + i * 4) {
-            out.push((*name).to_string());
+        if let Some(name) = tokens.get(2 + i * 4).and_then(|n| bare_name(n)) {
+            out.push(name);
         }
     }
     if out.is_empty() && count > 0 {
@@ -344,6 +375,31 @@ mod tests {
                 Some("EICAR Test String"),
             ),
             (&[("X-Response-Info", "Passed")], None),
+            // Names come without the sensor's prose around them.
+            (
+                &[("X-Virus-ID", "Threat Trojan.Test.D detected")],
+                Some("Trojan.Test.D"),
+            ),
+            (
+                &[(
+                    "X-Infection-Found",
+                    "Type=0; Resolution=2; Threat=Virus Trojan.Test.E found;",
+                )],
+                Some("Trojan.Test.E"),
+            ),
+            (
+                &[("X-Virus-ID", "stream: Win.Test.EICAR_HDB-1 FOUND")],
+                Some("Win.Test.EICAR_HDB-1"),
+            ),
+            (
+                &[("X-Virus-ID", "Threat EICAR Test String detected")],
+                Some("EICAR Test String"),
+            ),
+            // A name of several words is the sensor's own: kept whole.
+            (
+                &[("X-Virus-ID", "EICAR Test String")],
+                Some("EICAR Test String"),
+            ),
             (&[("ISTag", "\"x\"")], None),
         ];
         for (list, want) in cases {

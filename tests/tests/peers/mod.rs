@@ -4,6 +4,8 @@
 //! free ports and is stopped when dropped.
 #![allow(dead_code)]
 
+pub mod e2guardian;
+
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -44,6 +46,13 @@ pub fn have(program: &str) -> bool {
 pub struct Daemon {
     child: Child,
     pub dir: PathBuf,
+}
+
+impl Daemon {
+    /// The process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
 }
 
 impl Drop for Daemon {
@@ -157,6 +166,12 @@ impl Squid {
 
     /// Starts Squid and waits until it accepts HTTP.
     pub fn start(dir: &Path, icap: &SquidIcap) -> Squid {
+        Squid::start_with(dir, icap, "")
+    }
+
+    /// [`Squid::start`] with `extra` lines appended to its configuration
+    /// (what a particular ICAP service asks of Squid).
+    pub fn start_with(dir: &Path, icap: &SquidIcap, extra: &str) -> Squid {
         std::fs::create_dir_all(dir).unwrap();
         let port = free_port();
         let d = dir.display();
@@ -191,7 +206,7 @@ impl Squid {
             resp = icap.respmod_service,
         );
         let path = dir.join("squid.conf");
-        std::fs::write(&path, conf).unwrap();
+        std::fs::write(&path, conf + extra).unwrap();
         // Squid drops privileges to `proxy`, which must be able to write its logs.
         let _ = Command::new("chown")
             .args(["-R", "proxy:proxy", dir.to_str().unwrap()])

@@ -7,10 +7,11 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use icap_codec::{Exchange, Side};
+use icap_codec::{Correlator, Exchange, Side};
 
 use crate::observe::config::ObserverMode;
 use crate::observe::finding::{Finding, RuleCode};
+use crate::observe::rules::clock::StreamOffsets;
 use crate::tap::{CloseKind, Micros};
 
 /// The sensor leg could not be opened.
@@ -85,6 +86,48 @@ pub fn client_waited_for_eof(
             ),
         )
     })
+}
+
+/// A capture that holds no more of a connection although a side left its
+/// stream open (`both_closed` false): every exchange still open in
+/// `correlator` was cut by the end of the capture, not by a peer. Marks
+/// them incomplete and gives each its finding, blamed on no peer (the side
+/// named is whose message was cut, at its stream's end in `ends`).
+pub fn capture_ended(
+    both_closed: bool,
+    correlator: &mut Correlator,
+    ends: StreamOffsets,
+) -> Vec<(u64, Finding)> {
+    if both_closed {
+        return Vec::new();
+    }
+    let answering: Vec<u64> = correlator
+        .open()
+        .filter(|x| x.response.is_some())
+        .map(|x| x.seq)
+        .collect();
+    let (req_at, resp_at) = (ends.request, ends.response);
+    correlator
+        .end_unseen()
+        .into_iter()
+        .map(|seq| {
+            let (side, offset, what) = if answering.contains(&seq) {
+                (Side::Server, resp_at, "in the middle of the answer")
+            } else {
+                (Side::Client, req_at, "before the answer")
+            };
+            let finding = Finding::rule_on(
+                RuleCode::CaptureEnded,
+                side,
+                format!(
+                    "the capture holds no more of this connection, {what}: icaptap did not see \
+                     the end of this exchange (the capture stopped; no peer closed the connection)"
+                ),
+            )
+            .at(offset);
+            (seq, finding)
+        })
+        .collect()
 }
 
 /// Why a request got no verdict, from how the connection ended: whichever

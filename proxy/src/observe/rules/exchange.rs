@@ -13,6 +13,13 @@ use crate::observe::verdict::Verdict;
 /// The marker inside the EICAR anti-malware test file.
 pub const EICAR_MARKER: &[u8] = b"EICAR-STANDARD-ANTIVIRUS-TEST-FILE";
 
+/// X-Include headers every ICAP client can send: the address of the user
+/// it serves. The others are sent only "if available" (X-Server-IP is
+/// unknown before the client connects to the origin, X-Authenticated-User
+/// and -Groups and X-Client-Username when no user logged in), so their
+/// absence is legal.
+const ALWAYS_KNOWN: [&str; 1] = ["X-Client-IP"];
+
 /// Identity headers whose values are base64 (RFC 3507 practice, e.g.
 /// `WinNT://DOMAIN/user`).
 const BASE64_IDENTITY: [&str; 2] = ["X-Authenticated-User", "X-Authenticated-Groups"];
@@ -94,7 +101,7 @@ fn advertised(
     x: &Exchange,
     method: &Method,
     key: &ServiceKey,
-    services: &ServiceBook,
+    services: &mut ServiceBook,
     out: &mut Vec<Finding>,
 ) {
     if *method == Method::Options {
@@ -126,24 +133,27 @@ fn advertised(
     let Some(req) = x.request.as_ref() else {
         return;
     };
+    // X-Include asks the client to send these headers when it has them
+    // (RFC 3507 section 4.10.2): only one it always has is missing when
+    // absent; say it once for the service, it is one client setting.
     let missing: Vec<&str> = options
         .x_include
         .iter()
         .map(String::as_str)
+        .filter(|h| ALWAYS_KNOWN.iter().any(|k| k.eq_ignore_ascii_case(h)))
         .filter(|h| !req.headers.contains(h))
         .collect();
-    if !missing.is_empty() {
-        out.push(
-            Finding::rule(
-                RuleCode::IdentityHeaderMissing,
-                format!(
-                    "the service asked for {} in X-Include; the request lacks {}",
-                    options.x_include.join(", "),
-                    missing.join(", ")
-                ),
-            )
-            .at(req.offset),
-        );
+    if missing.is_empty() {
+        return;
+    }
+    let detail = format!(
+        "the service asked for {} in X-Include; the client always knows {} but did not send it \
+         (said once for this service)",
+        options.x_include.join(", "),
+        missing.join(", ")
+    );
+    if services.first_identity_missing(key) {
+        out.push(Finding::rule(RuleCode::IdentityHeaderMissing, detail).at(req.offset));
     }
 }
 
