@@ -47,6 +47,9 @@ rule_codes! {
     /// The sensor reset the connection while a request waited for its
     /// verdict.
     ServerResetBeforeResponse => "server-reset-before-response", Server, Error;
+    /// The sensor ended the connection after the client had gone idle
+    /// mid-body: its own timeout answering the client's stall.
+    ServerClosedStalledTransfer => "server-closed-stalled-transfer", Server, Info;
     /// The client closed or reset the connection before the verdict came.
     ClientClosedBeforeResponse => "client-closed-before-response", Client, Warn;
     /// No response head within the verdict timeout; the connection was left

@@ -23,7 +23,8 @@ use super::describe::{connection_record, exchange_record};
 use super::finding::Finding;
 use super::rules::{
     awaits_verdict, client_waited_for_eof, exchange_rules, max_connections_exceeded, missing_cause,
-    observer_dropped, sensor_unreachable, stuck, verdict_late, verdict_timeout, StreamOffsets,
+    observer_dropped, sensor_unreachable, stuck, verdict_late, verdict_timeout, ClientStream,
+    StreamOffsets,
 };
 use super::services::{service_path, ServiceBook, ServiceKey};
 use super::verdict::{classify, Verdict};
@@ -156,6 +157,7 @@ impl Observer {
                 let offsets = StreamOffsets {
                     request: conn.request.expected,
                     response: conn.response.expected,
+                    request_at: conn.request.last_data,
                 };
                 // An exchange icaptap did not see whole is `unobserved`: the
                 // clock rules, which blame a peer, leave it alone.
@@ -241,7 +243,13 @@ impl Observer {
         findings.extend(exchange_rules(x, verdict, &key, &mut self.services));
         findings.extend(conn.pending.remove(&x.seq).unwrap_or_default());
         if verdict == Verdict::Missing && !conn.timed_out.contains(&x.seq) && x.request.is_some() {
-            findings.extend(missing_cause(x, conn.first_close));
+            let client = ClientStream {
+                offset: conn.request.expected,
+                last_at: conn.request.last_data,
+            };
+            let stall_us = self.config.stall_timeout.as_micros() as u64;
+            let cause = missing_cause(x, conn.first_close, client, stall_us, &findings);
+            findings.extend(cause);
         }
         conn.exchanges += 1;
         let record = exchange_record(&conn.meta, x, verdict, threat, &findings);

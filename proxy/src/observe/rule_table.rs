@@ -369,6 +369,12 @@ rule_table! {
     ] => Exchange "continue-not-followed", "missing";
     transfer_stall: Live [req(respmod_head("")), req("10\r\nabcd"), wait_ms(500), tick()]
         => Exchange "transfer-stall", "missing";
+    /// The client follows the 100 Continue, stops mid-body, and the sensor
+    /// gives up waiting: the close is the sensor's answer to the stall.
+    server_closed_stalled_transfer: Capture [
+        req(preview_respmod()), resp("ICAP/1.0 100 Continue\r\n\r\n"), req("10\r\nabcd"),
+        wait_ms(500), sensor_ends(Fin),
+    ] => Exchange "server-closed-stalled-transfer", "missing";
     client_waited_for_eof: Live [req(get()), resp(no_content("t1")), wait_ms(400), client_ends(Fin)]
         => Connection "client-waited-for-eof", "clean";
     /// The second connection to a sensor that allows one.
@@ -403,6 +409,134 @@ rule_table! {
     observer_dropped: Live [
         req(respmod_head("")), req("10\r\nabcd"), req_hole(8), req("efgh\r\n0\r\n\r\n"),
     ] => Connection "observer-dropped", "unobserved";
+}
+
+/// Records of `script` played live, one exchange.
+fn only_exchange(mode: ObserverMode, script: Vec<Step>) -> ExchangeRecord {
+    let out = play(mode, script);
+    assert_eq!(out.exchanges.len(), 1, "{:#?}", out.exchanges);
+    out.exchanges[0].clone()
+}
+
+fn codes(x: &ExchangeRecord) -> Vec<&str> {
+    x.anomalies.iter().map(|a| a.code.as_str()).collect()
+}
+
+/// A client that follows the 100 Continue and then stalls mid-body did not
+/// ignore the 100: it stalled, at the byte where it stopped.
+#[test]
+fn a_client_that_followed_100_continue_and_stalls_is_a_transfer_stall() {
+    let continued = || resp("ICAP/1.0 100 Continue\r\n\r\n");
+    let x = only_exchange(
+        ObserverMode::Live,
+        vec![
+            req(preview_respmod()),
+            continued(),
+            req("10\r\nabcd"),
+            wait_ms(500),
+            tick(),
+        ],
+    );
+    assert_eq!(codes(&x), ["transfer-stall"], "{:#?}", x.anomalies);
+    let stall = &x.anomalies[0];
+    let stalled_at = preview_respmod().len() as u64 + 8;
+    assert_eq!(
+        (stall.side.as_str(), stall.offset),
+        ("client", Some(stalled_at))
+    );
+    assert!(
+        stall.detail.contains("RESPMOD request 0")
+            && stall.detail.contains("4 of them after the 100 Continue"),
+        "{}",
+        stall.detail
+    );
+}
+
+/// A sensor that ends the connection after the client stalled is not
+/// blamed for a missing verdict, whether the clock saw the stall first
+/// (live) or only the close tells it (a capture, no tick in between).
+#[test]
+fn a_sensor_closing_after_a_client_stall_is_not_server_closed_before_response() {
+    for (mode, tick_first) in [(ObserverMode::Live, true), (ObserverMode::Capture, false)] {
+        let mut script = vec![
+            req(options_request()),
+            resp(options_answer("")),
+            req(preview_respmod()),
+            resp("ICAP/1.0 100 Continue\r\n\r\n"),
+            req("10\r\nabcd"),
+            wait_ms(450),
+        ];
+        if tick_first {
+            script.push(tick());
+        }
+        // Past the verdict timeout: the sensor waits for the body, not the
+        // client for a verdict.
+        script.extend([wait_ms(500), sensor_ends(Fin), client_ends(Reset)]);
+        let out = play(mode, script);
+        let x = out
+            .exchanges
+            .iter()
+            .find(|x| x.verdict == "missing")
+            .unwrap();
+        let found = codes(x);
+        assert!(
+            found.contains(&"transfer-stall") && found.contains(&"server-closed-stalled-transfer"),
+            "{mode:?}: {:#?}",
+            x.anomalies
+        );
+        for wrong in [
+            "continue-not-followed",
+            "server-closed-before-response",
+            "reused-connection-closed",
+        ] {
+            assert!(
+                !found.contains(&wrong),
+                "{mode:?} {wrong}: {:#?}",
+                x.anomalies
+            );
+        }
+        let close = x
+            .anomalies
+            .iter()
+            .find(|a| a.code == "server-closed-stalled-transfer")
+            .unwrap();
+        assert!(
+            close.detail.contains("1.0 s after the client's last byte"),
+            "{}",
+            close.detail
+        );
+        assert_eq!(close.severity, "info");
+    }
+}
+
+/// The keep-alive race names the true time from the request to the close.
+#[test]
+fn reused_connection_closed_says_how_long_after_the_request() {
+    let out = play(
+        ObserverMode::Live,
+        vec![
+            req(options_request()),
+            resp(options_answer("")),
+            req(get()),
+            wait_ms(500),
+            sensor_ends(Fin),
+        ],
+    );
+    let x = out
+        .exchanges
+        .iter()
+        .find(|x| x.verdict == "missing")
+        .unwrap();
+    let reused = x
+        .anomalies
+        .iter()
+        .find(|a| a.code == "reused-connection-closed")
+        .unwrap();
+    assert!(
+        reused.detail.contains("0.501 s after request 1 began"),
+        "{}",
+        reused.detail
+    );
 }
 
 #[test]
