@@ -220,3 +220,158 @@ async fn a_client_silent_after_100_continue_is_continue_not_followed() {
     );
     assert!(!found.contains(&"transfer-stall"), "{found:?}");
 }
+
+/// c-icap's virus_scan with a virus page of about 4 MiB (its templates
+/// copied and padded), so that the answer is still on its way when a client
+/// that read its head hangs up.
+fn cicap_with_big_virus_page(dir: &std::path::Path, clamd: &Clamd) -> CIcap {
+    std::fs::create_dir_all(dir).unwrap();
+    let templates = dir.join("templates");
+    let copied = std::process::Command::new("cp")
+        .args(["-r", "/usr/share/c_icap/templates"])
+        .arg(&templates)
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let page = templates.join("virus_scan/en/VIRUS_FOUND");
+    let mut text = std::fs::read_to_string(&page).unwrap();
+    text.push_str(&format!("<!-- {} -->\n", "padding ".repeat(512 * 1024)));
+    std::fs::write(&page, text).unwrap();
+    let more = format!(
+        "TemplateDir {}/\nTemplateMemBufSize 8388608\n",
+        templates.display()
+    );
+    cicap_sensor_with(dir, clamd, &[], &more)
+}
+
+/// What a client that hung up left behind: records and the capture.
+struct Hangup {
+    exchanges: Vec<ExchangeRecord>,
+    connections: Vec<ConnectionRecord>,
+    capture: std::path::PathBuf,
+    /// Bytes of the answer the client read before it closed.
+    read: usize,
+    _tmp: tempfile::TempDir,
+}
+
+/// Sends `request` to `sensor` through icaptap, reads the answer up to the
+/// end of its ICAP head and closes (with the rest unread: a reset).
+async fn read_head_and_hang_up(sensor: std::net::SocketAddr, request: Vec<u8>) -> Hangup {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let mut forward = ForwardConfig::new("127.0.0.1:0".parse().unwrap(), sensor);
+    forward.drain = Duration::from_secs(2);
+    let proxy = start(ProxyPlan {
+        observer: quick_timers(),
+        ..ProxyPlan::new(forward, out.clone())
+    })
+    .await
+    .unwrap();
+    let mut s = tokio::net::TcpStream::connect(proxy.listen).await.unwrap();
+    s.write_all(&request).await.unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 1];
+    // One byte at a time: nothing past the head is read.
+    while !got.ends_with(b"\r\n\r\n") {
+        let n = s.read(&mut buf).await.unwrap();
+        assert!(n > 0, "the sensor closed before its head: {got:?}");
+        got.extend_from_slice(&buf[..n]);
+    }
+    drop(s);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    proxy.stop().await.unwrap();
+    Hangup {
+        exchanges: read_jsonl(&out.join("exchanges.jsonl")),
+        connections: read_jsonl(&out.join("connections.jsonl")),
+        capture: out.join("capture.pcapng"),
+        read: got.len(),
+        _tmp: tmp,
+    }
+}
+
+#[tokio::test]
+async fn a_client_hanging_up_on_an_infected_answer_keeps_it_infected() {
+    let tmp = tempfile::tempdir().unwrap();
+    let clamd = Clamd::start(&tmp.path().join("clamd"));
+    let sensor = cicap_with_big_virus_page(&tmp.path().join("cicap"), &clamd);
+    let body = format!("hello {VIRUS_MARKER} world\n").into_bytes();
+    let run = read_head_and_hang_up(
+        sensor.addr,
+        respmod("/virus_scan", "Allow: 204\r\n", &body, None),
+    )
+    .await;
+    assert_eq!(run.exchanges.len(), 1, "{:#?}", run.exchanges);
+    let x = &run.exchanges[0];
+    // What the sensor said, as far as it was seen: infected.
+    assert_eq!(x.verdict, "infected", "{x:#?}");
+    assert_eq!(x.threat.as_deref(), Some(VIRUS_MARKER_NAME));
+    assert!(!x.decode_complete, "the answer's end was never seen");
+    assert!(
+        x.anomalies.iter().all(|a| a.side != "server"),
+        "no server-side error for icaptap's own reset: {:#?}",
+        x.anomalies
+    );
+    let hangup = x
+        .anomalies
+        .iter()
+        .find(|a| a.code == "client-closed-during-response");
+    let hangup = hangup.unwrap_or_else(|| panic!("{:#?}", x.anomalies));
+    assert_eq!(hangup.side, "client");
+    assert!(
+        hangup.detail.contains("icaptap reset the sensor leg"),
+        "{}",
+        hangup.detail
+    );
+    // Who closed: the client reset, icaptap reset the sensor leg.
+    let conn = &run.connections[0];
+    // The client's close is a FIN when nothing was waiting unread at that
+    // moment, a reset otherwise; either way more data met its reset.
+    assert!(
+        matches!(conn.close.client.as_deref(), Some("fin" | "reset")),
+        "{conn:#?}"
+    );
+    assert_eq!(
+        conn.close.server.as_deref(),
+        Some("icaptap-reset"),
+        "{conn:#?}"
+    );
+    assert!(conn.bytes_server_to_client > run.read as u64, "{conn:#?}");
+
+    // The capture: one RST per leg, the client's on the client leg and
+    // icaptap's on the sensor leg; none from the sensor.
+    let upstream_local = conn.upstream_local.clone().unwrap();
+    let icaptap_port: u16 = upstream_local.rsplit(':').next().unwrap().parse().unwrap();
+    let client_port: u16 = conn.client.rsplit(':').next().unwrap().parse().unwrap();
+    let o = std::process::Command::new("tshark")
+        .args([
+            "-r",
+            run.capture.to_str().unwrap(),
+            "-Y",
+            "tcp.flags.reset==1",
+        ])
+        .args(["-T", "fields", "-e", "tcp.srcport", "-e", "tcp.dstport"])
+        .output()
+        .expect("tshark runs (Debian package tshark)");
+    let rsts: Vec<(u16, u16)> = String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .map(|l| {
+            let mut f = l.split('\t').map(|p| p.parse::<u16>().unwrap());
+            (f.next().unwrap(), f.next().unwrap())
+        })
+        .collect();
+    let sensor_port = sensor.addr.port();
+    assert_eq!(rsts.len(), 2, "{rsts:?}");
+    assert!(
+        rsts.iter().any(|r| r.0 == client_port),
+        "the client's RST: {rsts:?}"
+    );
+    assert!(
+        rsts.contains(&(icaptap_port, sensor_port)),
+        "icaptap's RST to the sensor: {rsts:?}"
+    );
+    assert!(
+        !rsts.iter().any(|r| r.0 == sensor_port),
+        "no RST from the sensor: {rsts:?}"
+    );
+}

@@ -169,6 +169,15 @@ impl Conn {
         scratch: &mut Vec<Event>,
     ) {
         self.leg_mut(dir).closed.get_or_insert(how);
+        if how == CloseKind::IcaptapReset {
+            // The sender did not end its stream: icaptap cut it because the
+            // other side went away. Its message is as far as it was seen,
+            // and no truncation is the sender's.
+            if dir == Direction::Response {
+                self.correlator.mark_response_cut();
+            }
+            return;
+        }
         self.first_close.get_or_insert(FirstClose {
             side: Side::of(dir),
             how,

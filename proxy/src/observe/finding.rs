@@ -52,6 +52,9 @@ rule_codes! {
     ServerClosedStalledTransfer => "server-closed-stalled-transfer", Server, Info;
     /// The client closed or reset the connection before the verdict came.
     ClientClosedBeforeResponse => "client-closed-before-response", Client, Warn;
+    /// The client ended the connection while a response body was coming;
+    /// icaptap reset the sensor leg on its behalf.
+    ClientClosedDuringResponse => "client-closed-during-response", Client, Info;
     /// No response head within the verdict timeout; the connection was left
     /// alone.
     VerdictTimeout => "verdict-timeout", Server, Error;

@@ -22,14 +22,14 @@ use super::conn::{Arrival, Conn};
 use super::describe::{connection_record, exchange_record};
 use super::finding::Finding;
 use super::rules::{
-    awaits_verdict, client_waited_for_eof, exchange_rules, max_connections_exceeded, missing_cause,
-    observer_dropped, sensor_unreachable, stuck, verdict_late, verdict_timeout, ClientStream,
-    StreamOffsets,
+    awaits_verdict, client_closed_during_response, client_waited_for_eof, exchange_rules,
+    max_connections_exceeded, missing_cause, observer_dropped, sensor_unreachable, stuck,
+    verdict_late, verdict_timeout, ClientStream, StreamOffsets,
 };
 use super::services::{service_path, ServiceBook, ServiceKey};
 use super::verdict::{classify, Verdict};
 use crate::output::writer::RecordSink;
-use crate::tap::{ConnId, Micros, Tap, TapEvent};
+use crate::tap::{CloseKind, ConnId, Micros, Tap, TapEvent};
 
 /// Decodes taps into records.
 pub struct Observer {
@@ -127,6 +127,17 @@ impl Observer {
                         now,
                         self.config.eof_wait,
                     ));
+                }
+                if dir == Direction::Response && how == CloseKind::IcaptapReset {
+                    let client = conn.request.closed;
+                    let cut: Vec<(u64, Finding)> = conn
+                        .correlator
+                        .open()
+                        .filter_map(|x| Some((x.seq, client_closed_during_response(x, client)?)))
+                        .collect();
+                    for (seq, f) in cut {
+                        conn.pending.entry(seq).or_default().push(f);
+                    }
                 }
                 conn.close(dir, how, stamp, &mut self.scratch);
             }

@@ -342,7 +342,17 @@ fn page() -> String {
     )
 }
 
-use CloseKind::{Fin, Reset};
+/// The head of an infected answer (a block page) and the first bytes of its
+/// chunked body.
+fn infected_head() -> String {
+    let http = "HTTP/1.1 403 Forbidden\r\nContent-Type: text/html\r\n\r\n";
+    format!(
+        "ICAP/1.0 200 OK\r\nISTag: \"t1\"\r\nX-Virus-ID: Test.Virus\r\nEncapsulated: res-hdr=0, res-body={}\r\n\r\n{http}100\r\n<html>",
+        http.len()
+    )
+}
+
+use CloseKind::{Fin, IcaptapReset, Reset};
 
 rule_table! {
     sensor_unreachable: Live [connect_failed("connection refused")]
@@ -353,6 +363,11 @@ rule_table! {
         => Exchange "server-reset-before-response", "missing";
     client_closed_before_response: Live [req(get()), client_ends(Reset)]
         => Exchange "client-closed-before-response", "missing";
+    /// The client hangs up on the head of an infected answer: it stays
+    /// infected, cut by the client.
+    client_closed_during_response: Live [
+        req(eicar_respmod()), resp(infected_head()), client_ends(Reset), sensor_ends(IcaptapReset),
+    ] => Exchange "client-closed-during-response", "infected";
     verdict_timeout: Live [req(get()), wait_ms(700), tick()]
         => Exchange "verdict-timeout", "missing";
     /// The late answer goes on the connection: the exchange's record is
@@ -507,6 +522,36 @@ fn a_sensor_closing_after_a_client_stall_is_not_server_closed_before_response() 
         );
         assert_eq!(close.severity, "info");
     }
+}
+
+/// The sensor leg reset by icaptap after the client hung up is no fault
+/// of the sensor: no server-side anomaly, the record is incomplete, and the
+/// connection record says who did what.
+#[test]
+fn a_reset_icaptap_sent_is_not_the_sensors() {
+    let out = play(
+        ObserverMode::Live,
+        vec![
+            req(eicar_respmod()),
+            resp(infected_head()),
+            client_ends(Reset),
+            sensor_ends(IcaptapReset),
+        ],
+    );
+    let x = &out.exchanges[0];
+    assert_eq!(x.verdict, "infected", "{x:#?}");
+    assert_eq!(x.threat.as_deref(), Some("Test.Virus"));
+    assert!(!x.decode_complete);
+    assert!(
+        x.anomalies.iter().all(|a| a.side == "client"),
+        "{:#?}",
+        x.anomalies
+    );
+    let close = &out.connections[0].close;
+    assert_eq!(
+        (close.client.as_deref(), close.server.as_deref()),
+        (Some("reset"), Some("icaptap-reset"))
+    );
 }
 
 /// The keep-alive race names the true time from the request to the close.

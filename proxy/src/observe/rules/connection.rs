@@ -210,3 +210,23 @@ pub fn missing_cause(
     }
     out
 }
+
+/// The client ended its stream `client` (or its leg broke) while `x`'s
+/// answer was coming, and icaptap reset the sensor leg on its behalf: the
+/// answer is as far as it was seen, cut by the client's hang-up, not by the
+/// sensor.
+pub fn client_closed_during_response(x: &Exchange, client: Option<CloseKind>) -> Option<Finding> {
+    let resp = x.response.as_ref().filter(|_| !x.response_ended)?;
+    let how = client.map_or("its leg broke", |c| match c {
+        CloseKind::Fin => "closed (FIN) and then refused more data",
+        _ => "reset",
+    });
+    Some(Finding::rule(
+        RuleCode::ClientClosedDuringResponse,
+        format!(
+            "the client hung up ({how}) after the head of the ICAP {} answer and {} bytes of its body; \
+             icaptap reset the sensor leg on its behalf, so the rest of the answer was not seen",
+            resp.status, x.response_body.bytes
+        ),
+    ))
+}
