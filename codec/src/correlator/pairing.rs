@@ -206,6 +206,18 @@ impl Correlator {
         self.uncertain = Some((side, offset, why));
     }
 
+    /// The server's stream was cut by the proxy in between, not ended by
+    /// the server (its client went away): every final answer under way is
+    /// as far as it was seen, no more, and is taken as incomplete (its
+    /// head says what it says; its end was never sent on).
+    pub fn mark_response_cut(&mut self) {
+        for x in self.open.iter_mut() {
+            if x.response.is_some() && !x.response_ended {
+                x.incomplete = true;
+            }
+        }
+    }
+
     /// Takes the next exchange that is over, in request order.
     pub fn pop(&mut self) -> Option<Exchange> {
         self.done.pop_front()

@@ -15,7 +15,10 @@
 //!   sequence numbers by the gap, which Wireshark shows as lost segments.
 //! - `Closed{dir, how}`: a FIN from the sender of `dir` (acknowledged by
 //!   the other side) on both legs; `Reset` is an RST instead and ends the
-//!   legs. `Timeout` and `Shutdown` (icaptap closed it) are shown as a FIN of
+//!   legs. `IcaptapReset` (the other side went away and icaptap cut this
+//!   stream on its behalf) is an RST against the direction on both legs:
+//!   the other side's own on its leg, icaptap's on the sender's leg.
+//!   `Timeout` and `Shutdown` (icaptap closed it) are shown as a FIN of
 //!   that stream: who closed is in connections.jsonl.
 //! - `Finished`: a FIN for any stream still open, then the state is dropped.
 //!
@@ -385,7 +388,18 @@ impl Recorder {
                 };
                 let seq = flow.seq(dir, st.next[i]);
                 let ack = st.ack_of(flow, dir.opposite());
-                if how == CloseKind::Reset {
+                if how == CloseKind::IcaptapReset {
+                    // The sender did not end its stream: the other side
+                    // went away. On the other side's leg its reset (when
+                    // not drawn yet), on the sender's leg icaptap's: both
+                    // go against `dir`.
+                    let back = dir.opposite();
+                    let seq = st.ack_of(flow, back);
+                    let ack = flow.seq(dir, st.next[i]);
+                    let rst = TcpFlags { rst: true, ..ACK };
+                    self.push(id, |o| flow.segment(back, seq, ack, rst, &[], at, o));
+                    st.flows[slot] = None;
+                } else if how == CloseKind::Reset {
                     let rst = TcpFlags { rst: true, ..ACK };
                     self.push(id, |o| flow.segment(dir, seq, ack, rst, &[], at, o));
                     st.flows[slot] = None;

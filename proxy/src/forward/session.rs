@@ -270,9 +270,11 @@ async fn forward(
     let mut closes = Vec::with_capacity(2);
     if broken {
         ForwardCounters::add(&shared.counters.resets, 1);
-        // Every direction still open ends in a reset; the one whose sender
-        // broke is reported first, so a reader of the taps can tell who reset.
-        let mut culprit = None;
+        // A direction whose sender broke ended in that sender's reset; every
+        // other direction still open was cut by icaptap on the broken
+        // side's behalf (its sender did nothing). The senders' resets are
+        // reported first, so a reader of the taps can tell who reset.
+        let mut broke = [false; 2];
         for (dir, end) in [(Direction::Request, &up), (Direction::Response, &down)] {
             match end {
                 PumpEnd::ReadFailed(e) => {
@@ -281,7 +283,7 @@ async fn forward(
                         "{} reset the connection: {e}",
                         sender_name(dir)
                     );
-                    culprit.get_or_insert(dir);
+                    broke[dir.index()] = true;
                 }
                 PumpEnd::WriteFailed(e) => {
                     debug!(
@@ -289,23 +291,24 @@ async fn forward(
                         "{} reset the connection: {e}",
                         receiver_name(dir)
                     );
-                    culprit.get_or_insert(dir.opposite());
+                    broke[dir.opposite().index()] = true;
                 }
                 PumpEnd::Fin | PumpEnd::Aborted | PumpEnd::Shutdown => {}
             }
+        }
+        for (dir, end) in [(Direction::Request, &up), (Direction::Response, &down)] {
             if !matches!(end, PumpEnd::Fin) {
-                closes.push(dir);
+                let how = if broke[dir.index()] {
+                    CloseKind::Reset
+                } else {
+                    CloseKind::IcaptapReset
+                };
+                closes.push((dir, how));
             }
         }
-        if let Some(pos) = closes.iter().position(|d| Some(*d) == culprit) {
-            closes.swap(0, pos);
-        }
-        for dir in closes {
-            let event = TapEvent::Closed {
-                dir,
-                how: CloseKind::Reset,
-            };
-            deliver_end(shared, &meta, at, event);
+        closes.sort_by_key(|(_, how)| *how != CloseKind::Reset);
+        for (dir, how) in closes {
+            deliver_end(shared, &meta, at, TapEvent::Closed { dir, how });
         }
     } else if cut {
         ForwardCounters::add(&shared.counters.cut_at_shutdown, 1);

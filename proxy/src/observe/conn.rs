@@ -11,6 +11,7 @@ use bytes::Bytes;
 use icap_codec::{Correlator, Decoder, Direction, Event, Side, Stamp};
 
 use super::finding::Finding;
+use super::rules::FirstClose;
 use crate::tap::{CloseKind, ConnMeta, Micros};
 
 /// One direction of a connection: the bytes of one side.
@@ -62,8 +63,8 @@ pub(super) struct Conn {
     /// The sensor's stream (ICAP responses).
     pub response: Leg,
     pub correlator: Correlator,
-    /// The side that ended its stream first, and how.
-    pub first_close: Option<(Side, CloseKind)>,
+    /// The side that ended its stream first, how and when.
+    pub first_close: Option<FirstClose>,
     /// Bytes never seen (holes), both directions.
     pub unobserved: u64,
     /// Exchange records written.
@@ -177,7 +178,20 @@ impl Conn {
         scratch: &mut Vec<Event>,
     ) {
         self.leg_mut(dir).closed.get_or_insert(how);
-        self.first_close.get_or_insert((Side::of(dir), how));
+        if how == CloseKind::IcaptapReset {
+            // The sender did not end its stream: icaptap cut it because the
+            // other side went away. Its message is as far as it was seen,
+            // and no truncation is the sender's.
+            if dir == Direction::Response {
+                self.correlator.mark_response_cut();
+            }
+            return;
+        }
+        self.first_close.get_or_insert(FirstClose {
+            side: Side::of(dir),
+            how,
+            at: stamp.at,
+        });
         self.leg_mut(dir).decoder.finish(scratch);
         self.feed(dir, scratch, stamp);
     }

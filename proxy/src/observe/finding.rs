@@ -47,8 +47,14 @@ rule_codes! {
     /// The sensor reset the connection while a request waited for its
     /// verdict.
     ServerResetBeforeResponse => "server-reset-before-response", Server, Error;
+    /// The sensor ended the connection after the client had gone idle
+    /// mid-body: its own timeout answering the client's stall.
+    ServerClosedStalledTransfer => "server-closed-stalled-transfer", Server, Info;
     /// The client closed or reset the connection before the verdict came.
     ClientClosedBeforeResponse => "client-closed-before-response", Client, Warn;
+    /// The client ended the connection while a response body was coming;
+    /// icaptap reset the sensor leg on its behalf.
+    ClientClosedDuringResponse => "client-closed-during-response", Client, Info;
     /// No response head within the verdict timeout; the connection was left
     /// alone.
     VerdictTimeout => "verdict-timeout", Server, Error;

@@ -22,15 +22,15 @@ use super::conn::{Arrival, Conn};
 use super::describe::{connection_record, exchange_record};
 use super::finding::Finding;
 use super::rules::{
-    awaits_verdict, capture_ended, client_waited_for_eof, exchange_rules, max_connections_exceeded,
-    missing_cause, observer_dropped, sensor_unreachable, stuck, verdict_late, verdict_timeout,
-    StreamOffsets,
+    awaits_verdict, capture_ended, client_closed_during_response, client_waited_for_eof,
+    exchange_rules, max_connections_exceeded, missing_cause, observer_dropped, sensor_unreachable,
+    stuck, verdict_late, verdict_timeout, ClientStream, StreamOffsets,
 };
 use super::services::{service_path, ServiceBook, ServiceKey};
 use super::shedding::Shedding;
 use super::verdict::{classify, Verdict};
 use crate::output::writer::RecordSink;
-use crate::tap::{Backlog, ConnId, Micros, Tap, TapEvent};
+use crate::tap::{Backlog, CloseKind, ConnId, Micros, Tap, TapEvent};
 
 /// Decodes taps into records.
 pub struct Observer {
@@ -166,6 +166,17 @@ impl Observer {
                         self.config.eof_wait,
                     ));
                 }
+                if dir == Direction::Response && how == CloseKind::IcaptapReset {
+                    let client = conn.request.closed;
+                    let cut: Vec<(u64, Finding)> = conn
+                        .correlator
+                        .open()
+                        .filter_map(|x| Some((x.seq, client_closed_during_response(x, client)?)))
+                        .collect();
+                    for (seq, f) in cut {
+                        conn.pending.entry(seq).or_default().push(f);
+                    }
+                }
                 conn.close(dir, how, stamp, &mut self.scratch);
             }
             TapEvent::Finished => {
@@ -195,6 +206,7 @@ impl Observer {
                 let offsets = StreamOffsets {
                     request: conn.request.expected,
                     response: conn.response.expected,
+                    request_at: conn.request.last_data,
                 };
                 // An exchange icaptap did not see whole is `unobserved`: the
                 // clock rules, which blame a peer, leave it alone.
@@ -304,7 +316,13 @@ impl Observer {
         findings.extend(exchange_rules(x, verdict, &key, &mut self.services));
         findings.extend(conn.pending.remove(&x.seq).unwrap_or_default());
         if verdict == Verdict::Missing && !conn.timed_out.contains(&x.seq) && x.request.is_some() {
-            findings.extend(missing_cause(x, conn.first_close));
+            let client = ClientStream {
+                offset: conn.request.expected,
+                last_at: conn.request.last_data,
+            };
+            let stall_us = self.config.stall_timeout.as_micros() as u64;
+            let cause = missing_cause(x, conn.first_close, client, stall_us, &findings);
+            findings.extend(cause);
         }
         conn.exchanges += 1;
         let record = exchange_record(&conn.meta, x, verdict, threat, &findings);
@@ -324,6 +342,7 @@ impl Observer {
             let ends = StreamOffsets {
                 request: conn.request.expected,
                 response: conn.response.expected,
+                request_at: conn.request.last_data,
             };
             let both_closed = conn.request.closed.is_some() && conn.response.closed.is_some();
             let cut = capture_ended(both_closed, &mut conn.correlator, ends);

@@ -342,7 +342,17 @@ fn page() -> String {
     )
 }
 
-use CloseKind::{Fin, Reset};
+/// The head of an infected answer (a block page) and the first bytes of its
+/// chunked body.
+fn infected_head() -> String {
+    let http = "HTTP/1.1 403 Forbidden\r\nContent-Type: text/html\r\n\r\n";
+    format!(
+        "ICAP/1.0 200 OK\r\nISTag: \"t1\"\r\nX-Virus-ID: Test.Virus\r\nEncapsulated: res-hdr=0, res-body={}\r\n\r\n{http}100\r\n<html>",
+        http.len()
+    )
+}
+
+use CloseKind::{Fin, IcaptapReset, Reset};
 
 rule_table! {
     sensor_unreachable: Live [connect_failed("connection refused")]
@@ -353,6 +363,11 @@ rule_table! {
         => Exchange "server-reset-before-response", "missing";
     client_closed_before_response: Live [req(get()), client_ends(Reset)]
         => Exchange "client-closed-before-response", "missing";
+    /// The client hangs up on the head of an infected answer: it stays
+    /// infected, cut by the client.
+    client_closed_during_response: Live [
+        req(eicar_respmod()), resp(infected_head()), client_ends(Reset), sensor_ends(IcaptapReset),
+    ] => Exchange "client-closed-during-response", "infected";
     verdict_timeout: Live [req(get()), wait_ms(700), tick()]
         => Exchange "verdict-timeout", "missing";
     /// The late answer goes on the connection: the exchange's record is
@@ -369,6 +384,12 @@ rule_table! {
     ] => Exchange "continue-not-followed", "missing";
     transfer_stall: Live [req(respmod_head("")), req("10\r\nabcd"), wait_ms(500), tick()]
         => Exchange "transfer-stall", "missing";
+    /// The client follows the 100 Continue, stops mid-body, and the sensor
+    /// gives up waiting: the close is the sensor's answer to the stall.
+    server_closed_stalled_transfer: Capture [
+        req(preview_respmod()), resp("ICAP/1.0 100 Continue\r\n\r\n"), req("10\r\nabcd"),
+        wait_ms(500), sensor_ends(Fin),
+    ] => Exchange "server-closed-stalled-transfer", "missing";
     /// The client leaves its answered connection idle, opens another for
     /// its next request, and closes the first one later.
     client_waited_for_eof: Live [
@@ -409,6 +430,164 @@ rule_table! {
     observer_dropped: Live [
         req(respmod_head("")), req("10\r\nabcd"), req_hole(8), req("efgh\r\n0\r\n\r\n"),
     ] => Connection "observer-dropped", "unobserved";
+}
+
+/// Records of `script` played live, one exchange.
+fn only_exchange(mode: ObserverMode, script: Vec<Step>) -> ExchangeRecord {
+    let out = play(mode, script);
+    assert_eq!(out.exchanges.len(), 1, "{:#?}", out.exchanges);
+    out.exchanges[0].clone()
+}
+
+fn codes(x: &ExchangeRecord) -> Vec<&str> {
+    x.anomalies.iter().map(|a| a.code.as_str()).collect()
+}
+
+/// A client that follows the 100 Continue and then stalls mid-body did not
+/// ignore the 100: it stalled, at the byte where it stopped.
+#[test]
+fn a_client_that_followed_100_continue_and_stalls_is_a_transfer_stall() {
+    let continued = || resp("ICAP/1.0 100 Continue\r\n\r\n");
+    let x = only_exchange(
+        ObserverMode::Live,
+        vec![
+            req(preview_respmod()),
+            continued(),
+            req("10\r\nabcd"),
+            wait_ms(500),
+            tick(),
+        ],
+    );
+    assert_eq!(codes(&x), ["transfer-stall"], "{:#?}", x.anomalies);
+    let stall = &x.anomalies[0];
+    let stalled_at = preview_respmod().len() as u64 + 8;
+    assert_eq!(
+        (stall.side.as_str(), stall.offset),
+        ("client", Some(stalled_at))
+    );
+    assert!(
+        stall.detail.contains("RESPMOD request 0")
+            && stall.detail.contains("4 of them after the 100 Continue"),
+        "{}",
+        stall.detail
+    );
+}
+
+/// A sensor that ends the connection after the client stalled is not
+/// blamed for a missing verdict, whether the clock saw the stall first
+/// (live) or only the close tells it (a capture, no tick in between).
+#[test]
+fn a_sensor_closing_after_a_client_stall_is_not_server_closed_before_response() {
+    for (mode, tick_first) in [(ObserverMode::Live, true), (ObserverMode::Capture, false)] {
+        let mut script = vec![
+            req(options_request()),
+            resp(options_answer("")),
+            req(preview_respmod()),
+            resp("ICAP/1.0 100 Continue\r\n\r\n"),
+            req("10\r\nabcd"),
+            wait_ms(450),
+        ];
+        if tick_first {
+            script.push(tick());
+        }
+        // Past the verdict timeout: the sensor waits for the body, not the
+        // client for a verdict.
+        script.extend([wait_ms(500), sensor_ends(Fin), client_ends(Reset)]);
+        let out = play(mode, script);
+        let x = out
+            .exchanges
+            .iter()
+            .find(|x| x.verdict == "missing")
+            .unwrap();
+        let found = codes(x);
+        assert!(
+            found.contains(&"transfer-stall") && found.contains(&"server-closed-stalled-transfer"),
+            "{mode:?}: {:#?}",
+            x.anomalies
+        );
+        for wrong in [
+            "continue-not-followed",
+            "server-closed-before-response",
+            "reused-connection-closed",
+        ] {
+            assert!(
+                !found.contains(&wrong),
+                "{mode:?} {wrong}: {:#?}",
+                x.anomalies
+            );
+        }
+        let close = x
+            .anomalies
+            .iter()
+            .find(|a| a.code == "server-closed-stalled-transfer")
+            .unwrap();
+        assert!(
+            close.detail.contains("1.0 s after the client's last byte"),
+            "{}",
+            close.detail
+        );
+        assert_eq!(close.severity, "info");
+    }
+}
+
+/// The sensor leg reset by icaptap after the client hung up is no fault
+/// of the sensor: no server-side anomaly, the record is incomplete, and the
+/// connection record says who did what.
+#[test]
+fn a_reset_icaptap_sent_is_not_the_sensors() {
+    let out = play(
+        ObserverMode::Live,
+        vec![
+            req(eicar_respmod()),
+            resp(infected_head()),
+            client_ends(Reset),
+            sensor_ends(IcaptapReset),
+        ],
+    );
+    let x = &out.exchanges[0];
+    assert_eq!(x.verdict, "infected", "{x:#?}");
+    assert_eq!(x.threat.as_deref(), Some("Test.Virus"));
+    assert!(!x.decode_complete);
+    assert!(
+        x.anomalies.iter().all(|a| a.side == "client"),
+        "{:#?}",
+        x.anomalies
+    );
+    let close = &out.connections[0].close;
+    assert_eq!(
+        (close.client.as_deref(), close.server.as_deref()),
+        (Some("reset"), Some("icaptap-reset"))
+    );
+}
+
+/// The keep-alive race names the true time from the request to the close.
+#[test]
+fn reused_connection_closed_says_how_long_after_the_request() {
+    let out = play(
+        ObserverMode::Live,
+        vec![
+            req(options_request()),
+            resp(options_answer("")),
+            req(get()),
+            wait_ms(500),
+            sensor_ends(Fin),
+        ],
+    );
+    let x = out
+        .exchanges
+        .iter()
+        .find(|x| x.verdict == "missing")
+        .unwrap();
+    let reused = x
+        .anomalies
+        .iter()
+        .find(|a| a.code == "reused-connection-closed")
+        .unwrap();
+    assert!(
+        reused.detail.contains("0.501 s after request 1 began"),
+        "{}",
+        reused.detail
+    );
 }
 
 #[test]

@@ -55,16 +55,22 @@ pub enum CloseKind {
     Timeout,
     /// icaptap closed it while shutting down.
     Shutdown,
+    /// icaptap reset the sender's leg because the other side went away
+    /// (reset or broke): the sender did not end its stream, icaptap cut it
+    /// on the other side's behalf.
+    IcaptapReset,
 }
 
 impl CloseKind {
-    /// `fin`, `reset`, `timeout` or `shutdown`, as written in records.
+    /// `fin`, `reset`, `timeout`, `shutdown` or `icaptap-reset`, as written
+    /// in records.
     pub fn as_str(self) -> &'static str {
         match self {
             CloseKind::Fin => "fin",
             CloseKind::Reset => "reset",
             CloseKind::Timeout => "timeout",
             CloseKind::Shutdown => "shutdown",
+            CloseKind::IcaptapReset => "icaptap-reset",
         }
     }
 }

@@ -507,6 +507,12 @@ fn clamd_pong(socket: &Path) -> bool {
 /// directory) has one line per request: method, status, URL, the
 /// virus_scan action and virus name.
 pub fn cicap_sensor(dir: &Path, clamd: &Clamd, deny_hosts: &[&str]) -> CIcap {
+    cicap_sensor_with(dir, clamd, deny_hosts, "")
+}
+
+/// [`cicap_sensor`] with `more` configuration lines after its own (a later
+/// line wins, e.g. `Timeout 3`).
+pub fn cicap_sensor_with(dir: &Path, clamd: &Clamd, deny_hosts: &[&str], more: &str) -> CIcap {
     require("c-icap", "c-icap");
     require_cicap_module("virus_scan.so", "libc-icap-mod-virus-scan");
     require_cicap_module("clamd_mod.so", "libc-icap-mod-virus-scan");
@@ -533,7 +539,8 @@ pub fn cicap_sensor(dir: &Path, clamd: &Clamd, deny_hosts: &[&str]) -> CIcap {
          url_check.Profile default pass ALL\n\
          Service srv_cfg_filter srv_content_filtering.so\n\
          srv_content_filtering.Match BadWords body /forbidden-word/i score=10\n\
-         srv_content_filtering.Action block score{{BadWords>5}}\n",
+         srv_content_filtering.Action block score{{BadWords>5}}\n\
+         {more}",
         sock = clamd.socket.display(),
         deny = deny.display(),
     );

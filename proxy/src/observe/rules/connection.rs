@@ -9,10 +9,39 @@ use std::time::Duration;
 
 use icap_codec::{Correlator, Exchange, Side};
 
+use super::clock::{continue_not_followed, followed_continue, request_mid_body, request_stall};
 use crate::observe::config::ObserverMode;
 use crate::observe::finding::{Finding, RuleCode};
 use crate::observe::rules::clock::StreamOffsets;
 use crate::tap::{CloseKind, Micros};
+use icap_codec::event::MessageEnd;
+
+/// The first stream of a connection to end: whose, how and when.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FirstClose {
+    /// The side whose stream ended.
+    pub side: Side,
+    /// How it ended.
+    pub how: CloseKind,
+    /// When.
+    pub at: Micros,
+}
+
+/// A client idle mid-body this long before the sensor ended the connection
+/// had stopped sending (the stall is the client's; the sensor's close is
+/// its own timeout); a sensor that fails while the body flows closes
+/// within moments of the client's last byte. The stall timeout when it is
+/// shorter.
+pub const IDLE_BEFORE_CLOSE_US: u64 = 1_000_000;
+
+/// Where the client's stream stood when the connection ended.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ClientStream {
+    /// Bytes the client had sent.
+    pub offset: u64,
+    /// When its last bytes came.
+    pub last_at: Micros,
+}
 
 /// The sensor leg could not be opened.
 pub fn sensor_unreachable(server: SocketAddr, error: &str) -> Finding {
@@ -131,41 +160,116 @@ pub fn capture_ended(
 }
 
 /// Why a request got no verdict, from how the connection ended: whichever
-/// side ended its stream first is the one that gave up.
-pub fn missing_cause(x: &Exchange, first: Option<(Side, CloseKind)>) -> Vec<Finding> {
+/// side ended its stream first is the one that gave up. A sensor that ends
+/// the connection after the client went idle mid-body is not the cause:
+/// the client's stall is (`transfer-stall`, added here when the clock did
+/// not raise it yet: `so_far` are the exchange's findings), and the close
+/// is told as the sensor's answer to it. `stall_us` is the stall timeout.
+pub fn missing_cause(
+    x: &Exchange,
+    first: Option<FirstClose>,
+    client: ClientStream,
+    stall_us: u64,
+    so_far: &[Finding],
+) -> Vec<Finding> {
     let mut out = Vec::new();
-    match first {
-        Some((Side::Server, how @ (CloseKind::Fin | CloseKind::Reset))) => {
-            out.push(if how == CloseKind::Reset {
-                Finding::rule(
-                    RuleCode::ServerResetBeforeResponse,
-                    "the sensor reset the connection before answering",
-                )
-            } else {
-                Finding::rule(
-                    RuleCode::ServerClosedBeforeResponse,
-                    "the sensor closed the connection before answering",
-                )
-            });
-            if x.seq > 0 {
-                out.push(Finding::rule(
-                    RuleCode::ReusedConnectionClosed,
-                    format!(
-                        "the sensor ended a reused connection right after request {} was sent; \
-                         a client that retries on a fresh connection hides this",
-                        x.seq
-                    ),
-                ));
-            }
-        }
-        Some((Side::Client, how @ (CloseKind::Fin | CloseKind::Reset))) => out.push(Finding::rule(
+    let Some(FirstClose { side, how, at }) = first else {
+        return out;
+    };
+    if !matches!(how, CloseKind::Fin | CloseKind::Reset) {
+        return out;
+    }
+    if side == Side::Client {
+        out.push(Finding::rule(
             RuleCode::ClientClosedBeforeResponse,
             format!(
                 "the client ended the connection ({}) before the verdict",
                 how.as_str()
             ),
-        )),
-        _ => {}
+        ));
+        return out;
+    }
+    let idle_us = at.saturating_sub(client.last_at);
+    let idle_s = idle_us as f64 / 1e6;
+    let ended = if how == CloseKind::Reset {
+        "reset"
+    } else {
+        "closed"
+    };
+    // The sensor asked for the remainder and the client's stream ended
+    // without it only after the sensor's close: it was the client's turn.
+    let continue_unanswered = x.continues > 0 && x.request_end == Some(MessageEnd::PreviewOnly);
+    let clients_turn = request_mid_body(x) || continue_unanswered;
+    if clients_turn && idle_us >= IDLE_BEFORE_CLOSE_US.min(stall_us) {
+        let told = |code| so_far.iter().any(|f| f.is(code));
+        if !told(RuleCode::TransferStall) && !told(RuleCode::ContinueNotFollowed) {
+            out.push(
+                if x.continues > 0 && !followed_continue(x, client.last_at) {
+                    continue_not_followed(client.offset, idle_s)
+                } else {
+                    request_stall(x, client.offset, idle_s)
+                },
+            );
+        }
+        out.push(
+            Finding::rule(
+                RuleCode::ServerClosedStalledTransfer,
+                format!(
+                    "the sensor {ended} the connection {idle_s:.1} s after the client's last byte, \
+                     with request {} incomplete at byte {} of the client's stream: it gave up \
+                     waiting (its own timeout); the stall is the client's",
+                    x.seq, client.offset
+                ),
+            )
+            .at(client.offset),
+        );
+        return out;
+    }
+    out.push(if how == CloseKind::Reset {
+        Finding::rule(
+            RuleCode::ServerResetBeforeResponse,
+            "the sensor reset the connection before answering",
+        )
+    } else {
+        Finding::rule(
+            RuleCode::ServerClosedBeforeResponse,
+            "the sensor closed the connection before answering",
+        )
+    });
+    if x.seq > 0 {
+        let after = x
+            .timings
+            .request_head
+            .map_or(0, |s| at.saturating_sub(s.at)) as f64
+            / 1e6;
+        out.push(Finding::rule(
+            RuleCode::ReusedConnectionClosed,
+            format!(
+                "the sensor ended a reused connection {after:.3} s after request {} began; \
+                 a client that retries on a fresh connection hides this",
+                x.seq
+            ),
+        ));
     }
     out
+}
+
+/// The client ended its stream `client` (or its leg broke) while `x`'s
+/// answer was coming, and icaptap reset the sensor leg on its behalf: the
+/// answer is as far as it was seen, cut by the client's hang-up, not by the
+/// sensor.
+pub fn client_closed_during_response(x: &Exchange, client: Option<CloseKind>) -> Option<Finding> {
+    let resp = x.response.as_ref().filter(|_| !x.response_ended)?;
+    let how = client.map_or("its leg broke", |c| match c {
+        CloseKind::Fin => "closed (FIN) and then refused more data",
+        _ => "reset",
+    });
+    Some(Finding::rule(
+        RuleCode::ClientClosedDuringResponse,
+        format!(
+            "the client hung up ({how}) after the head of the ICAP {} answer and {} bytes of its body; \
+             icaptap reset the sensor leg on its behalf, so the rest of the answer was not seen",
+            resp.status, x.response_body.bytes
+        ),
+    ))
 }
