@@ -28,6 +28,8 @@ pub struct ForwardCounters {
     pub resets: AtomicU64,
     /// Connections still open when the drain period ran out, closed by icaptap.
     pub cut_at_shutdown: AtomicU64,
+    /// Connections closed by icaptap after `--idle-timeout` with nothing sent.
+    pub idle_closed: AtomicU64,
     /// Accepts or connects that failed on the open-file limit.
     pub fd_limit_hits: AtomicU64,
     /// Accepts that failed for another reason.
@@ -53,6 +55,7 @@ impl ForwardCounters {
             bytes_sensor_to_client: get(&self.bytes_sensor_to_client),
             resets: get(&self.resets),
             cut_at_shutdown: get(&self.cut_at_shutdown),
+            idle_closed: get(&self.idle_closed),
             fd_limit_hits: get(&self.fd_limit_hits),
             accept_errors: get(&self.accept_errors),
             end_taps_lost: get(&self.end_taps_lost),
@@ -71,6 +74,7 @@ pub struct ForwardStats {
     pub bytes_sensor_to_client: u64,
     pub resets: u64,
     pub cut_at_shutdown: u64,
+    pub idle_closed: u64,
     pub fd_limit_hits: u64,
     pub accept_errors: u64,
     pub end_taps_lost: u64,

@@ -40,7 +40,7 @@ enum Act {
     /// One direction ends.
     Close(Direction, CloseKind),
     /// The sensor cannot be reached.
-    ConnectFailed(&'static str),
+    ConnectFailed(&'static str, bool),
     /// Time passes.
     Wait(Duration),
     /// The clock rules run.
@@ -91,7 +91,15 @@ fn sensor_ends(how: CloseKind) -> Step {
 }
 
 fn connect_failed(error: &'static str) -> Step {
-    step(Act::ConnectFailed(error))
+    step(Act::ConnectFailed(error, false))
+}
+
+/// Connecting to the sensor failed on icaptap's own open-file limit.
+fn connect_failed_fd_limit() -> Step {
+    step(Act::ConnectFailed(
+        "Too many open files (os error 24)",
+        true,
+    ))
 }
 
 fn wait_ms(ms: u64) -> Step {
@@ -174,8 +182,9 @@ fn play(mode: ObserverMode, script: Vec<Step>) -> MemorySink {
                 continue;
             }
             Act::Close(dir, how) => TapEvent::Closed { dir, how },
-            Act::ConnectFailed(error) => TapEvent::ConnectFailed {
+            Act::ConnectFailed(error, local_limit) => TapEvent::ConnectFailed {
                 error: error.to_string(),
+                local_limit,
             },
         };
         at += STEP_US;
@@ -347,6 +356,9 @@ use CloseKind::{Fin, Reset};
 rule_table! {
     sensor_unreachable: Live [connect_failed("connection refused")]
         => Connection "sensor-unreachable", "none";
+    /// EMFILE on the sensor leg is icaptap's limit, never the sensor's.
+    icaptap_fd_limit: Live [connect_failed_fd_limit()]
+        => Connection "icaptap-fd-limit", "none";
     server_closed_before_response: Live [req(get()), sensor_ends(Fin)]
         => Exchange "server-closed-before-response", "missing";
     server_reset_before_response: Live [req(get()), sensor_ends(Reset)]

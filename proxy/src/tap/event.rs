@@ -79,6 +79,9 @@ pub enum TapEvent {
     ConnectFailed {
         /// Why, in words (refused, timed out, unreachable...).
         error: String,
+        /// The connect failed on icaptap's own open-file limit (EMFILE,
+        /// ENFILE), not because of the sensor.
+        local_limit: bool,
     },
     /// Bytes forwarded in `dir`, starting at stream offset `offset`.
     /// Offsets let a consumer see bytes it never got (a gap).

@@ -21,6 +21,18 @@ pub fn sensor_unreachable(server: SocketAddr, error: &str) -> Finding {
     )
 }
 
+/// The sensor leg could not be opened because icaptap itself was out of
+/// file descriptors (EMFILE/ENFILE): icaptap's limit, not the sensor's.
+pub fn icaptap_fd_limit(error: &str) -> Finding {
+    Finding::rule(
+        RuleCode::IcaptapFdLimit,
+        format!(
+            "icaptap ran out of file descriptors and could not open the sensor leg ({error}); \
+             the sensor was not asked: raise icaptap's `ulimit -n` or lower --max-connections"
+        ),
+    )
+}
+
 /// A connection opened to `server` made `open` connections, more than the
 /// smallest `Max-Connections` its services advertised (RFC 3507 section
 /// 4.10.2).
