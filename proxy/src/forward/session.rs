@@ -24,7 +24,9 @@ use tracing::{debug, warn};
 
 use super::counters::{FdLimitAlarm, ForwardCounters, OpenConnection};
 use super::options::ForwardConfig;
-use crate::tap::{self, CloseKind, ConnId, ConnMeta, Direction, Tap, TapEvent, TapQueue, TapSinks};
+use crate::tap::{
+    self, CloseKind, ConnId, ConnMeta, ConnectFailure, Direction, Tap, TapEvent, TapQueue, TapSinks,
+};
 
 /// How long cut sessions may take, after the drain period, to hand their
 /// last taps over (they never wait on a side path: see [`deliver_end`]).
@@ -100,8 +102,29 @@ impl Session {
         let listen = client.local_addr().unwrap_or(cfg.listen);
 
         let upstream = destination(cfg, &client, listen, id);
-        let connected =
-            tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(upstream)).await;
+        let connecting = tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(upstream));
+        // A client that leaves, having sent nothing, before the sensor leg
+        // is up gets no sensor leg: under connect/close churn the sensor
+        // would otherwise be handed a connection for every one that is
+        // already gone, and the clients still there wait behind them.
+        let connected = tokio::select! {
+            biased;
+            connected = connecting => connected,
+            () = client_gone(&client) => {
+                let meta = Arc::new(ConnMeta {
+                    id,
+                    client: client_addr,
+                    listen,
+                    upstream_local: None,
+                    server: upstream,
+                    opened,
+                });
+                drop(client);
+                let error = "the client closed the connection".to_string();
+                connect_failed(&shared, meta, error, ConnectFailure::ClientGone).await;
+                return;
+            }
+        };
         let server = match connected {
             Ok(Ok(server)) => server,
             Ok(Err(e)) => {
@@ -114,6 +137,11 @@ impl Session {
                     opened,
                 });
                 let local_limit = FdLimitAlarm::is_fd_limit(&e);
+                let cause = if local_limit {
+                    ConnectFailure::LocalLimit
+                } else {
+                    ConnectFailure::Sensor
+                };
                 if local_limit {
                     shared.fd_alarm.raise(&shared.counters);
                 }
@@ -137,7 +165,7 @@ impl Session {
                         upstream_name(cfg, upstream)
                     )
                 };
-                connect_failed(&shared, meta, error, local_limit).await;
+                connect_failed(&shared, meta, error, cause).await;
                 return;
             }
             Err(_elapsed) => {
@@ -156,7 +184,7 @@ impl Session {
                     upstream_name(cfg, upstream),
                     cfg.connect_timeout
                 );
-                connect_failed(&shared, meta, error, false).await;
+                connect_failed(&shared, meta, error, ConnectFailure::Sensor).await;
                 return;
             }
         };
@@ -220,27 +248,30 @@ fn upstream_name(cfg: &ForwardConfig, upstream: SocketAddr) -> &str {
 }
 
 /// Reports a connection whose sensor leg never came up.
-/// `local_limit`: the failure was icaptap's own open-file limit, not the
-/// sensor (the limit alarm has warned about it already).
+/// Only a sensor's failure is warned about here: the open-file limit has
+/// its own alarm, and a client that left is nobody's fault.
 async fn connect_failed(
     shared: &SessionShared,
     meta: Arc<ConnMeta>,
     error: String,
-    local_limit: bool,
+    cause: ConnectFailure,
 ) {
-    ForwardCounters::add(&shared.counters.connect_failures, 1);
-    if local_limit {
-        debug!(conn = meta.id, client = %meta.client, "{error}; client connection closed");
-    } else {
-        warn!(conn = meta.id, client = %meta.client, "{error}; client connection closed");
+    match cause {
+        ConnectFailure::Sensor => {
+            ForwardCounters::add(&shared.counters.connect_failures, 1);
+            warn!(conn = meta.id, client = %meta.client, "{error}; client connection closed");
+        }
+        ConnectFailure::LocalLimit => {
+            ForwardCounters::add(&shared.counters.connect_failures, 1);
+            debug!(conn = meta.id, client = %meta.client, "{error}; client connection closed");
+        }
+        ConnectFailure::ClientGone => {
+            ForwardCounters::add(&shared.counters.client_gone_before_connect, 1);
+            debug!(conn = meta.id, client = %meta.client, "{error} before the sensor leg was up");
+        }
     }
     let at = tap::now_micros();
-    deliver_end(
-        shared,
-        &meta,
-        at,
-        TapEvent::ConnectFailed { error, local_limit },
-    );
+    deliver_end(shared, &meta, at, TapEvent::ConnectFailed { error, cause });
     deliver_end(shared, &meta, at, TapEvent::Finished);
 }
 
@@ -497,6 +528,17 @@ where
                 return PumpEnd::ReadFailed(e);
             }
         }
+    }
+}
+
+/// Returns once the client has ended its side (FIN or reset) without
+/// sending a byte; never while bytes wait to be read (they are forwarded
+/// once the sensor leg is up).
+async fn client_gone(client: &TcpStream) {
+    let mut probe = [0u8; 1];
+    match client.peek(&mut probe).await {
+        Ok(0) | Err(_) => {}
+        Ok(_) => std::future::pending().await,
     }
 }
 

@@ -46,6 +46,9 @@ rule_codes! {
     /// not the sensor's. Blamed on neither peer: the side is the client's,
     /// the side icaptap stands on.
     IcaptapFdLimit => "icaptap-fd-limit", Client, Error;
+    /// The client closed its connection, having sent nothing, before the
+    /// sensor leg was up; icaptap stopped connecting.
+    ClientGoneBeforeConnect => "client-gone-before-connect", Client, Info;
     /// The sensor closed (FIN) the connection while a request waited for
     /// its verdict.
     ServerClosedBeforeResponse => "server-closed-before-response", Server, Error;

@@ -22,14 +22,14 @@ use super::conn::{Arrival, Conn};
 use super::describe::{connection_record, exchange_record};
 use super::finding::Finding;
 use super::rules::{
-    awaits_verdict, client_waited_for_eof, exchange_rules, icaptap_fd_limit,
-    max_connections_exceeded, missing_cause, observer_dropped, sensor_unreachable, stuck,
-    verdict_late, verdict_timeout, StreamOffsets,
+    awaits_verdict, client_gone_before_connect, client_waited_for_eof, exchange_rules,
+    icaptap_fd_limit, max_connections_exceeded, missing_cause, observer_dropped,
+    sensor_unreachable, stuck, verdict_late, verdict_timeout, StreamOffsets,
 };
 use super::services::{service_path, ServiceBook, ServiceKey};
 use super::verdict::{classify, Verdict};
 use crate::output::writer::RecordSink;
-use crate::tap::{ConnId, Micros, Tap, TapEvent};
+use crate::tap::{ConnId, ConnectFailure, Micros, Tap, TapEvent};
 
 /// Decodes taps into records.
 pub struct Observer {
@@ -102,11 +102,11 @@ impl Observer {
         };
         match tap.event {
             TapEvent::Open => {}
-            TapEvent::ConnectFailed { error, local_limit } => {
-                conn.findings.push(if local_limit {
-                    icaptap_fd_limit(&error)
-                } else {
-                    sensor_unreachable(conn.meta.server, &error)
+            TapEvent::ConnectFailed { error, cause } => {
+                conn.findings.push(match cause {
+                    ConnectFailure::LocalLimit => icaptap_fd_limit(&error),
+                    ConnectFailure::ClientGone => client_gone_before_connect(&error),
+                    ConnectFailure::Sensor => sensor_unreachable(conn.meta.server, &error),
                 });
                 conn.connect_error = Some(error);
             }

@@ -33,6 +33,18 @@ pub fn icaptap_fd_limit(error: &str) -> Finding {
     )
 }
 
+/// The client closed its connection, having sent nothing, before the
+/// sensor leg was up: icaptap stopped connecting, and the sensor saw no
+/// connection (it would have seen one carrying nothing).
+pub fn client_gone_before_connect(error: &str) -> Finding {
+    Finding::rule(
+        RuleCode::ClientGoneBeforeConnect,
+        format!(
+            "{error} before the sensor leg was up, having sent nothing; icaptap stopped connecting"
+        ),
+    )
+}
+
 /// A connection opened to `server` made `open` connections, more than the
 /// smallest `Max-Connections` its services advertised (RFC 3507 section
 /// 4.10.2).
