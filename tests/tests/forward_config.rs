@@ -57,7 +57,7 @@ fn flag_beats_env_beats_file_beats_default() {
     assert_eq!(args.upstream, "127.0.0.1:11344");
     assert_eq!(args.connect_timeout, Duration::from_secs(7));
     assert_eq!(args.drain, Duration::from_secs(60));
-    assert_eq!(args.max_connections, 99);
+    assert_eq!(args.max_connections, Some(99));
 
     // Environment over file.
     std::env::set_var("ICAPTAP_CONNECT_TIMEOUT", "8s");

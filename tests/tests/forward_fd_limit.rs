@@ -2,6 +2,10 @@
 //! icaptap counts it, backs off instead of spinning, closes only what it
 //! must, and recovers by itself once descriptors are free again.
 //!
+//! An EMFILE on the sensor leg is reported as icaptap's own limit
+//! (`ConnectFailure::LocalLimit`, which the observer turns into `icaptap-fd-limit`), never
+//! as the sensor's failure.
+//!
 //! This test exhausts the descriptors of its own process, so it is alone
 //! in its test binary: no other test may run beside it.
 
@@ -10,7 +14,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use icaptap::forward::{self, CancellationToken, ForwardConfig, FD_LIMIT_BACKOFF};
-use icaptap::tap::{TapEvent, TapQueue, TapSinks};
+use icaptap::tap::{ConnectFailure, TapEvent, TapQueue, TapSinks};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
@@ -125,15 +129,21 @@ async fn open_file_limit_is_counted_backed_off_and_recovered_from() {
     let mut failure = None;
     while failure.is_none() {
         let tap = timeout(PATIENCE, rx.recv()).await.unwrap().unwrap();
-        if let TapEvent::ConnectFailed { error } = tap.event {
-            failure = Some(error);
+        if let TapEvent::ConnectFailed { error, cause } = tap.event {
+            failure = Some((error, cause));
         }
     }
-    let error = failure.unwrap_or_default();
+    let (error, cause) = failure.unwrap_or_default();
     assert!(
         error.to_lowercase().contains("too many open files"),
         "{error}"
     );
+    // icaptap's own limit, never blamed on the sensor.
+    assert!(
+        cause == ConnectFailure::LocalLimit,
+        "EMFILE on the sensor leg not marked as icaptap's limit: {error}"
+    );
+    assert!(error.contains("icaptap's open-file limit"), "{error}");
 
     // And all is well again afterwards.
     let mut fine = TcpStream::connect(proxy_addr).await.unwrap();

@@ -413,7 +413,7 @@ fn full_disk_is_counted_and_the_file_stays_valid() {
 
 #[test]
 fn connect_failure_is_syn_then_rst_on_the_sensor_leg() {
-    use icaptap::tap::{ConnMeta, Tap, TapEvent};
+    use icaptap::tap::{ConnMeta, ConnectFailure, Tap, TapEvent};
     let m = meta(11, false);
     let failed = std::sync::Arc::new(ConnMeta {
         upstream_local: None,
@@ -430,6 +430,7 @@ fn connect_failure_is_syn_then_rst_on_the_sensor_leg() {
             1_000,
             TapEvent::ConnectFailed {
                 error: "connection refused".into(),
+                cause: ConnectFailure::Sensor,
             },
         ),
         tap(

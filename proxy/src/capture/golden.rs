@@ -21,7 +21,7 @@ use super::body::BodyCapture;
 use super::recorder::Recorder;
 use super::writer::{CaptureWriter, Rotation};
 use super::{LegChoice, PcapFormat, RecordCounters, RecordOptions};
-use crate::tap::{CloseKind, ConnMeta, Direction, Tap, TapEvent};
+use crate::tap::{CloseKind, ConnMeta, ConnectFailure, Direction, Tap, TapEvent};
 
 const T0: u64 = 1_700_000_000_123_456;
 
@@ -168,6 +168,7 @@ fn script() -> Vec<Step> {
             T0 + 60,
             TapEvent::ConnectFailed {
                 error: "refused".into(),
+                cause: ConnectFailure::Sensor,
             },
         ),
         tap(&c3, T0 + 61, TapEvent::Finished),

@@ -28,6 +28,11 @@ pub struct ForwardCounters {
     pub resets: AtomicU64,
     /// Connections still open when the drain period ran out, closed by icaptap.
     pub cut_at_shutdown: AtomicU64,
+    /// Clients that left, having sent nothing, before their sensor leg was
+    /// up (no sensor leg was opened for them).
+    pub client_gone_before_connect: AtomicU64,
+    /// Connections closed by icaptap after `--idle-timeout` with nothing sent.
+    pub idle_closed: AtomicU64,
     /// Accepts or connects that failed on the open-file limit.
     pub fd_limit_hits: AtomicU64,
     /// Accepts that failed for another reason.
@@ -53,6 +58,8 @@ impl ForwardCounters {
             bytes_sensor_to_client: get(&self.bytes_sensor_to_client),
             resets: get(&self.resets),
             cut_at_shutdown: get(&self.cut_at_shutdown),
+            idle_closed: get(&self.idle_closed),
+            client_gone_before_connect: get(&self.client_gone_before_connect),
             fd_limit_hits: get(&self.fd_limit_hits),
             accept_errors: get(&self.accept_errors),
             end_taps_lost: get(&self.end_taps_lost),
@@ -71,6 +78,8 @@ pub struct ForwardStats {
     pub bytes_sensor_to_client: u64,
     pub resets: u64,
     pub cut_at_shutdown: u64,
+    pub idle_closed: u64,
+    pub client_gone_before_connect: u64,
     pub fd_limit_hits: u64,
     pub accept_errors: u64,
     pub end_taps_lost: u64,

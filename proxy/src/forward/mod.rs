@@ -35,8 +35,9 @@ pub use listener::{
     bind, serve, ForwardError, Listener, ACCEPT_ERROR_BACKOFF, FD_LIMIT_BACKOFF, LISTEN_BACKLOG,
 };
 pub use options::{
-    parse_buffer_size, ConfigError, ForwardArgs, ForwardConfig, RouteError, DEFAULT_ICAP_PORT,
-    MAX_BUFFER_SIZE, MAX_CONNECTIONS_LIMIT, MIN_BUFFER_SIZE,
+    default_max_connections, max_connections_for, parse_buffer_size, ConfigError, ForwardArgs,
+    ForwardConfig, RouteError, DEFAULT_ICAP_PORT, FD_MARGIN, MAX_BUFFER_SIZE,
+    MAX_CONNECTIONS_LIMIT, MIN_BUFFER_SIZE,
 };
 pub use routes::Route;
 pub use session::END_TAP_WAIT;

@@ -46,10 +46,19 @@ pub struct ForwardArgs {
           value_parser = parse_duration)]
     pub connect_timeout: Duration,
 
-    /// Connections held at once; more wait in the listen backlog.
-    #[arg(long, env = "ICAPTAP_MAX_CONNECTIONS", default_value_t = 10_000, value_name = "N",
+    /// Connections held at once; more wait in the listen backlog. Default:
+    /// what the open-file limit (`ulimit -n`) allows, two descriptors per
+    /// connection after a margin for icaptap's own files.
+    #[arg(long, env = "ICAPTAP_MAX_CONNECTIONS", value_name = "N",
           value_parser = clap::value_parser!(u32).range(1..=MAX_CONNECTIONS_LIMIT as i64))]
-    pub max_connections: u32,
+    pub max_connections: Option<u32>,
+
+    /// Close a connection on which neither side has sent anything for this
+    /// long (e.g. 30s, 5m); off by default. Both legs are closed with a
+    /// FIN, as a keep-alive timeout of either peer would.
+    #[arg(long, env = "ICAPTAP_IDLE_TIMEOUT", value_name = "DURATION",
+          value_parser = parse_duration)]
+    pub idle_timeout: Option<Duration>,
 
     /// Read buffer per direction of each connection (e.g. 65536, 64KiB, 1MiB).
     #[arg(long, env = "ICAPTAP_BUFFER_SIZE", default_value = "64KiB", value_name = "BYTES",
@@ -89,6 +98,8 @@ pub struct ForwardConfig {
     pub connect_timeout: Duration,
     /// Connections held at once.
     pub max_connections: usize,
+    /// Close connections idle (nothing sent either way) this long.
+    pub idle_timeout: Option<Duration>,
     /// Read buffer per direction.
     pub buffer_size: usize,
     /// Grace period for open connections at shutdown.
@@ -109,6 +120,7 @@ impl ForwardConfig {
             upstream_name: upstream.to_string(),
             connect_timeout: Duration::from_secs(5),
             max_connections: 10_000,
+            idle_timeout: None,
             buffer_size: 64 * 1024,
             drain: Duration::from_secs(10),
             transparent: None,
@@ -172,12 +184,38 @@ impl ForwardArgs {
             upstream,
             upstream_name: self.upstream,
             connect_timeout: self.connect_timeout,
-            max_connections: self.max_connections as usize,
+            max_connections: self
+                .max_connections
+                .map_or_else(default_max_connections, |n| n as usize),
+            idle_timeout: self.idle_timeout.filter(|d| !d.is_zero()),
             buffer_size: self.buffer_size,
             drain: self.drain,
             transparent: self.transparent,
         })
     }
+}
+
+/// Descriptors kept aside from connections for icaptap's own files: the
+/// listeners, capture and record files, the metrics endpoint, the
+/// runtime's and the threads' own descriptors.
+pub const FD_MARGIN: u64 = 64;
+
+/// The default `--max-connections`: what the soft open-file limit allows at
+/// two descriptors per connection (client leg and sensor leg) after
+/// [`FD_MARGIN`], at least 1 and at most [`MAX_CONNECTIONS_LIMIT`]. With
+/// this default the open-file limit is never what stops icaptap accepting:
+/// connections beyond it wait in the kernel's backlog instead.
+pub fn default_max_connections() -> usize {
+    let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .map(|(soft, _hard)| soft)
+        .unwrap_or(1024);
+    max_connections_for(soft)
+}
+
+/// The connections `nofile` descriptors hold (see [`default_max_connections`]).
+pub fn max_connections_for(nofile: u64) -> usize {
+    let per_connection = nofile.saturating_sub(FD_MARGIN) / 2;
+    (per_connection as usize).clamp(1, MAX_CONNECTIONS_LIMIT)
 }
 
 /// Resolves `HOST:PORT`, or `HOST` with the ICAP port.
@@ -285,6 +323,19 @@ mod tests {
         assert!(parse_buffer_size("1").is_err());
         assert!(parse_buffer_size("1GiB").is_err());
         assert!(parse_buffer_size("lots").is_err());
+    }
+
+    #[test]
+    fn default_connection_limit_leaves_two_descriptors_each_and_a_margin() {
+        assert_eq!(max_connections_for(20_000), (20_000 - 64) / 2);
+        assert_eq!(max_connections_for(1024), 480);
+        assert_eq!(max_connections_for(10), 1);
+        assert_eq!(max_connections_for(u64::MAX), MAX_CONNECTIONS_LIMIT);
+        // Whatever the limit, the default takes at most what it allows.
+        let soft = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+            .unwrap()
+            .0;
+        assert!(default_max_connections() as u64 * 2 + FD_MARGIN <= soft.max(FD_MARGIN + 2));
     }
 
     #[test]

@@ -24,7 +24,9 @@ use tracing::{debug, warn};
 
 use super::counters::{FdLimitAlarm, ForwardCounters, OpenConnection};
 use super::options::ForwardConfig;
-use crate::tap::{self, CloseKind, ConnId, ConnMeta, Direction, Tap, TapEvent, TapQueue, TapSinks};
+use crate::tap::{
+    self, CloseKind, ConnId, ConnMeta, ConnectFailure, Direction, Tap, TapEvent, TapQueue, TapSinks,
+};
 
 /// How long cut sessions may take, after the drain period, to hand their
 /// last taps over (they never wait on a side path: see [`deliver_end`]).
@@ -100,8 +102,29 @@ impl Session {
         let listen = client.local_addr().unwrap_or(cfg.listen);
 
         let upstream = destination(cfg, &client, listen, id);
-        let connected =
-            tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(upstream)).await;
+        let connecting = tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(upstream));
+        // A client that leaves, having sent nothing, before the sensor leg
+        // is up gets no sensor leg: under connect/close churn the sensor
+        // would otherwise be handed a connection for every one that is
+        // already gone, and the clients still there wait behind them.
+        let connected = tokio::select! {
+            biased;
+            connected = connecting => connected,
+            () = client_gone(&client) => {
+                let meta = Arc::new(ConnMeta {
+                    id,
+                    client: client_addr,
+                    listen,
+                    upstream_local: None,
+                    server: upstream,
+                    opened,
+                });
+                drop(client);
+                let error = "the client closed the connection".to_string();
+                connect_failed(&shared, meta, error, ConnectFailure::ClientGone).await;
+                return;
+            }
+        };
         let server = match connected {
             Ok(Ok(server)) => server,
             Ok(Err(e)) => {
@@ -113,7 +136,13 @@ impl Session {
                     server: upstream,
                     opened,
                 });
-                if FdLimitAlarm::is_fd_limit(&e) {
+                let local_limit = FdLimitAlarm::is_fd_limit(&e);
+                let cause = if local_limit {
+                    ConnectFailure::LocalLimit
+                } else {
+                    ConnectFailure::Sensor
+                };
+                if local_limit {
                     shared.fd_alarm.raise(&shared.counters);
                 }
                 // A refusal is passed on as a reset: that is what the client
@@ -123,12 +152,20 @@ impl Session {
                     let _ = client.set_zero_linger();
                 }
                 drop(client);
-                let error = format!(
-                    "connecting to sensor {} ({}): {e}",
-                    upstream,
-                    upstream_name(cfg, upstream)
-                );
-                connect_failed(&shared, meta, error).await;
+                let error = if local_limit {
+                    format!(
+                        "icaptap's open-file limit stopped it connecting to sensor {} ({}): {e}",
+                        upstream,
+                        upstream_name(cfg, upstream)
+                    )
+                } else {
+                    format!(
+                        "connecting to sensor {} ({}): {e}",
+                        upstream,
+                        upstream_name(cfg, upstream)
+                    )
+                };
+                connect_failed(&shared, meta, error, cause).await;
                 return;
             }
             Err(_elapsed) => {
@@ -147,7 +184,7 @@ impl Session {
                     upstream_name(cfg, upstream),
                     cfg.connect_timeout
                 );
-                connect_failed(&shared, meta, error).await;
+                connect_failed(&shared, meta, error, ConnectFailure::Sensor).await;
                 return;
             }
         };
@@ -211,11 +248,30 @@ fn upstream_name(cfg: &ForwardConfig, upstream: SocketAddr) -> &str {
 }
 
 /// Reports a connection whose sensor leg never came up.
-async fn connect_failed(shared: &SessionShared, meta: Arc<ConnMeta>, error: String) {
-    ForwardCounters::add(&shared.counters.connect_failures, 1);
-    warn!(conn = meta.id, client = %meta.client, "{error}; client connection closed");
+/// Only a sensor's failure is warned about here: the open-file limit has
+/// its own alarm, and a client that left is nobody's fault.
+async fn connect_failed(
+    shared: &SessionShared,
+    meta: Arc<ConnMeta>,
+    error: String,
+    cause: ConnectFailure,
+) {
+    match cause {
+        ConnectFailure::Sensor => {
+            ForwardCounters::add(&shared.counters.connect_failures, 1);
+            warn!(conn = meta.id, client = %meta.client, "{error}; client connection closed");
+        }
+        ConnectFailure::LocalLimit => {
+            ForwardCounters::add(&shared.counters.connect_failures, 1);
+            debug!(conn = meta.id, client = %meta.client, "{error}; client connection closed");
+        }
+        ConnectFailure::ClientGone => {
+            ForwardCounters::add(&shared.counters.client_gone_before_connect, 1);
+            debug!(conn = meta.id, client = %meta.client, "{error} before the sensor leg was up");
+        }
+    }
     let at = tap::now_micros();
-    deliver_end(shared, &meta, at, TapEvent::ConnectFailed { error });
+    deliver_end(shared, &meta, at, TapEvent::ConnectFailed { error, cause });
     deliver_end(shared, &meta, at, TapEvent::Finished);
 }
 
@@ -228,32 +284,52 @@ async fn forward(
 ) {
     // A child of the hard stop: cancelling it stops this session only.
     let abort = shared.hard_stop.child_token();
+    let activity = Activity::default();
+    let mut idle = false;
     let (up, down) = {
         let (mut client_read, mut client_write) = client.split();
         let (mut server_read, mut server_write) = server.split();
-        tokio::join!(
-            pump(
-                shared,
-                &meta,
-                Direction::Request,
-                &mut client_read,
-                &mut server_write,
-                &abort
-            ),
-            pump(
-                shared,
-                &meta,
-                Direction::Response,
-                &mut server_read,
-                &mut client_write,
-                &abort
-            ),
-        )
+        let pumps = async {
+            tokio::join!(
+                pump(
+                    shared,
+                    &meta,
+                    Direction::Request,
+                    &mut client_read,
+                    &mut server_write,
+                    &abort,
+                    &activity,
+                ),
+                pump(
+                    shared,
+                    &meta,
+                    Direction::Response,
+                    &mut server_read,
+                    &mut client_write,
+                    &abort,
+                    &activity,
+                ),
+            )
+        };
+        let mut pumps = std::pin::pin!(pumps);
+        tokio::select! {
+            biased;
+            ends = &mut pumps => ends,
+            () = activity.idle_for(shared.cfg.idle_timeout) => {
+                idle = true;
+                abort.cancel();
+                pumps.await
+            }
+        }
     };
+    // Nothing was sent either way for --idle-timeout: both legs are closed
+    // with a FIN, as a peer's own keep-alive timeout would close them.
+    let idle = idle && !shared.hard_stop.is_cancelled();
 
-    let broken = [&up, &down]
-        .iter()
-        .any(|end| matches!(end, PumpEnd::ReadFailed(_) | PumpEnd::WriteFailed(_)));
+    let broken = !idle
+        && [&up, &down]
+            .iter()
+            .any(|end| matches!(end, PumpEnd::ReadFailed(_) | PumpEnd::WriteFailed(_)));
     let cut = [&up, &down]
         .iter()
         .any(|end| matches!(end, PumpEnd::Shutdown));
@@ -310,6 +386,21 @@ async fn forward(
         for (dir, how) in closes {
             deliver_end(shared, &meta, at, TapEvent::Closed { dir, how });
         }
+    } else if idle {
+        ForwardCounters::add(&shared.counters.idle_closed, 1);
+        debug!(
+            conn = meta.id,
+            "idle for {:?}: closed", shared.cfg.idle_timeout
+        );
+        for (dir, end) in [(Direction::Request, &up), (Direction::Response, &down)] {
+            if !matches!(end, PumpEnd::Fin) {
+                let event = TapEvent::Closed {
+                    dir,
+                    how: CloseKind::Timeout,
+                };
+                deliver_end(shared, &meta, at, event);
+            }
+        }
     } else if cut {
         ForwardCounters::add(&shared.counters.cut_at_shutdown, 1);
         for (dir, end) in [(Direction::Request, &up), (Direction::Response, &down)] {
@@ -335,6 +426,7 @@ async fn pump<R, W>(
     reader: &mut R,
     writer: &mut W,
     abort: &CancellationToken,
+    activity: &Activity,
 ) -> PumpEnd
 where
     R: AsyncRead + Unpin,
@@ -397,6 +489,7 @@ where
                 return PumpEnd::Fin;
             }
             Ok(n) => {
+                activity.touch();
                 let at = tap::now_micros();
                 let bytes: Bytes = buf.split().freeze();
                 ForwardCounters::add(byte_counter, n as u64);
@@ -437,6 +530,57 @@ where
                 abort.cancel();
                 return PumpEnd::ReadFailed(e);
             }
+        }
+    }
+}
+
+/// Returns once the client has ended its side (FIN or reset) without
+/// sending a byte; never while bytes wait to be read (they are forwarded
+/// once the sensor leg is up).
+async fn client_gone(client: &TcpStream) {
+    let mut probe = [0u8; 1];
+    match client.peek(&mut probe).await {
+        Ok(0) | Err(_) => {}
+        Ok(_) => std::future::pending().await,
+    }
+}
+
+/// When either leg of a session last sent something, for `--idle-timeout`.
+#[derive(Debug)]
+struct Activity {
+    start: tokio::time::Instant,
+    /// Milliseconds after `start` of the last read that returned bytes.
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Default for Activity {
+    fn default() -> Self {
+        Activity {
+            start: tokio::time::Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+impl Activity {
+    fn touch(&self) {
+        let ms = self.start.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Returns once nothing was read from either leg for `timeout`; never
+    /// without one. One timer per session, re-armed only when it fires.
+    async fn idle_for(&self, timeout: Option<Duration>) {
+        let Some(timeout) = timeout else {
+            return std::future::pending().await;
+        };
+        loop {
+            let last = self.last_ms.load(std::sync::atomic::Ordering::Relaxed);
+            let due = self.start + Duration::from_millis(last) + timeout;
+            if tokio::time::Instant::now() >= due {
+                return;
+            }
+            tokio::time::sleep_until(due).await;
         }
     }
 }

@@ -41,6 +41,14 @@ macro_rules! rule_codes {
 rule_codes! {
     /// The sensor refused the connection or did not answer the connect.
     SensorUnreachable => "sensor-unreachable", Server, Error;
+    /// icaptap hit its own open-file limit (EMFILE/ENFILE) opening the
+    /// sensor leg: the client's connection was closed by icaptap's limit,
+    /// not the sensor's. Blamed on neither peer: the side is the client's,
+    /// the side icaptap stands on.
+    IcaptapFdLimit => "icaptap-fd-limit", Client, Error;
+    /// The client closed its connection, having sent nothing, before the
+    /// sensor leg was up; icaptap stopped connecting.
+    ClientGoneBeforeConnect => "client-gone-before-connect", Client, Info;
     /// The sensor closed (FIN) the connection while a request waited for
     /// its verdict.
     ServerClosedBeforeResponse => "server-closed-before-response", Server, Error;

@@ -22,15 +22,16 @@ use super::conn::{Arrival, Conn};
 use super::describe::{connection_record, exchange_record};
 use super::finding::Finding;
 use super::rules::{
-    awaits_verdict, capture_ended, client_closed_during_response, client_waited_for_eof,
-    exchange_rules, max_connections_exceeded, missing_cause, observer_dropped, sensor_unreachable,
-    stuck, verdict_late, verdict_timeout, ClientStream, StreamOffsets,
+    awaits_verdict, capture_ended, client_closed_during_response, client_gone_before_connect,
+    client_waited_for_eof, exchange_rules, icaptap_fd_limit, max_connections_exceeded,
+    missing_cause, observer_dropped, sensor_unreachable, stuck, verdict_late, verdict_timeout,
+    ClientStream, StreamOffsets,
 };
 use super::services::{service_path, ServiceBook, ServiceKey};
 use super::shedding::Shedding;
 use super::verdict::{classify, Verdict};
 use crate::output::writer::RecordSink;
-use crate::tap::{Backlog, CloseKind, ConnId, Micros, Tap, TapEvent};
+use crate::tap::{Backlog, CloseKind, ConnId, ConnectFailure, Micros, Tap, TapEvent};
 
 /// Decodes taps into records.
 pub struct Observer {
@@ -132,9 +133,12 @@ impl Observer {
         };
         match tap.event {
             TapEvent::Open => {}
-            TapEvent::ConnectFailed { error } => {
-                conn.findings
-                    .push(sensor_unreachable(conn.meta.server, &error));
+            TapEvent::ConnectFailed { error, cause } => {
+                conn.findings.push(match cause {
+                    ConnectFailure::LocalLimit => icaptap_fd_limit(&error),
+                    ConnectFailure::ClientGone => client_gone_before_connect(&error),
+                    ConnectFailure::Sensor => sensor_unreachable(conn.meta.server, &error),
+                });
                 conn.connect_error = Some(error);
             }
             TapEvent::Data { dir, offset, bytes } => {

@@ -14,7 +14,7 @@ use super::rules::EICAR_MARKER;
 use super::{Observer, ObserverConfig, ObserverMode, RuleCode};
 use crate::output::records::{ConnectionRecord, ExchangeRecord};
 use crate::output::writer::{MemorySink, RecordSink};
-use crate::tap::{CloseKind, ConnMeta, Direction, Micros, Tap, TapEvent};
+use crate::tap::{CloseKind, ConnMeta, ConnectFailure, Direction, Micros, Tap, TapEvent};
 
 /// Records, shared between the observer's sink and the test.
 #[derive(Clone, Default)]
@@ -40,7 +40,7 @@ enum Act {
     /// One direction ends.
     Close(Direction, CloseKind),
     /// The sensor cannot be reached.
-    ConnectFailed(&'static str),
+    ConnectFailed(&'static str, ConnectFailure),
     /// Time passes.
     Wait(Duration),
     /// The clock rules run.
@@ -91,7 +91,23 @@ pub(super) fn sensor_ends(how: CloseKind) -> Step {
 }
 
 fn connect_failed(error: &'static str) -> Step {
-    step(Act::ConnectFailed(error))
+    step(Act::ConnectFailed(error, ConnectFailure::Sensor))
+}
+
+/// Connecting to the sensor failed on icaptap's own open-file limit.
+fn connect_failed_fd_limit() -> Step {
+    step(Act::ConnectFailed(
+        "Too many open files (os error 24)",
+        ConnectFailure::LocalLimit,
+    ))
+}
+
+/// The client left, having sent nothing, before the sensor leg was up.
+fn client_left_first() -> Step {
+    step(Act::ConnectFailed(
+        "the client closed the connection",
+        ConnectFailure::ClientGone,
+    ))
 }
 
 pub(super) fn wait_ms(ms: u64) -> Step {
@@ -174,8 +190,9 @@ pub(super) fn play(mode: ObserverMode, script: Vec<Step>) -> MemorySink {
                 continue;
             }
             Act::Close(dir, how) => TapEvent::Closed { dir, how },
-            Act::ConnectFailed(error) => TapEvent::ConnectFailed {
+            Act::ConnectFailed(error, cause) => TapEvent::ConnectFailed {
                 error: error.to_string(),
+                cause,
             },
         };
         at += STEP_US;
@@ -357,6 +374,11 @@ use CloseKind::{Fin, IcaptapReset, Reset};
 rule_table! {
     sensor_unreachable: Live [connect_failed("connection refused")]
         => Connection "sensor-unreachable", "none";
+    /// EMFILE on the sensor leg is icaptap's limit, never the sensor's.
+    icaptap_fd_limit: Live [connect_failed_fd_limit()]
+        => Connection "icaptap-fd-limit", "none";
+    client_gone_before_connect: Live [client_left_first()]
+        => Connection "client-gone-before-connect", "none";
     server_closed_before_response: Live [req(get()), sensor_ends(Fin)]
         => Exchange "server-closed-before-response", "missing";
     server_reset_before_response: Live [req(get()), sensor_ends(Reset)]

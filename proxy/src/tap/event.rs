@@ -75,6 +75,20 @@ impl CloseKind {
     }
 }
 
+/// Why a sensor leg was never opened.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ConnectFailure {
+    /// The sensor refused, did not answer in time, or was unreachable.
+    #[default]
+    Sensor,
+    /// icaptap's own open-file limit (EMFILE, ENFILE): the sensor was not
+    /// asked.
+    LocalLimit,
+    /// The client closed (or reset) its connection, having sent nothing,
+    /// before the sensor leg was up; icaptap stopped connecting.
+    ClientGone,
+}
+
 /// What happened.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TapEvent {
@@ -85,6 +99,8 @@ pub enum TapEvent {
     ConnectFailed {
         /// Why, in words (refused, timed out, unreachable...).
         error: String,
+        /// Whose failure it was.
+        cause: ConnectFailure,
     },
     /// Bytes forwarded in `dir`, starting at stream offset `offset`.
     /// Offsets let a consumer see bytes it never got (a gap).

@@ -17,7 +17,9 @@ pub mod queue;
 pub mod side_path;
 
 pub use batches::{BatchReceiver, TapBatches};
-pub use event::{now_micros, CloseKind, ConnId, ConnMeta, Direction, Micros, Tap, TapEvent};
+pub use event::{
+    now_micros, CloseKind, ConnId, ConnMeta, ConnectFailure, Direction, Micros, Tap, TapEvent,
+};
 pub use priority::{lower_thread_priority, OBSERVER_NICENESS, RECORDER_NICENESS};
 pub use queue::{
     Backlog, Busy, DropCounters, TapQueue, TapReceiver, TapSinks, BUSY_POLL, DEFAULT_QUEUE_BYTES,

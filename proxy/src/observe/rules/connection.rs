@@ -51,6 +51,30 @@ pub fn sensor_unreachable(server: SocketAddr, error: &str) -> Finding {
     )
 }
 
+/// The sensor leg could not be opened because icaptap itself was out of
+/// file descriptors (EMFILE/ENFILE): icaptap's limit, not the sensor's.
+pub fn icaptap_fd_limit(error: &str) -> Finding {
+    Finding::rule(
+        RuleCode::IcaptapFdLimit,
+        format!(
+            "icaptap ran out of file descriptors and could not open the sensor leg ({error}); \
+             the sensor was not asked: raise icaptap's `ulimit -n` or lower --max-connections"
+        ),
+    )
+}
+
+/// The client closed its connection, having sent nothing, before the
+/// sensor leg was up: icaptap stopped connecting, and the sensor saw no
+/// connection (it would have seen one carrying nothing).
+pub fn client_gone_before_connect(error: &str) -> Finding {
+    Finding::rule(
+        RuleCode::ClientGoneBeforeConnect,
+        format!(
+            "{error} before the sensor leg was up, having sent nothing; icaptap stopped connecting"
+        ),
+    )
+}
+
 /// A connection opened to `server` made `open` connections, more than the
 /// smallest `Max-Connections` its services advertised (RFC 3507 section
 /// 4.10.2).
