@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::fmt::Write;
 
 use super::catalogue::Catalogue;
-use super::escape::html as esc;
+use super::escape::{html as esc, html_prose as prose};
 use super::facts::{
     evidence_warning, unobserved_headline, AnomalyExample, Facts, SEVERITY_ORDER, VERDICT_ORDER,
 };
@@ -300,8 +300,8 @@ fn anomalies(
                     let _ = write!(
                         page,
                         "<dt>Meaning</dt><dd>{}</dd><dt>What to do</dt><dd>{}</dd>",
-                        esc(&e.meaning),
-                        esc(&e.what_to_do)
+                        prose(&e.meaning),
+                        prose(&e.what_to_do)
                     );
                 }
                 None => page.push_str("<dt>Meaning</dt><dd class=\"muted\">not in this build's catalogue (a newer icaptap wrote it?)</dd>"),

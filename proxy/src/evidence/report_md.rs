@@ -139,11 +139,12 @@ pub fn render(facts: &Facts, catalogue: &Catalogue, generated: &str) -> String {
                 md(a.last.as_deref().unwrap_or("?"))
             );
             if let Some(e) = catalogue.get(&a.code) {
+                // The catalogue is icaptap's own Markdown, not wire data:
+                // its `code` spans stay code spans.
                 let _ = writeln!(
                     out,
                     "- Meaning: {}\n- What to do: {}\n",
-                    md(&e.meaning),
-                    md(&e.what_to_do)
+                    e.meaning, e.what_to_do
                 );
             }
             let _ = writeln!(
