@@ -15,6 +15,7 @@ use crate::output::summary::{Evidence, Summary, SummaryBuilder};
 use crate::output::writer::RecordSink;
 
 use super::load::{self, parse_rfc3339_micros, RunFiles};
+use super::timebins::TimeBins;
 use super::EvidenceError;
 
 /// Examples kept per anomaly code.
@@ -168,6 +169,9 @@ pub struct Facts {
     /// Exchanges per second by verdict: second (since the epoch) ->
     /// verdict -> count.
     pub per_second: BTreeMap<i64, BTreeMap<String, u64>>,
+    /// Exchange start times by verdict at a resolution that fits the run
+    /// (the timeline chart).
+    pub timebins: TimeBins,
     /// ISTag history per (server, service).
     pub services: BTreeMap<(String, String), ServiceHistory>,
     /// Per client IP.
@@ -255,6 +259,7 @@ impl Facts {
             anomalies: BTreeMap::new(),
             latency: Vec::new(),
             per_second: BTreeMap::new(),
+            timebins: TimeBins::default(),
             services: BTreeMap::new(),
             clients: BTreeMap::new(),
             sensors: BTreeMap::new(),
@@ -349,6 +354,7 @@ impl Facts {
             *self.http_methods.entry(m.clone()).or_default() += 1;
         }
         if let Some(t) = at {
+            self.timebins.add(t, &x.verdict);
             *self
                 .per_second
                 .entry(t.div_euclid(1_000_000))

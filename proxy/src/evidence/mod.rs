@@ -10,7 +10,8 @@
 //!   client and sensor products come from the records' summary, so a run
 //!   without a capture reports them too);
 //! - [`catalogue`]: docs/anomalies.md, compiled in;
-//! - [`report_html`], [`report_md`], [`svg`]: the two reports;
+//! - [`report_html`], [`report_md`], [`svg`], [`timebins`]: the two
+//!   reports and their charts;
 //! - [`bundle`], [`manifest`], [`hostinfo`], [`ticket`]: the archive;
 //! - [`redact`], [`redact_pcap`], [`pseudonym`]: what `--redact` removes;
 //! - [`clean`]: removing a run's files.
@@ -31,6 +32,7 @@ pub mod report_html;
 pub mod report_md;
 pub mod svg;
 pub mod ticket;
+pub mod timebins;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -236,12 +236,20 @@ fn verdicts(page: &mut String, facts: &Facts) {
         } else {
             0.0
         };
+        // A verdict nobody got has no bar at all, not a sliver.
+        let bar = if n > 0 {
+            format!(
+                "<div class=\"bar\" style=\"width:{width:.1}%;background:{}\"></div>",
+                svg::verdict_colour(v)
+            )
+        } else {
+            String::new()
+        };
         let _ = write!(
             page,
-            "<tr><td>{}</td><td class=\"num\">{n}</td><td class=\"num\">{}</td><td><div class=\"bar\" style=\"width:{width:.1}%;background:{}\"></div></td></tr>",
+            "<tr><td>{}</td><td class=\"num\">{n}</td><td class=\"num\">{}</td><td>{bar}</td></tr>",
             chip(v),
             esc(&readable::percent(n, total)),
-            svg::verdict_colour(v),
         );
     }
     let _ = write!(
@@ -483,12 +491,13 @@ fn latency(page: &mut String, facts: &Facts) {
 }
 
 fn timeline(page: &mut String, facts: &Facts) {
-    page.push_str("<h2 id=\"timeline\">Exchanges per second by verdict</h2>");
-    if facts.per_second.is_empty() {
+    page.push_str("<h2 id=\"timeline\">Exchanges over time by verdict</h2>");
+    let (from, to) = (facts.first_us.unwrap_or(0), facts.last_us.unwrap_or(0));
+    let Some(columns) = facts.timebins.columns(from, to, svg::MAX_COLUMNS) else {
         page.push_str("<p>No exchange to plot.</p>");
         return;
-    }
-    page.push_str(&svg::timeline(&facts.per_second));
+    };
+    page.push_str(&svg::timeline(&columns));
     page.push_str("<div class=\"legend\">");
     for v in VERDICT_ORDER {
         if facts.verdicts.contains_key(v) {
