@@ -145,7 +145,10 @@ mod tests {
             let entry = Catalogue::builtin().get(code).unwrap();
             let advice = entry.what_to_do.to_ascii_lowercase();
             for phrase in ["as above", "see above", "as below", "same as"] {
-                assert!(!advice.contains(phrase), "{code}: what to do says {phrase:?}");
+                assert!(
+                    !advice.contains(phrase),
+                    "{code}: what to do says {phrase:?}"
+                );
             }
         }
     }

@@ -1,6 +1,7 @@
 //! The facts a report and a ticket state, gathered in one pass over a run's
 //! records: verdict counts, anomalies with their first examples, latency
-//! histograms per service and method, exchanges per second by verdict,
+//! histograms per service and method, exchanges over time by verdict, the
+//! exchanges listed one by one (problems first),
 //! OPTIONS/ISTag history, connections per client; the products each side
 //! named come with the summary. Memory is bounded by the
 //! number of distinct keys (services, clients, codes, seconds of the run),
@@ -14,6 +15,7 @@ use crate::output::records::{AnomalyRecord, ConnectionRecord, ExchangeRecord, Fr
 use crate::output::summary::{Evidence, Summary, SummaryBuilder};
 use crate::output::writer::RecordSink;
 
+use super::exchange_table::ExchangeTable;
 use super::load::{self, parse_rfc3339_micros, RunFiles};
 use super::timebins::TimeBins;
 use super::EvidenceError;
@@ -26,8 +28,6 @@ pub const ISTAG_CHANGES_PER_SERVICE: usize = 50;
 pub const MAX_LATENCY_KEYS: usize = 32;
 /// Clients listed individually; more are folded into the last row.
 pub const MAX_CLIENTS: usize = 200;
-/// Exchanges with problems listed in the report's appendix.
-pub const MAX_PROBLEM_EXCHANGES: usize = 300;
 
 /// Verdicts in the order the report shows them: problems first.
 pub const VERDICT_ORDER: [&str; 9] = [
@@ -143,13 +143,6 @@ pub struct ClientFacts {
     pub resets: u64,
 }
 
-/// One row of the problem appendix.
-#[derive(Clone, Debug)]
-pub struct ProblemExchange {
-    /// The record.
-    pub record: ExchangeRecord,
-}
-
 /// Everything the report and ticket say, gathered from a run directory.
 #[derive(Debug)]
 pub struct Facts {
@@ -180,10 +173,8 @@ pub struct Facts {
     pub sensors: BTreeMap<String, u64>,
     /// Encapsulated HTTP methods seen (integration type).
     pub http_methods: BTreeMap<String, u64>,
-    /// Exchanges with a problem, in record order (bounded).
-    pub problems: Vec<ProblemExchange>,
-    /// Problem exchanges not listed.
-    pub problems_dropped: u64,
+    /// The exchanges listed one by one, problems first (bounded).
+    pub table: ExchangeTable,
     /// First and last record time (microseconds since the epoch).
     pub first_us: Option<i64>,
     /// Last record time (including connection close times).
@@ -264,8 +255,7 @@ impl Facts {
             clients: BTreeMap::new(),
             sensors: BTreeMap::new(),
             http_methods: BTreeMap::new(),
-            problems: Vec::new(),
-            problems_dropped: 0,
+            table: ExchangeTable::default(),
             first_us: None,
             last_us: None,
             unreadable_lines: 0,
@@ -395,13 +385,7 @@ impl Facts {
         if problem {
             client.problem_exchanges += 1;
         }
-        if problem || x.anomalies.iter().any(|a| a.severity == "error") {
-            if self.problems.len() < MAX_PROBLEM_EXCHANGES {
-                self.problems.push(ProblemExchange { record: x });
-            } else {
-                self.problems_dropped += 1;
-            }
-        }
+        self.table.add(&x);
     }
 
     fn history(&mut self, x: &ExchangeRecord) {

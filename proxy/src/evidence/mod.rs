@@ -9,6 +9,7 @@
 //! - [`facts`]: the numbers and examples reports state, in one pass (the
 //!   client and sensor products come from the records' summary, so a run
 //!   without a capture reports them too);
+//! - [`exchange_table`]: which request got which verdict, problems first;
 //! - [`catalogue`]: docs/anomalies.md, compiled in;
 //! - [`report_html`], [`report_md`], [`svg`], [`timebins`]: the two
 //!   reports and their charts;
@@ -20,6 +21,7 @@ pub mod bundle;
 pub mod catalogue;
 pub mod clean;
 pub mod escape;
+pub mod exchange_table;
 pub mod facts;
 pub mod hostinfo;
 pub mod load;

@@ -10,8 +10,8 @@ use std::fmt::Write;
 use hdrhistogram::Histogram;
 
 use super::escape;
-use super::timebins::{coarser, kind_name, Columns};
 use super::readable;
+use super::timebins::{coarser, kind_name, Columns};
 
 /// The colour of each verdict, shared by the charts and the tables.
 pub fn verdict_colour(verdict: &str) -> &'static str {
@@ -37,13 +37,17 @@ const TOP: f64 = 14.0;
 const BOTTOM: f64 = 34.0;
 /// Room above a histogram's bars for the percentile labels, so that no
 /// label is drawn over a bar.
-const LABEL_BAND: f64 = 40.0;
+const LABEL_BAND: f64 = 46.0;
 
 /// Tick values of a value axis from 0 to at least `max`: 1-2-5 steps, at
 /// most about five ticks; whole numbers only when `whole` (counts). The
 /// last tick is the axis' top, so every tick is drawn at its value.
 pub fn value_ticks(max: f64, whole: bool) -> Vec<f64> {
-    let max = if max.is_finite() && max > 0.0 { max } else { 1.0 };
+    let max = if max.is_finite() && max > 0.0 {
+        max
+    } else {
+        1.0
+    };
     let raw = max / 4.0;
     let magnitude = 10f64.powf(raw.log10().floor());
     let mut step = [1.0, 2.0, 5.0, 10.0]
@@ -152,7 +156,7 @@ pub fn latency_histogram(h: &Histogram<u64>, title: &str) -> String {
             let bh = (*c as f64 / top_value * plot_h).max(1.0);
             let _ = write!(
                 s,
-                r##"<rect class="bar" x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="#4c6ef5"><title>{} – {}: {c}</title></rect>"##,
+                r##"<rect class="hbar" x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="#4c6ef5"><title>{} – {}: {c}</title></rect>"##,
                 x + 1.0,
                 plot_bottom - bh,
                 (bar_w - 2.0).max(1.0),
@@ -196,7 +200,7 @@ pub fn latency_histogram(h: &Histogram<u64>, title: &str) -> String {
             0.5
         };
         let x = LEFT + ((i - first) as f64 + frac.clamp(0.0, 1.0)) * bar_w;
-        let text_y = TOP + row as f64 * 13.0;
+        let text_y = TOP + row as f64 * 15.0;
         let (text_x, anchor) = if x > WIDTH - RIGHT - 110.0 {
             (x - 3.0, "end")
         } else {
@@ -213,23 +217,36 @@ pub fn latency_histogram(h: &Histogram<u64>, title: &str) -> String {
     s
 }
 
-/// A span of time as an axis label: `20 ms`, `1.5 s`, `10 min`, `6 h`.
+/// A span of time as an axis label, exact for the widths ticks use:
+/// `20 ms`, `1.5 s`, `1 min 20 s`, `1 h 20 min`, `2 d 6 h`.
 pub fn span_label(us: i64) -> String {
     let trim = |v: f64| {
         let t = format!("{v:.1}");
         t.strip_suffix(".0").map(str::to_string).unwrap_or(t)
     };
-    let us = us as f64;
-    if us < 1e6 {
-        format!("{} ms", trim(us / 1e3))
-    } else if us < 60e6 {
-        format!("{} s", trim(us / 1e6))
-    } else if us < 3600e6 {
-        format!("{} min", trim(us / 60e6))
-    } else if us < 86_400e6 {
-        format!("{} h", trim(us / 3600e6))
+    let two = |big: i64, big_unit: &str, small: i64, small_unit: &str| {
+        if small == 0 {
+            format!("{big} {big_unit}")
+        } else {
+            format!("{big} {big_unit} {small} {small_unit}")
+        }
+    };
+    const S: i64 = 1_000_000;
+    if us < S {
+        format!("{} ms", trim(us as f64 / 1e3))
+    } else if us < 60 * S {
+        format!("{} s", trim(us as f64 / 1e6))
+    } else if us < 3_600 * S {
+        two(us / (60 * S), "min", (us % (60 * S)) / S, "s")
+    } else if us < 86_400 * S {
+        two(us / (3_600 * S), "h", (us % (3_600 * S)) / (60 * S), "min")
     } else {
-        format!("{} d", trim(us / 86_400e6))
+        two(
+            us / (86_400 * S),
+            "d",
+            (us % (86_400 * S)) / (3_600 * S),
+            "h",
+        )
     }
 }
 
@@ -364,6 +381,9 @@ mod tests {
         assert!(svg.contains("one column = 1 ms"), "{svg}");
         assert_eq!(svg.matches("<rect").count(), 8);
         assert!(svg.contains(">+20 ms<"), "{svg}");
+        assert_eq!(span_label(80 * 60_000_000), "1 h 20 min");
+        assert_eq!(span_label(80_000_000), "1 min 20 s");
+        assert_eq!(span_label(1_500_000), "1.5 s");
         let mut long = crate::evidence::timebins::TimeBins::default();
         for s in 0..1000i64 {
             long.add(s * 1_000_000, "clean");
