@@ -181,6 +181,8 @@ pub struct Facts {
     pub last_us: Option<i64>,
     /// Lines of the JSON Lines files that could not be read.
     pub unreadable_lines: u64,
+    /// The `--peer` comparison, when the run made one (peer.json).
+    pub peer: Option<crate::analyze::peer_file::PeerFile>,
 }
 
 fn new_histogram() -> Option<Histogram<u64>> {
@@ -259,6 +261,7 @@ impl Facts {
             first_us: None,
             last_us: None,
             unreadable_lines: 0,
+            peer: super::peer_section::load(dir),
             files,
         };
         let mut rebuilt = SummaryBuilder::new();

@@ -13,6 +13,8 @@
 //! - [`catalogue`]: docs/anomalies.md, compiled in;
 //! - [`report_html`], [`report_md`], [`svg`], [`timebins`]: the two
 //!   reports and their charts;
+//! - [`peer_section`]: the `--peer` comparison (peer.json) in both
+//!   reports and the ticket;
 //! - [`bundle`], [`manifest`], [`hostinfo`], [`ticket`]: the archive;
 //! - [`redact`], [`redact_pcap`], [`pseudonym`]: what `--redact` removes;
 //! - [`clean`]: removing a run's files.
@@ -26,6 +28,7 @@ pub mod facts;
 pub mod hostinfo;
 pub mod load;
 pub mod manifest;
+pub mod peer_section;
 pub mod pseudonym;
 pub mod readable;
 pub mod redact;

@@ -109,6 +109,9 @@ pub fn render(facts: &Facts, catalogue: &Catalogue, generated: &str) -> String {
     istag_history(&mut page, facts);
     clients(&mut page, facts);
     peers(&mut page, facts);
+    if let Some(p) = &facts.peer {
+        super::peer_section::html(&mut page, p);
+    }
     exchange_table(&mut page, facts);
     let _ = writeln!(
         page,

@@ -290,6 +290,9 @@ pub fn render(facts: &Facts, catalogue: &Catalogue, generated: &str) -> String {
     );
     let _ = writeln!(out, "- Sensor Server: {}", list(&p.servers));
     let _ = writeln!(out, "- Sensor Service: {}", list(&p.services));
+    if let Some(p) = &facts.peer {
+        super::peer_section::markdown(&mut out, p);
+    }
     exchanges(&mut out, facts);
     let _ = writeln!(
         out,
