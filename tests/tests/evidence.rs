@@ -206,7 +206,7 @@ async fn report_states_the_run_and_escapes_the_wire() {
         "server-closed-before-response",
         "What to do",
         "Latency per service and method",
-        "Exchanges per second by verdict",
+        "Exchanges over time by verdict",
         "OPTIONS and ISTag history",
         "Connections per client",
         "FakeSensor/2.3",

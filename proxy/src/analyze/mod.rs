@@ -19,7 +19,8 @@
 //! - [`progress`]: the terminal progress bar;
 //! - [`synthetic`]: captures built in code, for tests and benchmarks;
 //! - [`peer`]: matching the exchanges of a client-side and a sensor-side
-//!   capture of the same traffic.
+//!   capture of the same traffic, compared over the time both cover;
+//! - [`peer_file`]: peer.json, the comparison as the report reads it.
 //!
 //! Memory stays bounded whatever the file size: packets are read in place
 //! from a fixed buffer, only out-of-order bytes are held (bounded per
@@ -32,6 +33,7 @@ pub mod frames;
 mod pcap;
 mod pcapng;
 pub mod peer;
+pub mod peer_file;
 pub mod progress;
 pub mod reader;
 pub mod reassembly;
@@ -165,6 +167,9 @@ pub struct CaptureStats {
     /// The busiest TCP ports of flows that are not ICAP, with their flow
     /// counts, most first: where to look when nothing was ICAP.
     pub other_ports: Vec<(u16, u64)>,
+    /// Timestamp of the earliest and the latest packet read (any packet,
+    /// ICAP or not): the time the capture covers.
+    pub span: Option<(crate::tap::Micros, crate::tap::Micros)>,
 }
 
 impl CaptureStats {
@@ -205,7 +210,11 @@ pub fn read_captures(
     let mut done_before = 0u64;
     for path in paths {
         let mut file = reader::CaptureFile::open(path)?;
+        let span = &mut stats.span;
         let file_stats = file.for_each_frame(&mut |frame| {
+            *span = Some(span.map_or((frame.at, frame.at), |(a, b)| {
+                (a.min(frame.at), b.max(frame.at))
+            }));
             table.packet(&frame, sink);
             if frame.number % progress::FRAMES_PER_UPDATE == 0 {
                 bar.update(done_before + frame.file_bytes_read, table.stats().flows);

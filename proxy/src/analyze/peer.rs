@@ -151,6 +151,122 @@ pub struct PeerReport {
     pub clock_offset_us: Option<i64>,
     /// Estimated one-way network delay between the two capture points.
     pub network_delay_us: Option<i64>,
+    /// The time both captures cover, in the client-side capture's clock
+    /// (set by [`restrict_to_overlap`]; `None` before, or when the captures
+    /// do not overlap at all).
+    pub window: Option<(i64, i64)>,
+    /// Client-side exchanges without a match that started outside the
+    /// window: the other capture could not have seen them.
+    pub client_outside: Vec<usize>,
+    /// Sensor-side exchanges without a match that started outside it.
+    pub sensor_outside: Vec<usize>,
+    /// What the user must know to read the comparison (a capture that
+    /// started late or ended early).
+    pub warnings: Vec<String>,
+}
+
+/// Exchanges further than this outside the other capture's time make a
+/// late start or an early end worth a warning even without exchanges.
+const EDGE_TOLERANCE_US: i64 = 1_000_000;
+
+fn seconds(us: i64) -> String {
+    format!("{:.3} s", us as f64 / 1e6)
+}
+
+/// Compares only the time both captures cover: unmatched exchanges that
+/// started before the later capture began or after the earlier one ended
+/// are moved out of `client_only` / `sensor_only` (they were never "lost
+/// on the way"), and a capture that started late or ended early is named
+/// in `warnings`. `client_span` and `sensor_span` are the first and last
+/// packet times of each capture in its own clock; the sensor capture's
+/// times are brought into the client's clock with the request offset of
+/// the matched exchanges (zero when nothing matched).
+pub fn restrict_to_overlap(
+    report: &mut PeerReport,
+    client: &[ExchangeFingerprint],
+    sensor: &[ExchangeFingerprint],
+    client_span: Option<(Micros, Micros)>,
+    sensor_span: Option<(Micros, Micros)>,
+) {
+    let shift = report.request_offset_us.unwrap_or(0);
+    let (Some((c0, c1)), Some((s0, s1))) = (client_span, sensor_span) else {
+        return;
+    };
+    let (c0, c1) = (c0 as i64, c1 as i64);
+    let (s0, s1) = (s0 as i64 - shift, s1 as i64 - shift);
+    let (from, to) = (c0.max(s0), c1.min(s1));
+    let inside = |t: i64| from <= t && t <= to;
+    report.window = (from <= to).then_some((from, to));
+    let (lost, outside): (Vec<usize>, Vec<usize>) = report
+        .client_only
+        .iter()
+        .partition(|i| inside(client[**i].request_at as i64));
+    report.client_only = lost;
+    report.client_outside = outside;
+    let (lost, outside): (Vec<usize>, Vec<usize>) = report
+        .sensor_only
+        .iter()
+        .partition(|i| inside(sensor[**i].request_at as i64 - shift));
+    report.sensor_only = lost;
+    report.sensor_outside = outside;
+    let count = |list: &[usize], of: &[ExchangeFingerprint], before: bool, offset: i64| {
+        list.iter()
+            .filter(|i| {
+                let t = of[**i].request_at as i64 - offset;
+                if before {
+                    t < from
+                } else {
+                    t > to
+                }
+            })
+            .count()
+    };
+    let client_before = count(&report.client_outside, client, true, 0);
+    let client_after = count(&report.client_outside, client, false, 0);
+    let sensor_before = count(&report.sensor_outside, sensor, true, shift);
+    let sensor_after = count(&report.sensor_outside, sensor, false, shift);
+    if report.window.is_none() {
+        report.warnings.push(format!(
+            "the two captures do not overlap in time (the peer capture covers {} to {} after the first capture's start, the first capture {}): nothing could be compared",
+            seconds(s0 - c0),
+            seconds(s1 - c0),
+            seconds(c1 - c0)
+        ));
+        return;
+    }
+    let mut edge = |late: i64, n: usize, what: &str, whose: &str| {
+        if late > EDGE_TOLERANCE_US || (late > 0 && n > 0) {
+            report.warnings.push(format!(
+                "{what} by {}: {n} exchanges of the {whose} fall outside the time both captures cover and were not compared",
+                seconds(late)
+            ));
+        }
+    };
+    let (first, peer) = ("first capture", "peer capture");
+    edge(
+        s0 - c0,
+        client_before,
+        "the peer capture started after the first capture",
+        first,
+    );
+    edge(
+        c1 - s1,
+        client_after,
+        "the peer capture ended before the first capture",
+        first,
+    );
+    edge(
+        c0 - s0,
+        sensor_before,
+        "the first capture started after the peer capture",
+        peer,
+    );
+    edge(
+        s1 - c1,
+        sensor_after,
+        "the first capture ended before the peer capture",
+        peer,
+    );
 }
 
 fn median(values: &mut [i64]) -> Option<i64> {
@@ -309,6 +425,45 @@ mod tests {
         assert_eq!(r.verdict_differences.len(), 1);
         assert_eq!(r.clock_offset_us, Some(offset as i64));
         assert_eq!(r.network_delay_us, Some(delay as i64));
+    }
+
+    #[test]
+    fn a_late_peer_capture_loses_nothing_outside_its_window() {
+        // The sensor-side capture starts 10 s later (5 exchanges missed)
+        // and its clock runs 2 s ahead.
+        let client: Vec<_> = (0..10)
+            .map(|i| {
+                let t = 2_000_000 * i;
+                fp(&format!("http://h/{i}"), t, t + 5_000, "clean")
+            })
+            .collect();
+        let sensor: Vec<_> = client[5..]
+            .iter()
+            .map(|c| {
+                let at = c.request_at + 2_000_500;
+                fp(c.http_url.as_deref().unwrap(), at, at + 4_000, "clean")
+            })
+            .collect();
+        let mut r = correlate(&client, &sensor);
+        assert_eq!(r.client_only.len(), 5, "before the window: unmatched");
+        restrict_to_overlap(
+            &mut r,
+            &client,
+            &sensor,
+            Some((0, 18_010_000)),
+            Some((11_950_500, 20_010_000)),
+        );
+        assert_eq!(r.matched.len(), 5);
+        assert!(r.client_only.is_empty(), "{r:?}");
+        assert_eq!(r.client_outside, vec![0, 1, 2, 3, 4]);
+        assert_eq!(r.warnings.len(), 1, "{:?}", r.warnings);
+        assert!(
+            r.warnings[0].starts_with("the peer capture started after the first capture by 9.950 s: 5 exchanges of the first capture"),
+            "{:?}",
+            r.warnings
+        );
+        let (from, to) = r.window.unwrap();
+        assert_eq!((from, to), (9_950_000, 18_009_500));
     }
 
     #[test]

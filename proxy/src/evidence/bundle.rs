@@ -21,6 +21,7 @@ use super::pseudonym::Pseudonyms;
 use super::redact::{self, Secrets};
 use super::redact_pcap::{self, CaptureRedaction};
 use super::{write_report_to, EvidenceError};
+use crate::analyze::peer_file::PEER_FILE;
 
 /// Room kept for `manifest.json` when fitting `--max-size` (it is written
 /// last, so its size is estimated).
@@ -139,6 +140,9 @@ pub fn bundle(args: &BundleArgs) -> Result<BundleOutcome, EvidenceError> {
     let mut logs: Vec<Entry> = Vec::new();
     let mut redaction = None;
     let report_source: PathBuf;
+    // The `--peer` comparison goes with the run; the reports and the
+    // ticket made from the bundle's files state it.
+    let peer_file = Some(args.dir.join(PEER_FILE)).filter(|p| p.is_file());
     if args.redact {
         let mut secrets = Secrets::new();
         load::for_each_exchange(&files, &mut |x| secrets.add_record(&x))?;
@@ -158,9 +162,14 @@ pub fn bundle(args: &BundleArgs) -> Result<BundleOutcome, EvidenceError> {
             }
         }
         let mut log_masks = 0;
-        for src in [&files.summary, &files.exchanges, &files.connections]
-            .into_iter()
-            .flatten()
+        for src in [
+            &files.summary,
+            &peer_file,
+            &files.exchanges,
+            &files.connections,
+        ]
+        .into_iter()
+        .flatten()
         {
             let dst = staging.0.join(file_name(src));
             log_masks += redact::redact_text_file(src, &dst, &secrets, pseudonyms.as_mut())?.masked;
@@ -168,7 +177,7 @@ pub fn bundle(args: &BundleArgs) -> Result<BundleOutcome, EvidenceError> {
                 name: file_name(src),
                 path: dst,
             };
-            if e.name == load::SUMMARY_FILE {
+            if e.name == load::SUMMARY_FILE || e.name == PEER_FILE {
                 entries.push(e);
             } else {
                 logs.push(e);
@@ -191,7 +200,7 @@ pub fn bundle(args: &BundleArgs) -> Result<BundleOutcome, EvidenceError> {
                 path: c.clone(),
             });
         }
-        if let Some(s) = &files.summary {
+        for s in [&files.summary, &peer_file].into_iter().flatten() {
             entries.push(Entry {
                 name: file_name(s),
                 path: s.clone(),

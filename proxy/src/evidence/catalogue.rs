@@ -138,6 +138,22 @@ mod tests {
     }
 
     #[test]
+    fn every_entry_gives_its_own_advice() {
+        // A report shows one entry at a time: "as above" would point at
+        // whatever code happens to be printed before it.
+        for code in Catalogue::builtin().codes() {
+            let entry = Catalogue::builtin().get(code).unwrap();
+            let advice = entry.what_to_do.to_ascii_lowercase();
+            for phrase in ["as above", "see above", "as below", "same as"] {
+                assert!(
+                    !advice.contains(phrase),
+                    "{code}: what to do says {phrase:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
     fn continuation_lines_join_and_severity_is_read() {
         let text = "## Codes\n\n### `x-y`\n- Meaning: one\n  two.\n- Side: server. Severity: warn.\n- What to do: three\n  four.\n\n### `z`\n- Meaning: m\n";
         let c = Catalogue::parse(text);

@@ -1,6 +1,7 @@
 //! The facts a report and a ticket state, gathered in one pass over a run's
 //! records: verdict counts, anomalies with their first examples, latency
-//! histograms per service and method, exchanges per second by verdict,
+//! histograms per service and method, exchanges over time by verdict, the
+//! exchanges listed one by one (problems first),
 //! OPTIONS/ISTag history, connections per client; the products each side
 //! named come with the summary. Memory is bounded by the
 //! number of distinct keys (services, clients, codes, seconds of the run),
@@ -14,7 +15,9 @@ use crate::output::records::{AnomalyRecord, ConnectionRecord, ExchangeRecord, Fr
 use crate::output::summary::{Evidence, Summary, SummaryBuilder};
 use crate::output::writer::RecordSink;
 
+use super::exchange_table::ExchangeTable;
 use super::load::{self, parse_rfc3339_micros, RunFiles};
+use super::timebins::TimeBins;
 use super::EvidenceError;
 
 /// Examples kept per anomaly code.
@@ -25,8 +28,6 @@ pub const ISTAG_CHANGES_PER_SERVICE: usize = 50;
 pub const MAX_LATENCY_KEYS: usize = 32;
 /// Clients listed individually; more are folded into the last row.
 pub const MAX_CLIENTS: usize = 200;
-/// Exchanges with problems listed in the report's appendix.
-pub const MAX_PROBLEM_EXCHANGES: usize = 300;
 
 /// Verdicts in the order the report shows them: problems first.
 pub const VERDICT_ORDER: [&str; 9] = [
@@ -142,13 +143,6 @@ pub struct ClientFacts {
     pub resets: u64,
 }
 
-/// One row of the problem appendix.
-#[derive(Clone, Debug)]
-pub struct ProblemExchange {
-    /// The record.
-    pub record: ExchangeRecord,
-}
-
 /// Everything the report and ticket say, gathered from a run directory.
 #[derive(Debug)]
 pub struct Facts {
@@ -168,6 +162,9 @@ pub struct Facts {
     /// Exchanges per second by verdict: second (since the epoch) ->
     /// verdict -> count.
     pub per_second: BTreeMap<i64, BTreeMap<String, u64>>,
+    /// Exchange start times by verdict at a resolution that fits the run
+    /// (the timeline chart).
+    pub timebins: TimeBins,
     /// ISTag history per (server, service).
     pub services: BTreeMap<(String, String), ServiceHistory>,
     /// Per client IP.
@@ -176,16 +173,16 @@ pub struct Facts {
     pub sensors: BTreeMap<String, u64>,
     /// Encapsulated HTTP methods seen (integration type).
     pub http_methods: BTreeMap<String, u64>,
-    /// Exchanges with a problem, in record order (bounded).
-    pub problems: Vec<ProblemExchange>,
-    /// Problem exchanges not listed.
-    pub problems_dropped: u64,
+    /// The exchanges listed one by one, problems first (bounded).
+    pub table: ExchangeTable,
     /// First and last record time (microseconds since the epoch).
     pub first_us: Option<i64>,
     /// Last record time (including connection close times).
     pub last_us: Option<i64>,
     /// Lines of the JSON Lines files that could not be read.
     pub unreadable_lines: u64,
+    /// The `--peer` comparison, when the run made one (peer.json).
+    pub peer: Option<crate::analyze::peer_file::PeerFile>,
 }
 
 fn new_histogram() -> Option<Histogram<u64>> {
@@ -255,15 +252,16 @@ impl Facts {
             anomalies: BTreeMap::new(),
             latency: Vec::new(),
             per_second: BTreeMap::new(),
+            timebins: TimeBins::default(),
             services: BTreeMap::new(),
             clients: BTreeMap::new(),
             sensors: BTreeMap::new(),
             http_methods: BTreeMap::new(),
-            problems: Vec::new(),
-            problems_dropped: 0,
+            table: ExchangeTable::default(),
             first_us: None,
             last_us: None,
             unreadable_lines: 0,
+            peer: super::peer_section::load(dir),
             files,
         };
         let mut rebuilt = SummaryBuilder::new();
@@ -349,6 +347,7 @@ impl Facts {
             *self.http_methods.entry(m.clone()).or_default() += 1;
         }
         if let Some(t) = at {
+            self.timebins.add(t, &x.verdict);
             *self
                 .per_second
                 .entry(t.div_euclid(1_000_000))
@@ -389,13 +388,7 @@ impl Facts {
         if problem {
             client.problem_exchanges += 1;
         }
-        if problem || x.anomalies.iter().any(|a| a.severity == "error") {
-            if self.problems.len() < MAX_PROBLEM_EXCHANGES {
-                self.problems.push(ProblemExchange { record: x });
-            } else {
-                self.problems_dropped += 1;
-            }
-        }
+        self.table.add(&x);
     }
 
     fn history(&mut self, x: &ExchangeRecord) {

@@ -9,8 +9,12 @@
 //! - [`facts`]: the numbers and examples reports state, in one pass (the
 //!   client and sensor products come from the records' summary, so a run
 //!   without a capture reports them too);
+//! - [`exchange_table`]: which request got which verdict, problems first;
 //! - [`catalogue`]: docs/anomalies.md, compiled in;
-//! - [`report_html`], [`report_md`], [`svg`]: the two reports;
+//! - [`report_html`], [`report_md`], [`svg`], [`timebins`]: the two
+//!   reports and their charts;
+//! - [`peer_section`]: the `--peer` comparison (peer.json) in both
+//!   reports and the ticket;
 //! - [`bundle`], [`manifest`], [`hostinfo`], [`ticket`]: the archive;
 //! - [`redact`], [`redact_pcap`], [`pseudonym`]: what `--redact` removes;
 //! - [`clean`]: removing a run's files.
@@ -19,10 +23,12 @@ pub mod bundle;
 pub mod catalogue;
 pub mod clean;
 pub mod escape;
+pub mod exchange_table;
 pub mod facts;
 pub mod hostinfo;
 pub mod load;
 pub mod manifest;
+pub mod peer_section;
 pub mod pseudonym;
 pub mod readable;
 pub mod redact;
@@ -31,6 +37,7 @@ pub mod report_html;
 pub mod report_md;
 pub mod svg;
 pub mod ticket;
+pub mod timebins;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -12,10 +12,12 @@ pub fn micros(us: u64) -> String {
     }
 }
 
-/// A duration in seconds: `42.0 s`, `3 min 12 s`, `2 h 05 min`.
+/// A duration in seconds: `43.8 ms`, `42.0 s`, `3 min 12 s`, `2 h 05 min`.
 pub fn duration(seconds: f64) -> String {
     let s = seconds.max(0.0);
-    if s < 60.0 {
+    if s > 0.0 && s < 1.0 {
+        format!("{:.1} ms", s * 1e3)
+    } else if s < 60.0 {
         format!("{s:.1} s")
     } else if s < 3600.0 {
         format!("{} min {:02} s", (s / 60.0) as u64, (s as u64) % 60)
@@ -75,6 +77,7 @@ mod tests {
         assert_eq!(bytes(512), "512 B");
         assert_eq!(bytes(1536), "1.5 KiB");
         assert_eq!(duration(192.0), "3 min 12 s");
+        assert_eq!(duration(0.04375), "43.8 ms");
         assert_eq!(percent(1, 3), "33.3 %");
     }
 }

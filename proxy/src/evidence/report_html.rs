@@ -9,12 +9,15 @@ use std::collections::BTreeSet;
 use std::fmt::Write;
 
 use super::catalogue::Catalogue;
-use super::escape::html as esc;
+use super::escape::{html as esc, html_prose as prose};
+use super::exchange_table::{anchor, Tier, JQ_ALL, JQ_PROBLEMS};
 use super::facts::{
-    evidence_warning, unobserved_headline, AnomalyExample, Facts, SEVERITY_ORDER, VERDICT_ORDER,
+    evidence_warning, is_problem_verdict, unobserved_headline, AnomalyExample, Facts,
+    SEVERITY_ORDER, VERDICT_ORDER,
 };
 use super::readable;
 use super::svg;
+use crate::output::records::ExchangeRecord;
 
 const STYLE: &str = r#"
 :root{--fg:#1f2328;--muted:#59636e;--line:#d1d9e0;--bg:#ffffff;--panel:#f6f8fa;--accent:#4c6ef5;
@@ -65,6 +68,12 @@ td.num,th.num{text-align:right}
 footer{margin-top:48px;color:var(--muted);font-size:12px;border-top:1px solid var(--line);padding-top:10px}
 a{color:var(--accent)}
 :target{background:#fff3bf}
+table.exchanges th,table.exchanges td{font-size:12px;padding:4px 6px}
+table.exchanges td.u{min-width:180px;word-break:break-all}
+table.exchanges td.when{white-space:nowrap}
+table.exchanges td.codes{min-width:110px;overflow-wrap:anywhere}
+table.exchanges tr.problem td:first-child{box-shadow:inset 4px 0 var(--error)}
+table.exchanges tr.notable td:first-child{box-shadow:inset 4px 0 var(--warn)}
 @media (max-width:800px){.two{grid-template-columns:1fr}main{padding:16px}}
 @media print{body{font-size:11pt}main{max-width:none;padding:0}h2{break-after:avoid}.anomaly,table,svg{break-inside:avoid}a{color:inherit;text-decoration:none}}
 "#;
@@ -92,11 +101,7 @@ pub fn render(facts: &Facts, catalogue: &Catalogue, generated: &str) -> String {
     header(&mut page, facts);
     headline(&mut page, facts);
     verdicts(&mut page, facts);
-    let anchors: BTreeSet<(u64, u64)> = facts
-        .problems
-        .iter()
-        .map(|p| (p.record.conn, p.record.seq))
-        .collect();
+    let anchors: BTreeSet<(u64, u64)> = facts.table.rows().map(|(_, x)| (x.conn, x.seq)).collect();
     anomalies(&mut page, facts, catalogue, &anchors);
     observed(&mut page, facts);
     latency(&mut page, facts);
@@ -104,7 +109,10 @@ pub fn render(facts: &Facts, catalogue: &Catalogue, generated: &str) -> String {
     istag_history(&mut page, facts);
     clients(&mut page, facts);
     peers(&mut page, facts);
-    appendix(&mut page, facts);
+    if let Some(p) = &facts.peer {
+        super::peer_section::html(&mut page, p);
+    }
+    exchange_table(&mut page, facts);
     let _ = writeln!(
         page,
         "<footer>Written by icaptap {} on {}. Anomaly texts come from the catalogue (docs/anomalies.md) of this build. \
@@ -236,12 +244,27 @@ fn verdicts(page: &mut String, facts: &Facts) {
         } else {
             0.0
         };
+        // A verdict nobody got has no bar at all, not a sliver.
+        let bar = if n > 0 {
+            format!(
+                "<div class=\"bar\" style=\"width:{width:.1}%;background:{}\"></div>",
+                svg::verdict_colour(v)
+            )
+        } else {
+            String::new()
+        };
+        // A verdict that went wrong links to its first exchange in the table.
+        let count = match facts.table.first_with_verdict(v) {
+            Some(x) if is_problem_verdict(v) || v == "unobserved" => {
+                format!("<a href=\"#{}\">{n}</a>", anchor(x.conn, x.seq))
+            }
+            _ => n.to_string(),
+        };
         let _ = write!(
             page,
-            "<tr><td>{}</td><td class=\"num\">{n}</td><td class=\"num\">{}</td><td><div class=\"bar\" style=\"width:{width:.1}%;background:{}\"></div></td></tr>",
+            "<tr><td>{}</td><td class=\"num\">{count}</td><td class=\"num\">{}</td><td>{bar}</td></tr>",
             chip(v),
             esc(&readable::percent(n, total)),
-            svg::verdict_colour(v),
         );
     }
     let _ = write!(
@@ -251,13 +274,18 @@ fn verdicts(page: &mut String, facts: &Facts) {
     page.push_str("<p class=\"muted\">A 204 is counted as clean: it means “not modified”, not “scanned”. Missing: the request got no answer (closed, reset, timed out).</p>");
 }
 
-fn example_ref(e: &AnomalyExample, anchors: &BTreeSet<(u64, u64)>) -> String {
+/// An anomaly example's exchange, linked to its row of the exchange table;
+/// a connection's anomaly links to the first row of that connection.
+fn example_ref(e: &AnomalyExample, facts: &Facts, anchors: &BTreeSet<(u64, u64)>) -> String {
     match e.seq {
         Some(seq) if anchors.contains(&(e.conn, seq)) => {
-            format!("<a href=\"#x-{}-{seq}\">{}/{seq}</a>", e.conn, e.conn)
+            format!("<a href=\"#{}\">{}/{seq}</a>", anchor(e.conn, seq), e.conn)
         }
         Some(seq) => format!("{}/{seq}", e.conn),
-        None => format!("conn {}", e.conn),
+        None => match facts.table.first_of_connection(e.conn) {
+            Some(x) => format!("<a href=\"#{}\">conn {}</a>", anchor(x.conn, x.seq), e.conn),
+            None => format!("conn {}", e.conn),
+        },
     }
 }
 
@@ -300,8 +328,8 @@ fn anomalies(
                     let _ = write!(
                         page,
                         "<dt>Meaning</dt><dd>{}</dd><dt>What to do</dt><dd>{}</dd>",
-                        esc(&e.meaning),
-                        esc(&e.what_to_do)
+                        prose(&e.meaning),
+                        prose(&e.what_to_do)
                     );
                 }
                 None => page.push_str("<dt>Meaning</dt><dd class=\"muted\">not in this build's catalogue (a newer icaptap wrote it?)</dd>"),
@@ -321,7 +349,7 @@ fn anomalies(
                 let _ = write!(
                     page,
                     "<tr><td class=\"mono\">{}</td><td class=\"mono\">{}</td><td class=\"num mono\">{}</td><td class=\"mono\">{}</td><td>{}</td></tr>",
-                    example_ref(e, anchors),
+                    example_ref(e, facts, anchors),
                     esc(&e.ts),
                     e.offset.map_or(String::new(), |o| o.to_string()),
                     esc(&frames),
@@ -483,12 +511,13 @@ fn latency(page: &mut String, facts: &Facts) {
 }
 
 fn timeline(page: &mut String, facts: &Facts) {
-    page.push_str("<h2 id=\"timeline\">Exchanges per second by verdict</h2>");
-    if facts.per_second.is_empty() {
+    page.push_str("<h2 id=\"timeline\">Exchanges over time by verdict</h2>");
+    let (from, to) = (facts.first_us.unwrap_or(0), facts.last_us.unwrap_or(0));
+    let Some(columns) = facts.timebins.columns(from, to, svg::MAX_COLUMNS) else {
         page.push_str("<p>No exchange to plot.</p>");
         return;
-    }
-    page.push_str(&svg::timeline(&facts.per_second));
+    };
+    page.push_str(&svg::timeline(&columns));
     page.push_str("<div class=\"legend\">");
     for v in VERDICT_ORDER {
         if facts.verdicts.contains_key(v) {
@@ -623,15 +652,56 @@ fn peers(page: &mut String, facts: &Facts) {
     page.push_str("</tbody></table></div></div>");
 }
 
-fn appendix(page: &mut String, facts: &Facts) {
-    page.push_str("<h2 id=\"exchanges\">Exchanges that went wrong</h2>");
-    if facts.problems.is_empty() {
-        page.push_str("<p>None.</p>");
+/// Longest URL shown in full in a cell; longer ones are cut, the whole URL
+/// is in the cell's tooltip.
+const URL_CHARS: usize = 160;
+
+fn frames_text(x: &ExchangeRecord) -> String {
+    x.frames.as_ref().map_or(String::new(), |f| {
+        format!(
+            "{} / {}",
+            f.request.map_or("-".to_string(), |n| n.to_string()),
+            f.response.map_or("-".to_string(), |n| n.to_string())
+        )
+    })
+}
+
+fn url_cell(x: &ExchangeRecord) -> String {
+    let (url, muted) = match (&x.http_url, &x.uri) {
+        (Some(u), _) => (u.as_str(), false),
+        (None, Some(u)) => (u.as_str(), true),
+        (None, None) => return "<span class=\"muted\">–</span>".to_string(),
+    };
+    let shown: String = if url.chars().count() > URL_CHARS {
+        url.chars().take(URL_CHARS).chain(['…']).collect()
+    } else {
+        url.to_string()
+    };
+    format!(
+        "<span class=\"url{}\" title=\"{}\">{}</span>",
+        if muted { " muted" } else { "" },
+        esc(url),
+        esc(&shown)
+    )
+}
+
+/// The exchange table: which request got which verdict, problems first,
+/// every row an anchor the problem mentions above link to.
+fn exchange_table(page: &mut String, facts: &Facts) {
+    let t = &facts.table;
+    page.push_str("<h2 id=\"exchanges\">Exchanges: which request got which verdict</h2>");
+    if t.total() == 0 {
+        page.push_str("<p>No exchange was seen.</p>");
         return;
     }
-    page.push_str("<table><thead><tr><th>exchange</th><th>when</th><th>method</th><th>service</th><th class=\"num\">status</th><th>verdict</th><th class=\"num\">latency</th><th>frames</th><th>anomalies</th></tr></thead><tbody>");
-    for p in &facts.problems {
-        let x = &p.record;
+    let _ = write!(page, "<p class=\"muted\">{}</p>", esc(&t.scope()));
+    let with_frames = t.rows().any(|(_, x)| x.frames.is_some());
+    let _ = write!(
+        page,
+        "<table class=\"exchanges\"><thead><tr><th>exchange</th><th>when</th><th>client</th><th>method</th><th>URL</th><th>verdict</th><th>threat</th><th class=\"num\">status</th><th class=\"num\">latency</th>{}<th>anomalies</th></tr></thead><tbody>",
+        if with_frames { "<th>frames (req / resp)</th>" } else { "" }
+    );
+    for (tier, x) in t.rows() {
         let codes: Vec<String> = x
             .anomalies
             .iter()
@@ -643,36 +713,44 @@ fn appendix(page: &mut String, facts: &Facts) {
                 )
             })
             .collect();
-        let frames = x.frames.as_ref().map_or(String::new(), |f| {
-            format!(
-                "{} / {}",
-                f.request.map_or("-".to_string(), |n| n.to_string()),
-                f.response.map_or("-".to_string(), |n| n.to_string())
-            )
-        });
+        let status = match (x.icap_status, x.http_status_returned) {
+            (Some(i), Some(h)) => format!("{i} <span class=\"muted\">HTTP {h}</span>"),
+            (Some(i), None) => i.to_string(),
+            (None, _) => "–".to_string(),
+        };
+        let class = match tier {
+            Tier::Problem => "problem",
+            Tier::Notable => "notable",
+            Tier::Clean => "clean",
+        };
         let _ = write!(
             page,
-            "<tr id=\"x-{}-{}\"><td class=\"mono\">{}/{}</td><td class=\"mono\">{}</td><td>{}</td><td><code>{}</code></td><td class=\"num\">{}</td><td>{}</td><td class=\"num\">{}</td><td class=\"mono\">{}</td><td>{}</td></tr>",
-            x.conn,
-            x.seq,
+            "<tr id=\"{}\" class=\"{class}\"><td class=\"mono\">{}/{}</td><td class=\"mono when\" title=\"{}\">{}</td><td class=\"mono\">{}</td><td>{}</td><td class=\"u\">{}</td><td>{}</td><td>{}</td><td class=\"num\">{status}</td><td class=\"num\">{}</td>",
+            anchor(x.conn, x.seq),
             x.conn,
             x.seq,
             esc(&x.ts),
-            esc(x.method.as_deref().unwrap_or("-")),
-            esc(x.service.as_deref().unwrap_or("-")),
-            x.icap_status.map_or("-".to_string(), |s| s.to_string()),
+            // The day is in the page's header; the row shows the time.
+            esc(x.ts.split_once('T').map_or(x.ts.as_str(), |(_, t)| t)),
+            esc(&x.client),
+            esc(x.method.as_deref().unwrap_or("–")),
+            url_cell(x),
             chip(&x.verdict),
-            x.latency_us.map_or("-".to_string(), readable::micros),
-            esc(&frames),
-            codes.join(" "),
+            esc(x.threat.as_deref().unwrap_or("")),
+            x.latency_us.map_or("–".to_string(), readable::micros),
         );
+        if with_frames {
+            let _ = write!(page, "<td class=\"mono\">{}</td>", esc(&frames_text(x)));
+        }
+        let _ = write!(page, "<td class=\"codes\">{}</td></tr>", codes.join(" "));
     }
     page.push_str("</tbody></table>");
-    if facts.problems_dropped > 0 {
+    if t.listed() < t.total() {
         let _ = write!(
             page,
-            "<p class=\"muted\">… and {} more: see exchanges.jsonl.</p>",
-            facts.problems_dropped
+            "<p class=\"muted\">List the problem exchanges with <code>{}</code>, and every exchange with its URL and verdict with <code>{}</code> (in the run directory).</p>",
+            esc(JQ_PROBLEMS),
+            esc(JQ_ALL)
         );
     }
 }

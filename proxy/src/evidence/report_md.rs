@@ -139,11 +139,12 @@ pub fn render(facts: &Facts, catalogue: &Catalogue, generated: &str) -> String {
                 md(a.last.as_deref().unwrap_or("?"))
             );
             if let Some(e) = catalogue.get(&a.code) {
+                // The catalogue is icaptap's own Markdown, not wire data:
+                // its `code` spans stay code spans.
                 let _ = writeln!(
                     out,
                     "- Meaning: {}\n- What to do: {}\n",
-                    md(&e.meaning),
-                    md(&e.what_to_do)
+                    e.meaning, e.what_to_do
                 );
             }
             let _ = writeln!(
@@ -289,6 +290,10 @@ pub fn render(facts: &Facts, catalogue: &Catalogue, generated: &str) -> String {
     );
     let _ = writeln!(out, "- Sensor Server: {}", list(&p.servers));
     let _ = writeln!(out, "- Sensor Service: {}", list(&p.services));
+    if let Some(p) = &facts.peer {
+        super::peer_section::markdown(&mut out, p);
+    }
+    exchanges(&mut out, facts);
     let _ = writeln!(
         out,
         "\n---\nWritten by icaptap {} on {} (times in UTC).",
@@ -319,5 +324,54 @@ pub fn headline(facts: &Facts) -> String {
         format!("Every exchange got a verdict; {warns} warnings are worth a look.")
     } else {
         "Every exchange got a verdict and no protocol problem was found.".to_string()
+    }
+}
+
+/// The exchange table: which request got which verdict, problems first.
+fn exchanges(out: &mut String, facts: &Facts) {
+    let t = &facts.table;
+    let _ = writeln!(out, "\n## Exchanges: which request got which verdict\n");
+    if t.total() == 0 {
+        let _ = writeln!(out, "No exchange was seen.");
+        return;
+    }
+    let _ = writeln!(out, "{}\n", md(&t.scope()));
+    let _ = writeln!(
+        out,
+        "| exchange | when | client | method | URL | verdict | threat | status | latency | frames | anomalies |\n|---|---|---|---|---|---|---|---:|---:|---|---|"
+    );
+    for (_, x) in t.rows() {
+        let url = x.http_url.as_deref().or(x.uri.as_deref()).unwrap_or("-");
+        let frames = x.frames.as_ref().map_or(String::new(), |f| {
+            format!(
+                "{} / {}",
+                f.request.map_or("-".to_string(), |n| n.to_string()),
+                f.response.map_or("-".to_string(), |n| n.to_string())
+            )
+        });
+        let codes: Vec<String> = x.anomalies.iter().map(|a| code(&a.code)).collect();
+        let _ = writeln!(
+            out,
+            "| {}/{} | {} | {} | {} | {} | {} | {} | {} | {} | {frames} | {} |",
+            x.conn,
+            x.seq,
+            md(&x.ts),
+            md(&x.client),
+            md(x.method.as_deref().unwrap_or("-")),
+            md(url),
+            md(&x.verdict),
+            md(x.threat.as_deref().unwrap_or("")),
+            x.icap_status.map_or("-".to_string(), |s| s.to_string()),
+            x.latency_us.map_or("-".to_string(), readable::micros),
+            codes.join(" "),
+        );
+    }
+    if t.listed() < t.total() {
+        let _ = writeln!(
+            out,
+            "\nList the problem exchanges with\n\n```\n{}\n```\n\nand every exchange with its URL and verdict with\n\n```\n{}\n```",
+            super::exchange_table::JQ_PROBLEMS,
+            super::exchange_table::JQ_ALL
+        );
     }
 }

@@ -1,16 +1,17 @@
 //! Inline SVG charts for the HTML report: a latency histogram on a
-//! logarithmic axis with its percentiles marked, and exchanges per second
-//! stacked by verdict over the run. Plain SVG elements only, no scripts,
+//! logarithmic axis with its percentiles marked above the bars, and
+//! exchanges over time stacked by verdict, at a column width that fits the
+//! run ([`super::timebins`]). Value axes have 1-2-5 ticks drawn at their
+//! values, whole numbers for counts. Plain SVG elements only, no scripts,
 //! so the report stays one file that prints.
 
-use std::collections::BTreeMap;
 use std::fmt::Write;
 
 use hdrhistogram::Histogram;
 
 use super::escape;
-use super::facts::VERDICT_ORDER;
 use super::readable;
+use super::timebins::{coarser, kind_name, Columns};
 
 /// The colour of each verdict, shared by the charts and the tables.
 pub fn verdict_colour(verdict: &str) -> &'static str {
@@ -34,6 +35,71 @@ const LEFT: f64 = 46.0;
 const RIGHT: f64 = 12.0;
 const TOP: f64 = 14.0;
 const BOTTOM: f64 = 34.0;
+/// Room above a histogram's bars for the percentile labels, so that no
+/// label is drawn over a bar.
+const LABEL_BAND: f64 = 46.0;
+
+/// Tick values of a value axis from 0 to at least `max`: 1-2-5 steps, at
+/// most about five ticks; whole numbers only when `whole` (counts). The
+/// last tick is the axis' top, so every tick is drawn at its value.
+pub fn value_ticks(max: f64, whole: bool) -> Vec<f64> {
+    let max = if max.is_finite() && max > 0.0 {
+        max
+    } else {
+        1.0
+    };
+    let raw = max / 4.0;
+    let magnitude = 10f64.powf(raw.log10().floor());
+    let mut step = [1.0, 2.0, 5.0, 10.0]
+        .into_iter()
+        .map(|m| m * magnitude)
+        .find(|s| *s >= raw - 1e-12)
+        .unwrap_or(10.0 * magnitude);
+    if whole {
+        step = step.max(1.0).round();
+    }
+    let n = (max / step - 1e-9).ceil().max(1.0) as usize;
+    (0..=n).map(|i| i as f64 * step).collect()
+}
+
+/// A tick's label: as many decimals as its step needs, no more.
+fn tick_label(value: f64, step: f64) -> String {
+    let decimals = if step >= 1.0 {
+        0
+    } else {
+        (-step.log10().floor()) as usize
+    };
+    format!("{value:.decimals$}")
+}
+
+/// The value axis: the baseline, grid lines and labels at each tick of
+/// `ticks` (whose last is the top of the plot).
+fn value_axis(s: &mut String, ticks: &[f64], plot_top: f64, plot_bottom: f64) {
+    let top = ticks.last().copied().unwrap_or(1.0).max(f64::MIN_POSITIVE);
+    let step = ticks.get(1).copied().unwrap_or(1.0);
+    let _ = write!(
+        s,
+        r##"<line x1="{LEFT}" x2="{:.1}" y1="{plot_bottom:.1}" y2="{plot_bottom:.1}" class="axis"/>"##,
+        WIDTH - RIGHT,
+    );
+    for t in ticks {
+        let y = plot_bottom - t / top * (plot_bottom - plot_top);
+        if *t > 0.0 {
+            let _ = write!(
+                s,
+                r##"<line x1="{LEFT}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" class="grid"/>"##,
+                WIDTH - RIGHT,
+            );
+        }
+        let _ = write!(
+            s,
+            r##"<text x="{:.1}" y="{:.1}" class="tick ytick" data-value="{t}" data-y="{y:.1}" text-anchor="end">{}</text>"##,
+            LEFT - 4.0,
+            y + 4.0,
+            tick_label(*t, step),
+        );
+    }
+}
 
 /// Bucket edges of the latency histogram in microseconds: 1-2-5 steps from
 /// 10 µs to 100 s, with everything below and above folded into the ends.
@@ -49,7 +115,8 @@ fn latency_edges() -> Vec<u64> {
     edges
 }
 
-/// A histogram of `h` (microseconds) with p50, p90 and p99 marked.
+/// A histogram of `h` (microseconds) with p50, p90 and p99 marked; the
+/// percentile labels sit in a band above the bars.
 pub fn latency_histogram(h: &Histogram<u64>, title: &str) -> String {
     let edges = latency_edges();
     let mut counts = vec![0u64; edges.len()];
@@ -68,27 +135,32 @@ pub fn latency_histogram(h: &Histogram<u64>, title: &str) -> String {
     let last = (counts.iter().rposition(|c| *c > 0).unwrap_or(0) + 2).min(counts.len());
     let shown = &counts[first..last];
     let max = shown.iter().copied().max().unwrap_or(1).max(1);
+    let ticks = value_ticks(max as f64, true);
+    let top_value = ticks.last().copied().unwrap_or(1.0);
+    let height = HEIGHT + LABEL_BAND;
+    let plot_top = TOP + LABEL_BAND;
+    let plot_bottom = height - BOTTOM;
+    let plot_h = plot_bottom - plot_top;
     let plot_w = WIDTH - LEFT - RIGHT;
-    let plot_h = HEIGHT - TOP - BOTTOM;
     let bar_w = plot_w / shown.len().max(1) as f64;
     let mut s = String::new();
     let _ = write!(
         s,
-        r#"<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="{}" xmlns="http://www.w3.org/2000/svg">"#,
+        r#"<svg class="chart latency" viewBox="0 0 {WIDTH} {height}" role="img" aria-label="{}" xmlns="http://www.w3.org/2000/svg">"#,
         escape::html(title)
     );
-    axes(&mut s, max);
+    value_axis(&mut s, &ticks, plot_top, plot_bottom);
     for (i, c) in shown.iter().enumerate() {
         let x = LEFT + i as f64 * bar_w;
-        let bh = *c as f64 / max as f64 * plot_h;
         if *c > 0 {
+            let bh = (*c as f64 / top_value * plot_h).max(1.0);
             let _ = write!(
                 s,
-                r##"<rect x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="#4c6ef5"><title>{} – {}: {c}</title></rect>"##,
+                r##"<rect class="hbar" x="{:.1}" y="{:.1}" width="{:.1}" height="{:.1}" fill="#4c6ef5"><title>{} – {}: {c}</title></rect>"##,
                 x + 1.0,
-                TOP + plot_h - bh,
+                plot_bottom - bh,
                 (bar_w - 2.0).max(1.0),
-                bh.max(1.0),
+                bh,
                 escape::html(&readable::micros(edges[first + i])),
                 escape::html(
                     &edges
@@ -101,15 +173,20 @@ pub fn latency_histogram(h: &Histogram<u64>, title: &str) -> String {
         if i % 3 == 0 || shown.len() <= 8 {
             let _ = write!(
                 s,
-                r##"<text x="{:.1}" y="{:.1}" class="tick" text-anchor="middle">{}</text>"##,
+                r##"<text x="{:.1}" y="{:.1}" class="tick xtick" text-anchor="middle">{}</text>"##,
                 x,
-                HEIGHT - BOTTOM + 14.0,
+                plot_bottom + 14.0,
                 escape::html(&readable::micros(edge))
             );
         }
     }
-    // Percentile markers, placed by the bucket they fall in (log axis).
-    for (label, q) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)] {
+    // Percentile markers, placed by the bucket they fall in (log axis);
+    // each label on its own row of the band, turned left near the right
+    // edge so it stays inside the chart.
+    for (row, (label, q)) in [("p50", 0.5), ("p90", 0.9), ("p99", 0.99)]
+        .into_iter()
+        .enumerate()
+    {
         let v = h.value_at_quantile(q);
         let i = edges.iter().rposition(|e| *e <= v).unwrap_or(0);
         if i < first || i >= last {
@@ -123,19 +200,16 @@ pub fn latency_histogram(h: &Histogram<u64>, title: &str) -> String {
             0.5
         };
         let x = LEFT + ((i - first) as f64 + frac.clamp(0.0, 1.0)) * bar_w;
+        let text_y = TOP + row as f64 * 15.0;
+        let (text_x, anchor) = if x > WIDTH - RIGHT - 110.0 {
+            (x - 3.0, "end")
+        } else {
+            (x + 3.0, "start")
+        };
         let _ = write!(
             s,
-            r##"<line x1="{x:.1}" x2="{x:.1}" y1="{TOP}" y2="{:.1}" class="marker"/><text x="{:.1}" y="{:.1}" class="marker-label">{label} {}</text>"##,
-            TOP + plot_h,
-            x + 3.0,
-            TOP + 10.0
-                + if label == "p90" {
-                    12.0
-                } else if label == "p99" {
-                    24.0
-                } else {
-                    0.0
-                },
+            r##"<line x1="{x:.1}" x2="{x:.1}" y1="{:.1}" y2="{plot_bottom:.1}" class="marker"/><text x="{text_x:.1}" y="{text_y:.1}" class="marker-label" text-anchor="{anchor}">{label} {}</text>"##,
+            text_y + 3.0,
             escape::html(&readable::micros(v)),
         );
     }
@@ -143,109 +217,123 @@ pub fn latency_histogram(h: &Histogram<u64>, title: &str) -> String {
     s
 }
 
-fn axes(s: &mut String, max: u64) {
-    let plot_h = HEIGHT - TOP - BOTTOM;
-    let _ = write!(
-        s,
-        r##"<line x1="{LEFT}" x2="{:.1}" y1="{:.1}" y2="{:.1}" class="axis"/>"##,
-        WIDTH - RIGHT,
-        TOP + plot_h,
-        TOP + plot_h
-    );
-    for frac in [0.5, 1.0] {
-        if frac < 1.0 && max < 2 {
-            continue;
+/// A span of time as an axis label, exact for the widths ticks use:
+/// `20 ms`, `1.5 s`, `1 min 20 s`, `1 h 20 min`, `2 d 6 h`.
+pub fn span_label(us: i64) -> String {
+    let trim = |v: f64| {
+        let t = format!("{v:.1}");
+        t.strip_suffix(".0").map(str::to_string).unwrap_or(t)
+    };
+    let two = |big: i64, big_unit: &str, small: i64, small_unit: &str| {
+        if small == 0 {
+            format!("{big} {big_unit}")
+        } else {
+            format!("{big} {big_unit} {small} {small_unit}")
         }
-        let y = TOP + plot_h - frac * plot_h;
-        let _ = write!(
-            s,
-            r##"<line x1="{LEFT}" x2="{:.1}" y1="{y:.1}" y2="{y:.1}" class="grid"/><text x="{:.1}" y="{:.1}" class="tick" text-anchor="end">{}</text>"##,
-            WIDTH - RIGHT,
-            LEFT - 4.0,
-            y + 4.0,
-            (max as f64 * frac).round() as u64
-        );
+    };
+    const S: i64 = 1_000_000;
+    if us < S {
+        format!("{} ms", trim(us as f64 / 1e3))
+    } else if us < 60 * S {
+        format!("{} s", trim(us as f64 / 1e6))
+    } else if us < 3_600 * S {
+        two(us / (60 * S), "min", (us % (60 * S)) / S, "s")
+    } else if us < 86_400 * S {
+        two(us / (3_600 * S), "h", (us % (3_600 * S)) / (60 * S), "min")
+    } else {
+        two(
+            us / (86_400 * S),
+            "d",
+            (us % (86_400 * S)) / (3_600 * S),
+            "h",
+        )
     }
 }
 
 /// Columns the timeline is drawn with at most.
-const MAX_COLUMNS: usize = 240;
+pub const MAX_COLUMNS: usize = 240;
 
-/// Exchanges per second stacked by verdict; seconds are grouped into
-/// columns when the run is longer than [`MAX_COLUMNS`] seconds (the column
-/// then shows the mean per second).
-pub fn timeline(per_second: &BTreeMap<i64, BTreeMap<String, u64>>) -> String {
-    let (Some(first), Some(last)) = (per_second.keys().next(), per_second.keys().next_back())
-    else {
-        return String::new();
-    };
-    let span = (last - first + 1).max(1) as usize;
-    let group = span.div_ceil(MAX_COLUMNS).max(1);
-    let columns = span.div_ceil(group);
-    let mut stacks: Vec<BTreeMap<&str, f64>> = vec![BTreeMap::new(); columns];
-    for (second, verdicts) in per_second {
-        let col = ((second - first) as usize) / group;
-        if let Some(stack) = stacks.get_mut(col) {
-            for (v, n) in verdicts {
-                let key = VERDICT_ORDER
-                    .iter()
-                    .find(|x| **x == v.as_str())
-                    .copied()
-                    .unwrap_or("other");
-                *stack.entry(key).or_default() += *n as f64 / group as f64;
-            }
-        }
-    }
-    let max = stacks
+/// Exchanges over time, stacked by verdict, one column per
+/// [`Columns::width_us`] (chosen from the run's length: milliseconds for a
+/// short run, minutes for a long one); a column's height is the exchanges
+/// that started in it.
+pub fn timeline(columns: &Columns) -> String {
+    let counts = &columns.counts;
+    let n = counts.len().max(1);
+    let max = counts
         .iter()
-        .map(|s| s.values().sum::<f64>())
-        .fold(0.0f64, f64::max)
-        .max(1.0);
+        .map(|c| c.iter().sum::<u64>())
+        .max()
+        .unwrap_or(0);
+    let ticks = value_ticks(max as f64, true);
+    let top_value = ticks.last().copied().unwrap_or(1.0);
     let plot_w = WIDTH - LEFT - RIGHT;
-    let plot_h = HEIGHT - TOP - BOTTOM;
-    let col_w = plot_w / columns as f64;
+    let plot_bottom = HEIGHT - BOTTOM;
+    let plot_h = plot_bottom - TOP;
+    let col_w = plot_w / n as f64;
     let mut s = String::new();
     let _ = write!(
         s,
-        r#"<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="exchanges per second by verdict" xmlns="http://www.w3.org/2000/svg">"#
+        r#"<svg class="chart timeline" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" aria-label="exchanges over time by verdict" xmlns="http://www.w3.org/2000/svg">"#
     );
-    axes(&mut s, max.ceil() as u64);
-    for (i, stack) in stacks.iter().enumerate() {
+    value_axis(&mut s, &ticks, TOP, plot_bottom);
+    let gap = if col_w > 3.0 { 0.5 } else { 0.0 };
+    for (i, stack) in counts.iter().enumerate() {
         let x = LEFT + i as f64 * col_w;
-        let mut y = TOP + plot_h;
+        let mut y = plot_bottom;
         // Problems at the bottom of the stack, where the eye lands first.
-        for verdict in VERDICT_ORDER.iter().chain(["other"].iter()) {
-            let Some(n) = stack.get(verdict) else {
+        for (kind, count) in stack.iter().enumerate() {
+            if *count == 0 {
                 continue;
-            };
-            let h = n / max * plot_h;
+            }
+            let h = *count as f64 / top_value * plot_h;
             y -= h;
+            let verdict = kind_name(kind);
             let _ = write!(
                 s,
-                r##"<rect x="{x:.2}" y="{y:.2}" width="{:.2}" height="{h:.2}" fill="{}"><title>+{}s {verdict}: {}</title></rect>"##,
-                (col_w - 0.5).max(0.5),
+                r##"<rect class="col" x="{x:.2}" y="{y:.2}" width="{:.2}" height="{h:.2}" fill="{}"><title>+{}: {count} {verdict}</title></rect>"##,
+                (col_w - gap).max(0.3),
                 verdict_colour(verdict),
-                i * group,
-                readable::rate(*n),
+                escape::html(&span_label(i as i64 * columns.width_us)),
             );
         }
     }
-    let _ = write!(
-        s,
-        r##"<text x="{LEFT}" y="{:.1}" class="tick">0 s</text><text x="{:.1}" y="{:.1}" class="tick" text-anchor="end">{}</text>"##,
-        HEIGHT - BOTTOM + 14.0,
-        WIDTH - RIGHT,
-        HEIGHT - BOTTOM + 14.0,
-        escape::html(&readable::duration(span as f64)),
-    );
-    if group > 1 {
+    // Time ticks: at most six, on whole multiples of a nice width.
+    let total_us = n as i64 * columns.width_us;
+    let mut step = columns.width_us;
+    while total_us / step > 6 {
+        step = coarser(step);
+    }
+    let mut t = 0;
+    while t <= total_us {
+        let x = LEFT + t as f64 / total_us as f64 * plot_w;
+        let anchor = if t == 0 {
+            "start"
+        } else if t + step > total_us && x > WIDTH - RIGHT - 30.0 {
+            "end"
+        } else {
+            "middle"
+        };
         let _ = write!(
             s,
-            r##"<text x="{:.1}" y="{:.1}" class="tick" text-anchor="middle">one column = {group} s (mean per second)</text>"##,
-            LEFT + plot_w / 2.0,
-            HEIGHT - 4.0
+            r##"<line x1="{x:.1}" x2="{x:.1}" y1="{plot_bottom:.1}" y2="{:.1}" class="axis"/><text x="{x:.1}" y="{:.1}" class="tick xtick" text-anchor="{anchor}">{}</text>"##,
+            plot_bottom + 4.0,
+            plot_bottom + 15.0,
+            if t == 0 {
+                "0".to_string()
+            } else {
+                format!("+{}", span_label(t))
+            },
         );
+        t += step;
     }
+    let _ = write!(
+        s,
+        r##"<text x="{:.1}" y="{:.1}" class="tick" text-anchor="middle">one column = {}; height = exchanges that started in it</text>"##,
+        LEFT + plot_w / 2.0,
+        HEIGHT - 4.0,
+        escape::html(&span_label(columns.width_us)),
+    );
     s.push_str("</svg>");
     s
 }
@@ -268,13 +356,42 @@ mod tests {
     }
 
     #[test]
-    fn timeline_groups_long_runs() {
-        let mut m = BTreeMap::new();
-        for s in 0..1000i64 {
-            m.insert(s, BTreeMap::from([("clean".to_string(), 2u64)]));
+    fn value_ticks_are_placed_at_their_values() {
+        assert_eq!(value_ticks(3.0, true), vec![0.0, 1.0, 2.0, 3.0]);
+        assert_eq!(value_ticks(1.0, true), vec![0.0, 1.0]);
+        assert_eq!(value_ticks(7.0, true), vec![0.0, 2.0, 4.0, 6.0, 8.0]);
+        assert_eq!(value_ticks(41_000.0, true).last(), Some(&60_000.0));
+        let fractional = value_ticks(0.3, false);
+        assert_eq!(tick_label(fractional[1], fractional[1]), "0.1");
+        let mut svg = String::new();
+        value_axis(&mut svg, &value_ticks(3.0, true), 0.0, 300.0);
+        assert!(svg.contains(r#"data-value="2" data-y="100.0""#), "{svg}");
+    }
+
+    #[test]
+    fn timeline_adapts_to_short_and_long_runs() {
+        let mut short = crate::evidence::timebins::TimeBins::default();
+        for i in 0..8 {
+            short.add(1_000_000_000 + i * 6_000, "clean");
         }
-        let svg = timeline(&m);
-        assert!(svg.contains("one column = 5 s"));
+        let c = short
+            .columns(1_000_000_000, 1_000_050_000, MAX_COLUMNS)
+            .unwrap();
+        let svg = timeline(&c);
+        assert!(svg.contains("one column = 1 ms"), "{svg}");
+        assert_eq!(svg.matches("<rect").count(), 8);
+        assert!(svg.contains(">+20 ms<"), "{svg}");
+        assert_eq!(span_label(80 * 60_000_000), "1 h 20 min");
+        assert_eq!(span_label(80_000_000), "1 min 20 s");
+        assert_eq!(span_label(1_500_000), "1.5 s");
+        let mut long = crate::evidence::timebins::TimeBins::default();
+        for s in 0..1000i64 {
+            long.add(s * 1_000_000, "clean");
+            long.add(s * 1_000_000 + 1, "clean");
+        }
+        let c = long.columns(0, 1_000_000_000, MAX_COLUMNS).unwrap();
+        let svg = timeline(&c);
+        assert!(svg.contains("one column = 10 s"), "{svg}");
         assert!(svg.matches("<rect").count() <= MAX_COLUMNS);
     }
 }

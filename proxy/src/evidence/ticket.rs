@@ -174,6 +174,9 @@ pub fn render(facts: &Facts, host: &HostInfo, bundle_name: &str) -> String {
         }
         out_verdicts(&mut t, facts);
     }
+    if let Some(p) = &facts.peer {
+        super::peer_section::ticket(&mut t, p);
+    }
     let _ = writeln!(t, "## Vendor logs attached\n\n- Sensor log archive: {BLANK}\n- ICAP client (proxy) logs: {BLANK}");
     t
 }

@@ -7,9 +7,10 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
-use serde_json::json;
-
-use crate::analyze::peer::{correlate, ExchangeFingerprint, FingerprintSink, PeerReport};
+use crate::analyze::peer::{
+    correlate, restrict_to_overlap, ExchangeFingerprint, FingerprintSink, PeerReport,
+};
+use crate::analyze::peer_file::{PeerCapture, PeerFile, PEER_FILE};
 use crate::analyze::reader::CaptureFile;
 use crate::analyze::{read_captures, AnalyzeArgs, AnalyzeError, AnalyzeOptions, CaptureStats};
 use crate::observe::{Observer, ObserverConfig, ObserverMode};
@@ -174,8 +175,35 @@ pub fn run(args: AnalyzeArgs) -> Result<Summary, OfflineError> {
             ObserverConfig::default(),
             &out.join(PEER_DIR),
         )?;
-        let report = correlate(&main.fingerprints, &side.fingerprints);
-        write_peer_report(&out, &report, &main.fingerprints, &side.fingerprints)?;
+        let mut report = correlate(&main.fingerprints, &side.fingerprints);
+        restrict_to_overlap(
+            &mut report,
+            &main.fingerprints,
+            &side.fingerprints,
+            main.capture.span,
+            side.capture.span,
+        );
+        let file = PeerFile::of(
+            &report,
+            &main.fingerprints,
+            &side.fingerprints,
+            PeerCapture::of(
+                &args.files,
+                main.capture.span,
+                main.fingerprints.len(),
+                &main.capture.warnings,
+            ),
+            PeerCapture::of(
+                std::slice::from_ref(peer),
+                side.capture.span,
+                side.fingerprints.len(),
+                &side.capture.warnings,
+            ),
+        );
+        write_peer_report(&out, &file)?;
+        for w in &file.warnings {
+            eprintln!("icaptap analyze: warning: {w}");
+        }
         print!(
             "{}",
             peer_summary(&report, &main.fingerprints, &side.fingerprints)
@@ -237,42 +265,16 @@ pub fn capture_notes(side: &SideResult, opts: &AnalyzeOptions) -> Vec<String> {
     lines
 }
 
-fn describe(f: &ExchangeFingerprint) -> serde_json::Value {
-    json!({
-        "method": f.method,
-        "http_url": f.http_url,
-        "verdict": f.verdict,
-        "icap_status": f.icap_status,
-        "where": f.locator,
-    })
-}
-
-/// Writes `peer.json`: what matched, what one side never saw, verdicts that
-/// differ, and the clock offset and network delay between the captures.
-fn write_peer_report(
-    out: &Path,
-    report: &PeerReport,
-    client: &[ExchangeFingerprint],
-    sensor: &[ExchangeFingerprint],
-) -> Result<(), OfflineError> {
-    let value = json!({
-        "schema": crate::output::SCHEMA_VERSION,
-        "matched": report.matched.len(),
-        "client_side_only": report.client_only.iter().filter_map(|i| client.get(*i)).map(describe).collect::<Vec<_>>(),
-        "sensor_side_only": report.sensor_only.iter().filter_map(|i| sensor.get(*i)).map(describe).collect::<Vec<_>>(),
-        "verdict_differences": report.verdict_differences.iter().map(|d| json!({
-            "client_side": client.get(d.pair.client).map(describe),
-            "sensor_side": sensor.get(d.pair.sensor).map(describe),
-        })).collect::<Vec<_>>(),
-        "clock_offset_us": report.clock_offset_us,
-        "network_delay_us": report.network_delay_us,
-    });
-    let path = out.join("peer.json");
+/// Writes `peer.json` (docs/log-schema.md): what matched, what one side
+/// never saw inside the time both captures cover, what was outside it,
+/// verdicts that differ, the clock offset and network delay, warnings.
+fn write_peer_report(out: &Path, file: &PeerFile) -> Result<(), OfflineError> {
+    let path = out.join(PEER_FILE);
     let write = || -> std::io::Result<()> {
         use std::io::Write;
-        let mut file = create_private_file(&path)?;
-        file.write_all(&serde_json::to_vec_pretty(&value).map_err(std::io::Error::other)?)?;
-        file.write_all(b"\n")
+        let mut f = create_private_file(&path)?;
+        f.write_all(&serde_json::to_vec_pretty(file).map_err(std::io::Error::other)?)?;
+        f.write_all(b"\n")
     };
     write().map_err(|source| OfflineError::PeerReport {
         path: path.clone(),
@@ -290,11 +292,13 @@ fn peer_summary(
     let mut s = String::new();
     let _ = writeln!(
         s,
-        "both sides: {} exchanges matched, {} seen only in the first capture, {} only in the peer capture, {} verdicts differ",
+        "both sides: {} exchanges matched, {} seen only in the first capture, {} only in the peer capture, {} verdicts differ; {} of the first capture and {} of the peer capture were outside the time both cover and not compared",
         report.matched.len(),
         report.client_only.len(),
         report.sensor_only.len(),
-        report.verdict_differences.len()
+        report.verdict_differences.len(),
+        report.client_outside.len(),
+        report.sensor_outside.len()
     );
     for i in report.client_only.iter().take(10) {
         if let Some(f) = client.get(*i) {
