@@ -54,6 +54,7 @@ fn analyze(client: &Path, peer: &Path, ports: Vec<u16>, out: &Path) -> PeerFile 
     icaptap::jobs::analyze::run(AnalyzeArgs {
         files: vec![client.to_path_buf()],
         ports,
+        only_given_ports: false,
         out: Some(out.to_path_buf()),
         peer: Some(peer.to_path_buf()),
         no_progress: true,
