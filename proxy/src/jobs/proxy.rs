@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::capture::annotate::ANNOTATION_QUEUE_CAPACITY;
-use crate::capture::{self, annotation_channel, RecordArgs, RecordOptions, RecorderHandle};
+use crate::capture::{
+    self, annotation_channel, RecordArgs, RecordOptions, RecorderHandle, RingHold,
+};
 use crate::forward::{
     self, CancellationToken, ForwardArgs, ForwardConfig, ForwardCounters, ForwardStats, RouteError,
 };
@@ -264,8 +266,12 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
             shutdown.clone(),
         )));
     }
+    // The flight recorder holds the ring's files while an incident's
+    // window is open.
+    let ring_hold = RingHold::default();
     let incident_writer = plan.ops.flight.clone().map(|options| {
-        let (sink, writer) = flight::flight_recorder(options, &plan.out, incidents.clone());
+        let (sink, writer) =
+            flight::flight_recorder(options, &plan.out, incidents.clone(), ring_hold.clone());
         sinks_of_records.push(Box::new(sink));
         writer
     });
@@ -281,6 +287,9 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
     if let Some(mut options) = plan.record.clone() {
         if let Some(size) = plan.ops.ring {
             options.rotation = flight::ring_rotation(size);
+        }
+        if plan.ops.flight.is_some() {
+            options.ring_hold = Some(ring_hold.clone());
         }
         let (queue, taps) = TapQueue::with_budget(plan.recorder_queue, plan.queue_bytes);
         let (notes, annotations) = annotation_channel(ANNOTATION_QUEUE_CAPACITY);
