@@ -125,7 +125,7 @@ async fn open_file_limit_is_counted_backed_off_and_recovered_from() {
     let mut failure = None;
     while failure.is_none() {
         let tap = timeout(PATIENCE, rx.recv()).await.unwrap().unwrap();
-        if let TapEvent::ConnectFailed { error } = tap.event {
+        if let TapEvent::ConnectFailed { error, .. } = tap.event {
             failure = Some(error);
         }
     }

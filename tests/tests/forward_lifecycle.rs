@@ -111,7 +111,7 @@ async fn refused_sensor_connect_closes_the_client_and_is_reported() {
     let events: Vec<&TapEvent> = taps.iter().map(|t| &t.event).collect();
     assert_eq!(events.len(), 2, "{events:?}");
     match events[0] {
-        TapEvent::ConnectFailed { error } => {
+        TapEvent::ConnectFailed { error, .. } => {
             assert!(error.contains(&gone_addr.to_string()), "{error}")
         }
         other => panic!("expected ConnectFailed, got {other:?}"),

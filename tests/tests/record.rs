@@ -430,6 +430,7 @@ fn connect_failure_is_syn_then_rst_on_the_sensor_leg() {
             1_000,
             TapEvent::ConnectFailed {
                 error: "connection refused".into(),
+                looped: false,
             },
         ),
         tap(

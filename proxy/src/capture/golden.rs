@@ -168,6 +168,7 @@ fn script() -> Vec<Step> {
             T0 + 60,
             TapEvent::ConnectFailed {
                 error: "refused".into(),
+                looped: false,
             },
         ),
         tap(&c3, T0 + 61, TapEvent::Finished),

@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::counters::{FdLimitAlarm, ForwardCounters, OpenConnection};
+use super::loops;
 use super::options::ForwardConfig;
 use crate::tap::{self, CloseKind, ConnId, ConnMeta, Direction, Tap, TapEvent, TapQueue, TapSinks};
 
@@ -99,9 +100,47 @@ impl Session {
         let cfg = &shared.cfg;
         let listen = client.local_addr().unwrap_or(cfg.listen);
 
-        let upstream = destination(cfg, &client, listen, id);
-        let connected =
-            tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(upstream)).await;
+        let (upstream, original) = destination(cfg, &client, listen, id);
+        // The address this client asked for: one of icaptap's own sensor
+        // legs asks for the address icaptap dialled.
+        let asked = original.unwrap_or(listen);
+        let accepted = match loops::accepted(client_addr, asked) {
+            Ok(registered) => registered,
+            Err(found) => {
+                let meta = Arc::new(ConnMeta {
+                    id,
+                    client: client_addr,
+                    listen,
+                    upstream_local: None,
+                    server: upstream,
+                    opened,
+                });
+                looped(&shared, meta, client, None, &found).await;
+                return;
+            }
+        };
+        let connected = tokio::select! {
+            biased;
+            // Found to be a round of a forwarding loop: connect no further.
+            _ = accepted.looped().cancelled() => None,
+            connected = tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(upstream)) => Some(connected),
+        };
+        let Some(connected) = connected else {
+            let meta = Arc::new(ConnMeta {
+                id,
+                client: client_addr,
+                listen,
+                upstream_local: None,
+                server: upstream,
+                opened,
+            });
+            let found = loops::Loop {
+                local: client_addr,
+                listen: asked,
+            };
+            looped(&shared, meta, client, None, &found).await;
+            return;
+        };
         let server = match connected {
             Ok(Ok(server)) => server,
             Ok(Err(e)) => {
@@ -128,7 +167,7 @@ impl Session {
                     upstream,
                     upstream_name(cfg, upstream)
                 );
-                connect_failed(&shared, meta, error).await;
+                connect_failed(&shared, meta, error, false).await;
                 return;
             }
             Err(_elapsed) => {
@@ -147,7 +186,24 @@ impl Session {
                     upstream_name(cfg, upstream),
                     cfg.connect_timeout
                 );
-                connect_failed(&shared, meta, error).await;
+                connect_failed(&shared, meta, error, false).await;
+                return;
+            }
+        };
+        let local = server.local_addr().ok();
+        let _outgoing = match local.map(|l| loops::connected(l, upstream, Some(&accepted))) {
+            Some(Ok(registered)) => Some(registered),
+            None => None,
+            Some(Err(found)) => {
+                let meta = Arc::new(ConnMeta {
+                    id,
+                    client: client_addr,
+                    listen,
+                    upstream_local: local,
+                    server: upstream,
+                    opened,
+                });
+                looped(&shared, meta, client, Some(server), &found).await;
                 return;
             }
         };
@@ -160,7 +216,7 @@ impl Session {
             id,
             client: client_addr,
             listen,
-            upstream_local: server.local_addr().ok(),
+            upstream_local: local,
             server: server.peer_addr().unwrap_or(upstream),
             opened,
         });
@@ -176,26 +232,27 @@ impl Session {
 }
 
 /// Where this connection goes: `--upstream`, or in transparent mode the
-/// address the client was redirected from.
+/// address the client was redirected from (also returned, when there is
+/// one).
 fn destination(
     cfg: &ForwardConfig,
     client: &TcpStream,
     listen: SocketAddr,
     id: ConnId,
-) -> SocketAddr {
+) -> (SocketAddr, Option<SocketAddr>) {
     let Some(mode) = cfg.transparent else {
-        return cfg.upstream;
+        return (cfg.upstream, None);
     };
     match super::transparent::original_destination(client, listen, cfg.listen, mode) {
-        Ok(Some(original)) => original,
-        Ok(None) => cfg.upstream,
+        Ok(Some(original)) => (original, Some(original)),
+        Ok(None) => (cfg.upstream, None),
         Err(e) => {
             warn!(
                 conn = id,
                 "cannot read the original destination ({e}); forwarding to --upstream {}",
                 cfg.upstream
             );
-            cfg.upstream
+            (cfg.upstream, None)
         }
     }
 }
@@ -211,12 +268,40 @@ fn upstream_name(cfg: &ForwardConfig, upstream: SocketAddr) -> &str {
 }
 
 /// Reports a connection whose sensor leg never came up.
-async fn connect_failed(shared: &SessionShared, meta: Arc<ConnMeta>, error: String) {
+async fn connect_failed(shared: &SessionShared, meta: Arc<ConnMeta>, error: String, looped: bool) {
     ForwardCounters::add(&shared.counters.connect_failures, 1);
     warn!(conn = meta.id, client = %meta.client, "{error}; client connection closed");
     let at = tap::now_micros();
-    deliver_end(shared, &meta, at, TapEvent::ConnectFailed { error });
+    deliver_end(shared, &meta, at, TapEvent::ConnectFailed { error, looped });
     deliver_end(shared, &meta, at, TapEvent::Finished);
+}
+
+/// Closes a connection of a forwarding loop before a byte of it is
+/// forwarded: both legs are reset, as a refused sensor would have the
+/// client see it, and it is reported as a failed connect that looped.
+async fn looped(
+    shared: &SessionShared,
+    meta: Arc<ConnMeta>,
+    client: TcpStream,
+    server: Option<TcpStream>,
+    found: &loops::Loop,
+) {
+    let _ = client.set_zero_linger();
+    drop(client);
+    if let Some(server) = server {
+        let _ = server.set_zero_linger();
+        drop(server);
+    }
+    let error = format!(
+        "forwarding loop: icaptap's own connection to the sensor from {} came back to icaptap at {}; \
+         closed without forwarding. The sensor address ({}) leads to icaptap itself: point \
+         --upstream (or the --route) at the sensor, or exclude icaptap's own traffic from the \
+         transparent redirect",
+        found.local,
+        found.listen,
+        upstream_name(&shared.cfg, meta.server)
+    );
+    connect_failed(shared, meta, error, true).await;
 }
 
 /// Runs both copy loops to their end, then mirrors how they ended.

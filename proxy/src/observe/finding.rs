@@ -41,6 +41,9 @@ macro_rules! rule_codes {
 rule_codes! {
     /// The sensor refused the connection or did not answer the connect.
     SensorUnreachable => "sensor-unreachable", Server, Error;
+    /// icaptap's connection to the sensor came back to icaptap itself
+    /// (a forwarding loop); icaptap closed it without forwarding.
+    ForwardingLoop => "forwarding-loop", Server, Error;
     /// The sensor closed (FIN) the connection while a request waited for
     /// its verdict.
     ServerClosedBeforeResponse => "server-closed-before-response", Server, Error;

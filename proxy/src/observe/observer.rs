@@ -22,8 +22,9 @@ use super::conn::{Arrival, Conn};
 use super::describe::{connection_record, exchange_record};
 use super::finding::Finding;
 use super::rules::{
-    awaits_verdict, client_waited_for_eof, exchange_rules, max_connections_exceeded, missing_cause,
-    observer_dropped, sensor_unreachable, stuck, verdict_late, verdict_timeout, StreamOffsets,
+    awaits_verdict, client_waited_for_eof, exchange_rules, forwarding_loop,
+    max_connections_exceeded, missing_cause, observer_dropped, sensor_unreachable, stuck,
+    verdict_late, verdict_timeout, StreamOffsets,
 };
 use super::services::{service_path, ServiceBook, ServiceKey};
 use super::verdict::{classify, Verdict};
@@ -101,9 +102,12 @@ impl Observer {
         };
         match tap.event {
             TapEvent::Open => {}
-            TapEvent::ConnectFailed { error } => {
-                conn.findings
-                    .push(sensor_unreachable(conn.meta.server, &error));
+            TapEvent::ConnectFailed { error, looped } => {
+                conn.findings.push(if looped {
+                    forwarding_loop(&error)
+                } else {
+                    sensor_unreachable(conn.meta.server, &error)
+                });
                 conn.connect_error = Some(error);
             }
             TapEvent::Data { dir, offset, bytes } => {

@@ -41,6 +41,8 @@ enum Act {
     Close(Direction, CloseKind),
     /// The sensor cannot be reached.
     ConnectFailed(&'static str),
+    /// The sensor leg led back into icaptap.
+    Looped(&'static str),
     /// Time passes.
     Wait(Duration),
     /// The clock rules run.
@@ -92,6 +94,10 @@ fn sensor_ends(how: CloseKind) -> Step {
 
 fn connect_failed(error: &'static str) -> Step {
     step(Act::ConnectFailed(error))
+}
+
+fn looped(error: &'static str) -> Step {
+    step(Act::Looped(error))
 }
 
 fn wait_ms(ms: u64) -> Step {
@@ -176,6 +182,11 @@ fn play(mode: ObserverMode, script: Vec<Step>) -> MemorySink {
             Act::Close(dir, how) => TapEvent::Closed { dir, how },
             Act::ConnectFailed(error) => TapEvent::ConnectFailed {
                 error: error.to_string(),
+                looped: false,
+            },
+            Act::Looped(error) => TapEvent::ConnectFailed {
+                error: error.to_string(),
+                looped: true,
             },
         };
         at += STEP_US;
@@ -347,6 +358,8 @@ use CloseKind::{Fin, Reset};
 rule_table! {
     sensor_unreachable: Live [connect_failed("connection refused")]
         => Connection "sensor-unreachable", "none";
+    forwarding_loop: Live [looped("forwarding loop: came back to icaptap")]
+        => Connection "forwarding-loop", "none";
     server_closed_before_response: Live [req(get()), sensor_ends(Fin)]
         => Exchange "server-closed-before-response", "missing";
     server_reset_before_response: Live [req(get()), sensor_ends(Reset)]

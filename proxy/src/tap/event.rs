@@ -79,6 +79,9 @@ pub enum TapEvent {
     ConnectFailed {
         /// Why, in words (refused, timed out, unreachable...).
         error: String,
+        /// The sensor leg led back into icaptap (a forwarding loop): it
+        /// was closed by icaptap, not refused by a sensor.
+        looped: bool,
     },
     /// Bytes forwarded in `dir`, starting at stream offset `offset`.
     /// Offsets let a consumer see bytes it never got (a gap).

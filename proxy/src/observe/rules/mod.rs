@@ -17,7 +17,7 @@ pub mod exchange;
 
 pub use clock::{awaits_verdict, stuck, verdict_late, verdict_timeout, StreamOffsets};
 pub use connection::{
-    client_waited_for_eof, max_connections_exceeded, missing_cause, observer_dropped,
-    sensor_unreachable,
+    client_waited_for_eof, forwarding_loop, max_connections_exceeded, missing_cause,
+    observer_dropped, sensor_unreachable,
 };
 pub use exchange::{decode_identity, exchange_rules, EICAR_MARKER};
