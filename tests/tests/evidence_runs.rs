@@ -46,13 +46,14 @@ async fn sensor() -> SensorHandle {
 
 /// `icaptap proxy` on 127.0.0.8 in front of `sensor`, recording into
 /// `out`; returns once it listens.
-fn proxy(sensor: SocketAddr, out: &Path) -> (Child, SocketAddr) {
+fn proxy(sensor: SocketAddr, out: &Path, extra: &[&str]) -> (Child, SocketAddr) {
     let listen = SocketAddr::from((LISTEN_IP, free_port(LISTEN_IP)));
     let mut child = Command::new(icaptap_binary())
         .args(["proxy", "--listen", &listen.to_string()])
         .args(["--upstream", &sensor.to_string()])
         .arg("--out")
         .arg(out)
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -172,7 +173,7 @@ async fn a_pseudonymised_bundle_holds_no_real_address_in_any_byte() {
     let sensor_addr = sensor.addr();
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let (child, listen) = proxy(sensor_addr, &out);
+    let (child, listen) = proxy(sensor_addr, &out, &[]);
     for path in ["/clean/a.html", "/close/file.zip", "/error/503"] {
         exchange(listen, sensor_addr, path).await;
     }
@@ -234,4 +235,77 @@ async fn a_pseudonymised_bundle_holds_no_real_address_in_any_byte() {
             );
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clean_removes_a_killed_run_with_its_incidents() {
+    let sensor = sensor().await;
+    let sensor_addr = sensor.addr();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("run");
+    let extra = [
+        "--ring",
+        "8M",
+        "--trigger",
+        "server-closed-before-response",
+        "--trigger-after",
+        "1s",
+    ];
+    let (child, listen) = proxy(sensor_addr, &out, &extra);
+    exchange(listen, sensor_addr, "/clean/a.html").await;
+    exchange(listen, sensor_addr, "/close/file.zip").await;
+    let bundle = out
+        .join("incidents")
+        .join("0001-server-closed-before-response.tar.gz");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !bundle.exists() {
+        assert!(Instant::now() < deadline, "no incident was written");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Killed: no summary.json, the reserved space still there.
+    stop(child, "-KILL");
+    sensor.shutdown().await;
+    assert!(!out.join("summary.json").exists());
+    assert!(out.join(".icaptap-summary-reserve").exists());
+    assert!(out.join("capture-0001.pcapng").exists());
+
+    let clean = |args: &[&str], dir: &Path| {
+        let o = Command::new(icaptap_binary())
+            .arg("clean")
+            .args(args)
+            .arg(dir)
+            .output()
+            .unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (o.status.code(), said)
+    };
+    let (code, said) = clean(&["--dry-run"], &out);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(said.contains("did not finish"), "{said}");
+    assert!(!said.contains("kept"), "{said}");
+    assert!(out.join(".icaptap-summary-reserve").exists());
+    let (code, said) = clean(&[], &out);
+    assert_eq!(code, Some(0), "{said}");
+    assert!(
+        said.contains("did not finish (killed or crashed)"),
+        "{said}"
+    );
+    assert!(
+        said.contains("the directory was empty and is removed too"),
+        "{said}"
+    );
+    assert!(!out.exists(), "left behind: {:?}", all_files(&out));
+
+    // A directory icaptap did not make is refused, saying what it holds.
+    let other = tmp.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::write(other.join("notes.txt"), "mine").unwrap();
+    let (code, said) = clean(&[], &other);
+    assert_eq!(code, Some(2), "{said}");
+    assert!(said.contains("it holds notes.txt"), "{said}");
+    assert!(other.join("notes.txt").exists());
 }
