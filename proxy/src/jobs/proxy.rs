@@ -569,11 +569,13 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
         // now on may fail to be written, and must not stop the run from
         // writing its summary and closing its capture.
         use std::io::Write;
-        let why = proxy.stop_reason().or(signal.map(str::to_string));
+        let why = proxy
+            .stop_reason()
+            .or(signal)
+            .unwrap_or_else(|| "asked to".to_string());
         let _ = writeln!(
             std::io::stderr(),
-            "icaptap: stopping ({}): no new connections; open ones may finish (drain)",
-            why.as_deref().unwrap_or("asked to")
+            "icaptap: stopping ({why}): no new connections; open ones may finish (drain)"
         );
         let summary = proxy.stop().await?;
         // Every end of a run leaves its report beside the records (the
@@ -587,6 +589,8 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
             );
         }
         let _ = write!(std::io::stdout(), "{}", summary_table(&summary, &out));
+        // The last word of the run: why it ended, after the drain.
+        let _ = writeln!(std::io::stderr(), "icaptap: stopped ({why})");
         Ok(summary)
     })
 }
@@ -611,8 +615,9 @@ impl StopSignals {
         }
     }
 
-    /// Waits for one of the signals or the end of `duration`; says which.
-    async fn wait(mut self, duration: Option<Duration>) -> &'static str {
+    /// Waits for one of the signals or the end of `duration`; says which,
+    /// as the console's reason for stopping.
+    async fn wait(mut self, duration: Option<Duration>) -> String {
         async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
             match signal {
                 Some(s) => {
@@ -628,10 +633,13 @@ impl StopSignals {
             }
         };
         tokio::select! {
-            _ = next(&mut self.interrupt) => "SIGINT",
-            _ = next(&mut self.terminate) => "SIGTERM",
-            _ = next(&mut self.hangup) => "SIGHUP",
-            _ = timer => "--duration reached",
+            _ = next(&mut self.interrupt) => "SIGINT received".to_string(),
+            _ = next(&mut self.terminate) => "SIGTERM received".to_string(),
+            _ = next(&mut self.hangup) => "SIGHUP received: the terminal or session went away".to_string(),
+            _ = timer => format!(
+                "--duration {} reached",
+                humantime::format_duration(duration.unwrap_or_default())
+            ),
         }
     }
 }
