@@ -110,6 +110,11 @@ fn client_left_first() -> Step {
     ))
 }
 
+/// The sensor leg led back into icaptap.
+fn looped(error: &'static str) -> Step {
+    step(Act::ConnectFailed(error, ConnectFailure::Loop))
+}
+
 pub(super) fn wait_ms(ms: u64) -> Step {
     step(Act::Wait(Duration::from_millis(ms)))
 }
@@ -379,6 +384,8 @@ rule_table! {
         => Connection "icaptap-fd-limit", "none";
     client_gone_before_connect: Live [client_left_first()]
         => Connection "client-gone-before-connect", "none";
+    forwarding_loop: Live [looped("forwarding loop: came back to icaptap")]
+        => Connection "forwarding-loop", "none";
     server_closed_before_response: Live [req(get()), sensor_ends(Fin)]
         => Exchange "server-closed-before-response", "missing";
     server_reset_before_response: Live [req(get()), sensor_ends(Reset)]

@@ -87,6 +87,9 @@ pub enum ConnectFailure {
     /// The client closed (or reset) its connection, having sent nothing,
     /// before the sensor leg was up; icaptap stopped connecting.
     ClientGone,
+    /// The sensor leg led back into icaptap (a forwarding loop): closed by
+    /// icaptap, not refused by a sensor.
+    Loop,
 }
 
 /// What happened.

@@ -1,5 +1,5 @@
 //! Rules of a connection rather than of one exchange's bytes: a sensor
-//! that cannot be reached, more connections than it advertised, bytes the
+//! that cannot be reached, a sensor address that leads back to icaptap, more connections than it advertised, bytes the
 //! live observer missed, a client that waited for the end of the
 //! connection, and why a request got no verdict from how the connection
 //! ended.
@@ -73,6 +73,12 @@ pub fn client_gone_before_connect(error: &str) -> Finding {
             "{error} before the sensor leg was up, having sent nothing; icaptap stopped connecting"
         ),
     )
+}
+
+/// The sensor leg led back into icaptap (`error` says how); icaptap closed
+/// the connection before forwarding a byte.
+pub fn forwarding_loop(error: &str) -> Finding {
+    Finding::rule(RuleCode::ForwardingLoop, error.to_owned())
 }
 
 /// A connection opened to `server` made `open` connections, more than the
