@@ -508,6 +508,8 @@ where
     };
     let mut buf = BytesMut::with_capacity(buffer_size);
     let mut offset: u64 = 0;
+    // Whether the observer dropped the last data tap of this direction.
+    let mut dropping = false;
     loop {
         if buf.capacity() < refill_below {
             buf.reserve(buffer_size);
@@ -570,7 +572,7 @@ where
                 // they happened.
                 let mut write = std::pin::pin!(writer.write_all(&bytes));
                 let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
-                shared.sinks.offer(tap);
+                shared.sinks.offer_data(tap, &mut dropping);
                 let written = match first {
                     Poll::Ready(written) => written,
                     Poll::Pending => tokio::select! {

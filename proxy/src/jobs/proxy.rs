@@ -571,10 +571,9 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
         mode: "proxy",
     };
     let duration = args.duration;
-    let mut icap_ports = vec![plan.forward.listen.port(), plan.forward.upstream.port()];
-    for route in &plan.routes {
-        icap_ports.extend([route.listen.port(), route.upstream.port()]);
-    }
+    // The sensors' ports; the listening ports are known once bound.
+    let mut icap_ports = vec![plan.forward.upstream.port()];
+    icap_ports.extend(plan.routes.iter().map(|route| route.upstream.port()));
     let recording = plan.record.is_some();
     runtime.block_on(async move {
         let proxy = start(plan).await?;
@@ -586,6 +585,7 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
             proxy.out.display()
         );
         if recording {
+            icap_ports.extend(proxy.listens.iter().map(|l| l.port()));
             if let Some(hint) = decode_as_hint(&icap_ports) {
                 eprintln!("icaptap: {hint}");
             }

@@ -161,6 +161,7 @@ impl Observer {
                     }
                 }
             }
+            TapEvent::Lost { dir, offset } => conn.lost(dir, offset),
             TapEvent::Closed { dir, how } => {
                 if dir == Direction::Request {
                     conn.findings.extend(client_waited_for_eof(
@@ -349,8 +350,8 @@ impl Observer {
                 response: conn.response.expected,
                 request_at: conn.request.last_data,
             };
-            let both_closed = conn.request.closed.is_some() && conn.response.closed.is_some();
-            let cut = capture_ended(both_closed, &mut conn.correlator, ends);
+            let answers_ended = conn.response.closed.is_some();
+            let cut = capture_ended(answers_ended, &mut conn.correlator, ends);
             for (seq, finding) in cut {
                 conn.pending.entry(seq).or_default().push(finding);
             }

@@ -115,6 +115,17 @@ pub enum TapEvent {
         /// The bytes, exactly as forwarded.
         bytes: Bytes,
     },
+    /// Bytes of `dir` from stream offset `offset` on were dropped before
+    /// this side path got them (its queue was full): said at once, as a
+    /// control tap that is never dropped, so that the side path knows
+    /// before it decodes anything that came later on either direction. The
+    /// next `Data` of `dir` (or the end of the connection) shows how many.
+    Lost {
+        /// Which way the dropped bytes went.
+        dir: Direction,
+        /// Stream offset of the first byte dropped.
+        offset: u64,
+    },
     /// The sender of `dir` stopped sending: its stream is over.
     Closed {
         /// Which direction ended.

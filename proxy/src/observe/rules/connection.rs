@@ -147,17 +147,19 @@ pub fn client_waited_for_eof(
     })
 }
 
-/// A capture that holds no more of a connection although a side left its
-/// stream open (`both_closed` false): every exchange still open in
-/// `correlator` was cut by the end of the capture, not by a peer. Marks
-/// them incomplete and gives each its finding, blamed on no peer (the side
-/// named is whose message was cut, at its stream's end in `ends`).
+/// A capture that holds no more of a connection although the sensor's
+/// stream was not seen to end (`answers_ended` false), so answers could
+/// still have come: every exchange still open in `correlator` was cut by
+/// the end of the capture, not by a peer. Marks them incomplete and gives
+/// each its finding, blamed on no peer (the side named is whose message
+/// was cut, at its stream's end in `ends`). Once the sensor closed or
+/// reset, no answer was coming: that close is the story, not the capture.
 pub fn capture_ended(
-    both_closed: bool,
+    answers_ended: bool,
     correlator: &mut Correlator,
     ends: StreamOffsets,
 ) -> Vec<(u64, Finding)> {
-    if both_closed {
+    if answers_ended {
         return Vec::new();
     }
     let answering: Vec<u64> = correlator
