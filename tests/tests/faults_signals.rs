@@ -226,8 +226,14 @@ async fn every_end_of_a_run_says_why_it_stopped() {
         .unwrap()
         .local_addr()
         .unwrap();
+    // The client stays until icaptap closes it: one that left at once
+    // would be `client-gone-before-connect`, the sensor never tried.
     let connect = |listen: std::net::SocketAddr| async move {
-        let _ = tokio::net::TcpStream::connect(listen).await;
+        if let Ok(mut s) = tokio::net::TcpStream::connect(listen).await {
+            use tokio::io::AsyncReadExt;
+            let mut byte = [0u8; 1];
+            let _ = tokio::time::timeout(Duration::from_secs(10), s.read(&mut byte)).await;
+        }
     };
     let (status, said) =
         run_until_it_ends(closed, &["--stop-on", "sensor-unreachable"], connect, None).await;
