@@ -566,7 +566,10 @@ fn the_receiving_leg_shows_only_what_was_written_to_it() {
     c.send(Direction::Request, OPTIONS_REQ, 65536);
     // The first answer: the write to the client takes 100 bytes at once,
     // the rest later, after the client has sent its next request.
-    c.push(TapEvent::Pending { dir: resp, sent: 100 });
+    c.push(TapEvent::Pending {
+        dir: resp,
+        sent: 100,
+    });
     c.send(resp, OPTIONS_RESP, 65536);
     c.send(Direction::Request, OPTIONS_REQ, 65536);
     c.push(TapEvent::Sent {
@@ -623,7 +626,11 @@ fn the_receiving_leg_shows_only_what_was_written_to_it() {
         "frame.interface_name == \"client-leg\" && tcp.len > 0",
         &["tcp.srcport", "tcp.len"],
     );
-    assert_eq!(order[2], format!("40013\t{}", OPTIONS_REQ.len()), "{order:?}");
+    assert_eq!(
+        order[2],
+        format!("40013\t{}", OPTIONS_REQ.len()),
+        "{order:?}"
+    );
     // The client's reset acknowledges what reached it, not more; icaptap's
     // reset to the sensor acknowledges all the sensor sent.
     let rst = fields(

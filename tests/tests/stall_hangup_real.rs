@@ -402,9 +402,9 @@ async fn a_client_hanging_up_on_an_infected_answer_keeps_it_infected() {
         "the sensor leg shows every byte the sensor sent: {payload:?}"
     );
     assert!(
-        hangup
-            .detail
-            .contains(&format!("{undelivered} bytes icaptap had read from the sensor never reached the client")),
+        hangup.detail.contains(&format!(
+            "{undelivered} bytes icaptap had read from the sensor never reached the client"
+        )),
         "{}",
         hangup.detail
     );
@@ -427,7 +427,16 @@ async fn a_client_hanging_up_on_an_infected_answer_keeps_it_infected() {
 fn payload_by_flow(capture: &std::path::Path) -> std::collections::HashMap<(u16, u16), u64> {
     let o = std::process::Command::new("tshark")
         .args(["-r", capture.to_str().unwrap(), "-Y", "tcp.len > 0"])
-        .args(["-T", "fields", "-e", "tcp.srcport", "-e", "tcp.dstport", "-e", "tcp.len"])
+        .args([
+            "-T",
+            "fields",
+            "-e",
+            "tcp.srcport",
+            "-e",
+            "tcp.dstport",
+            "-e",
+            "tcp.len",
+        ])
         .output()
         .expect("tshark runs (Debian package tshark)");
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
