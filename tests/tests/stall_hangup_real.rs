@@ -221,7 +221,7 @@ async fn a_client_silent_after_100_continue_is_continue_not_followed() {
     assert!(!found.contains(&"transfer-stall"), "{found:?}");
 }
 
-/// c-icap's virus_scan with a virus page of about 4 MiB (its templates
+/// c-icap's virus_scan with a virus page of about 16 MiB (its templates
 /// copied and padded), so that the answer is still on its way when a client
 /// that read its head hangs up.
 fn cicap_with_big_virus_page(dir: &std::path::Path, clamd: &Clamd) -> CIcap {
@@ -235,10 +235,10 @@ fn cicap_with_big_virus_page(dir: &std::path::Path, clamd: &Clamd) -> CIcap {
     assert!(copied.success());
     let page = templates.join("virus_scan/en/VIRUS_FOUND");
     let mut text = std::fs::read_to_string(&page).unwrap();
-    text.push_str(&format!("<!-- {} -->\n", "padding ".repeat(512 * 1024)));
+    text.push_str(&format!("<!-- {} -->\n", "padding ".repeat(2048 * 1024)));
     std::fs::write(&page, text).unwrap();
     let more = format!(
-        "TemplateDir {}/\nTemplateMemBufSize 8388608\n",
+        "TemplateDir {}/\nTemplateMemBufSize 33554432\n",
         templates.display()
     );
     cicap_sensor_with(dir, clamd, &[], &more)
