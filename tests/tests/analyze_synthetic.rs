@@ -102,6 +102,7 @@ fn kinds(taps: &[Tap]) -> Vec<String> {
             TapEvent::Pending { .. } => "pending".to_string(),
             TapEvent::Sent { .. } => "sent".to_string(),
             TapEvent::Undelivered { .. } => "undelivered".to_string(),
+            TapEvent::Lost { dir, .. } => format!("lost-{dir:?}"),
         })
         .collect()
 }

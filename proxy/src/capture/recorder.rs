@@ -188,6 +188,8 @@ impl Recorder {
             }
             TapEvent::Sent { dir, upto } => self.sent(id, dir, upto, tap.at),
             TapEvent::Undelivered { dir, offset, .. } => self.undelivered(id, dir, offset),
+            // The recorder sees its own losses by their offsets.
+            TapEvent::Lost { .. } => {}
             TapEvent::Closed { dir, how } => {
                 self.ensure(&tap.conn, tap.at);
                 self.closed(id, dir, how, tap.at);
