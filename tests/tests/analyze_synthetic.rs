@@ -99,6 +99,9 @@ fn kinds(taps: &[Tap]) -> Vec<String> {
             TapEvent::Closed { dir, how } => format!("closed-{dir:?}-{}", how.as_str()),
             TapEvent::Finished => "finished".to_string(),
             TapEvent::ConnectFailed { .. } => "connect-failed".to_string(),
+            TapEvent::Pending { .. } => "pending".to_string(),
+            TapEvent::Sent { .. } => "sent".to_string(),
+            TapEvent::Undelivered { .. } => "undelivered".to_string(),
             TapEvent::Lost { dir, .. } => format!("lost-{dir:?}"),
         })
         .collect()

@@ -2,7 +2,8 @@
 //! random streams (sizes, write splits, half-closes in either order) arrive
 //! identical in both directions; the taps reconstruct the forwarded
 //! streams with contiguous offsets; a stalled observer loses taps, never
-//! bytes; single bytes cross without waiting for more.
+//! bytes; single bytes cross without waiting for more; bytes read but never
+//! delivered to a client that hung up are told as such.
 
 mod forward_support;
 
@@ -307,4 +308,92 @@ async fn bytes_are_forwarded_as_they_come_not_held_for_a_full_buffer() {
     timeout(PATIENCE, sensor_side).await.unwrap().unwrap();
     drop(c);
     proxy.stop().await;
+}
+
+/// A client that stops reading and hangs up while the sensor's answer is
+/// still on its way: the data taps carry all icaptap read from the sensor,
+/// one `Undelivered` tap says how much of it never reached the client (the
+/// end of it), the forwarding counter agrees, and every `Pending` (a write
+/// that could not finish at once) is ended by a `Sent` or that
+/// `Undelivered`.
+#[tokio::test]
+async fn a_client_hanging_up_mid_answer_is_told_in_an_undelivered_tap() {
+    const ANSWER: usize = 32 << 20;
+    let (l, sensor) = sensor_listener().await;
+    let answer = pattern(7, ANSWER);
+    let expected = answer.clone();
+    tokio::spawn(async move {
+        let (mut s, _) = l.accept().await.unwrap();
+        let mut ping = [0u8; 4];
+        s.read_exact(&mut ping).await.unwrap();
+        // Until icaptap resets the sensor leg.
+        for chunk in answer.chunks(64 * 1024) {
+            if s.write_all(chunk).await.is_err() {
+                break;
+            }
+        }
+    });
+    let (queue, mut rx) = TapQueue::with_budget(1 << 20, 1 << 30);
+    let proxy = start_proxy(sensor, observer_only(queue), |_| {}).await;
+    let mut c = TcpStream::connect(proxy.addr).await.unwrap();
+    c.write_all(b"ping").await.unwrap();
+    let mut head = [0u8; 100];
+    c.read_exact(&mut head).await.unwrap();
+    assert_eq!(head[..], expected[..100]);
+    // The answer fills both sides' socket buffers: icaptap is in the middle
+    // of a write when the client goes.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    drop(c);
+    let taps = collect_taps(&mut rx, 1).await;
+    let stats = proxy.stop().await;
+
+    let read = reassemble(&taps, Direction::Response);
+    assert_eq!(read[..], expected[..read.len()]);
+    assert!(
+        read.len() < ANSWER,
+        "the sensor was cut off: {}",
+        read.len()
+    );
+    let undelivered: Vec<(u64, u64)> = taps
+        .iter()
+        .filter_map(|t| match t.event {
+            TapEvent::Undelivered { dir, offset, len } => {
+                assert_eq!(dir, Direction::Response);
+                Some((offset, len))
+            }
+            _ => None,
+        })
+        .collect();
+    assert_eq!(undelivered.len(), 1, "{undelivered:?}");
+    let (offset, len) = undelivered[0];
+    assert!(len > 0);
+    assert!(offset >= 100, "the client read 100 bytes: {offset}");
+    assert_eq!(offset + len, read.len() as u64, "the end of what was read");
+    assert_eq!(stats.undelivered_bytes, len);
+    assert_eq!(stats.bytes_sensor_to_client, read.len() as u64);
+
+    let mut open: Option<u64> = None;
+    let mut blocked = 0;
+    for t in &taps {
+        match t.event {
+            TapEvent::Pending { dir, sent } => {
+                assert_eq!(dir, Direction::Response);
+                assert!(open.is_none(), "one write at a time");
+                open = Some(sent);
+                blocked += 1;
+            }
+            TapEvent::Sent { upto: end, .. } | TapEvent::Undelivered { offset: end, .. } => {
+                let sent = open.take().expect("a Pending before");
+                assert!(sent <= end, "{sent} > {end}");
+            }
+            _ => {}
+        }
+    }
+    assert!(open.is_none());
+    assert!(blocked >= 1);
+    let closes = closes(&taps);
+    assert!(
+        closes.contains(&(Direction::Response, CloseKind::IcaptapReset)),
+        "{closes:?}"
+    );
 }

@@ -342,11 +342,10 @@ async fn a_client_that_leaves_before_the_sensor_leg_is_up_gets_no_sensor_leg() {
     for tap in taps {
         observer.handle(tap);
     }
-    let records = records.lock().unwrap();
-    let codes: Vec<&str> = records.connections[0]
+    let codes: Vec<String> = records.lock().unwrap().connections[0]
         .anomalies
         .iter()
-        .map(|a| a.code.as_str())
+        .map(|a| a.code.clone())
         .collect();
     assert_eq!(codes, ["client-gone-before-connect"]);
     let stats = proxy.stop().await;

@@ -103,12 +103,19 @@ async fn measure_forwarding() {
     let drops = queue.drops().clone();
     // A consumer that keeps up, as the observer should: it only counts.
     let observer = tokio::spawn(async move {
-        let mut bytes = 0u64;
+        let (mut bytes, mut chunks, mut pending) = (0u64, 0u64, 0u64);
         while let Some(tap) = rx.recv().await {
-            if let TapEvent::Data { bytes: b, .. } = tap.event {
-                bytes += b.len() as u64;
+            match tap.event {
+                TapEvent::Data { bytes: b, .. } => {
+                    bytes += b.len() as u64;
+                    chunks += 1;
+                }
+                // A write that could not finish at once.
+                TapEvent::Pending { .. } => pending += 1,
+                _ => {}
             }
         }
+        println!("{chunks} chunks forwarded, {pending} of their writes blocked (Pending taps)");
         bytes
     });
     let cfg = ForwardConfig::new("127.0.0.1:0".parse().unwrap(), sensor);

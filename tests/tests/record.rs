@@ -553,3 +553,104 @@ fn a_note_for_a_packet_already_written_goes_on_the_next_one() {
         "on the response that came next: {on:?}"
     );
 }
+
+/// A write that blocks is drawn on the receiving leg when it ends, and the
+/// tail of one that fails never: the client leg shows what reached the
+/// client, the sensor leg all that the sensor sent.
+#[test]
+fn the_receiving_leg_shows_only_what_was_written_to_it() {
+    use icaptap::tap::{CloseKind, TapEvent};
+    let resp = Direction::Response;
+    let len = OPTIONS_RESP.len() as u64;
+    let mut c = Conn::new(13, false);
+    c.send(Direction::Request, OPTIONS_REQ, 65536);
+    // The first answer: the write to the client takes 100 bytes at once,
+    // the rest later, after the client has sent its next request.
+    c.push(TapEvent::Pending {
+        dir: resp,
+        sent: 100,
+    });
+    c.send(resp, OPTIONS_RESP, 65536);
+    c.send(Direction::Request, OPTIONS_REQ, 65536);
+    c.push(TapEvent::Sent {
+        dir: resp,
+        upto: len,
+    });
+    // The second: 30 bytes reach the client, then it is gone.
+    c.push(TapEvent::Pending {
+        dir: resp,
+        sent: len + 30,
+    });
+    c.send(resp, OPTIONS_RESP, 65536);
+    c.push(TapEvent::Undelivered {
+        dir: resp,
+        offset: len + 30,
+        len: len - 30,
+    });
+    c.push(TapEvent::Closed {
+        dir: Direction::Request,
+        how: CloseKind::Fin,
+    });
+    c.push(TapEvent::Closed {
+        dir: resp,
+        how: CloseKind::IcaptapReset,
+    });
+    c.push(TapEvent::Finished);
+    let (dir, _) = record(opts(), c.taps, vec![]);
+    let file = &capture_files(dir.path())[0];
+    let leg = |name: &str| {
+        fields(
+            file,
+            &format!("frame.interface_name == \"{name}\" && tcp.srcport == 1344 && tcp.len > 0"),
+            &["tcp.len", "tcp.payload"],
+        )
+    };
+    let hex = |b: &[u8]| b.iter().map(|x| format!("{x:02x}")).collect::<String>();
+    let payload = |lines: &[String]| -> String {
+        lines
+            .iter()
+            .map(|l| l.split('\t').nth(1).unwrap().replace(':', ""))
+            .collect()
+    };
+    let client = leg("client-leg");
+    assert_eq!(client[0].split('\t').next(), Some("100"), "{client:?}");
+    let mut reached = OPTIONS_RESP.to_vec();
+    reached.extend_from_slice(&OPTIONS_RESP[..30]);
+    assert_eq!(payload(&client), hex(&reached), "{client:?}");
+    let sensor = leg("sensor-leg");
+    assert_eq!(payload(&sensor), hex(&OPTIONS_RESP.repeat(2)), "{sensor:?}");
+    // The rest of the first answer crossed the client leg after the
+    // client's second request.
+    let order = fields(
+        file,
+        "frame.interface_name == \"client-leg\" && tcp.len > 0",
+        &["tcp.srcport", "tcp.len"],
+    );
+    assert_eq!(
+        order[2],
+        format!("40013\t{}", OPTIONS_REQ.len()),
+        "{order:?}"
+    );
+    // The client's reset acknowledges what reached it, not more; icaptap's
+    // reset to the sensor acknowledges all the sensor sent.
+    let rst = fields(
+        file,
+        "tcp.flags.reset == 1",
+        &["frame.interface_name", "tcp.ack"],
+    );
+    assert_eq!(
+        rst,
+        vec![
+            format!("client-leg\t{}", len + 30 + 1),
+            format!("sensor-leg\t{}", 2 * len + 1),
+        ],
+        "{rst:?}"
+    );
+    let lost = fields(
+        file,
+        "tcp.analysis.lost_segment || tcp.analysis.ack_lost_segment",
+        &["frame.number"],
+    );
+    assert!(lost.is_empty(), "{lost:?}");
+    assert_healthy(file);
+}

@@ -221,7 +221,7 @@ async fn a_client_silent_after_100_continue_is_continue_not_followed() {
     assert!(!found.contains(&"transfer-stall"), "{found:?}");
 }
 
-/// c-icap's virus_scan with a virus page of about 4 MiB (its templates
+/// c-icap's virus_scan with a virus page of about 16 MiB (its templates
 /// copied and padded), so that the answer is still on its way when a client
 /// that read its head hangs up.
 fn cicap_with_big_virus_page(dir: &std::path::Path, clamd: &Clamd) -> CIcap {
@@ -235,10 +235,10 @@ fn cicap_with_big_virus_page(dir: &std::path::Path, clamd: &Clamd) -> CIcap {
     assert!(copied.success());
     let page = templates.join("virus_scan/en/VIRUS_FOUND");
     let mut text = std::fs::read_to_string(&page).unwrap();
-    text.push_str(&format!("<!-- {} -->\n", "padding ".repeat(512 * 1024)));
+    text.push_str(&format!("<!-- {} -->\n", "padding ".repeat(2048 * 1024)));
     std::fs::write(&page, text).unwrap();
     let more = format!(
-        "TemplateDir {}/\nTemplateMemBufSize 8388608\n",
+        "TemplateDir {}/\nTemplateMemBufSize 33554432\n",
         templates.display()
     );
     cicap_sensor_with(dir, clamd, &[], &more)
@@ -255,7 +255,8 @@ struct Hangup {
 }
 
 /// Sends `request` to `sensor` through icaptap, reads the answer up to the
-/// end of its ICAP head and closes (with the rest unread: a reset).
+/// end of its ICAP head, reads no more and closes (with the rest unread: a
+/// reset).
 async fn read_head_and_hang_up(sensor: std::net::SocketAddr, request: Vec<u8>) -> Hangup {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let tmp = tempfile::tempdir().unwrap();
@@ -278,6 +279,11 @@ async fn read_head_and_hang_up(sensor: std::net::SocketAddr, request: Vec<u8>) -
         assert!(n > 0, "the sensor closed before its head: {got:?}");
         got.extend_from_slice(&buf[..n]);
     }
+    // Long enough for the answer to fill the client's receive buffer and
+    // icaptap's send buffer: icaptap is then in the middle of a write to
+    // the client when the client hangs up, as a client that stops reading
+    // and later closes finds it.
+    tokio::time::sleep(Duration::from_millis(300)).await;
     drop(s);
     tokio::time::sleep(Duration::from_millis(500)).await;
     proxy.stop().await.unwrap();
@@ -374,4 +380,70 @@ async fn a_client_hanging_up_on_an_infected_answer_keeps_it_infected() {
         !rsts.iter().any(|r| r.0 == sensor_port),
         "no RST from the sensor: {rsts:?}"
     );
+
+    // What crossed each leg. icaptap read the whole of what the sensor
+    // sent before its reset, but wrote to the client only what the client's
+    // kernel took before the client's reset came back; the rest never
+    // crossed the client leg and the capture does not draw it there.
+    let undelivered = conn.undelivered_server_to_client;
+    assert!(undelivered > 0, "{conn:#?}");
+    assert_eq!(conn.undelivered_client_to_server, 0, "{conn:#?}");
+    let delivered = conn.bytes_server_to_client - undelivered;
+    assert!(delivered >= run.read as u64, "{conn:#?}");
+    let listen_port: u16 = conn.listen.rsplit(':').next().unwrap().parse().unwrap();
+    let payload = payload_by_flow(&run.capture);
+    let on = |from: u16, to: u16| payload.get(&(from, to)).copied().unwrap_or(0);
+    let client_leg = on(listen_port, client_port);
+    assert!(client_leg <= delivered, "{payload:?} {conn:#?}");
+    assert_eq!(client_leg, delivered, "{payload:?} {conn:#?}");
+    assert_eq!(
+        on(sensor_port, icaptap_port),
+        conn.bytes_server_to_client,
+        "the sensor leg shows every byte the sensor sent: {payload:?}"
+    );
+    assert!(
+        hangup.detail.contains(&format!(
+            "{undelivered} bytes icaptap had read from the sensor never reached the client"
+        )),
+        "{}",
+        hangup.detail
+    );
+    // Every acknowledgement and reset on the client leg is for bytes drawn
+    // on it: Wireshark sees no lost segment and nothing acknowledged unseen.
+    let o = std::process::Command::new("tshark")
+        .args(["-r", run.capture.to_str().unwrap()])
+        .args([
+            "-Y",
+            "tcp.analysis.lost_segment || tcp.analysis.ack_lost_segment",
+        ])
+        .output()
+        .expect("tshark runs");
+    let flagged = String::from_utf8_lossy(&o.stdout);
+    assert!(flagged.trim().is_empty(), "{flagged}");
+}
+
+/// TCP payload bytes per `(source port, destination port)` in `capture`,
+/// as tshark reads them.
+fn payload_by_flow(capture: &std::path::Path) -> std::collections::HashMap<(u16, u16), u64> {
+    let o = std::process::Command::new("tshark")
+        .args(["-r", capture.to_str().unwrap(), "-Y", "tcp.len > 0"])
+        .args([
+            "-T",
+            "fields",
+            "-e",
+            "tcp.srcport",
+            "-e",
+            "tcp.dstport",
+            "-e",
+            "tcp.len",
+        ])
+        .output()
+        .expect("tshark runs (Debian package tshark)");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let mut by = std::collections::HashMap::new();
+    for line in String::from_utf8_lossy(&o.stdout).lines() {
+        let f: Vec<u64> = line.split('\t').map(|p| p.parse().unwrap()).collect();
+        *by.entry((f[0] as u16, f[1] as u16)).or_insert(0) += f[2];
+    }
+    by
 }

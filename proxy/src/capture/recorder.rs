@@ -13,6 +13,15 @@
 //!   so Wireshark never sees unacknowledged or "ACKed unseen" data. A tap that
 //!   starts past what was recorded (the queue dropped taps) advances the
 //!   sequence numbers by the gap, which Wireshark shows as lost segments.
+//! - `Pending{dir, sent}` (a write icaptap could not finish at once):
+//!   the receiving leg of `dir` (the sensor leg for requests, the client
+//!   leg for responses) is drawn with the next `Data` tap's bytes only up to
+//!   `sent`; the rest waits for `Sent{dir, upto}` (drawn then, when the
+//!   receiver took them) or `Undelivered` (never drawn: those bytes were
+//!   read on the sending leg, which shows them, but never crossed the
+//!   receiving leg). The receiving leg acknowledges, closes and resets at
+//!   its own position. A write that succeeds whole at once, the usual case,
+//!   comes as its `Data` tap alone and is drawn on both legs at once.
 //! - `Closed{dir, how}`: a FIN from the sender of `dir` (acknowledged by
 //!   the other side) on both legs; `Reset` is an RST instead and ends the
 //!   legs. `IcaptapReset` (the other side went away and icaptap cut this
@@ -61,15 +70,58 @@ struct ConnState {
     /// Whether a FIN was written per direction (it takes one sequence number).
     fin: [bool; 2],
     cutters: [Option<BodyCutter>; 2],
+    /// Per direction, while its receiving leg has not taken all that was
+    /// read (a slow or failed write); `None` when it has.
+    delivery: [Option<Delivery>; 2],
     /// Notes waiting for their packet.
     notes: ConnNotes,
 }
 
+/// How far the receiving leg of one direction got, when it lags behind
+/// what icaptap read.
+#[derive(Debug)]
+struct Delivery {
+    /// Stream offset up to which the receiving leg took the bytes.
+    sent: u64,
+    /// Bytes past `sent` that were read but not yet written.
+    waiting: Option<Waiting>,
+}
+
+/// Bytes of a `Data` tap not yet drawn on the receiving leg.
+#[derive(Debug)]
+struct Waiting {
+    /// Stream offset of `bytes[0]`.
+    offset: u64,
+    bytes: Bytes,
+    /// The body cuts of the tap (the cutter saw these bytes once already).
+    cuts: Vec<Range<u64>>,
+}
+
+/// The leg `dir`'s bytes are written to: the sensor leg for requests, the
+/// client leg for responses.
+fn receiving_leg(dir: Direction) -> usize {
+    match dir {
+        Direction::Request => Leg::Sensor.index(),
+        Direction::Response => Leg::Client.index(),
+    }
+}
+
 impl ConnState {
-    /// The acknowledgement number the receiver of `dir` sends on `flow`.
-    fn ack_of(&self, flow: &Flow, dir: Direction) -> u32 {
+    /// How much of `dir`'s stream leg `slot` carries.
+    fn pos(&self, slot: usize, dir: Direction) -> u64 {
         let i = dir.index();
-        flow.seq(dir, self.next[i]).wrapping_add(self.fin[i] as u32)
+        match &self.delivery[i] {
+            Some(d) if slot == receiving_leg(dir) => d.sent.min(self.next[i]),
+            _ => self.next[i],
+        }
+    }
+
+    /// The acknowledgement number the receiver of `dir` sends on `flow`
+    /// (leg `slot`).
+    fn ack_of(&self, slot: usize, flow: &Flow, dir: Direction) -> u32 {
+        let i = dir.index();
+        flow.seq(dir, self.pos(slot, dir))
+            .wrapping_add(self.fin[i] as u32)
     }
 }
 
@@ -130,6 +182,12 @@ impl Recorder {
                 self.ensure(&tap.conn, tap.at);
                 self.data(id, dir, offset, bytes, tap.at);
             }
+            TapEvent::Pending { dir, sent } => {
+                self.ensure(&tap.conn, tap.at);
+                self.pending(id, dir, sent, tap.at);
+            }
+            TapEvent::Sent { dir, upto } => self.sent(id, dir, upto, tap.at),
+            TapEvent::Undelivered { dir, offset, .. } => self.undelivered(id, dir, offset),
             // The recorder sees its own losses by their offsets.
             TapEvent::Lost { .. } => {}
             TapEvent::Closed { dir, how } => {
@@ -137,6 +195,12 @@ impl Recorder {
                 self.closed(id, dir, how, tap.at);
             }
             TapEvent::Finished => {
+                if let Some(st) = self.conns.get_mut(&id) {
+                    // A write whose end was never reported: not drawn.
+                    for d in st.delivery.iter_mut().flatten() {
+                        d.waiting = None;
+                    }
+                }
                 if self.conns.contains_key(&id) {
                     for dir in DIRS {
                         self.closed(id, dir, CloseKind::Fin, tap.at);
@@ -223,6 +287,7 @@ impl Recorder {
             next: [0, 0],
             fin: [false, false],
             cutters: [cutter(Direction::Request), cutter(Direction::Response)],
+            delivery: [None, None],
             notes,
         }
     }
@@ -322,60 +387,180 @@ impl Recorder {
         let cuts = std::mem::take(&mut self.cuts);
         let mut sums = std::mem::take(&mut self.sums);
         sums.clear();
-        for flow in st.flows.iter().flatten() {
-            let ack = st.ack_of(flow, dir.opposite());
-            let mut pos = offset;
-            let mut since_ack = 0;
-            // The next of the sums of an earlier leg that may fit.
-            let mut known = 0;
-            let first_leg = sums.is_empty();
-            while pos < end {
-                let cut = cuts.iter().find(|c| c.end > pos);
-                let (seg_end, is_cut) = match cut {
-                    Some(c) if c.start <= pos => (c.end, true),
-                    Some(c) => (c.start, false),
-                    None => (end, false),
-                };
-                let seg_end = seg_end.min(end).min(pos + flow.mss() as u64);
-                let payload = &bytes[(pos - offset) as usize..(seg_end - offset) as usize];
-                let flags = TcpFlags {
-                    psh: seg_end == end,
-                    ..ACK
-                };
-                while known < sums.len() && sums[known].0 < pos {
-                    known += 1;
-                }
-                let sum = match sums.get(known) {
-                    Some(&(s, e, sum)) if s == pos && e == seg_end => sum,
-                    _ => {
-                        let sum = checksum::payload_sum(payload);
-                        if first_leg {
-                            sums.push((pos, seg_end, sum));
-                        }
-                        sum
+        let out = receiving_leg(dir);
+        for slot in 0..2 {
+            let mut hi = end;
+            if slot == out && st.flows[slot].is_some() {
+                if let Some(d) = st.delivery[i].as_mut() {
+                    // Only what the receiving leg took so far; the rest waits.
+                    hi = d.sent.clamp(offset, end);
+                    if hi < end {
+                        d.waiting = Some(Waiting {
+                            offset: hi,
+                            bytes: bytes.slice((hi - offset) as usize..),
+                            cuts: cuts.iter().filter(|c| c.end > hi).cloned().collect(),
+                        });
                     }
-                };
-                let seq = flow.seq(dir, pos);
-                self.push_data(id, Some(dir), pos..seg_end, payload.len(), |o| {
-                    flow.build(dir, seq, ack, flags, payload, sum, !is_cut, at, o)
-                });
-                pos = seg_end;
-                since_ack += 1;
-                if since_ack == ACK_EVERY || pos == end {
-                    since_ack = 0;
-                    // The receiver's own position is what the sender acknowledges.
-                    let acked = flow.seq(dir, pos);
-                    self.push(id, |o| {
-                        flow.segment(dir.opposite(), ack, acked, ACK, &[], at, o)
-                    });
                 }
             }
+            let first_leg = sums.is_empty();
+            let span = Span {
+                dir,
+                offset,
+                bytes: &bytes,
+                range: offset..hi,
+                cuts: &cuts,
+                at,
+            };
+            self.draw(id, &st, slot, span, &mut sums, first_leg);
         }
         self.cuts = cuts;
         self.sums = sums;
         st.next[i] = end;
         self.conns.insert(id, st);
         self.commit(id);
+    }
+
+    /// Draws stream bytes `span.range` of `span.dir` on leg `slot` (when it
+    /// is recorded): segments of at most one MSS, cut where the body
+    /// cutter said, each acknowledged. `sums` caches payload sums by
+    /// stream range between the legs (`record`: this leg fills it).
+    fn draw(
+        &mut self,
+        id: ConnId,
+        st: &ConnState,
+        slot: usize,
+        span: Span<'_>,
+        sums: &mut Vec<(u64, u64, u16)>,
+        record: bool,
+    ) {
+        let Some(flow) = &st.flows[slot] else {
+            return;
+        };
+        let Span {
+            dir,
+            offset,
+            bytes,
+            range,
+            cuts,
+            at,
+        } = span;
+        let end = range.end;
+        let ack = st.ack_of(slot, flow, dir.opposite());
+        let mut pos = range.start;
+        let mut since_ack = 0;
+        // The next of the sums of an earlier leg that may fit.
+        let mut known = 0;
+        while pos < end {
+            let cut = cuts.iter().find(|c| c.end > pos);
+            let (seg_end, is_cut) = match cut {
+                Some(c) if c.start <= pos => (c.end, true),
+                Some(c) => (c.start, false),
+                None => (end, false),
+            };
+            let seg_end = seg_end.min(end).min(pos + flow.mss() as u64);
+            let (from, to) = ((pos - offset) as usize, (seg_end - offset) as usize);
+            let Some(payload) = bytes.get(from..to) else {
+                return;
+            };
+            let flags = TcpFlags {
+                psh: seg_end == end,
+                ..ACK
+            };
+            while known < sums.len() && sums[known].0 < pos {
+                known += 1;
+            }
+            let sum = match sums.get(known) {
+                Some(&(s, e, sum)) if s == pos && e == seg_end => sum,
+                _ => {
+                    let sum = checksum::payload_sum(payload);
+                    if record {
+                        sums.push((pos, seg_end, sum));
+                    }
+                    sum
+                }
+            };
+            let seq = flow.seq(dir, pos);
+            self.push_data(id, Some(dir), pos..seg_end, payload.len(), |o| {
+                flow.build(dir, seq, ack, flags, payload, sum, !is_cut, at, o)
+            });
+            pos = seg_end;
+            since_ack += 1;
+            if since_ack == ACK_EVERY || pos == end {
+                since_ack = 0;
+                // The receiver's own position is what the sender acknowledges.
+                let acked = flow.seq(dir, pos);
+                self.push(id, |o| {
+                    flow.segment(dir.opposite(), ack, acked, ACK, &[], at, o)
+                });
+            }
+        }
+    }
+
+    /// A write of `dir` did not finish at once: its receiving leg has the
+    /// stream up to `sent` so far.
+    fn pending(&mut self, id: ConnId, dir: Direction, sent: u64, at: u64) {
+        // An earlier write's end that never came: what it had is drawn.
+        self.sent(id, dir, sent, at);
+        if let Some(st) = self.conns.get_mut(&id) {
+            st.delivery[dir.index()] = Some(Delivery {
+                sent,
+                waiting: None,
+            });
+        }
+    }
+
+    /// The write of `dir` got its bytes up to `upto` to the receiving leg:
+    /// draws what waited for it, at `at`.
+    fn sent(&mut self, id: ConnId, dir: Direction, upto: u64, at: u64) {
+        let Some(mut st) = self.conns.remove(&id) else {
+            return;
+        };
+        let i = dir.index();
+        if let Some(mut d) = st.delivery[i].take() {
+            if let Some(w) = d.waiting.take() {
+                let w_end = w.offset + w.bytes.len() as u64;
+                let hi = upto.clamp(w.offset, w_end);
+                let mut sums = Vec::new();
+                let span = Span {
+                    dir,
+                    offset: w.offset,
+                    bytes: &w.bytes,
+                    range: w.offset..hi,
+                    cuts: &w.cuts,
+                    at,
+                };
+                self.draw(id, &st, receiving_leg(dir), span, &mut sums, false);
+                if hi < w_end {
+                    d.waiting = Some(Waiting {
+                        offset: hi,
+                        bytes: w.bytes.slice((hi - w.offset) as usize..),
+                        cuts: w.cuts,
+                    });
+                }
+            }
+            d.sent = d.sent.max(upto);
+            // Caught up: the receiving leg follows the stream again.
+            if d.waiting.is_some() || d.sent < st.next[i] {
+                st.delivery[i] = Some(d);
+            }
+        }
+        self.conns.insert(id, st);
+        self.commit(id);
+    }
+
+    /// Stream bytes of `dir` from `offset` on never reached the receiving
+    /// leg: they are not drawn on it, ever.
+    fn undelivered(&mut self, id: ConnId, dir: Direction, offset: u64) {
+        let Some(st) = self.conns.get_mut(&id) else {
+            return;
+        };
+        let d = st.delivery[dir.index()].get_or_insert(Delivery {
+            sent: offset,
+            waiting: None,
+        });
+        d.sent = d.sent.min(offset);
+        d.waiting = None;
     }
 
     fn closed(&mut self, id: ConnId, dir: Direction, how: CloseKind, at: u64) {
@@ -388,16 +573,16 @@ impl Recorder {
                 let Some(flow) = &st.flows[slot] else {
                     continue;
                 };
-                let seq = flow.seq(dir, st.next[i]);
-                let ack = st.ack_of(flow, dir.opposite());
+                let seq = flow.seq(dir, st.pos(slot, dir));
+                let ack = st.ack_of(slot, flow, dir.opposite());
                 if how == CloseKind::IcaptapReset {
                     // The sender did not end its stream: the other side
                     // went away. On the other side's leg its reset (when
                     // not drawn yet), on the sender's leg icaptap's: both
                     // go against `dir`.
                     let back = dir.opposite();
-                    let seq = st.ack_of(flow, back);
-                    let ack = flow.seq(dir, st.next[i]);
+                    let seq = st.ack_of(slot, flow, back);
+                    let ack = flow.seq(dir, st.pos(slot, dir));
                     let rst = TcpFlags { rst: true, ..ACK };
                     self.push(id, |o| flow.segment(back, seq, ack, rst, &[], at, o));
                     st.flows[slot] = None;
@@ -525,3 +710,15 @@ impl Recorder {
 }
 
 const ACK: TcpFlags = TcpFlags::ACK;
+
+/// Stream bytes of one tap to draw on one leg.
+struct Span<'a> {
+    dir: Direction,
+    /// Stream offset of `bytes[0]`.
+    offset: u64,
+    bytes: &'a Bytes,
+    /// The part of the stream drawn.
+    range: Range<u64>,
+    cuts: &'a [Range<u64>],
+    at: u64,
+}

@@ -24,6 +24,10 @@ pub struct ForwardCounters {
     pub bytes_client_to_sensor: AtomicU64,
     /// Bytes forwarded from the sensor to ICAP clients.
     pub bytes_sensor_to_client: AtomicU64,
+    /// Bytes read from one leg (and counted above) that could not be
+    /// written to the other, because it went away while they were on their
+    /// way.
+    pub undelivered_bytes: AtomicU64,
     /// Connections that ended in a reset (from either side), passed on.
     pub resets: AtomicU64,
     /// Connections still open when the drain period ran out, closed by icaptap.
@@ -56,6 +60,7 @@ impl ForwardCounters {
             connect_failures: get(&self.connect_failures),
             bytes_client_to_sensor: get(&self.bytes_client_to_sensor),
             bytes_sensor_to_client: get(&self.bytes_sensor_to_client),
+            undelivered_bytes: get(&self.undelivered_bytes),
             resets: get(&self.resets),
             cut_at_shutdown: get(&self.cut_at_shutdown),
             idle_closed: get(&self.idle_closed),
@@ -76,6 +81,7 @@ pub struct ForwardStats {
     pub connect_failures: u64,
     pub bytes_client_to_sensor: u64,
     pub bytes_sensor_to_client: u64,
+    pub undelivered_bytes: u64,
     pub resets: u64,
     pub cut_at_shutdown: u64,
     pub idle_closed: u64,

@@ -570,20 +570,47 @@ where
                 // task can run the other direction (both pumps share one
                 // task), so side paths see the two directions in the order
                 // they happened.
-                let mut write = std::pin::pin!(writer.write_all(&bytes));
-                let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
+                let mut sent = 0usize;
+                let first = write_counted(writer, &bytes, &mut sent).await;
+                if let Poll::Ready(Ok(())) = first {
+                    shared.sinks.offer_data(tap, &mut dropping);
+                    continue;
+                }
+                // The write did not finish at once: the side paths hear how
+                // far it got, so that the receiving leg is drawn with only
+                // what was written to it.
+                let chunk = offset - n as u64;
+                let pending = TapEvent::Pending {
+                    dir,
+                    sent: chunk + sent as u64,
+                };
+                deliver_end(shared, meta, at, pending);
                 shared.sinks.offer_data(tap, &mut dropping);
                 let written = match first {
-                    Poll::Ready(written) => written,
+                    Poll::Ready(written) => Some(written),
                     Poll::Pending => tokio::select! {
                         biased;
-                        _ = abort.cancelled() => return stopped(),
-                        written = &mut write => written,
+                        _ = abort.cancelled() => None,
+                        written = std::future::poll_fn(|cx| {
+                            poll_write_counted(writer, &bytes, &mut sent, cx)
+                        }) => Some(written),
                     },
                 };
-                if let Err(e) = written {
-                    abort.cancel();
-                    return PumpEnd::WriteFailed(e);
+                let at = tap::now_micros();
+                match written {
+                    Some(Ok(())) => {
+                        let upto = chunk + sent as u64;
+                        deliver_end(shared, meta, at, TapEvent::Sent { dir, upto });
+                    }
+                    Some(Err(e)) => {
+                        undelivered(shared, meta, dir, chunk, sent, n);
+                        abort.cancel();
+                        return PumpEnd::WriteFailed(e);
+                    }
+                    None => {
+                        undelivered(shared, meta, dir, chunk, sent, n);
+                        return stopped();
+                    }
                 }
             }
             Err(e) => {
@@ -592,6 +619,75 @@ where
             }
         }
     }
+}
+
+/// Polls the write of `bytes` to `writer` once; `sent` counts the bytes
+/// written so far (tokio's `write_all` does not say how far it got before
+/// failing).
+fn write_counted<'a, W>(
+    writer: &'a mut W,
+    bytes: &'a [u8],
+    sent: &'a mut usize,
+) -> impl Future<Output = Poll<io::Result<()>>> + 'a
+where
+    W: AsyncWrite + Unpin,
+{
+    std::future::poll_fn(move |cx| Poll::Ready(poll_write_counted(writer, bytes, sent, cx)))
+}
+
+/// Writes `bytes[*sent..]` to `writer` until all of it is written, the
+/// writer would block, or the write fails; `sent` counts what was written.
+/// On the usual path this is the loop of `write_all`, nothing more.
+fn poll_write_counted<W>(
+    writer: &mut W,
+    bytes: &[u8],
+    sent: &mut usize,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<io::Result<()>>
+where
+    W: AsyncWrite + Unpin,
+{
+    while *sent < bytes.len() {
+        let rest = &bytes[(*sent).min(bytes.len())..];
+        match std::pin::Pin::new(&mut *writer).poll_write(cx, rest) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+            Poll::Ready(Ok(k)) => *sent += k.min(rest.len()),
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+    Poll::Ready(Ok(()))
+}
+
+/// Reports the bytes of a chunk (stream offset `chunk`, `len` bytes long)
+/// that were read but never written: `sent` of them were.
+fn undelivered(
+    shared: &SessionShared,
+    meta: &Arc<ConnMeta>,
+    dir: Direction,
+    chunk: u64,
+    sent: usize,
+    len: usize,
+) {
+    let missing = len.saturating_sub(sent) as u64;
+    if missing == 0 {
+        return;
+    }
+    ForwardCounters::add(&shared.counters.undelivered_bytes, missing);
+    debug!(
+        conn = meta.id,
+        ?dir,
+        offset = chunk + sent as u64,
+        "{missing} bytes read from the {} never reached the {}",
+        sender_name(dir),
+        receiver_name(dir)
+    );
+    let event = TapEvent::Undelivered {
+        dir,
+        offset: chunk + sent as u64,
+        len: missing,
+    };
+    deliver_end(shared, meta, tap::now_micros(), event);
 }
 
 /// Returns once the client has ended its side (FIN or reset) without

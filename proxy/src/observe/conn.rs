@@ -67,6 +67,9 @@ pub(super) struct Conn {
     pub first_close: Option<FirstClose>,
     /// Bytes never seen (holes), both directions.
     pub unobserved: u64,
+    /// Bytes read from the sender but never written to the receiver (it
+    /// went away), per direction (`Direction::index`).
+    pub undelivered: [u64; 2],
     /// Exchange records written.
     pub exchanges: u64,
     /// Findings of the connection rather than of one exchange.
@@ -98,6 +101,7 @@ impl Conn {
             correlator: Correlator::with_limit(max_pipeline),
             first_close: None,
             unobserved: 0,
+            undelivered: [0, 0],
             exchanges: 0,
             findings: Vec::new(),
             connect_error: None,

@@ -16,7 +16,7 @@ use crate::output::records::{
     PreviewRecord, ProductsRecord, TimingsRecord, MAX_PRODUCT_CHARS, SHA256_SHED,
 };
 use crate::output::{hex, rfc3339, SCHEMA_VERSION};
-use crate::tap::{ConnMeta, Micros};
+use crate::tap::{ConnMeta, Direction, Micros};
 
 /// Converts a finding into its record form.
 pub fn anomaly_record(f: &Finding) -> AnomalyRecord {
@@ -178,6 +178,8 @@ pub(super) fn connection_record(conn: &Conn, now: Micros) -> ConnectionRecord {
         },
         duration_us: now.saturating_sub(meta.opened),
         unobserved_bytes: conn.unobserved,
+        undelivered_client_to_server: conn.undelivered[Direction::Request.index()],
+        undelivered_server_to_client: conn.undelivered[Direction::Response.index()],
         anomalies: conn.findings.iter().map(anomaly_record).collect(),
     }
 }

@@ -161,6 +161,13 @@ impl Observer {
                     }
                 }
             }
+            // How far a slow write got matters to the capture only.
+            TapEvent::Pending { .. } | TapEvent::Sent { .. } => return,
+            TapEvent::Undelivered { dir, len, .. } => {
+                let n = &mut conn.undelivered[dir.index()];
+                *n = n.saturating_add(len);
+                return;
+            }
             TapEvent::Lost { dir, offset } => conn.lost(dir, offset),
             TapEvent::Closed { dir, how } => {
                 if dir == Direction::Request {
@@ -174,10 +181,14 @@ impl Observer {
                 }
                 if dir == Direction::Response && how == CloseKind::IcaptapReset {
                     let client = conn.request.closed;
+                    let undelivered = conn.undelivered[Direction::Response.index()];
                     let cut: Vec<(u64, Finding)> = conn
                         .correlator
                         .open()
-                        .filter_map(|x| Some((x.seq, client_closed_during_response(x, client)?)))
+                        .filter_map(|x| {
+                            let f = client_closed_during_response(x, client, undelivered)?;
+                            Some((x.seq, f))
+                        })
                         .collect();
                     for (seq, f) in cut {
                         conn.pending.entry(seq).or_default().push(f);

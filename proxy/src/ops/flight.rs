@@ -541,6 +541,8 @@ mod tests {
                     close: Default::default(),
                     duration_us: 0,
                     unobserved_bytes: 0,
+                    undelivered_client_to_server: 0,
+                    undelivered_server_to_client: 0,
                     anomalies: Vec::new(),
                 }),
             )

@@ -230,6 +230,17 @@ pub struct ConnectionRecord {
     pub duration_us: u64,
     /// Bytes the observer did not see (forwarded all the same).
     pub unobserved_bytes: u64,
+    /// Bytes icaptap read from the client (counted in
+    /// `bytes_client_to_server`) but could not write to the sensor, which
+    /// went away while they were on their way (0 in records written before
+    /// this field existed).
+    #[serde(default)]
+    pub undelivered_client_to_server: u64,
+    /// Bytes icaptap read from the sensor (counted in
+    /// `bytes_server_to_client`) but could not write to the client, which
+    /// went away while they were on their way.
+    #[serde(default)]
+    pub undelivered_server_to_client: u64,
     /// Anomalies that belong to the connection rather than an exchange.
     pub anomalies: Vec<AnomalyRecord>,
 }

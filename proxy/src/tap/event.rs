@@ -115,6 +115,37 @@ pub enum TapEvent {
         /// The bytes, exactly as forwarded.
         bytes: Bytes,
     },
+    /// Offered just before a `Data` tap whose bytes could not be written
+    /// to the receiving leg at once (the receiver's window was full, or the
+    /// write failed): of `dir`'s stream only the bytes before `sent` have
+    /// reached the receiving leg so far. A `Sent` or an `Undelivered` of
+    /// `dir` follows. A write that succeeds whole at once (the usual case)
+    /// is reported by its `Data` tap alone.
+    Pending {
+        /// Which way the bytes go.
+        dir: Direction,
+        /// Stream offset up to which bytes were written to the receiving leg.
+        sent: u64,
+    },
+    /// The write announced by `Pending` finished: the receiving leg took
+    /// `dir`'s bytes up to stream offset `upto`.
+    Sent {
+        /// Which way the bytes went.
+        dir: Direction,
+        /// Stream offset up to which bytes were written to the receiving leg.
+        upto: u64,
+    },
+    /// Bytes icaptap read from the sender of `dir` (reported by a `Data`
+    /// tap) but could not write to the receiving leg, which went away: the
+    /// receiver never got stream bytes `offset..offset + len`.
+    Undelivered {
+        /// Which way the bytes were going.
+        dir: Direction,
+        /// Stream offset of the first byte not delivered.
+        offset: u64,
+        /// How many bytes were not delivered.
+        len: u64,
+    },
     /// Bytes of `dir` from stream offset `offset` on were dropped before
     /// this side path got them (its queue was full): said at once, as a
     /// control tap that is never dropped, so that the side path knows

@@ -290,17 +290,31 @@ pub fn missing_cause(
 /// answer was coming, and icaptap reset the sensor leg on its behalf: the
 /// answer is as far as it was seen, cut by the client's hang-up, not by the
 /// sensor.
-pub fn client_closed_during_response(x: &Exchange, client: Option<CloseKind>) -> Option<Finding> {
+/// `undelivered`: bytes of the sensor's stream icaptap read but could not
+/// write to the client, which was gone.
+pub fn client_closed_during_response(
+    x: &Exchange,
+    client: Option<CloseKind>,
+    undelivered: u64,
+) -> Option<Finding> {
     let resp = x.response.as_ref().filter(|_| !x.response_ended)?;
     let how = client.map_or("its leg broke", |c| match c {
         CloseKind::Fin => "closed (FIN) and then refused more data",
         _ => "reset",
     });
+    let lost = if undelivered > 0 {
+        format!(
+            "; {undelivered} bytes icaptap had read from the sensor never reached the client \
+             (the capture's client leg does not show them)"
+        )
+    } else {
+        String::new()
+    };
     Some(Finding::rule(
         RuleCode::ClientClosedDuringResponse,
         format!(
             "the client hung up ({how}) after the head of the ICAP {} answer and {} bytes of its body; \
-             icaptap reset the sensor leg on its behalf, so the rest of the answer was not seen",
+             icaptap reset the sensor leg on its behalf, so the rest of the answer was not seen{lost}",
             resp.status, x.response_body.bytes
         ),
     ))
