@@ -519,7 +519,7 @@ fn a_note_for_a_packet_already_written_goes_on_the_next_one() {
     let dir = tempfile::tempdir().unwrap();
     let (tx, rx) = icaptap::tap::TapQueue::bounded(64);
     let (ntx, nrx) = icaptap::capture::annotation_channel(8);
-    let handle = icaptap::capture::spawn(dir.path(), o, rx, nrx).unwrap();
+    let handle = icaptap::capture::spawn(dir.path(), o, rx, nrx, None).unwrap();
     for t in taps.drain(..) {
         assert!(tx.deliver_blocking(t));
     }
