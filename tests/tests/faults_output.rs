@@ -234,11 +234,17 @@ async fn output_directory_removed_during_the_run_is_recreated_and_keeps_totals()
     let per_batch = (CONNECTIONS * ROUNDS * request_methods(&simple_pairs()[6].1).len()) as u64;
     let summary: serde_json::Value =
         serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
-    assert_eq!(summary["exchanges"].as_u64(), Some(2 * per_batch), "{summary:#}");
+    assert_eq!(
+        summary["exchanges"].as_u64(),
+        Some(2 * per_batch),
+        "{summary:#}"
+    );
     assert_eq!(summary["output_dir_recreated"], 1, "{summary:#}");
     assert_eq!(summary["evidence"]["complete"], false, "{summary:#}");
     assert!(
-        summary["evidence"]["gaps"].to_string().contains("recreated"),
+        summary["evidence"]["gaps"]
+            .to_string()
+            .contains("recreated"),
         "{summary:#}"
     );
     // Every record written after the directory came back is there.
@@ -266,12 +272,17 @@ async fn output_directory_that_cannot_come_back_leaves_the_totals_on_stderr() {
     let during = wait_stderr(&proxy, "could not be created").await;
     assert!(during.contains("could not be created again"), "{during}");
     let (ok, stderr) = proxy.stop();
-    assert!(!ok, "a run whose summary.json could not be written must not exit 0: {stderr}");
+    assert!(
+        !ok,
+        "a run whose summary.json could not be written must not exit 0: {stderr}"
+    );
     assert!(
         stderr.contains("printed to stderr"),
         "the console does not say where the totals went: {stderr}"
     );
-    let at = stderr.find("icaptap: summary.json of").expect("the summary on stderr");
+    let at = stderr
+        .find("icaptap: summary.json of")
+        .expect("the summary on stderr");
     let json_start = at + stderr[at..].find('{').unwrap();
     let summary: serde_json::Value = serde_json::Deserializer::from_str(&stderr[json_start..])
         .into_iter()
@@ -375,14 +386,24 @@ async fn a_disk_the_capture_would_fill_keeps_every_record() {
     let (conns, per_conn) = (2, 30);
     let tasks: Vec<_> = (0..conns)
         .map(|c| {
-            tokio::spawn(big_exchanges(proxy.listen, port, c * per_conn, per_conn, stop.clone()))
+            tokio::spawn(big_exchanges(
+                proxy.listen,
+                port,
+                c * per_conn,
+                per_conn,
+                stop.clone(),
+            ))
         })
         .collect();
     let mut answered = 0;
     for t in tasks {
         answered += t.await.unwrap();
     }
-    assert_eq!(answered, conns * per_conn, "c-icap answered every RESPMOD through icaptap");
+    assert_eq!(
+        answered,
+        conns * per_conn,
+        "c-icap answered every RESPMOD through icaptap"
+    );
     let (ok, stderr) = proxy.stop();
     eprintln!("{stderr}");
     assert!(ok, "icaptap failed at the end: {stderr}");
@@ -415,7 +436,9 @@ async fn a_disk_the_capture_would_fill_keeps_every_record() {
     assert_eq!(summary["drops"]["record_write_errors"], 0, "{summary:#}");
     assert_eq!(summary["evidence"]["complete"], false, "{summary:#}");
     assert!(
-        summary["evidence"]["gaps"].to_string().contains("the capture stopped"),
+        summary["evidence"]["gaps"]
+            .to_string()
+            .contains("the capture stopped"),
         "{summary:#}"
     );
     let capture_len = std::fs::metadata(out.join("capture.pcapng")).unwrap().len();

@@ -29,8 +29,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::packet::blocks::{self, ByteOrder, Interface, PacketOptions};
-use super::reserve::{CaptureStop, DiskGuard, DISK_FULL, DISK_RESERVE};
 use super::packet::link::LINKTYPE_ETHERNET;
+use super::reserve::{CaptureStop, DiskGuard, DISK_FULL, DISK_RESERVE};
 use super::synth::{Leg, SynthFrame};
 use super::{PcapFormat, RecordCounters};
 

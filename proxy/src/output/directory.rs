@@ -203,10 +203,10 @@ pub async fn watch_directory(dir: PathBuf, epoch: Arc<AtomicU64>, stop: Cancella
         if now == Some(original) {
             continue;
         }
-        let gone = std::fs::symlink_metadata(&dir).is_err_and(|e| e.kind() == io::ErrorKind::NotFound);
-        let recreated = gone
-            && prepare(&dir).is_ok()
-            && identity(&dir).map(|id| original = id).is_some();
+        let gone =
+            std::fs::symlink_metadata(&dir).is_err_and(|e| e.kind() == io::ErrorKind::NotFound);
+        let recreated =
+            gone && prepare(&dir).is_ok() && identity(&dir).map(|id| original = id).is_some();
         if recreated {
             // The summary's reserved space went with the directory.
             let _ = create_private_file(&dir.join(SUMMARY_RESERVE_NAME))

@@ -41,6 +41,10 @@ impl RecordSink for Box<dyn RecordSink> {
 /// so a failed one can be cut back to the last whole record.
 const STAGE_BYTES: usize = 64 * 1024;
 
+/// Longest time a staged record waits for its write, even when the
+/// observer is too busy for its tick: what a killed run can lose.
+const STAGE_MAX_AGE: Duration = Duration::from_millis(250);
+
 /// How often a failing records file may warn.
 const WRITE_WARN_EVERY: Duration = Duration::from_secs(60);
 
@@ -56,6 +60,8 @@ struct LineFile {
     /// Bytes in the file, all of them whole records.
     len: u64,
     last_warning: Option<Instant>,
+    /// When the staged bytes were last written out.
+    last_write: Instant,
 }
 
 impl LineFile {
@@ -66,6 +72,7 @@ impl LineFile {
             staged: Vec::with_capacity(STAGE_BYTES),
             len: 0,
             last_warning: None,
+            last_write: Instant::now(),
         })
     }
 
@@ -77,7 +84,7 @@ impl LineFile {
             return 1;
         }
         self.staged.push(b'\n');
-        if self.staged.len() >= STAGE_BYTES {
+        if self.staged.len() >= STAGE_BYTES || self.last_write.elapsed() >= STAGE_MAX_AGE {
             self.flush()
         } else {
             0
@@ -95,6 +102,7 @@ impl LineFile {
 
     /// Writes what is staged; returns the records lost.
     fn flush(&mut self) -> u64 {
+        self.last_write = Instant::now();
         let mut written = 0;
         let failure = loop {
             if written == self.staged.len() {

@@ -250,11 +250,23 @@ fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, Rec
         }
     };
     let mut out = Vec::new();
+    let lines = text.lines().count();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let record = serde_json::from_str(line).map_err(|source| RecordingError::Record {
+        let parsed = serde_json::from_str(line);
+        // A last line without its newline was cut by a killed run: the
+        // records before it are whole.
+        if parsed.is_err() && i + 1 == lines && !text.ends_with('\n') {
+            tracing::warn!(
+                "{}: the last line was cut at byte {} (icaptap was killed?); read up to it",
+                path.display(),
+                text.len() - line.len()
+            );
+            break;
+        }
+        let record = parsed.map_err(|source| RecordingError::Record {
             path: path.to_path_buf(),
             line: i + 1,
             source,
