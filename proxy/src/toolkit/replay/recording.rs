@@ -423,3 +423,20 @@ fn slice(stream: &Bytes, from: u64, to: u64) -> Bytes {
     let to = usize::try_from(to).unwrap_or(len).min(len).max(from);
     stream.slice(from..to)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_last_line_cut_by_a_kill_is_left_out_and_a_bad_whole_line_is_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("x.jsonl");
+        std::fs::write(&path, "{\"a\":1}\n{\"a\":2}\n{\"a\":").unwrap();
+        let read: Vec<serde_json::Value> = read_jsonl(&path).unwrap();
+        assert_eq!(read.len(), 2);
+        // A broken line followed by a newline was not cut by a kill.
+        std::fs::write(&path, "{\"a\":1}\n{\"a\":\n").unwrap();
+        assert!(read_jsonl::<serde_json::Value>(&path).is_err());
+    }
+}
