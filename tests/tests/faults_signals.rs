@@ -220,6 +220,11 @@ async fn sigkill_under_load_leaves_whole_records_and_a_readable_capture() {
     );
 
     let capture = out.join("capture.pcapng");
+    let captured = std::fs::metadata(&capture).map_or(0, |m| m.len());
+    assert!(
+        captured > 1 << 20,
+        "the capture holds only {captured} bytes"
+    );
     let tshark = Command::new("tshark")
         .arg("-r")
         .arg(&capture)
@@ -227,7 +232,8 @@ async fn sigkill_under_load_leaves_whole_records_and_a_readable_capture() {
         .output()
         .unwrap();
     eprintln!(
-        "killed after {answered} answers: {exchanges} whole exchange records; tshark exit {:?}",
+        "killed after {answered} answers: {exchanges} whole exchange records, \
+         {captured} capture bytes; tshark exit {:?}",
         tshark.status.code()
     );
     if !tshark.status.success() {

@@ -23,12 +23,20 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// The reserve on an ordinary file system.
 pub const RESERVE_MIN_BYTES: u64 = 64 << 20;
 
+/// The most kept for records: over 500,000 exchange records.
+pub const RESERVE_MAX_BYTES: u64 = 1 << 30;
+
 /// The space kept for records on a file system of `total` bytes: the larger
-/// of 64 MiB and 5% of it, but never more than a quarter of it (so that on
-/// a small file system, e.g. a 20 MiB tmpfs, the capture still gets three
-/// quarters: 5 MiB are kept there, room for thousands of records).
+/// of 64 MiB and 5% of it, at most 1 GiB (records are small: 5% of a large,
+/// fairly full disk must not stop every capture), and never more than a
+/// quarter of it (so that on a small file system, e.g. a 20 MiB tmpfs, the
+/// capture still gets three quarters: 5 MiB are kept there, room for
+/// thousands of records).
 pub fn reserve_for(total: u64) -> u64 {
-    RESERVE_MIN_BYTES.max(total / 20).min(total / 4)
+    RESERVE_MIN_BYTES
+        .max(total / 20)
+        .min(RESERVE_MAX_BYTES)
+        .min(total / 4)
 }
 
 /// Why and when the capture stopped.
@@ -118,7 +126,8 @@ mod tests {
     fn the_reserve_is_a_quarter_on_small_file_systems_and_64_mib_or_5_percent_otherwise() {
         assert_eq!(reserve_for(20 << 20), 5 << 20);
         assert_eq!(reserve_for(1 << 30), 64 << 20);
-        assert_eq!(reserve_for(100 << 30), 5 << 30);
+        assert_eq!(reserve_for(10 << 30), 512 << 20);
+        assert_eq!(reserve_for(250 << 30), 1 << 30);
     }
 
     #[test]
