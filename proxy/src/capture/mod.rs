@@ -213,6 +213,7 @@ impl RecordCounters {
             write_errors: get(&self.write_errors),
             annotations: get(&self.annotations),
             annotations_dropped: get(&self.annotations_dropped),
+            capture_stopped: self.stopped.get().map(|s| s.reason),
         }
     }
 }
@@ -236,6 +237,9 @@ pub struct RecordStats {
     pub annotations: u64,
     /// Annotations that could not be placed (plus those the channel dropped).
     pub annotations_dropped: u64,
+    /// Why the capture stopped early to keep the records' disk space
+    /// (`disk-reserve`, `disk-full`), if it did.
+    pub capture_stopped: Option<&'static str>,
 }
 
 /// Why the recorder could not start.
