@@ -81,6 +81,9 @@ pub struct RoundTrip {
     pub body_bytes: u64,
     /// Whether the server said `Connection: close`.
     pub closing: bool,
+    /// Whether the answer's body equalled the expected one byte for byte
+    /// (true when no body was expected: see [`BenchConnection::round_trip_parts`]).
+    pub intact: bool,
 }
 
 /// One keep-alive connection.
@@ -114,6 +117,19 @@ impl BenchConnection {
 
     /// Sends `request` and reads its final answer to the end.
     pub async fn round_trip(&mut self, request: &Bytes) -> Result<RoundTrip, BenchClientError> {
+        self.round_trip_parts(std::slice::from_ref(request), None)
+            .await
+    }
+
+    /// Sends the request made of `parts` (written in order, e.g. a head of
+    /// its own and a body shared by many requests) and reads its final
+    /// answer to the end; with `expected`, the answer's de-chunked body is
+    /// compared with it byte for byte ([`RoundTrip::intact`]).
+    pub async fn round_trip_parts(
+        &mut self,
+        parts: &[Bytes],
+        expected: Option<&[u8]>,
+    ) -> Result<RoundTrip, BenchClientError> {
         let start = Instant::now();
         let BenchConnection {
             read,
@@ -124,18 +140,23 @@ impl BenchConnection {
             received,
         } = self;
         let writing = async {
-            write
-                .write_all(request)
-                .await
-                .map_err(|source| BenchClientError::Write { offset: 0, source })
+            let mut offset = 0u64;
+            for part in parts {
+                write
+                    .write_all(part)
+                    .await
+                    .map_err(|source| BenchClientError::Write { offset, source })?;
+                offset += part.len() as u64;
+            }
+            Ok::<(), BenchClientError>(())
         };
-        let reading = read_answer(read, decoder, buf, events, received);
+        let reading = read_answer(read, decoder, buf, events, received, expected);
         let both = async { tokio::try_join!(writing, reading) };
         let ((), mut trip) = tokio::time::timeout(ROUND_TRIP_TIMEOUT, both)
             .await
             .map_err(|_| BenchClientError::Timeout)??;
         trip.elapsed = start.elapsed();
-        trip.sent = request.len() as u64;
+        trip.sent = parts.iter().map(|p| p.len() as u64).sum();
         Ok(trip)
     }
 }
@@ -146,8 +167,12 @@ async fn read_answer(
     buf: &mut BytesMut,
     events: &mut Vec<Event>,
     received: &mut u64,
+    expected: Option<&[u8]>,
 ) -> Result<RoundTrip, BenchClientError> {
     let before = *received;
+    // Body bytes of the final answer compared so far, and whether they matched.
+    let mut compared = 0usize;
+    let mut matched = true;
     let mut trip = RoundTrip {
         elapsed: Duration::ZERO,
         status: 0,
@@ -155,6 +180,7 @@ async fn read_answer(
         received: 0,
         body_bytes: 0,
         closing: false,
+        intact: true,
     };
     loop {
         if buf.capacity() < CLIENT_READ_SIZE / 4 {
@@ -181,8 +207,16 @@ async fn read_answer(
                         .get_str("Connection")
                         .is_some_and(|v| v.eq_ignore_ascii_case("close"));
                 }
+                Event::Body(data) if trip.status != 0 => {
+                    if let Some(want) = expected {
+                        let end = compared + data.len();
+                        matched = matched && want.get(compared..end) == Some(&data[..]);
+                        compared = end;
+                    }
+                }
                 Event::MessageEnd { body_bytes, .. } if trip.status != 0 => {
                     trip.body_bytes = body_bytes;
+                    trip.intact = expected.is_none_or(|want| matched && compared == want.len());
                     trip.received = *received - before;
                     return Ok(trip);
                 }
@@ -199,15 +233,29 @@ pub fn options_request(addr: SocketAddr) -> Bytes {
     ))
 }
 
+/// The URL of the encapsulated HTTP request of [`respmod_request`].
+pub const DEFAULT_HTTP_URL: &str = "http://origin.test/file.bin";
+
 /// A RESPMOD request for the `echo` service at `addr` carrying a body of
 /// `size` bytes in [`REQUEST_CHUNK_SIZE`] chunks, without preview or
 /// `Allow: 204`, so an echo service must send the whole body back.
 pub fn respmod_request(addr: SocketAddr, size: usize) -> Bytes {
-    let req_hdr = "GET http://origin.test/file.bin HTTP/1.1\r\nHost: origin.test\r\n\r\n";
+    let mut out = BytesMut::from(&respmod_head(addr, size, DEFAULT_HTTP_URL)[..]);
+    out.extend_from_slice(&respmod_chunked_body(size));
+    out.freeze()
+}
+
+/// The head part of a [`respmod_request`] whose encapsulated HTTP request
+/// asks for `url` (the ICAP head, the HTTP request and response heads): a
+/// bench that tells its requests apart gives each its own URL, which
+/// icaptap's records carry as `http_url`, and sends the same
+/// [`respmod_chunked_body`] after every head.
+pub fn respmod_head(addr: SocketAddr, size: usize, url: &str) -> Bytes {
+    let req_hdr = format!("GET {url} HTTP/1.1\r\nHost: origin.test\r\n\r\n");
     let res_hdr = format!(
         "HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: {size}\r\n\r\n"
     );
-    let mut out = BytesMut::with_capacity(size + size / 1000 + 512);
+    let mut out = BytesMut::with_capacity(512 + url.len());
     out.extend_from_slice(
         format!(
             "RESPMOD icap://{addr}/echo ICAP/1.0\r\nHost: {addr}\r\nEncapsulated: req-hdr=0, res-hdr={}, res-body={}\r\n\r\n",
@@ -218,10 +266,21 @@ pub fn respmod_request(addr: SocketAddr, size: usize) -> Bytes {
     );
     out.extend_from_slice(req_hdr.as_bytes());
     out.extend_from_slice(res_hdr.as_bytes());
-    // A repeating printable pattern, so a capture of it is readable.
-    let pattern: Vec<u8> = (0..REQUEST_CHUNK_SIZE)
+    out.freeze()
+}
+
+/// A repeating printable pattern, so a capture of it is readable.
+fn pattern() -> Vec<u8> {
+    (0..REQUEST_CHUNK_SIZE)
         .map(|i| b'a' + (i % 26) as u8)
-        .collect();
+        .collect()
+}
+
+/// The chunked body of a [`respmod_request`] of `size` bytes, zero chunk
+/// included.
+pub fn respmod_chunked_body(size: usize) -> Bytes {
+    let pattern = pattern();
+    let mut out = BytesMut::with_capacity(size + size / 1000 + 16);
     let mut left = size;
     while left > 0 {
         let n = left.min(REQUEST_CHUNK_SIZE);
@@ -231,5 +290,19 @@ pub fn respmod_request(addr: SocketAddr, size: usize) -> Bytes {
         left -= n;
     }
     out.extend_from_slice(b"0\r\n\r\n");
+    out.freeze()
+}
+
+/// The de-chunked body of a [`respmod_request`] of `size` bytes: what an
+/// echo must send back byte for byte.
+pub fn respmod_plain_body(size: usize) -> Bytes {
+    let pattern = pattern();
+    let mut out = BytesMut::with_capacity(size);
+    let mut left = size;
+    while left > 0 {
+        let n = left.min(REQUEST_CHUNK_SIZE);
+        out.extend_from_slice(&pattern[..n]);
+        left -= n;
+    }
     out.freeze()
 }

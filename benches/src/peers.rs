@@ -63,10 +63,32 @@ impl Peer {
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
+
+    /// Stops it with SIGTERM and waits up to `limit` for it to exit (icaptap
+    /// finishes its capture and writes summary.json then), killing it after
+    /// that. Returns its exit status, `None` when it had to be killed.
+    pub fn stop(mut self, limit: Duration) -> std::io::Result<Option<std::process::ExitStatus>> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait()? {
+                return Ok(Some(status));
+            }
+            sleep(Duration::from_millis(20));
+        }
+        self.child.kill()?;
+        self.child.wait()?;
+        Ok(None)
+    }
 }
 
 impl Drop for Peer {
     fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         // SIGTERM first: c-icap stops its forked children only then, and
         // icaptap finishes its files.
         let _ = Command::new("kill")
@@ -226,11 +248,33 @@ pub fn start_icaptap_as(
     record: bool,
     dir: &Path,
 ) -> Result<Peer, PeerError> {
+    let out: PathBuf = dir.join(format!("{name}-out"));
+    let extra: Vec<String> = if record {
+        ["--rotate-size", "256M", "--keep", "2"]
+            .map(str::to_owned)
+            .to_vec()
+    } else {
+        vec!["--no-pcap".to_owned()]
+    };
+    start_icaptap_with(name, icaptap, upstream, &out, &extra, dir)
+}
+
+/// `icaptap proxy` in front of `upstream` writing its run into `out` (which
+/// must not exist yet or be empty), with its defaults apart from `extra`
+/// (e.g. `--no-pcap`) and no status lines; its output goes to
+/// `dir/NAME.log`.
+pub fn start_icaptap_with(
+    name: &str,
+    icaptap: &Path,
+    upstream: SocketAddr,
+    out: &Path,
+    extra: &[String],
+    dir: &Path,
+) -> Result<Peer, PeerError> {
     let addr = free_port().map_err(|source| PeerError::Spawn {
         program: "bind".into(),
         source,
     })?;
-    let out: PathBuf = dir.join(format!("{name}-out"));
     let mut args: Vec<String> = [
         "proxy",
         "--listen",
@@ -245,11 +289,7 @@ pub fn start_icaptap_as(
     .iter()
     .map(|s| (*s).to_owned())
     .collect();
-    if record {
-        args.extend(["--rotate-size", "256M", "--keep", "2"].map(str::to_owned));
-    } else {
-        args.push("--no-pcap".to_owned());
-    }
+    args.extend(extra.iter().cloned());
     spawn(name, icaptap, &args, addr, dir)
 }
 

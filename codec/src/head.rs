@@ -257,6 +257,22 @@ pub(crate) fn parse_header_lines(
             }
             continue;
         }
+        // RFC 9110 section 5.5: a field value holds no control character
+        // but HTAB. Trimming would hide one at either end (a CR turned
+        // into a form feed), so it is reported before.
+        if let Some(&ctl) = bytes[colon + 1..]
+            .iter()
+            .find(|&&b| (b < 0x20 && b != b'\t') || b == 0x7f)
+        {
+            findings.push((
+                AnomalyCode::HeaderLineInvalid,
+                line.start,
+                format!(
+                    "control character 0x{ctl:02x} in the value of `{}`",
+                    String::from_utf8_lossy(&bytes[..colon])
+                ),
+            ));
+        }
         headers.push(Header {
             name: bytes.slice(..colon),
             value: trim(&bytes.slice(colon + 1..)),

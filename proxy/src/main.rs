@@ -52,8 +52,7 @@ fn main() -> ExitCode {
             Err(e) => fail(&e),
         },
         Command::Check(args) => match icaptap::toolkit::check::run(args) {
-            Ok(true) => ExitCode::SUCCESS,
-            Ok(false) => ExitCode::from(1),
+            Ok(status) => ExitCode::from(status.exit_code()),
             Err(e) => fail(&e),
         },
         Command::Report(args) => match icaptap::evidence::report(args) {

@@ -99,6 +99,7 @@ fn kinds(taps: &[Tap]) -> Vec<String> {
             TapEvent::Closed { dir, how } => format!("closed-{dir:?}-{}", how.as_str()),
             TapEvent::Finished => "finished".to_string(),
             TapEvent::ConnectFailed { .. } => "connect-failed".to_string(),
+            TapEvent::Lost { dir, .. } => format!("lost-{dir:?}"),
         })
         .collect()
 }

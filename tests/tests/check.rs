@@ -2,7 +2,9 @@
 //! configured by the test with `bypass=0` and again with `bypass=1`,
 //! pointed at the check's sensor address: Squid blocks EICAR, fails closed
 //! without bypass, and with bypass fails open, which the check flags
-//! ("sensor down: user got the file unscanned").
+//! ("sensor down: user got the file unscanned"). A vendor proxy that
+//! cannot be reached (refused, or not accepting) makes every case an error,
+//! exit status 2, never a pass or a fail.
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -16,6 +18,11 @@ use peers::{free_port, have, Squid, SquidIcap};
 /// Runs the default suite with Squid in front; returns the report and the
 /// JUnit XML.
 fn default_suite_through_squid(bypass: bool) -> Option<(CheckReport, String)> {
+    suite_through_squid(Suite::default_suite().unwrap(), bypass)
+}
+
+/// Runs `suite` with Squid in front; returns the report and the JUnit XML.
+fn suite_through_squid(mut suite: Suite, bypass: bool) -> Option<(CheckReport, String)> {
     if !have("squid") {
         eprintln!("squid is not installed (.ci/run installs it); skipping");
         return None;
@@ -26,7 +33,6 @@ fn default_suite_through_squid(bypass: bool) -> Option<(CheckReport, String)> {
     } else {
         tmp.path().to_path_buf()
     };
-    let mut suite = Suite::default_suite().unwrap();
     suite.sensor.listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let rt = tokio::runtime::Runtime::new().unwrap();
     let env = rt
@@ -101,6 +107,27 @@ fn squid_with_bypass_fails_open_and_the_check_flags_it() {
 }
 
 #[test]
+fn the_default_sizes_of_clean_intact_and_preview_honoured_pass_through_squid() {
+    // Cases without `size` take the defaults docs/toolkit.md names; those
+    // must not run into Squid 5's 64 KiB stall.
+    let text =
+        "name = \"defaults\"\nproxy = \"127.0.0.1:3128\"\n[sensor]\nlisten = \"127.0.0.1:11344\"\n\
+                [[case]]\ncheck = \"clean-intact\"\n[[case]]\ncheck = \"preview-honoured\"\n";
+    let suite = Suite::from_toml(text, "defaults").unwrap();
+    let Some((report, _)) = suite_through_squid(suite, false) else {
+        return;
+    };
+    assert!(report.passed(), "{report}");
+    let clean = case(&report, "clean-intact");
+    assert!(
+        clean.detail.contains("HTTP 200, 49152 bytes intact"),
+        "{report}"
+    );
+    let preview = case(&report, "preview-honoured");
+    assert!(preview.detail.contains("then all 40000 bytes"), "{report}");
+}
+
+#[test]
 fn the_command_prints_the_default_suite_and_refuses_a_broken_one() {
     let bin = faults_support::icaptap_binary();
     let o = Command::new(&bin)
@@ -121,4 +148,122 @@ fn the_command_prints_the_default_suite_and_refuses_a_broken_one() {
     assert_eq!(o.status.code(), Some(2));
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("broken.toml"), "{err}");
+}
+
+/// The JUnit file and the console of `icaptap check` run against `proxy`.
+fn check_against(proxy: SocketAddr, suite: Option<&str>) -> (Option<i32>, String, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let junit = tmp.path().join("junit.xml");
+    let listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let mut cmd = Command::new(faults_support::icaptap_binary());
+    cmd.arg("check");
+    if let Some(text) = suite {
+        let file = tmp.path().join("suite.toml");
+        std::fs::write(&file, text).unwrap();
+        cmd.arg(file);
+    }
+    let o = cmd
+        .arg("--proxy")
+        .arg(proxy.to_string())
+        .arg("--listen")
+        .arg(listen.to_string())
+        .arg("--junit")
+        .arg(&junit)
+        .arg("--out")
+        .arg(tmp.path().join("run"))
+        .output()
+        .unwrap();
+    let console = format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let xml = std::fs::read_to_string(&junit).unwrap_or_default();
+    (o.status.code(), console, xml)
+}
+
+fn assert_every_case_an_error(
+    code: Option<i32>,
+    console: &str,
+    xml: &str,
+    cases: usize,
+    why: &str,
+) {
+    assert_eq!(code, Some(2), "{console}");
+    assert!(!console.contains("PASS"), "{console}");
+    assert!(!console.contains("FAIL"), "{console}");
+    assert_eq!(console.matches("ERROR").count(), cases, "{console}");
+    assert!(
+        console.contains(&format!("0 passed, 0 failed, {cases} errors")),
+        "{console}"
+    );
+    assert!(console.contains(why), "{console}");
+    assert!(
+        console.contains("start the vendor's HTTP proxy, or give its address with --proxy"),
+        "{console}"
+    );
+    assert!(
+        xml.contains(&format!(
+            "tests=\"{cases}\" failures=\"0\" errors=\"{cases}\""
+        )),
+        "{xml}"
+    );
+    assert_eq!(xml.matches("<error message=").count(), cases, "{xml}");
+    assert!(!xml.contains("<failure"), "{xml}");
+    assert!(xml.contains(why), "{xml}");
+}
+
+#[test]
+fn a_vendor_proxy_that_refuses_is_an_error_in_every_case_never_a_pass() {
+    // A port nobody listens on: connecting is refused at once.
+    let closed = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let (code, console, xml) = check_against(closed, None);
+    let cases = Suite::default_suite().unwrap().cases.len();
+    assert_every_case_an_error(code, &console, &xml, cases, "Connection refused");
+    // The sensor-down case in particular: a refused download is not the
+    // fail-closed behaviour it looks for.
+    assert!(!console.contains("fail-closed as expected"), "{console}");
+}
+
+#[test]
+fn a_vendor_proxy_that_never_accepts_is_an_error_after_the_timeout() {
+    // A listener whose accept queue is full: further connections get no
+    // answer at all, as from a host that drops them.
+    let socket = listener_with_full_backlog();
+    let addr = socket.0;
+    let suite = format!(
+        "name = \"t\"\nproxy = \"{addr}\"\ntimeout = \"1s\"\n[sensor]\nlisten = \"127.0.0.1:11344\"\n\
+         [[case]]\ncheck = \"clean-intact\"\n[[case]]\ncheck = \"sensor-down\"\nexpect = \"fail-closed\"\n"
+    );
+    let (code, console, xml) = check_against(addr, Some(&suite));
+    assert_every_case_an_error(
+        code,
+        &console,
+        &xml,
+        2,
+        "did not accept a connection within 1s",
+    );
+    drop(socket);
+}
+
+/// A listening socket on loopback whose accept queue is full, with the
+/// connections that fill it (kept open).
+fn listener_with_full_backlog() -> (SocketAddr, std::net::TcpListener, Vec<std::net::TcpStream>) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // A backlog of 0: the kernel queues one connection and drops the SYNs
+    // of the next ones.
+    let listener = rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        socket.listen(0).unwrap().into_std().unwrap()
+    });
+    let addr = listener.local_addr().unwrap();
+    let mut filled = Vec::new();
+    for _ in 0..4 {
+        match std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_millis(300)) {
+            Ok(s) => filled.push(s),
+            Err(_) => break,
+        }
+    }
+    (addr, listener, filled)
 }

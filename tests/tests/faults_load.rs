@@ -191,7 +191,14 @@ async fn open_file_limit_is_reported_clearly_and_recovered_from() {
     tokio::spawn(options_sensor(listener));
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let proxy = ProxyProcess::start(sensor_addr, &out, &[], Some(256));
+    // The default connection limit follows `ulimit -n` and keeps clear of
+    // it; a limit set above what the descriptors allow is what reaches it.
+    let proxy = ProxyProcess::start(
+        sensor_addr,
+        &out,
+        &["--max-connections", "10000"],
+        Some(256),
+    );
     let req = fixture("options.req");
     let resp = fixture("options.resp");
     let mut clients = Vec::new();

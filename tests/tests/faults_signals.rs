@@ -268,3 +268,147 @@ async fn sigkill_under_load_leaves_whole_records_and_a_readable_capture() {
     );
     assert!(out.join("report.html").is_file() || out.join("report.md").is_file());
 }
+
+/// Runs `icaptap proxy` in front of `upstream` with `extra`, lets `act`
+/// do its part once it listens (given the listen address), sends `signal`
+/// when given, and returns its exit status and stderr.
+async fn run_until_it_ends<F, Fut>(
+    upstream: std::net::SocketAddr,
+    extra: &[&str],
+    act: F,
+    signal: Option<&str>,
+) -> (std::process::ExitStatus, String)
+where
+    F: FnOnce(std::net::SocketAddr) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let tmp = tempfile::tempdir().unwrap();
+    let mut child = Command::new(icaptap_binary())
+        .args(["proxy", "--listen", "127.0.0.1:0", "--upstream"])
+        .arg(upstream.to_string())
+        .arg("--out")
+        .arg(tmp.path().join("run"))
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let text = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let pipe = child.stderr.take().unwrap();
+    let reader = {
+        let text = text.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                if let Some(rest) = line.strip_prefix("icaptap: listening on ") {
+                    let _ = tx.send(rest.split(',').next().unwrap().to_string());
+                }
+                let mut t = text.lock().unwrap();
+                t.push_str(&line);
+                t.push('\n');
+            }
+        })
+    };
+    let listen: std::net::SocketAddr = rx
+        .recv_timeout(Duration::from_secs(30))
+        .expect("icaptap did not start")
+        .parse()
+        .unwrap();
+    act(listen).await;
+    if let Some(signal) = signal {
+        Command::new("kill")
+            .args([signal, &child.id().to_string()])
+            .status()
+            .unwrap();
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "icaptap did not stop: {}",
+            text.lock().unwrap()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    reader.join().unwrap();
+    let said = text.lock().unwrap().clone();
+    (status, said)
+}
+
+/// Asserts the run said why it stopped, before the drain and at its end.
+fn says_why(status: std::process::ExitStatus, said: &str, why: &str) {
+    assert!(status.success(), "{status}: {said}");
+    assert!(
+        said.contains(&format!("icaptap: stopping ({why}")),
+        "no `stopping ({why}`: {said}"
+    );
+    let last = said.lines().last().unwrap_or_default();
+    assert!(
+        last.starts_with(&format!("icaptap: stopped ({why}")),
+        "the last line is not why the run stopped ({why}): {said}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_end_of_a_run_says_why_it_stopped() {
+    use icaptap::toolkit::client::{send_once, IcapTarget, RequestSpec};
+    let text = include_str!("../../docs/toolkit-scenario.toml");
+    let scenario = icaptap::toolkit::scenario::Scenario::from_toml(text, "scenario").unwrap();
+    let sensor = icaptap::toolkit::Sensor::bind("127.0.0.1:0".parse().unwrap(), scenario)
+        .await
+        .unwrap()
+        .spawn();
+    let sensor_addr = sensor.addr();
+    let nothing = |_| async {};
+
+    let (status, said) = run_until_it_ends(sensor_addr, &["--duration", "1s"], nothing, None).await;
+    says_why(status, &said, "--duration 1s reached");
+
+    let one_exchange = |listen: std::net::SocketAddr| async move {
+        let target = IcapTarget {
+            host: listen.ip().to_string(),
+            port: listen.port(),
+            service: "/av/respmod".to_string(),
+        };
+        let spec = RequestSpec {
+            url: "http://www.example.test/clean/a.html".to_string(),
+            allow_204: true,
+            ..RequestSpec::respmod(target, bytes::Bytes::from_static(b"hello"))
+        };
+        send_once(&spec, Duration::from_secs(10)).await.unwrap();
+    };
+    let (status, said) =
+        run_until_it_ends(sensor_addr, &["--max-exchanges", "1"], one_exchange, None).await;
+    says_why(status, &said, "--max-exchanges 1 reached");
+
+    // A sensor address nobody listens on: the first connection fires it.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let connect = |listen: std::net::SocketAddr| async move {
+        let _ = tokio::net::TcpStream::connect(listen).await;
+    };
+    let (status, said) =
+        run_until_it_ends(closed, &["--stop-on", "sensor-unreachable"], connect, None).await;
+    says_why(
+        status,
+        &said,
+        "--stop-on sensor-unreachable fired on connection 1",
+    );
+
+    for (signal, why) in [
+        ("-INT", "SIGINT received"),
+        ("-TERM", "SIGTERM received"),
+        ("-HUP", "SIGHUP received"),
+    ] {
+        let (status, said) = run_until_it_ends(sensor_addr, &[], nothing, Some(signal)).await;
+        says_why(status, &said, why);
+    }
+    sensor.shutdown().await;
+}

@@ -52,8 +52,10 @@ async fn sensor_reset_reaches_the_client_as_a_reset() {
         Some(&(Direction::Response, CloseKind::Reset)),
         "{ends:?}"
     );
+    // The client did not reset: icaptap reset the client leg on the
+    // sensor's behalf, and says so.
     assert!(
-        ends.contains(&(Direction::Request, CloseKind::Reset)),
+        ends.contains(&(Direction::Request, CloseKind::IcaptapReset)),
         "{ends:?}"
     );
     assert_eq!(taps.last().map(|t| &t.event), Some(&TapEvent::Finished));
@@ -282,4 +284,72 @@ async fn bind_errors_say_which_address_and_what_to_do() {
     assert!(text.contains("already in use"), "{text}");
     assert!(text.contains("--listen"), "{text}");
     drop(taken);
+}
+
+/// A sensor whose listen backlog is full: the kernel drops further SYNs,
+/// so a connect to it hangs (until the connect timeout).
+fn sensor_with_full_backlog() -> (tokio::net::TcpListener, Vec<std::net::TcpStream>) {
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = socket.listen(0).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut filled = Vec::new();
+    for _ in 0..4 {
+        match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(300)) {
+            Ok(s) => filled.push(s),
+            Err(_) => break,
+        }
+    }
+    (listener, filled)
+}
+
+#[tokio::test]
+async fn a_client_that_leaves_before_the_sensor_leg_is_up_gets_no_sensor_leg() {
+    let (sensor, _filled) = sensor_with_full_backlog();
+    let sensor_addr = sensor.local_addr().unwrap();
+    let (queue, mut rx) = TapQueue::bounded(1024);
+    let proxy = start_proxy(sensor_addr, observer_only(queue), |_| {}).await;
+    // Connect and leave at once, having sent nothing: icaptap is still
+    // connecting to the sensor, and stops.
+    drop(TcpStream::connect(proxy.addr).await.unwrap());
+    let taps = collect_taps(&mut rx, 1).await;
+    let events: Vec<&TapEvent> = taps.iter().map(|t| &t.event).collect();
+    match events[0] {
+        TapEvent::ConnectFailed { cause, .. } => {
+            assert_eq!(*cause, icaptap::tap::ConnectFailure::ClientGone)
+        }
+        other => panic!("expected ConnectFailed, got {other:?}"),
+    }
+    assert_eq!(events[1], &TapEvent::Finished);
+    // The observer gives it its own code, never the sensor's.
+    let records = std::sync::Arc::new(std::sync::Mutex::new(
+        icaptap::output::writer::MemorySink::default(),
+    ));
+    struct Shared(std::sync::Arc<std::sync::Mutex<icaptap::output::writer::MemorySink>>);
+    impl icaptap::output::writer::RecordSink for Shared {
+        fn exchange(&mut self, r: &icaptap::output::records::ExchangeRecord) {
+            self.0.lock().unwrap().exchange(r);
+        }
+        fn connection(&mut self, r: &icaptap::output::records::ConnectionRecord) {
+            self.0.lock().unwrap().connection(r);
+        }
+    }
+    let mut observer = icaptap::observe::Observer::new(
+        icaptap::observe::ObserverMode::Live,
+        icaptap::observe::ObserverConfig::default(),
+        Box::new(Shared(records.clone())),
+    );
+    for tap in taps {
+        observer.handle(tap);
+    }
+    let records = records.lock().unwrap();
+    let codes: Vec<&str> = records.connections[0]
+        .anomalies
+        .iter()
+        .map(|a| a.code.as_str())
+        .collect();
+    assert_eq!(codes, ["client-gone-before-connect"]);
+    let stats = proxy.stop().await;
+    assert_eq!(stats.client_gone_before_connect, 1);
+    assert_eq!(stats.connect_failures, 0, "not the sensor's failure");
 }

@@ -19,11 +19,12 @@ use std::time::{Duration, Instant};
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
 use icaptap_benches::client::{options_request, respmod_request};
+use icaptap_benches::host::{self, load_average, machine, target_dir, utc_now, workspace_root};
 use icaptap_benches::measure::{self, MeasureError, ThroughputRun};
 use icaptap_benches::peers::{self, Peer, PeerError};
 use icaptap_benches::report::{
-    self, ConfigResults, LatencyFigures, Machine, MemoryFigures, Results, ServerResults,
-    StretchFigure, ThroughputFigures,
+    self, ConfigResults, LatencyFigures, MemoryFigures, Results, ServerResults, StretchFigure,
+    ThroughputFigures,
 };
 
 /// Body of the latency RESPMOD.
@@ -160,17 +161,6 @@ fn main() -> ExitCode {
     }
 }
 
-fn workspace_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map_or_else(|| PathBuf::from("."), Path::to_path_buf)
-}
-
-fn target_dir() -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(|| workspace_root().join("target"), PathBuf::from)
-}
-
 fn have(program: &str) -> bool {
     Command::new("sh")
         .args(["-c", &format!("command -v {program}")])
@@ -224,52 +214,11 @@ fn icaptap_binary(args: &Args) -> Result<PathBuf, HarnessError> {
     if let Some(path) = &args.icaptap {
         return Ok(path.clone());
     }
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    let ok = Command::new(cargo)
-        .args(["build", "--release", "-p", "icaptap"])
-        .current_dir(workspace_root())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !ok {
-        return Err(HarnessError::Setup(
+    host::release_icaptap().ok_or_else(|| {
+        HarnessError::Setup(
             "`cargo build --release -p icaptap` failed; see its output above".to_owned(),
-        ));
-    }
-    Ok(target_dir().join("release").join("icaptap"))
-}
-
-fn machine() -> Machine {
-    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    Machine {
-        nproc: std::thread::available_parallelism().map_or(0, |n| n.get()),
-        cpu_model: cpuinfo
-            .lines()
-            .find_map(|l| l.strip_prefix("model name"))
-            .map(|v| v.trim_start_matches([' ', '\t', ':']).to_owned())
-            .unwrap_or_default(),
-        kernel: std::fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim()
-            .to_owned(),
-        load_before: load_average(),
-        load_after: 0.0,
-    }
-}
-
-fn load_average() -> f64 {
-    std::fs::read_to_string("/proc/loadavg")
-        .ok()
-        .and_then(|l| l.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0.0)
-}
-
-fn utc_now() -> String {
-    Command::new("date")
-        .args(["-u", "+%Y-%m-%d %H:%M UTC"])
-        .output()
-        .ok()
-        .and_then(|o| String::from_utf8(o.stdout).ok())
-        .map_or_else(String::new, |s| s.trim().to_owned())
+        )
+    })
 }
 
 /// One path from the client to the server.

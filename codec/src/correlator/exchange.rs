@@ -149,7 +149,7 @@ impl Exchange {
         self.anomalies.iter().any(|a| a.code == code)
     }
 
-    fn request_over(&self) -> bool {
+    pub(super) fn request_over(&self) -> bool {
         self.request.is_none() || self.request_end.is_some() || self.preview_answered()
     }
 

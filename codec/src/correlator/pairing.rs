@@ -181,9 +181,30 @@ impl Correlator {
     /// still waiting for their final answer (`pairing-uncertain`). An
     /// exchange already open when only the client's bytes were lost still
     /// gets its own answer: answers come in request order.
+    /// `len` 0 means the length is not known yet: the loss was reported as
+    /// it happened, and the bytes after it have not come.
     pub fn mark_gap(&mut self, side: Side, offset: u64, len: u64) {
+        let lost = if len == 0 {
+            format!(
+                "bytes of the {}'s stream from offset {offset} on",
+                side.as_str()
+            )
+        } else {
+            format!(
+                "{len} bytes of the {}'s stream at offset {offset}",
+                side.as_str()
+            )
+        };
         for x in self.open.iter_mut() {
-            x.incomplete = true;
+            // The client's loss cuts only a request still being sent; the
+            // server's, any answer not yet over.
+            let cut = match side {
+                Side::Client => !x.request_over(),
+                Side::Server => !x.response_ended,
+            };
+            if cut {
+                x.incomplete = true;
+            }
             // A final answer whose head was seen is this request's own.
             if side == Side::Server && x.response.is_none() && !x.pairing_uncertain {
                 x.pairing_uncertain = true;
@@ -192,16 +213,14 @@ impl Correlator {
                     Side::Server,
                     offset,
                     format!(
-                        "{len} bytes of the server's stream at offset {offset} were not seen while \
-                         this request waited for its answer; the answer recorded may be another request's"
+                        "{lost} were not seen while this request waited for its answer; the \
+                         answer recorded may be another request's"
                     ),
                 ));
             }
         }
         let why = format!(
-            "{len} bytes of the {}'s stream at offset {offset} were not seen before this request; \
-             which answer belongs to it cannot be told",
-            side.as_str()
+            "{lost} were not seen before this request; which answer belongs to it cannot be told"
         );
         self.uncertain = Some((side, offset, why));
     }
@@ -454,15 +473,37 @@ impl Correlator {
         let index = match self.open.iter().position(|x| x.response.is_none()) {
             Some(i) => i,
             None => {
-                let x = Exchange {
-                    seq: self.next_seq,
-                    anomalies: vec![Anomaly::new(
-                        AnomalyCode::ResponseUnsolicited,
-                        Side::Server,
-                        head.offset,
-                        format!("ICAP {} with no request waiting for it", head.status),
-                    )],
-                    ..Exchange::default()
+                // After bytes of the connection were lost, an answer with
+                // no request waiting is most likely the answer to a request
+                // in the bytes not seen: icaptap cannot tell, and says so
+                // rather than blame the server.
+                let x = match &self.uncertain {
+                    Some((_, _, why)) => Exchange {
+                        seq: self.next_seq,
+                        incomplete: true,
+                        pairing_uncertain: true,
+                        anomalies: vec![Anomaly::new(
+                            AnomalyCode::PairingUncertain,
+                            Side::Server,
+                            head.offset,
+                            format!(
+                                "ICAP {} with no request seen waiting for it: {why}, so its \
+                                 request was most likely among the bytes not seen",
+                                head.status
+                            ),
+                        )],
+                        ..Exchange::default()
+                    },
+                    None => Exchange {
+                        seq: self.next_seq,
+                        anomalies: vec![Anomaly::new(
+                            AnomalyCode::ResponseUnsolicited,
+                            Side::Server,
+                            head.offset,
+                            format!("ICAP {} with no request waiting for it", head.status),
+                        )],
+                        ..Exchange::default()
+                    },
                 };
                 self.next_seq += 1;
                 self.open.push_back(x);

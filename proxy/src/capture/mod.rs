@@ -31,7 +31,7 @@ use std::time::Duration;
 pub use annotate::{annotation_channel, Annotation, AnnotationReceiver, AnnotationSender};
 pub use body::BodyCapture;
 pub use synth::Leg;
-pub use writer::Rotation;
+pub use writer::{RingHold, Rotation};
 
 use crate::tap::side_path::{self, Inbox, SidePath, SidePathThread};
 use crate::tap::{Tap, TapReceiver, RECORDER_NICENESS};
@@ -159,6 +159,9 @@ pub struct RecordOptions {
     pub hold: Duration,
     /// Most bytes of packets waiting; beyond it the oldest are written early.
     pub hold_bytes: usize,
+    /// Directories that keep the files the ring deletes (the flight
+    /// recorder's open incidents), if any.
+    pub ring_hold: Option<writer::RingHold>,
 }
 
 impl Default for RecordOptions {
@@ -172,6 +175,7 @@ impl Default for RecordOptions {
             mtu: 1500,
             hold: Duration::from_secs(1),
             hold_bytes: 4 << 20,
+            ring_hold: None,
         }
     }
 }
@@ -364,7 +368,8 @@ pub fn spawn(
         opts.legs.legs(),
         opts.rotation,
         Arc::clone(&counters),
-    );
+    )
+    .with_ring_hold(opts.ring_hold.clone());
     if let Some(epoch) = dir_epoch {
         writer.follow_directory(epoch);
     }

@@ -130,6 +130,8 @@ impl Recorder {
                 self.ensure(&tap.conn, tap.at);
                 self.data(id, dir, offset, bytes, tap.at);
             }
+            // The recorder sees its own losses by their offsets.
+            TapEvent::Lost { .. } => {}
             TapEvent::Closed { dir, how } => {
                 self.ensure(&tap.conn, tap.at);
                 self.closed(id, dir, how, tap.at);

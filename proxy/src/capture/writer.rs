@@ -11,6 +11,11 @@
 //! lost, a warning is logged at most once a minute, and recording goes on:
 //! the recorder keeps draining its queue whatever the disk does.
 //!
+//! A ring (`keep`) deletes its oldest file at each rotation; a [`RingHold`]
+//! (the flight recorder's incident whose window is open) gets a hard link
+//! of each file before it is deleted, so the incident keeps every file of
+//! its window however often the ring turns.
+//!
 //! Records come first: before each write the [`DiskGuard`] may find free
 //! space at the reserve records need, and a write may fail with ENOSPC;
 //! either stops the capture for the rest of the run (once, with a warning
@@ -25,7 +30,7 @@ use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::packet::blocks::{self, ByteOrder, Interface, PacketOptions};
@@ -64,6 +69,59 @@ impl Rotation {
     }
 }
 
+/// Directories that keep every capture file the ring deletes while they
+/// are held: before a file is deleted it is hard-linked into each (same
+/// file system: they are below the run directory). Shared between the
+/// recorder's writer and the flight recorder; clones share one list, and
+/// two holds are equal when they are the same list.
+#[derive(Clone, Debug, Default)]
+pub struct RingHold(Arc<Mutex<Vec<PathBuf>>>);
+
+impl PartialEq for RingHold {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl Eq for RingHold {}
+
+impl RingHold {
+    /// From now on, every file the ring deletes is kept in `dir` first.
+    pub fn hold(&self, dir: &Path) {
+        self.dirs().push(dir.to_path_buf());
+    }
+
+    /// `dir` no longer keeps deleted files.
+    pub fn release(&self, dir: &Path) {
+        self.dirs().retain(|d| d != dir);
+    }
+
+    fn dirs(&self) -> std::sync::MutexGuard<'_, Vec<PathBuf>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Links `file` into every held directory that lacks it; returns the
+    /// failures (directory, error) for the writer to report.
+    fn keep(&self, file: &Path) -> Vec<(PathBuf, std::io::Error)> {
+        let Some(name) = file.file_name() else {
+            return Vec::new();
+        };
+        let mut failed = Vec::new();
+        for dir in self.dirs().iter() {
+            let target = dir.join(name);
+            match std::fs::hard_link(file, &target) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+                // The file or the incident removed by an operator already:
+                // nothing left to keep.
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => failed.push((target, e)),
+            }
+        }
+        failed
+    }
+}
+
 #[derive(Debug)]
 struct OpenFile {
     file: File,
@@ -92,6 +150,8 @@ pub struct CaptureWriter {
     /// Number of the newest file (for capture-NNNN names).
     index: u32,
     kept: VecDeque<PathBuf>,
+    /// Where files the ring deletes are kept first.
+    hold: Option<RingHold>,
     last_warning: Option<Instant>,
     last_open_attempt: Option<Instant>,
     /// Keeps the space records need.
@@ -125,6 +185,7 @@ impl CaptureWriter {
             file: None,
             index: 0,
             kept: VecDeque::new(),
+            hold: None,
             last_warning: None,
             last_open_attempt: None,
             guard: DiskGuard::new(),
@@ -168,6 +229,13 @@ impl CaptureWriter {
              go on, packets from now on are not captured (counted as unwritten); free space or \
              give --out more room, or capture less (--body-capture preview, --rotate-size with --keep)"
         );
+    }
+
+    /// This writer, linking every file its ring deletes into the
+    /// directories `hold` holds at that moment.
+    pub fn with_ring_hold(mut self, hold: Option<RingHold>) -> CaptureWriter {
+        self.hold = hold;
+        self
     }
 
     /// The path of file number `index`.
@@ -402,6 +470,15 @@ impl CaptureWriter {
         if let Some(keep) = self.rotation.keep {
             while self.kept.len() > keep.max(1) {
                 if let Some(old) = self.kept.pop_front() {
+                    let failed = self.hold.as_ref().map(|h| h.keep(&old));
+                    for (target, e) in failed.into_iter().flatten() {
+                        self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
+                        self.warn(&format!(
+                            "recorder: cannot keep {} for an incident as {}: {e}; the incident lacks that file",
+                            old.display(),
+                            target.display()
+                        ));
+                    }
                     // Already gone (removed by an operator) is as good as deleted.
                     let _ = std::fs::remove_file(old);
                 }
@@ -474,5 +551,82 @@ impl CaptureWriter {
         tracing::warn!(
             "{what} (forwarding is not affected; further warnings are held back for a minute)"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(at: u64) -> SynthFrame {
+        SynthFrame {
+            leg: Leg::Client,
+            at,
+            len: 1000,
+            captured: 1000,
+            comments: Vec::new(),
+        }
+    }
+
+    fn names(dir: &Path) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.starts_with("capture-"))
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_held_directory_keeps_every_file_the_ring_deletes_until_released() {
+        let tmp = tempfile::tempdir().unwrap();
+        let incident = tmp.path().join("incident");
+        std::fs::create_dir(&incident).unwrap();
+        let hold = RingHold::default();
+        let rotation = Rotation {
+            size: Some(4096),
+            seconds: None,
+            keep: Some(2),
+        };
+        let counters = Arc::new(RecordCounters::default());
+        let mut w = CaptureWriter::new(
+            tmp.path(),
+            PcapFormat::Pcapng,
+            vec![Leg::Client],
+            rotation,
+            counters.clone(),
+        )
+        .with_ring_hold(Some(hold.clone()));
+        let data = vec![0u8; 1000];
+        let mut at = 1_000_000;
+        let mut write = |w: &mut CaptureWriter, n: usize| {
+            for _ in 0..n {
+                w.write(&frame(at), &data);
+                at += 1000;
+            }
+        };
+        // Three packets a file: files 1..=4 written, 1 and 2 deleted unheld.
+        write(&mut w, 12);
+        hold.hold(&incident);
+        // Files 5..=10: the ring deletes 3..=8, each kept in the incident.
+        write(&mut w, 18);
+        hold.release(&incident);
+        write(&mut w, 9);
+        w.finish();
+        let kept = names(&incident);
+        let want: Vec<String> = (3..=8).map(|i| format!("capture-{i:04}.pcapng")).collect();
+        assert_eq!(kept, want);
+        assert_eq!(
+            names(tmp.path()).len(),
+            2,
+            "the ring itself stays at 2 files"
+        );
+        // The kept files are whole captures, not empty names.
+        for name in &kept {
+            assert!(std::fs::metadata(incident.join(name)).unwrap().len() > 3000);
+        }
+        assert_eq!(counters.write_errors.load(Ordering::Relaxed), 0);
     }
 }

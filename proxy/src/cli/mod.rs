@@ -51,7 +51,8 @@ pub enum Command {
     /// verdicts that differ (exit status 1 on any difference).
     Replay(crate::toolkit::replay::ReplayArgs),
     /// Test a proxy vendor's ICAP integration with a suite: icaptap plays
-    /// the sensor and the web origin (exit status 1 when a case fails).
+    /// the sensor and the web origin (exit status 1 when a case fails, 2 when
+    /// the check could not test the vendor).
     Check(crate::toolkit::check::CheckArgs),
     /// Write report.html and report.md for a run's output directory.
     Report(crate::evidence::ReportArgs),

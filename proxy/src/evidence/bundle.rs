@@ -143,10 +143,14 @@ pub fn bundle(args: &BundleArgs) -> Result<BundleOutcome, EvidenceError> {
     // The `--peer` comparison goes with the run; the reports and the
     // ticket made from the bundle's files state it.
     let peer_file = Some(args.dir.join(PEER_FILE)).filter(|p| p.is_file());
+    // With --redact, what is masked and mapped in the files is masked and
+    // mapped wherever else the bundle says it (the manifest's command
+    // lines): no byte of a redacted bundle holds a secret or, with
+    // --pseudonymise-ips, a real address.
+    let mut secrets = Secrets::new();
+    let mut pseudonyms = (args.redact && args.pseudonymise_ips).then(Pseudonyms::new);
     if args.redact {
-        let mut secrets = Secrets::new();
         load::for_each_exchange(&files, &mut |x| secrets.add_record(&x))?;
-        let mut pseudonyms = args.pseudonymise_ips.then(Pseudonyms::new);
         let ports = icap_ports(&files)?;
         let mut capture_stats = CaptureRedaction::default();
         if !files.captures.is_empty() {
@@ -289,12 +293,30 @@ pub fn bundle(args: &BundleArgs) -> Result<BundleOutcome, EvidenceError> {
         });
     }
     let run = files.read_summary()?.unwrap_or_default();
+    let mut scrub = |words: Vec<String>| -> Vec<String> {
+        if !args.redact {
+            return words;
+        }
+        words
+            .into_iter()
+            .map(|w| {
+                let mut bytes = w.into_bytes();
+                secrets.mask(&mut bytes);
+                if let Some(p) = pseudonyms.as_mut() {
+                    p.rewrite_text(&mut bytes, false);
+                }
+                String::from_utf8_lossy(&bytes).into_owned()
+            })
+            .collect()
+    };
+    let bundle_command = scrub(std::env::args().collect());
+    let run_command = scrub(run.command.clone());
     let manifest = Manifest {
         schema: manifest::MANIFEST_SCHEMA,
         icaptap_version: env!("CARGO_PKG_VERSION").to_string(),
         created: super::now_text(),
-        bundle_command: std::env::args().collect(),
-        run_command: run.command.clone(),
+        bundle_command,
+        run_command,
         run_icaptap_version: run.icaptap_version.clone(),
         host,
         files: listed,

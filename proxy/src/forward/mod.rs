@@ -15,6 +15,8 @@
 //! - `options`: flags, environment variables, defaults, resolution;
 //! - `listener`: accepting, the connection limit, shutdown and drain;
 //! - `session`: one connection's two copy loops and mirrored close/reset;
+//! - `loops`: forwarding loops, found by matching sensor legs against
+//!   accepted connections, and the start-up check of `--upstream`;
 //! - `counters`: live counters for the status line and metrics, and the
 //!   open-file limit alarm;
 //! - [`transparent`]: `--transparent`, forwarding each connection to the
@@ -25,6 +27,7 @@
 
 mod counters;
 mod listener;
+pub mod loops;
 mod options;
 pub mod routes;
 mod session;

@@ -147,10 +147,12 @@ pub enum ConfigError {
     },
     /// The upstream is icaptap's own listening address: every connection
     /// would loop back into icaptap.
-    #[error("--upstream {upstream} is icaptap's own --listen address; point it at the sensor")]
+    #[error("--upstream {upstream} is icaptap's own --listen address {listen} (a forwarding loop); point it at the sensor")]
     UpstreamIsListen {
         /// The resolved address.
         upstream: SocketAddr,
+        /// The listening address it reaches.
+        listen: SocketAddr,
     },
     /// Port 0 names no sensor: nothing can be connected to it.
     #[error("--upstream `{upstream}` has port 0, which no sensor listens on; give the sensor's ICAP port (usually {DEFAULT_ICAP_PORT}), or leave the port out for {DEFAULT_ICAP_PORT}")]
@@ -176,8 +178,11 @@ impl ForwardArgs {
             });
         }
         let upstream = resolve_upstream(&self.upstream)?;
-        if upstream == self.listen {
-            return Err(ConfigError::UpstreamIsListen { upstream });
+        if super::loops::reaches(self.listen, upstream) {
+            return Err(ConfigError::UpstreamIsListen {
+                upstream,
+                listen: self.listen,
+            });
         }
         Ok(ForwardConfig {
             listen: self.listen,
@@ -281,6 +286,16 @@ pub enum RouteError {
         /// The address.
         listen: SocketAddr,
     },
+    /// A sensor address that is another listener of the same run.
+    #[error("the sensor {upstream} of the listener {from} is icaptap's own listener {to} (a forwarding loop); point each --upstream and --route at a sensor")]
+    Loop {
+        /// The listener whose sensor address loops.
+        from: SocketAddr,
+        /// Its sensor address.
+        upstream: SocketAddr,
+        /// The listener that address reaches.
+        to: SocketAddr,
+    },
 }
 
 impl ForwardArgs {
@@ -307,7 +322,28 @@ impl ForwardArgs {
                     source,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, _>>()
+            .and_then(|routes| {
+                // One listener's sensor may not be another listener: the
+                // main one's (resolved again; its own errors come from
+                // `into_config`) and each route's.
+                let main = resolve_upstream(&base.upstream)
+                    .ok()
+                    .map(|upstream| (base.listen, upstream));
+                let pairs: Vec<(SocketAddr, SocketAddr)> = main
+                    .into_iter()
+                    .chain(routes.iter().map(|r| (r.listen, r.upstream)))
+                    .collect();
+                // (A listener's sensor being itself is `into_config`'s.)
+                for &(from, upstream) in &pairs {
+                    for &(to, _) in &pairs {
+                        if from != to && super::loops::reaches(to, upstream) {
+                            return Err(RouteError::Loop { from, upstream, to });
+                        }
+                    }
+                }
+                Ok(routes)
+            })
     }
 }
 

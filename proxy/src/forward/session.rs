@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use super::counters::{FdLimitAlarm, ForwardCounters, OpenConnection};
+use super::loops;
 use super::options::ForwardConfig;
 use crate::tap::{
     self, CloseKind, ConnId, ConnMeta, ConnectFailure, Direction, Tap, TapEvent, TapQueue, TapSinks,
@@ -101,7 +102,27 @@ impl Session {
         let cfg = &shared.cfg;
         let listen = client.local_addr().unwrap_or(cfg.listen);
 
-        let upstream = destination(cfg, &client, listen, id);
+        let (upstream, original) = destination(cfg, &client, listen, id);
+        // The address this client asked for: one of icaptap's own sensor
+        // legs asks for the address icaptap dialled.
+        let asked = original.unwrap_or(listen);
+        let meta_unconnected = || {
+            Arc::new(ConnMeta {
+                id,
+                client: client_addr,
+                listen,
+                upstream_local: None,
+                server: upstream,
+                opened,
+            })
+        };
+        let accepted = match loops::accepted(client_addr, asked) {
+            Ok(registered) => registered,
+            Err(found) => {
+                looped(&shared, meta_unconnected(), client, None, &found).await;
+                return;
+            }
+        };
         let connecting = tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(upstream));
         // A client that leaves, having sent nothing, before the sensor leg
         // is up gets no sensor leg: under connect/close churn the sensor
@@ -109,33 +130,27 @@ impl Session {
         // already gone, and the clients still there wait behind them.
         let connected = tokio::select! {
             biased;
+            // Found to be a round of a forwarding loop: connect no further.
+            _ = accepted.looped().cancelled() => {
+                let found = loops::Loop {
+                    local: client_addr,
+                    listen: asked,
+                };
+                looped(&shared, meta_unconnected(), client, None, &found).await;
+                return;
+            }
             connected = connecting => connected,
             () = client_gone(&client) => {
-                let meta = Arc::new(ConnMeta {
-                    id,
-                    client: client_addr,
-                    listen,
-                    upstream_local: None,
-                    server: upstream,
-                    opened,
-                });
                 drop(client);
                 let error = "the client closed the connection".to_string();
-                connect_failed(&shared, meta, error, ConnectFailure::ClientGone).await;
+                connect_failed(&shared, meta_unconnected(), error, ConnectFailure::ClientGone).await;
                 return;
             }
         };
         let server = match connected {
             Ok(Ok(server)) => server,
             Ok(Err(e)) => {
-                let meta = Arc::new(ConnMeta {
-                    id,
-                    client: client_addr,
-                    listen,
-                    upstream_local: None,
-                    server: upstream,
-                    opened,
-                });
+                let meta = meta_unconnected();
                 let local_limit = FdLimitAlarm::is_fd_limit(&e);
                 let cause = if local_limit {
                     ConnectFailure::LocalLimit
@@ -169,14 +184,7 @@ impl Session {
                 return;
             }
             Err(_elapsed) => {
-                let meta = Arc::new(ConnMeta {
-                    id,
-                    client: client_addr,
-                    listen,
-                    upstream_local: None,
-                    server: upstream,
-                    opened,
-                });
+                let meta = meta_unconnected();
                 drop(client);
                 let error = format!(
                     "sensor {} ({}) did not accept the connection within {:?}",
@@ -185,6 +193,23 @@ impl Session {
                     cfg.connect_timeout
                 );
                 connect_failed(&shared, meta, error, ConnectFailure::Sensor).await;
+                return;
+            }
+        };
+        let local = server.local_addr().ok();
+        let _outgoing = match local.map(|l| loops::connected(l, upstream, Some(&accepted))) {
+            Some(Ok(registered)) => Some(registered),
+            None => None,
+            Some(Err(found)) => {
+                let meta = Arc::new(ConnMeta {
+                    id,
+                    client: client_addr,
+                    listen,
+                    upstream_local: local,
+                    server: upstream,
+                    opened,
+                });
+                looped(&shared, meta, client, Some(server), &found).await;
                 return;
             }
         };
@@ -197,7 +222,7 @@ impl Session {
             id,
             client: client_addr,
             listen,
-            upstream_local: server.local_addr().ok(),
+            upstream_local: local,
             server: server.peer_addr().unwrap_or(upstream),
             opened,
         });
@@ -213,26 +238,27 @@ impl Session {
 }
 
 /// Where this connection goes: `--upstream`, or in transparent mode the
-/// address the client was redirected from.
+/// address the client was redirected from (also returned, when there is
+/// one).
 fn destination(
     cfg: &ForwardConfig,
     client: &TcpStream,
     listen: SocketAddr,
     id: ConnId,
-) -> SocketAddr {
+) -> (SocketAddr, Option<SocketAddr>) {
     let Some(mode) = cfg.transparent else {
-        return cfg.upstream;
+        return (cfg.upstream, None);
     };
     match super::transparent::original_destination(client, listen, cfg.listen, mode) {
-        Ok(Some(original)) => original,
-        Ok(None) => cfg.upstream,
+        Ok(Some(original)) => (original, Some(original)),
+        Ok(None) => (cfg.upstream, None),
         Err(e) => {
             warn!(
                 conn = id,
                 "cannot read the original destination ({e}); forwarding to --upstream {}",
                 cfg.upstream
             );
-            cfg.upstream
+            (cfg.upstream, None)
         }
     }
 }
@@ -261,6 +287,10 @@ async fn connect_failed(
             ForwardCounters::add(&shared.counters.connect_failures, 1);
             warn!(conn = meta.id, client = %meta.client, "{error}; client connection closed");
         }
+        ConnectFailure::Loop => {
+            ForwardCounters::add(&shared.counters.connect_failures, 1);
+            warn!(conn = meta.id, client = %meta.client, "{error}");
+        }
         ConnectFailure::LocalLimit => {
             ForwardCounters::add(&shared.counters.connect_failures, 1);
             debug!(conn = meta.id, client = %meta.client, "{error}; client connection closed");
@@ -273,6 +303,34 @@ async fn connect_failed(
     let at = tap::now_micros();
     deliver_end(shared, &meta, at, TapEvent::ConnectFailed { error, cause });
     deliver_end(shared, &meta, at, TapEvent::Finished);
+}
+
+/// Closes a connection of a forwarding loop before a byte of it is
+/// forwarded: both legs are reset, as a refused sensor would have the
+/// client see it, and it is reported as a failed connect that looped.
+async fn looped(
+    shared: &SessionShared,
+    meta: Arc<ConnMeta>,
+    client: TcpStream,
+    server: Option<TcpStream>,
+    found: &loops::Loop,
+) {
+    let _ = client.set_zero_linger();
+    drop(client);
+    if let Some(server) = server {
+        let _ = server.set_zero_linger();
+        drop(server);
+    }
+    let error = format!(
+        "forwarding loop: icaptap's own connection to the sensor from {} came back to icaptap at {}; \
+         closed without forwarding. The sensor address ({}) leads to icaptap itself: point \
+         --upstream (or the --route) at the sensor, or exclude icaptap's own traffic from the \
+         transparent redirect",
+        found.local,
+        found.listen,
+        upstream_name(&shared.cfg, meta.server)
+    );
+    connect_failed(shared, meta, error, ConnectFailure::Loop).await;
 }
 
 /// Runs both copy loops to their end, then mirrors how they ended.
@@ -450,6 +508,8 @@ where
     };
     let mut buf = BytesMut::with_capacity(buffer_size);
     let mut offset: u64 = 0;
+    // Whether the observer dropped the last data tap of this direction.
+    let mut dropping = false;
     loop {
         if buf.capacity() < refill_below {
             buf.reserve(buffer_size);
@@ -512,7 +572,7 @@ where
                 // they happened.
                 let mut write = std::pin::pin!(writer.write_all(&bytes));
                 let first = std::future::poll_fn(|cx| Poll::Ready(write.as_mut().poll(cx))).await;
-                shared.sinks.offer(tap);
+                shared.sinks.offer_data(tap, &mut dropping);
                 let written = match first {
                     Poll::Ready(written) => written,
                     Poll::Pending => tokio::select! {

@@ -16,7 +16,9 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use crate::capture::annotate::ANNOTATION_QUEUE_CAPACITY;
-use crate::capture::{self, annotation_channel, RecordArgs, RecordOptions, RecorderHandle};
+use crate::capture::{
+    self, annotation_channel, RecordArgs, RecordOptions, RecorderHandle, RingHold,
+};
 use crate::forward::{
     self, CancellationToken, ForwardArgs, ForwardConfig, ForwardCounters, ForwardStats, RouteError,
 };
@@ -264,8 +266,12 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
             shutdown.clone(),
         )));
     }
+    // The flight recorder holds the ring's files while an incident's
+    // window is open.
+    let ring_hold = RingHold::default();
     let incident_writer = plan.ops.flight.clone().map(|options| {
-        let (sink, writer) = flight::flight_recorder(options, &plan.out, incidents.clone());
+        let (sink, writer) =
+            flight::flight_recorder(options, &plan.out, incidents.clone(), ring_hold.clone());
         sinks_of_records.push(Box::new(sink));
         writer
     });
@@ -281,6 +287,9 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
     if let Some(mut options) = plan.record.clone() {
         if let Some(size) = plan.ops.ring {
             options.rotation = flight::ring_rotation(size);
+        }
+        if plan.ops.flight.is_some() {
+            options.ring_hold = Some(ring_hold.clone());
         }
         let (queue, taps) = TapQueue::with_budget(plan.recorder_queue, plan.queue_bytes);
         let (notes, annotations) = annotation_channel(ANNOTATION_QUEUE_CAPACITY);
@@ -582,10 +591,9 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
         mode: "proxy",
     };
     let duration = args.duration;
-    let mut icap_ports = vec![plan.forward.listen.port(), plan.forward.upstream.port()];
-    for route in &plan.routes {
-        icap_ports.extend([route.listen.port(), route.upstream.port()]);
-    }
+    // The sensors' ports; the listening ports are known once bound.
+    let mut icap_ports = vec![plan.forward.upstream.port()];
+    icap_ports.extend(plan.routes.iter().map(|route| route.upstream.port()));
     let recording = plan.record.is_some();
     runtime.block_on(async move {
         let proxy = start(plan).await?;
@@ -597,6 +605,7 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
             proxy.out.display()
         );
         if recording {
+            icap_ports.extend(proxy.listens.iter().map(|l| l.port()));
             if let Some(hint) = decode_as_hint(&icap_ports) {
                 eprintln!("icaptap: {hint}");
             }
@@ -613,11 +622,13 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
         // now on may fail to be written, and must not stop the run from
         // writing its summary and closing its capture.
         use std::io::Write;
-        let why = proxy.stop_reason().or(signal.map(str::to_string));
+        let why = proxy
+            .stop_reason()
+            .or(signal)
+            .unwrap_or_else(|| "asked to".to_string());
         let _ = writeln!(
             std::io::stderr(),
-            "icaptap: stopping ({}): no new connections; open ones may finish (drain)",
-            why.as_deref().unwrap_or("asked to")
+            "icaptap: stopping ({why}): no new connections; open ones may finish (drain)"
         );
         let summary = proxy.stop().await?;
         // Every end of a run leaves its report beside the records (the
@@ -631,6 +642,8 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
             );
         }
         let _ = write!(std::io::stdout(), "{}", summary_table(&summary, &out));
+        // The last word of the run: why it ended, after the drain.
+        let _ = writeln!(std::io::stderr(), "icaptap: stopped ({why})");
         Ok(summary)
     })
 }
@@ -655,8 +668,9 @@ impl StopSignals {
         }
     }
 
-    /// Waits for one of the signals or the end of `duration`; says which.
-    async fn wait(mut self, duration: Option<Duration>) -> &'static str {
+    /// Waits for one of the signals or the end of `duration`; says which,
+    /// as the console's reason for stopping.
+    async fn wait(mut self, duration: Option<Duration>) -> String {
         async fn next(signal: &mut Option<tokio::signal::unix::Signal>) {
             match signal {
                 Some(s) => {
@@ -672,10 +686,13 @@ impl StopSignals {
             }
         };
         tokio::select! {
-            _ = next(&mut self.interrupt) => "SIGINT",
-            _ = next(&mut self.terminate) => "SIGTERM",
-            _ = next(&mut self.hangup) => "SIGHUP",
-            _ = timer => "--duration reached",
+            _ = next(&mut self.interrupt) => "SIGINT received".to_string(),
+            _ = next(&mut self.terminate) => "SIGTERM received".to_string(),
+            _ = next(&mut self.hangup) => "SIGHUP received: the terminal or session went away".to_string(),
+            _ = timer => format!(
+                "--duration {} reached",
+                humantime::format_duration(duration.unwrap_or_default())
+            ),
         }
     }
 }

@@ -169,6 +169,16 @@ impl Conn {
         Arrival::New(hole)
     }
 
+    /// Bytes of `dir` from `offset` on were dropped before the observer got
+    /// them (said as it happened): the exchanges they may belong to, and
+    /// every later one on this connection, are marked before anything
+    /// later is decoded. The next data of `dir` gives the length.
+    pub fn lost(&mut self, dir: Direction, offset: u64) {
+        if offset >= self.leg(dir).expected {
+            self.correlator.mark_gap(Side::of(dir), offset, 0);
+        }
+    }
+
     /// The stream of `dir` ended `how`.
     pub fn close(
         &mut self,

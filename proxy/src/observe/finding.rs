@@ -49,6 +49,9 @@ rule_codes! {
     /// The client closed its connection, having sent nothing, before the
     /// sensor leg was up; icaptap stopped connecting.
     ClientGoneBeforeConnect => "client-gone-before-connect", Client, Info;
+    /// icaptap's connection to the sensor came back to icaptap itself
+    /// (a forwarding loop); icaptap closed it without forwarding.
+    ForwardingLoop => "forwarding-loop", Server, Error;
     /// The sensor closed (FIN) the connection while a request waited for
     /// its verdict.
     ServerClosedBeforeResponse => "server-closed-before-response", Server, Error;

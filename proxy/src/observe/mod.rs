@@ -20,6 +20,8 @@ pub mod describe;
 pub mod finding;
 #[cfg(test)]
 mod legal_table;
+#[cfg(test)]
+mod loss_table;
 pub mod observer;
 #[cfg(test)]
 mod rule_table;

@@ -23,9 +23,9 @@ use super::describe::{connection_record, exchange_record};
 use super::finding::Finding;
 use super::rules::{
     awaits_verdict, capture_ended, client_closed_during_response, client_gone_before_connect,
-    client_waited_for_eof, exchange_rules, icaptap_fd_limit, max_connections_exceeded,
-    missing_cause, observer_dropped, sensor_unreachable, stuck, verdict_late, verdict_timeout,
-    ClientStream, StreamOffsets,
+    client_waited_for_eof, exchange_rules, forwarding_loop, icaptap_fd_limit,
+    max_connections_exceeded, missing_cause, observer_dropped, sensor_unreachable, stuck,
+    verdict_late, verdict_timeout, ClientStream, StreamOffsets,
 };
 use super::services::{service_path, ServiceBook, ServiceKey};
 use super::shedding::Shedding;
@@ -137,6 +137,7 @@ impl Observer {
                 conn.findings.push(match cause {
                     ConnectFailure::LocalLimit => icaptap_fd_limit(&error),
                     ConnectFailure::ClientGone => client_gone_before_connect(&error),
+                    ConnectFailure::Loop => forwarding_loop(&error),
                     ConnectFailure::Sensor => sensor_unreachable(conn.meta.server, &error),
                 });
                 conn.connect_error = Some(error);
@@ -160,6 +161,7 @@ impl Observer {
                     }
                 }
             }
+            TapEvent::Lost { dir, offset } => conn.lost(dir, offset),
             TapEvent::Closed { dir, how } => {
                 if dir == Direction::Request {
                     conn.findings.extend(client_waited_for_eof(
@@ -348,8 +350,8 @@ impl Observer {
                 response: conn.response.expected,
                 request_at: conn.request.last_data,
             };
-            let both_closed = conn.request.closed.is_some() && conn.response.closed.is_some();
-            let cut = capture_ended(both_closed, &mut conn.correlator, ends);
+            let answers_ended = conn.response.closed.is_some();
+            let cut = capture_ended(answers_ended, &mut conn.correlator, ends);
             for (seq, finding) in cut {
                 conn.pending.entry(seq).or_default().push(finding);
             }

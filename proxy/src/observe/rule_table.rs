@@ -37,6 +37,9 @@ enum Act {
     Data(Direction, Vec<u8>),
     /// Bytes of one direction the observer never gets.
     Hole(Direction, u64),
+    /// Bytes of one direction the observer's queue drops, said at once
+    /// (a `Lost` tap), as the live proxy does.
+    Lost(Direction, u64),
     /// One direction ends.
     Close(Direction, CloseKind),
     /// The sensor cannot be reached.
@@ -81,6 +84,11 @@ fn req_hole(len: u64) -> Step {
 }
 
 /// The client ends its stream `how`.
+/// `len` bytes of `dir` are dropped by the observer's queue, and said so.
+pub(super) fn lost(dir: Direction, len: usize) -> Step {
+    step(Act::Lost(dir, len as u64))
+}
+
 pub(super) fn client_ends(how: CloseKind) -> Step {
     step(Act::Close(Direction::Request, how))
 }
@@ -108,6 +116,11 @@ fn client_left_first() -> Step {
         "the client closed the connection",
         ConnectFailure::ClientGone,
     ))
+}
+
+/// The sensor leg led back into icaptap.
+fn looped(error: &'static str) -> Step {
+    step(Act::ConnectFailed(error, ConnectFailure::Loop))
 }
 
 pub(super) fn wait_ms(ms: u64) -> Step {
@@ -188,6 +201,17 @@ pub(super) fn play(mode: ObserverMode, script: Vec<Step>) -> MemorySink {
                     .entry((conn, dir == Direction::Request))
                     .or_default() += len;
                 continue;
+            }
+            Act::Lost(dir, len) => {
+                let offset = offsets
+                    .entry((conn, dir == Direction::Request))
+                    .or_default();
+                let event = TapEvent::Lost {
+                    dir,
+                    offset: *offset,
+                };
+                *offset += len;
+                event
             }
             Act::Close(dir, how) => TapEvent::Closed { dir, how },
             Act::ConnectFailed(error, cause) => TapEvent::ConnectFailed {
@@ -379,6 +403,8 @@ rule_table! {
         => Connection "icaptap-fd-limit", "none";
     client_gone_before_connect: Live [client_left_first()]
         => Connection "client-gone-before-connect", "none";
+    forwarding_loop: Live [looped("forwarding loop: came back to icaptap")]
+        => Connection "forwarding-loop", "none";
     server_closed_before_response: Live [req(get()), sensor_ends(Fin)]
         => Exchange "server-closed-before-response", "missing";
     server_reset_before_response: Live [req(get()), sensor_ends(Reset)]

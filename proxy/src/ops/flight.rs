@@ -5,11 +5,14 @@
 //! and a support bundle (`OUT/incidents/NNNN-CODE.tar.gz`), written by
 //! [`crate::evidence`] exactly as for a whole run.
 //!
-//! How the window is kept: at the trigger, every capture file of the ring is
-//! hard-linked into the incident (so the ring deleting a name cannot lose the
-//! data before the trigger); `--trigger-after` later, files written since are
-//! linked too, and the file still being written is copied so the incident
-//! stops growing. Records are kept in memory for `--trigger-before` +
+//! How the window is kept: at the trigger, the incident takes a hold on the
+//! ring ([`RingHold`]: every file the ring deletes from then on is first
+//! hard-linked into the incident) and every capture file of the ring is
+//! hard-linked into it (so the ring deleting a name cannot lose the data
+//! before the trigger); `--trigger-after` later, files written since are
+//! linked too, the file still being written is copied so the incident stops
+//! growing, and the hold is released. So however often the ring turns
+//! within the window, no file of it is missing. Records are kept in memory for `--trigger-before` +
 //! `--trigger-after` (the JSON Lines files are buffered and cannot be read
 //! back live) and those in the window are written with the incident. So the
 //! capture reaches back as far as the ring does, the records as far as
@@ -25,7 +28,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use super::metrics::IncidentCounters;
-use crate::capture::Rotation;
+use crate::capture::{RingHold, Rotation};
 use crate::output::directory::create_private_file;
 use crate::output::directory::is_capture_name;
 use crate::output::records::{AnomalyRecord, ConnectionRecord, ExchangeRecord};
@@ -157,13 +160,17 @@ pub struct IncidentWriter {
     recent: Arc<Mutex<RecentRecords>>,
     triggers: mpsc::UnboundedReceiver<Trigger>,
     counters: Arc<IncidentCounters>,
+    /// Shared with the recorder's ring (`RecordOptions::ring_hold`).
+    hold: RingHold,
 }
 
-/// The flight recorder's two halves, for the run directory `out`.
+/// The flight recorder's two halves, for the run directory `out`, holding
+/// the ring that writes capture files with `hold` during incidents.
 pub fn flight_recorder(
     options: FlightOptions,
     out: &Path,
     counters: Arc<IncidentCounters>,
+    hold: RingHold,
 ) -> (FlightSink, IncidentWriter) {
     let recent = Arc::new(Mutex::new(RecentRecords::default()));
     let (tx, rx) = mpsc::unbounded_channel();
@@ -182,6 +189,7 @@ pub fn flight_recorder(
             recent,
             triggers: rx,
             counters,
+            hold,
         },
     )
 }
@@ -325,6 +333,17 @@ fn freeze_newest(out: &Path, dir: &Path) -> Result<(), IncidentError> {
         return Ok(());
     };
     let target = dir.join(name);
+    // Just begun, nothing written yet: not a capture to keep (its packets,
+    // still staged, are past the window).
+    if std::fs::metadata(&newest).is_ok_and(|m| m.len() == 0) {
+        return match std::fs::remove_file(&target) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(IncidentError::Write {
+                path: target,
+                source: e,
+            }),
+            _ => Ok(()),
+        };
+    }
     let staged = dir.join(".capture-copy.partial");
     let err = |path: &Path| {
         let path = path.to_path_buf();
@@ -368,8 +387,14 @@ impl IncidentWriter {
                     path: dir.clone(),
                     source,
                 })
-                .and_then(|()| link_captures(&self.out, &dir));
+                .and_then(|()| {
+                    // Hold first, then link: a file the ring deletes in
+                    // between is kept by the hold.
+                    self.hold.hold(&dir);
+                    link_captures(&self.out, &dir)
+                });
             if let Err(e) = started {
+                self.hold.release(&dir);
                 self.fail(&e);
                 continue;
             }
@@ -388,8 +413,9 @@ impl IncidentWriter {
                 .window(from, to);
             let out = self.out.clone();
             let finished = run_over.is_cancelled();
+            let hold = self.hold.clone();
             let written = tokio::task::spawn_blocking(move || {
-                write_incident(&out, &dir, &trigger, &records, finished).map(|()| dir)
+                write_incident(&out, &dir, &trigger, &records, finished, &hold).map(|()| dir)
             })
             .await;
             match written {
@@ -419,11 +445,19 @@ fn write_incident(
     trigger: &Trigger,
     records: &[Kept],
     run_finished: bool,
+    hold: &RingHold,
 ) -> Result<(), IncidentError> {
-    link_captures(out, dir)?;
-    if !run_finished {
-        freeze_newest(out, dir)?;
-    }
+    let linked = link_captures(out, dir).and_then(|()| {
+        if run_finished {
+            Ok(())
+        } else {
+            freeze_newest(out, dir)
+        }
+    });
+    // Every file of the window is in the incident now (or the incident
+    // failed): the ring may delete freely again.
+    hold.release(dir);
+    linked?;
     let exchanges: Vec<&ExchangeRecord> = records
         .iter()
         .filter_map(|k| match k {

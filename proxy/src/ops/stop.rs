@@ -68,7 +68,7 @@ impl StopWatch {
             .find(|a| self.conditions.codes.contains(&a.code))
         {
             self.trip(format!(
-                "--stop-on {}: seen on connection {conn} ({})",
+                "--stop-on {} fired on connection {conn}: {}",
                 a.code, a.detail
             ));
         }

@@ -87,6 +87,9 @@ pub enum ConnectFailure {
     /// The client closed (or reset) its connection, having sent nothing,
     /// before the sensor leg was up; icaptap stopped connecting.
     ClientGone,
+    /// The sensor leg led back into icaptap (a forwarding loop): closed by
+    /// icaptap, not refused by a sensor.
+    Loop,
 }
 
 /// What happened.
@@ -111,6 +114,17 @@ pub enum TapEvent {
         offset: u64,
         /// The bytes, exactly as forwarded.
         bytes: Bytes,
+    },
+    /// Bytes of `dir` from stream offset `offset` on were dropped before
+    /// this side path got them (its queue was full): said at once, as a
+    /// control tap that is never dropped, so that the side path knows
+    /// before it decodes anything that came later on either direction. The
+    /// next `Data` of `dir` (or the end of the connection) shows how many.
+    Lost {
+        /// Which way the dropped bytes went.
+        dir: Direction,
+        /// Stream offset of the first byte dropped.
+        offset: u64,
     },
     /// The sender of `dir` stopped sending: its stream is over.
     Closed {

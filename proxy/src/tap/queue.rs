@@ -302,6 +302,41 @@ impl TapSinks {
             o.offer(tap);
         }
     }
+
+    /// Offers a data tap to every side path without waiting; when the
+    /// observer's queue drops it, and the previous data tap of this
+    /// direction got through (`dropping` false), the observer is told at
+    /// once with a [`TapEvent::Lost`] control tap, so that it never pairs
+    /// what comes next on the other direction with what it missed. One
+    /// such tap per run of drops, so they are bounded by the data taps
+    /// delivered. `dropping` is the caller's, one per direction.
+    pub fn offer_data(&self, tap: Tap, dropping: &mut bool) {
+        if let Some(r) = &self.recorder {
+            r.offer(tap.clone());
+        }
+        let Some(o) = &self.observer else {
+            return;
+        };
+        let lost = match &tap.event {
+            TapEvent::Data { dir, offset, .. } => Tap {
+                event: TapEvent::Lost {
+                    dir: *dir,
+                    offset: *offset,
+                },
+                ..tap.clone()
+            },
+            _ => {
+                o.offer(tap);
+                return;
+            }
+        };
+        if o.offer(tap) {
+            *dropping = false;
+        } else if !*dropping {
+            *dropping = true;
+            o.offer(lost);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,8 @@
 //! handled as the suite expects, identity headers sent, the preview
 //! honoured (RFC 3507 section 4.5) and Max-Connections respected (section
 //! 4.10.2). It prints a table, writes JUnit XML, and its exit status tells
-//! pass (0) or fail (1).
+//! pass (0), fail (1) or could not test (2: the check could not start, or
+//! the vendor's proxy could not be reached).
 //!
 //! - [`suite`]: the suite file and the sensor scenario derived from it;
 //! - [`origin`]: the hyper origin serving the test files, EICAR included;
@@ -28,7 +29,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use junit::junit_xml;
-pub use report::{CaseResult, CheckReport};
+pub use report::{CaseResult, CheckReport, CheckStatus};
 pub use runner::CheckEnv;
 pub use suite::{Case, Check, DownPolicy, Suite, SuiteError, DEFAULT_SUITE};
 
@@ -118,11 +119,11 @@ impl From<ProxyError> for CheckError {
     }
 }
 
-/// Runs `icaptap check`; returns whether every case passed.
-pub fn run(args: CheckArgs) -> Result<bool, CheckError> {
+/// Runs `icaptap check`; returns the run's status (its exit code).
+pub fn run(args: CheckArgs) -> Result<CheckStatus, CheckError> {
     if args.print_suite {
         print!("{DEFAULT_SUITE}");
-        return Ok(true);
+        return Ok(CheckStatus::Passed);
     }
     let mut suite = match &args.suite {
         Some(path) => Suite::load(path)?,
@@ -162,5 +163,5 @@ pub fn run(args: CheckArgs) -> Result<bool, CheckError> {
             source,
         })?;
     }
-    Ok(report.passed())
+    Ok(report.status())
 }

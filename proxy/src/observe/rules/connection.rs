@@ -1,5 +1,5 @@
 //! Rules of a connection rather than of one exchange's bytes: a sensor
-//! that cannot be reached, more connections than it advertised, bytes the
+//! that cannot be reached, a sensor address that leads back to icaptap, more connections than it advertised, bytes the
 //! live observer missed, a client that waited for the end of the
 //! connection, and why a request got no verdict from how the connection
 //! ended.
@@ -75,6 +75,12 @@ pub fn client_gone_before_connect(error: &str) -> Finding {
     )
 }
 
+/// The sensor leg led back into icaptap (`error` says how); icaptap closed
+/// the connection before forwarding a byte.
+pub fn forwarding_loop(error: &str) -> Finding {
+    Finding::rule(RuleCode::ForwardingLoop, error.to_owned())
+}
+
 /// A connection opened to `server` made `open` connections, more than the
 /// smallest `Max-Connections` its services advertised (RFC 3507 section
 /// 4.10.2).
@@ -141,17 +147,19 @@ pub fn client_waited_for_eof(
     })
 }
 
-/// A capture that holds no more of a connection although a side left its
-/// stream open (`both_closed` false): every exchange still open in
-/// `correlator` was cut by the end of the capture, not by a peer. Marks
-/// them incomplete and gives each its finding, blamed on no peer (the side
-/// named is whose message was cut, at its stream's end in `ends`).
+/// A capture that holds no more of a connection although the sensor's
+/// stream was not seen to end (`answers_ended` false), so answers could
+/// still have come: every exchange still open in `correlator` was cut by
+/// the end of the capture, not by a peer. Marks them incomplete and gives
+/// each its finding, blamed on no peer (the side named is whose message
+/// was cut, at its stream's end in `ends`). Once the sensor closed or
+/// reset, no answer was coming: that close is the story, not the capture.
 pub fn capture_ended(
-    both_closed: bool,
+    answers_ended: bool,
     correlator: &mut Correlator,
     ends: StreamOffsets,
 ) -> Vec<(u64, Finding)> {
-    if both_closed {
+    if answers_ended {
         return Vec::new();
     }
     let answering: Vec<u64> = correlator

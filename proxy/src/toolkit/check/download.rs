@@ -1,6 +1,8 @@
 //! The user's side of `icaptap check`: one HTTP/1.1 GET through the
 //! vendor's HTTP proxy (hyper client, absolute-form request target, one
-//! connection per download), and what came back.
+//! connection per download), and what came back. A proxy that cannot be
+//! reached (refused, no answer to the connection) is told apart from one
+//! that answered badly: the first means the check could not run.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -25,7 +27,17 @@ pub struct Download {
     /// The proxy's own error name, when it sent one (Squid's
     /// `X-Squid-Error`, e.g. `ERR_ICAP_FAILURE 0`).
     pub proxy_error: Option<String>,
+    /// Why no connection to the vendor's proxy could be made (refused,
+    /// timed out, unreachable network), when that is why there was no
+    /// answer: the download never reached the vendor, so it says nothing
+    /// about the vendor's behaviour.
+    pub unreachable: Option<String>,
 }
+
+/// Longest wait for the vendor's proxy to accept a connection (a proxy on
+/// the same network answers in milliseconds; the download's own timeout
+/// covers the rest).
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl Download {
     /// Whether the user got `want` byte for byte with status 200.
@@ -48,27 +60,43 @@ impl Download {
 /// GETs `url` through the HTTP proxy at `proxy` within `timeout`.
 pub async fn fetch(proxy: SocketAddr, url: &str, timeout: Duration) -> Download {
     let started = Instant::now();
-    let result = match tokio::time::timeout(timeout, get(proxy, url)).await {
-        Ok(r) => r,
-        Err(_) => Err(format!("no complete answer within {timeout:?}")),
-    };
-    let (result, proxy_error) = match result {
-        Ok((status, error, body)) => (Ok((status, body)), error),
-        Err(e) => (Err(e), None),
-    };
-    Download {
+    let download = |result, proxy_error, unreachable| Download {
         url: url.to_owned(),
         started,
         elapsed: started.elapsed(),
         result,
         proxy_error,
+        unreachable,
+    };
+    let stream = match connect(proxy, timeout.min(CONNECT_TIMEOUT)).await {
+        Ok(stream) => stream,
+        Err(why) => return download(Err(why.clone()), None, Some(why)),
+    };
+    let left = timeout.saturating_sub(started.elapsed());
+    let result = match tokio::time::timeout(left, get(stream, url)).await {
+        Ok(r) => r,
+        Err(_) => Err(format!("no complete answer within {timeout:?}")),
+    };
+    match result {
+        Ok((status, error, body)) => download(Ok((status, body)), error, None),
+        Err(e) => download(Err(e), None, None),
     }
 }
 
-async fn get(proxy: SocketAddr, url: &str) -> Result<(u16, Option<String>, Bytes), String> {
-    let stream = TcpStream::connect(proxy)
-        .await
-        .map_err(|e| format!("cannot connect to the vendor proxy at {proxy}: {e}"))?;
+/// A connection to the vendor's proxy, or why there is none.
+async fn connect(proxy: SocketAddr, limit: Duration) -> Result<TcpStream, String> {
+    match tokio::time::timeout(limit, TcpStream::connect(proxy)).await {
+        Ok(Ok(stream)) => Ok(stream),
+        Ok(Err(e)) => Err(format!(
+            "cannot connect to the vendor proxy at {proxy}: {e}"
+        )),
+        Err(_) => Err(format!(
+            "the vendor proxy at {proxy} did not accept a connection within {limit:?}"
+        )),
+    }
+}
+
+async fn get(stream: TcpStream, url: &str) -> Result<(u16, Option<String>, Bytes), String> {
     let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
         .await
         .map_err(|e| format!("HTTP handshake with the vendor proxy failed: {e}"))?;

@@ -1,7 +1,8 @@
 //! JUnit XML for CI systems (the Jenkins/GitLab/GitHub flavour of the
 //! format): one `<testsuite>` per check run, one `<testcase>` per case, a
-//! `<failure>` carrying what the user saw, and the vendor configuration
-//! the suite expects in `<system-out>`.
+//! `<failure>` carrying what the user saw, an `<error>` for a case that
+//! could not test the vendor (its proxy unreachable), and the vendor
+//! configuration the suite expects in `<system-out>`.
 
 use std::fmt::Write;
 
@@ -10,16 +11,17 @@ use super::report::CheckReport;
 /// The report as a JUnit XML document.
 pub fn junit_xml(report: &CheckReport) -> String {
     let failures = report.failed();
+    let errors = report.errors();
     let total = report.results.len();
     let secs = report.elapsed.as_secs_f64();
     let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let _ = writeln!(
         xml,
-        "<testsuites name=\"icaptap check\" tests=\"{total}\" failures=\"{failures}\" errors=\"0\" time=\"{secs:.3}\">"
+        "<testsuites name=\"icaptap check\" tests=\"{total}\" failures=\"{failures}\" errors=\"{errors}\" time=\"{secs:.3}\">"
     );
     let _ = writeln!(
         xml,
-        "  <testsuite name=\"{}\" tests=\"{total}\" failures=\"{failures}\" errors=\"0\" skipped=\"0\" time=\"{secs:.3}\" timestamp=\"{}\">",
+        "  <testsuite name=\"{}\" tests=\"{total}\" failures=\"{failures}\" errors=\"{errors}\" skipped=\"0\" time=\"{secs:.3}\" timestamp=\"{}\">",
         escape(&report.suite),
         escape(&report.started_at)
     );
@@ -31,7 +33,14 @@ pub fn junit_xml(report: &CheckReport) -> String {
             escape(&r.title),
             r.elapsed.as_secs_f64()
         );
-        if r.passed {
+        if let Some(reason) = &r.error {
+            let _ = writeln!(
+                xml,
+                ">\n      <error message=\"{}\" type=\"vendor-unreachable\">{}</error>\n    </testcase>",
+                escape(reason),
+                escape(&r.detail)
+            );
+        } else if r.passed {
             let _ = writeln!(
                 xml,
                 ">\n      <system-out>{}</system-out>\n    </testcase>",
@@ -95,6 +104,7 @@ mod tests {
                     title: "clean file intact".to_owned(),
                     check: "clean-intact",
                     passed: true,
+                    error: None,
                     detail: "HTTP 200".to_owned(),
                     elapsed: Duration::from_millis(20),
                 },
@@ -102,13 +112,30 @@ mod tests {
                     title: "sensor down (fail-closed)".to_owned(),
                     check: "sensor-down",
                     passed: false,
+                    error: None,
                     detail: "sensor down: user got the file unscanned\u{1}".to_owned(),
                     elapsed: Duration::from_millis(30),
+                },
+                CaseResult {
+                    title: "infected download blocked".to_owned(),
+                    check: "infected-blocked",
+                    passed: false,
+                    error: Some("the vendor proxy at 127.0.0.1:9 refused".to_owned()),
+                    detail: "not tested".to_owned(),
+                    elapsed: Duration::from_millis(1),
                 },
             ],
         };
         let xml = junit_xml(&report);
-        assert!(xml.contains("tests=\"2\" failures=\"1\""), "{xml}");
+        assert!(
+            xml.contains("tests=\"3\" failures=\"1\" errors=\"1\""),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<error message=\"the vendor proxy at 127.0.0.1:9 refused\" type=\"vendor-unreachable\">not tested</error>"),
+            "{xml}"
+        );
+        assert_eq!(xml.matches("<failure ").count(), 1, "{xml}");
         assert!(
             xml.contains("name=\"vendor &lt;A&gt; &amp; &quot;B&quot;\""),
             "{xml}"
@@ -120,8 +147,8 @@ mod tests {
         assert!(xml.contains(
             "classname=\"icaptap.check.clean-intact\" name=\"clean file intact\" time=\"0.020\""
         ));
-        assert_eq!(xml.matches("<testcase ").count(), 2);
-        assert_eq!(xml.matches("</testcase>").count(), 2);
+        assert_eq!(xml.matches("<testcase ").count(), 3);
+        assert_eq!(xml.matches("</testcase>").count(), 3);
         assert!(!xml.contains('\u{1}'));
     }
 }

@@ -2,7 +2,8 @@
 //! in-process icaptap proxy, which records every exchange) and the web
 //! origin are started, each case's downloads go through the vendor's HTTP
 //! proxy, then the recorded exchanges and connections are read back and
-//! every case is judged.
+//! every case is judged. A case whose download could not reach the vendor's
+//! proxy is an error, never judged: nothing was tested.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -152,12 +153,25 @@ impl CheckEnv {
         let mut results = Vec::new();
         for (i, (case, (s, elapsed))) in self.suite.cases.iter().zip(seen).enumerate() {
             let dir = case_dir(i, &case.check);
-            let (passed, detail) =
-                judge_case(&self.suite, &case.check, &dir, s, &exchanges, &connections);
+            let (passed, error, detail) = match unreachable(&s) {
+                Some(why) => {
+                    let reason = format!(
+                        "{why}; nothing was tested: start the vendor's HTTP proxy, or give its \
+                         address with --proxy (the suite's `proxy`), then run the check again"
+                    );
+                    (false, Some(reason), format!("not tested: {why}"))
+                }
+                None => {
+                    let (passed, detail) =
+                        judge_case(&self.suite, &case.check, &dir, s, &exchanges, &connections);
+                    (passed, None, detail)
+                }
+            };
             results.push(CaseResult {
                 title: case.title(),
                 check: case.check.id(),
                 passed,
+                error,
                 detail,
                 elapsed,
             });
@@ -279,6 +293,25 @@ fn read_parts(
         connections.append(&mut c);
     }
     Ok((exchanges, connections))
+}
+
+/// Why a case's download never reached the vendor's proxy, if one did not.
+fn unreachable(seen: &Seen) -> Option<String> {
+    match seen {
+        Seen::One(d, _) | Seen::Down { download: d, .. } => d.unreachable.clone(),
+        Seen::Many(all) => {
+            let n = all.len();
+            let failed: Vec<&String> = all
+                .iter()
+                .filter_map(|(d, _)| d.unreachable.as_ref())
+                .collect();
+            match failed.first() {
+                Some(first) if failed.len() == n => Some((*first).clone()),
+                Some(first) => Some(format!("{} of {n} downloads: {first}", failed.len())),
+                None => None,
+            }
+        }
+    }
 }
 
 fn judge_case(

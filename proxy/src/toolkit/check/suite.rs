@@ -373,12 +373,21 @@ fn default_istag() -> String {
     "ICAPTAP-CHECK-1".to_owned()
 }
 
+/// `clean-intact`'s size without `size`: under 64 KiB, because the mock
+/// sensor reads a whole body before it answers and Squid 5 stops sending a
+/// body at 65,535 bytes until the sensor answers (docs/toolkit.md).
+pub const DEFAULT_CLEAN_SIZE: u64 = 48 * 1024;
+
+/// `preview-honoured`'s size without `size`: larger than the preview,
+/// under 64 KiB for the same reason as [`DEFAULT_CLEAN_SIZE`].
+pub const DEFAULT_PREVIEW_SIZE: u64 = 40_000;
+
 fn default_clean_size() -> u64 {
-    64 * 1024
+    DEFAULT_CLEAN_SIZE
 }
 
 fn default_preview_size() -> u64 {
-    256 * 1024
+    DEFAULT_PREVIEW_SIZE
 }
 
 fn default_slow_delay() -> Duration {
@@ -415,6 +424,49 @@ mod tests {
         let scenario = suite.scenario().unwrap();
         assert!(scenario.eicar_rule);
         assert!(scenario.rules.len() >= 3);
+    }
+
+    #[test]
+    fn sizes_default_to_what_the_shipped_suite_and_the_docs_say() {
+        let base =
+            "name = \"t\"\nproxy = \"127.0.0.1:3128\"\n[sensor]\nlisten = \"127.0.0.1:11344\"\n";
+        let text = format!(
+            "{base}[[case]]\ncheck = \"clean-intact\"\n[[case]]\ncheck = \"preview-honoured\"\n"
+        );
+        let suite = Suite::from_toml(&text, "x.toml").unwrap();
+        let sizes: Vec<u64> = suite
+            .cases
+            .iter()
+            .filter_map(|c| match c.check {
+                Check::CleanIntact { size } | Check::PreviewHonoured { size } => Some(size),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(sizes, [DEFAULT_CLEAN_SIZE, DEFAULT_PREVIEW_SIZE]);
+        // The shipped suite spells the same sizes out.
+        let shipped = Suite::default_suite().unwrap();
+        for case in &shipped.cases {
+            match case.check {
+                Check::CleanIntact { size } => assert_eq!(size, DEFAULT_CLEAN_SIZE),
+                Check::PreviewHonoured { size } => assert_eq!(size, DEFAULT_PREVIEW_SIZE),
+                _ => {}
+            }
+        }
+        // Both stay below the 65,535 bytes Squid 5 sends before an answer.
+        const { assert!(DEFAULT_CLEAN_SIZE < 65_535 && DEFAULT_PREVIEW_SIZE < 65_535) };
+        // docs/toolkit.md's table of checks names the same defaults.
+        let docs = include_str!("../../../../docs/toolkit.md");
+        let kib = DEFAULT_CLEAN_SIZE / 1024;
+        assert!(
+            docs.contains(&format!("| `clean-intact` (`size`, {kib} KiB) |")),
+            "docs/toolkit.md: clean-intact default"
+        );
+        assert!(
+            docs.contains(&format!(
+                "| `preview-honoured` (`size`, {DEFAULT_PREVIEW_SIZE}) |"
+            )),
+            "docs/toolkit.md: preview-honoured default"
+        );
     }
 
     #[test]
