@@ -65,6 +65,7 @@ fn run_in(parent: &std::path::Path, opts: RecordOptions, taps: &[Tap]) {
         opts,
         rx,
         capture::AnnotationReceiver::disconnected(),
+        None,
     )
     .unwrap();
     for t in taps {

@@ -2,9 +2,12 @@
 //! SSH session dropped, the terminal gone) ends it as SIGTERM does: stop
 //! accepting, drain, write every record and summary.json, close the
 //! capture, exit 0, even though nothing can be written to the terminal
-//! any more.
+//! any more. SIGKILL under load from real c-icap traffic leaves whole JSON
+//! Lines (but for a last cut one) and a capture that tshark, or else
+//! `icaptap analyze` with a warning, reads; `icaptap report` works on it.
 
 mod faults_support;
+mod peers;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -102,6 +105,168 @@ async fn sighup_with_the_terminal_gone_still_finishes_the_run() {
     let report = std::fs::read_to_string(out.join("report.md")).expect("report.md written");
     assert!(report.starts_with("# icaptap report"), "{report}");
     assert!(out.join("report.html").is_file());
+}
+
+/// A RESPMOD to c-icap's echo service with a 256 KiB body.
+fn big_respmod(port: u16, n: usize) -> Vec<u8> {
+    const BODY: usize = 256 * 1024;
+    let req = format!("GET http://origin.example/k-{n} HTTP/1.1\r\nHost: origin.example\r\n\r\n");
+    let res = format!("HTTP/1.1 200 OK\r\nContent-Length: {BODY}\r\n\r\n");
+    let mut m = format!(
+        "RESPMOD icap://127.0.0.1:{port}/echo ICAP/1.0\r\nHost: 127.0.0.1:{port}\r\n\
+         Encapsulated: req-hdr=0, res-hdr={}, res-body={}\r\n\r\n{req}{res}{BODY:x}\r\n",
+        req.len(),
+        req.len() + res.len()
+    )
+    .into_bytes();
+    m.extend_from_slice(&vec![b'k'; BODY]);
+    m.extend_from_slice(b"\r\n0\r\n\r\n");
+    m
+}
+
+/// Sends big RESPMODs on one connection until it fails (icaptap killed);
+/// returns how many were answered whole.
+async fn load(listen: std::net::SocketAddr, port: u16, first: usize) -> usize {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(listen).await else {
+        return 0;
+    };
+    let mut buf = vec![0u8; 256 * 1024];
+    for n in first.. {
+        if s.write_all(&big_respmod(port, n)).await.is_err() {
+            return n - first;
+        }
+        let mut got = Vec::new();
+        loop {
+            match tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf)).await {
+                Ok(Ok(k)) if k > 0 => got.extend_from_slice(&buf[..k]),
+                _ => return n - first,
+            }
+            if got.ends_with(b"\r\n0\r\n\r\n") {
+                break;
+            }
+        }
+        assert!(
+            got.starts_with(b"ICAP/1.0 200"),
+            "c-icap echoes: {:?}",
+            &got[..got.len().min(200)]
+        );
+        // Steady load the observer keeps up with in a debug build: this
+        // case is about the kill, not overload.
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    unreachable!()
+}
+
+/// Every line of a JSON Lines file parses, but possibly a last one cut
+/// without its newline; returns the whole lines.
+fn whole_lines(path: &std::path::Path) -> usize {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    for (i, line) in lines.iter().enumerate() {
+        let cut_last = i + 1 == lines.len() && !text.ends_with('\n');
+        if serde_json::from_str::<serde_json::Value>(line).is_err() {
+            assert!(
+                cut_last,
+                "{}: line {} is not JSON: {line:?}",
+                path.display(),
+                i + 1
+            );
+            return i;
+        }
+    }
+    lines.len()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_load_leaves_whole_records_and_a_readable_capture() {
+    assert!(
+        peers::have("c-icap"),
+        "c-icap is not installed: run .ci/run"
+    );
+    let tmp = tempfile::tempdir().unwrap();
+    let cicap = peers::CIcap::start(&tmp.path().join("c-icap"), "");
+    let out = tmp.path().join("run");
+    let proxy = ProxyProcess::start(cicap.addr, &out, &[], None);
+    let port = cicap.addr.port();
+    let clients: Vec<_> = (0..3)
+        .map(|c| tokio::spawn(load(proxy.listen, port, c * 1_000_000)))
+        .collect();
+    // Let the load run until records are being written, then kill.
+    let deadline = Instant::now() + PATIENCE;
+    while std::fs::metadata(out.join("exchanges.jsonl")).map_or(0, |m| m.len()) == 0
+        && Instant::now() < deadline
+    {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    Command::new("kill")
+        .args(["-KILL", &proxy.pid().to_string()])
+        .status()
+        .unwrap();
+    let mut answered = 0;
+    for c in clients {
+        answered += c.await.unwrap();
+    }
+    assert!(answered > 0, "no exchange got through before the kill");
+    let stderr = proxy.stderr();
+    drop(proxy);
+
+    let exchanges = whole_lines(&out.join("exchanges.jsonl"));
+    whole_lines(&out.join("connections.jsonl"));
+    assert!(
+        exchanges > 0,
+        "no record written under load ({answered} exchanges answered): {stderr}"
+    );
+
+    let capture = out.join("capture.pcapng");
+    let captured = std::fs::metadata(&capture).map_or(0, |m| m.len());
+    assert!(
+        captured > 1 << 20,
+        "the capture holds only {captured} bytes"
+    );
+    let tshark = Command::new("tshark")
+        .arg("-r")
+        .arg(&capture)
+        .arg("-q")
+        .output()
+        .unwrap();
+    eprintln!(
+        "killed after {answered} answers: {exchanges} whole exchange records, \
+         {captured} capture bytes; tshark exit {:?}",
+        tshark.status.code()
+    );
+    if !tshark.status.success() {
+        // Cut in its last block: icaptap reads up to it and says so.
+        let again = tmp.path().join("again");
+        let analyzed = Command::new(icaptap_binary())
+            .arg("analyze")
+            .arg(&capture)
+            .arg("--out")
+            .arg(&again)
+            .output()
+            .unwrap();
+        let said = String::from_utf8_lossy(&analyzed.stderr);
+        assert!(
+            analyzed.status.success(),
+            "analyze fails on the killed capture: {said}"
+        );
+        assert!(
+            said.contains("was cut at byte"),
+            "no warning about the cut block: {said}"
+        );
+    }
+    let report = Command::new(icaptap_binary())
+        .arg("report")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        report.status.success(),
+        "report fails on the killed run: {}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    assert!(out.join("report.html").is_file() || out.join("report.md").is_file());
 }
 
 /// Runs `icaptap proxy` in front of `upstream` with `extra`, lets `act`

@@ -366,8 +366,9 @@ fn rotation_by_time_follows_packet_time() {
     assert_eq!(messages, 12);
 }
 
-/// A full disk (a 64 KiB tmpfs): the recorder keeps draining taps, counts
-/// what it could not write, and leaves a file that ends at a whole block.
+/// A full disk (a 64 KiB tmpfs): the recorder keeps draining taps, stops
+/// the capture to keep the records' space, counts what it could not
+/// write, and leaves a file that ends at a whole block.
 #[test]
 fn full_disk_is_counted_and_the_file_stays_valid() {
     let dir = tempfile::tempdir().unwrap();
@@ -397,7 +398,11 @@ fn full_disk_is_counted_and_the_file_stays_valid() {
     let stats = record_into(&mnt, opts(), taps, vec![]);
     let file = mnt.join("capture.pcapng");
     let result = std::panic::catch_unwind(|| {
-        assert!(stats.write_errors > 0, "{stats:?}");
+        // The capture stops at the space kept for records, or at ENOSPC.
+        assert!(
+            stats.capture_stopped.is_some() || stats.write_errors > 0,
+            "{stats:?}"
+        );
         assert!(stats.unwritten_bytes > 0, "{stats:?}");
         assert!(
             stats.bytes_written > 0 && stats.bytes_written <= 64 * 1024,
@@ -519,7 +524,7 @@ fn a_note_for_a_packet_already_written_goes_on_the_next_one() {
     let dir = tempfile::tempdir().unwrap();
     let (tx, rx) = icaptap::tap::TapQueue::bounded(64);
     let (ntx, nrx) = icaptap::capture::annotation_channel(8);
-    let handle = icaptap::capture::spawn(dir.path(), o, rx, nrx).unwrap();
+    let handle = icaptap::capture::spawn(dir.path(), o, rx, nrx, None).unwrap();
     for t in taps.drain(..) {
         assert!(tx.deliver_blocking(t));
     }

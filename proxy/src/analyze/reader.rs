@@ -293,7 +293,7 @@ impl CaptureFile {
             }
             Stop::Truncated { offset } => {
                 self.stats.truncated = Some(format!(
-                    "{} is truncated at byte {offset}{}: the last record (after frame {}) is incomplete and was skipped",
+                    "{} is truncated at byte {offset}{}: the last block was cut at byte {offset} (icaptap or the capturing tool was killed?); read up to it, {} whole frames",
                     path.display(),
                     if self.stats.gzip { " of the decompressed data" } else { "" },
                     self.stats.frames

@@ -399,6 +399,7 @@ fn long_run(opts: RecordOptions) -> String {
         opts,
         rx,
         super::AnnotationReceiver::disconnected(),
+        None,
     )
     .unwrap();
     let c = meta(

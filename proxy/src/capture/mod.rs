@@ -6,7 +6,8 @@
 //! It runs on its own thread behind the bounded [`TapQueue`](crate::tap::TapQueue):
 //! forwarding never waits for it, and nothing the disk does (full, failing,
 //! gone) reaches forwarding. See [`recorder`] for how taps become packets,
-//! [`writer`] for files, rotation and write errors, [`body`] for the body
+//! [`writer`] for files, rotation and write errors, [`reserve`] for
+//! the disk space kept for records, [`body`] for the body
 //! policy, [`annotate`] for packet comments and `placement` for the packet
 //! each comment lands on.
 
@@ -18,6 +19,7 @@ mod hold;
 pub mod packet;
 mod placement;
 pub mod recorder;
+pub mod reserve;
 pub mod synth;
 pub mod writer;
 
@@ -198,6 +200,8 @@ pub struct RecordCounters {
     pub annotations: AtomicU64,
     /// Annotations that found no packet (connection long gone).
     pub annotations_dropped: AtomicU64,
+    /// Set once when the capture stopped to keep the records' disk space.
+    pub stopped: std::sync::OnceLock<reserve::CaptureStop>,
 }
 
 impl RecordCounters {
@@ -213,6 +217,7 @@ impl RecordCounters {
             write_errors: get(&self.write_errors),
             annotations: get(&self.annotations),
             annotations_dropped: get(&self.annotations_dropped),
+            capture_stopped: self.stopped.get().map(|s| s.reason),
         }
     }
 }
@@ -236,6 +241,9 @@ pub struct RecordStats {
     pub annotations: u64,
     /// Annotations that could not be placed (plus those the channel dropped).
     pub annotations_dropped: u64,
+    /// Why the capture stopped early to keep the records' disk space
+    /// (`disk-reserve`, `disk-full`), if it did.
+    pub capture_stopped: Option<&'static str>,
 }
 
 /// Why the recorder could not start.
@@ -336,6 +344,7 @@ pub fn spawn(
     opts: RecordOptions,
     taps: TapReceiver,
     annotations: AnnotationReceiver,
+    dir_epoch: Option<Arc<AtomicU64>>,
 ) -> Result<RecorderHandle, RecordError> {
     match std::fs::metadata(out_dir) {
         Ok(m) if m.is_dir() => {}
@@ -353,7 +362,7 @@ pub fn spawn(
         }
     }
     let counters = Arc::new(RecordCounters::default());
-    let writer = writer::CaptureWriter::new(
+    let mut writer = writer::CaptureWriter::new(
         out_dir,
         opts.format,
         opts.legs.legs(),
@@ -361,6 +370,9 @@ pub fn spawn(
         Arc::clone(&counters),
     )
     .with_ring_hold(opts.ring_hold.clone());
+    if let Some(epoch) = dir_epoch {
+        writer.follow_directory(epoch);
+    }
     let recorder = recorder::Recorder::new(opts, writer, Arc::clone(&counters));
     let AnnotationReceiver { rx, dropped } = annotations;
     let thread = side_path::spawn(

@@ -15,18 +15,27 @@
 //! (the flight recorder's incident whose window is open) gets a hard link
 //! of each file before it is deleted, so the incident keeps every file of
 //! its window however often the ring turns.
+//!
+//! Records come first: before each write the [`DiskGuard`] may find free
+//! space at the reserve records need, and a write may fail with ENOSPC;
+//! either stops the capture for the rest of the run (once, with a warning
+//! and a [`CaptureStop`] in the counters for summary.json). When the output
+//! directory was removed and recreated, the current file (in the removed
+//! directory) is closed and the next frame starts a new one in the new
+//! directory.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use super::packet::blocks::{self, ByteOrder, Interface, PacketOptions};
 use super::packet::link::LINKTYPE_ETHERNET;
+use super::reserve::{CaptureStop, DiskGuard, DISK_FULL, DISK_RESERVE};
 use super::synth::{Leg, SynthFrame};
 use super::{PcapFormat, RecordCounters};
 
@@ -145,6 +154,14 @@ pub struct CaptureWriter {
     hold: Option<RingHold>,
     last_warning: Option<Instant>,
     last_open_attempt: Option<Instant>,
+    /// Keeps the space records need.
+    guard: DiskGuard,
+    /// The capture stopped for good (disk at the reserve, or full).
+    stopped: bool,
+    /// Bumped each time the output directory is recreated, and the value
+    /// the open file belongs to.
+    dir_epoch: Option<Arc<AtomicU64>>,
+    seen_epoch: u64,
 }
 
 impl CaptureWriter {
@@ -171,7 +188,47 @@ impl CaptureWriter {
             hold: None,
             last_warning: None,
             last_open_attempt: None,
+            guard: DiskGuard::new(),
+            stopped: false,
+            dir_epoch: None,
+            seen_epoch: 0,
         }
+    }
+
+    /// Follows the output directory: when `epoch` changes (the directory
+    /// was removed and recreated), the open file is closed and the next
+    /// frame starts a new file in the new directory.
+    pub fn follow_directory(&mut self, epoch: Arc<AtomicU64>) {
+        self.seen_epoch = epoch.load(Ordering::Relaxed);
+        self.dir_epoch = Some(epoch);
+    }
+
+    /// Stops the capture for the rest of the run, once, and says so.
+    fn stop(&mut self, reason: &'static str, free: Option<u64>, reserve: Option<u64>) {
+        if self.stopped {
+            return;
+        }
+        self.stopped = true;
+        let capture_bytes = self.counters.bytes_written.load(Ordering::Relaxed);
+        let _ = self.counters.stopped.set(CaptureStop {
+            reason,
+            at: crate::tap::now_micros(),
+            capture_bytes,
+            free_bytes: free,
+            reserve_bytes: reserve,
+        });
+        let why = match (reason, free, reserve) {
+            (DISK_RESERVE, Some(free), Some(reserve)) => format!(
+                "{free} bytes are free on the file system of {}, near the {reserve} bytes kept for records",
+                self.dir.display()
+            ),
+            _ => format!("the file system of {} is full", self.dir.display()),
+        };
+        tracing::warn!(
+            "recorder: the capture stopped ({reason}) after {capture_bytes} bytes: {why}; records \
+             go on, packets from now on are not captured (counted as unwritten); free space or \
+             give --out more room, or capture less (--body-capture preview, --rotate-size with --keep)"
+        );
     }
 
     /// This writer, linking every file its ring deletes into the
@@ -200,6 +257,19 @@ impl CaptureWriter {
         let Some(interface) = self.legs.iter().position(|l| *l == frame.leg) else {
             return;
         };
+        if self.stopped {
+            self.lost(data.len() as u64);
+            return;
+        }
+        if let Some(epoch) = &self.dir_epoch {
+            let now = epoch.load(Ordering::Relaxed);
+            if now != self.seen_epoch {
+                self.seen_epoch = now;
+                // The open file is in the removed directory: end it there.
+                self.finish();
+                self.last_open_attempt = None;
+            }
+        }
         let block_len = data.len() as u64 + 64;
         if self.rotation_due(frame.at, block_len) {
             self.rotate();
@@ -251,8 +321,28 @@ impl CaptureWriter {
         if buf.is_empty() {
             return;
         }
-        let Some(f) = self.file.as_mut() else {
+        if self.file.is_none() || self.stopped {
             self.lost(buf.len() as u64);
+            return;
+        }
+        let (mut buf, mut boundaries) = (buf, boundaries);
+        if let Some((free, reserve)) = self.guard.check(&self.dir, buf.len() as u64) {
+            self.stop(DISK_RESERVE, Some(free), Some(reserve));
+            // A file not begun still gets its header, so it stays a
+            // capture tshark reads (holding no packets).
+            let header = match self.file.as_ref() {
+                Some(f) if f.good_len == 0 => boundaries.first().copied().unwrap_or(0),
+                _ => 0,
+            };
+            self.lost((buf.len() - header) as u64);
+            buf.truncate(header);
+            boundaries.truncate(usize::from(header > 0));
+            if buf.is_empty() {
+                self.staging = buf;
+                return;
+            }
+        }
+        let Some(f) = self.file.as_mut() else {
             return;
         };
         let mut written = 0;
@@ -283,6 +373,7 @@ impl CaptureWriter {
             .bytes_written
             .fetch_add(kept as u64, Ordering::Relaxed);
         if let Some(e) = failure {
+            let full = e.kind() == std::io::ErrorKind::StorageFull;
             let truncated = f.file.set_len(f.good_len).is_ok()
                 && f.file.seek(SeekFrom::Start(f.good_len)).is_ok();
             let what = format!(
@@ -298,10 +389,13 @@ impl CaptureWriter {
             );
             self.counters.write_errors.fetch_add(1, Ordering::Relaxed);
             self.lost((buf.len() - kept) as u64);
-            self.warn(&what);
+            if full {
+                self.stop(DISK_FULL, None, None);
+            } else {
+                self.warn(&what);
+            }
         }
         // Reuse the allocation for the next round of blocks.
-        let mut buf = buf;
         buf.clear();
         self.staging = buf;
     }

@@ -111,17 +111,38 @@ pub fn for_each_record<T: serde::de::DeserializeOwned>(
         source,
     })?;
     let mut bad = 0u64;
-    for line in BufReader::new(file).split(b'\n') {
-        let line = line.map_err(|source| EvidenceError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+    let mut reader = BufReader::new(file);
+    let mut line = Vec::new();
+    let mut at = 0u64;
+    loop {
+        line.clear();
+        let n = reader
+            .read_until(b'\n', &mut line)
+            .map_err(|source| EvidenceError::Read {
+                path: path.to_path_buf(),
+                source,
+            })?;
+        if n == 0 {
+            break;
+        }
+        let start = at;
+        at += n as u64;
+        let whole = line.last() == Some(&b'\n');
         if line.iter().all(u8::is_ascii_whitespace) {
             continue;
         }
         match serde_json::from_slice::<T>(&line) {
             Ok(record) => each(record),
-            Err(_) => bad += 1,
+            Err(_) => {
+                bad += 1;
+                if !whole {
+                    // Only the last line can lack its newline.
+                    tracing::warn!(
+                        "{}: the last line was cut at byte {start} (icaptap was killed?); read up to it",
+                        path.display()
+                    );
+                }
+            }
         }
     }
     Ok(bad)
@@ -168,6 +189,18 @@ mod tests {
             Some(1_500_000)
         );
         assert_eq!(parse_rfc3339_micros("yesterday"), None);
+    }
+
+    #[test]
+    fn a_last_line_cut_by_a_kill_is_counted_and_the_rest_is_read() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("x.jsonl");
+        std::fs::write(&path, "{\"a\":1}\n\n{\"a\":2}\n{\"a\":").unwrap();
+        let mut seen = Vec::new();
+        let bad = for_each_record::<serde_json::Value>(Some(&path), &mut |v| seen.push(v)).unwrap();
+        assert_eq!(bad, 1);
+        assert_eq!(seen.len(), 2);
+        assert_eq!(seen[1]["a"], 2);
     }
 
     #[test]

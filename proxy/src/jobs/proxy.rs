@@ -30,7 +30,7 @@ use crate::ops::{flight, OpsArgs, OpsPlan};
 use crate::output::console::{status_line, summary_table};
 use crate::output::directory::{default_dir_name, watch_directory};
 use crate::output::run::{RunOutput, SharedSummary};
-use crate::output::summary::{Drops, Forwarded, Summary};
+use crate::output::summary::{CaptureStopped, Drops, Forwarded, Summary};
 use crate::output::writer::{RecordSink, SinkFanout};
 use crate::tap::{SidePathThread, TapQueue, TapSinks, DEFAULT_QUEUE_BYTES};
 use tokio::task::JoinHandle;
@@ -293,7 +293,8 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
         }
         let (queue, taps) = TapQueue::with_budget(plan.recorder_queue, plan.queue_bytes);
         let (notes, annotations) = annotation_channel(ANNOTATION_QUEUE_CAPACITY);
-        let handle = match capture::spawn(&plan.out, options, taps, annotations) {
+        let epoch = Some(output.directory_epoch());
+        let handle = match capture::spawn(&plan.out, options, taps, annotations, epoch) {
             Ok(handle) => handle,
             Err(e) => {
                 output.discard();
@@ -323,7 +324,11 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
         recorder: recorder.as_ref().map(|(queue, _)| queue.clone()),
     };
     let summary = output.summary();
-    tokio::spawn(watch_directory(plan.out.clone(), shutdown.clone()));
+    tokio::spawn(watch_directory(
+        plan.out.clone(),
+        output.directory_epoch(),
+        shutdown.clone(),
+    ));
 
     // The side paths' figures, read at scrape time.
     let metrics_over = CancellationToken::new();
@@ -500,11 +505,26 @@ impl Lifecycle {
         };
         if let Some((queue, handle)) = recorder {
             let queue_drops = queue.drops().clone();
+            let counters = handle.counters();
             drop(queue);
             if let Ok(recorded) = tokio::task::spawn_blocking(move || handle.join()).await {
                 drops.recorder_taps = queue_drops.taps.load(Ordering::Relaxed);
                 drops.recorder_bytes = recorded.dropped_bytes + recorded.unwritten_bytes;
                 tracing::info!(?recorded, "recording stopped");
+            }
+            if let Some(stop) = counters.stopped.get() {
+                output
+                    .summary()
+                    .0
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .capture_stopped(CaptureStopped {
+                        reason: stop.reason.to_string(),
+                        at: crate::output::rfc3339(stop.at),
+                        capture_bytes: stop.capture_bytes,
+                        free_bytes: stop.free_bytes,
+                        reserve_bytes: stop.reserve_bytes,
+                    });
             }
         }
         // The capture is complete: an incident still in its window is

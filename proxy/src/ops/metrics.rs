@@ -401,6 +401,14 @@ pub fn render_metrics(src: &LiveSources) -> String {
         rec(|r| &r.write_errors),
     );
     out.single(
+        "icaptap_recorder_capture_stopped",
+        "gauge",
+        "1 when the capture stopped to keep disk space for the records (disk-reserve, disk-full); records go on.",
+        src.recorder
+            .as_ref()
+            .map_or(0, |r| u64::from(r.stopped.get().is_some())),
+    );
+    out.single(
         "icaptap_recorder_files_total",
         "counter",
         "Capture files created.",

@@ -14,13 +14,15 @@ use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
 /// How often a run checks that its output directory is still the one it
 /// created.
-pub const DIRECTORY_CHECK_EVERY: Duration = Duration::from_secs(2);
+pub const DIRECTORY_CHECK_EVERY: Duration = Duration::from_secs(1);
 
 /// The default output directory name for a run starting now (local time).
 pub fn default_dir_name() -> PathBuf {
@@ -158,6 +160,16 @@ pub fn create_new_private_file(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
+/// Opens a file for appending, creating it (readable and writable by its
+/// owner only) when missing.
+pub fn open_append_private_file(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .append(true)
+        .create(true)
+        .mode(0o600)
+        .open(path)
+}
+
 /// Creates (truncating) a file readable and writable by its owner only.
 pub fn create_private_file(path: &Path) -> io::Result<File> {
     OpenOptions::new()
@@ -168,13 +180,17 @@ pub fn create_private_file(path: &Path) -> io::Result<File> {
         .open(path)
 }
 
-/// Warns once when `dir` is removed or replaced while a run writes into
-/// it: open files keep taking records into a directory nobody can reach,
-/// so nothing else would notice before the summary fails at the end.
-/// Returns when `stop` is cancelled.
-pub async fn watch_directory(dir: PathBuf, stop: CancellationToken) {
+/// Watches `dir` while a run writes into it. When it is removed, it is
+/// created again (0700, with a new summary reserve) and `epoch` is bumped:
+/// the record files and the capture follow it and open their files there
+/// again, so records written from then on are kept; what was written
+/// before the removal is gone, and summary.json says so. When it is
+/// replaced by something else (another directory, a file) nothing is
+/// written into that: a warning says so once. Returns when `stop` is
+/// cancelled.
+pub async fn watch_directory(dir: PathBuf, epoch: Arc<AtomicU64>, stop: CancellationToken) {
     let identity = |d: &Path| std::fs::metadata(d).ok().map(|m| (m.dev(), m.ino()));
-    let Some(original) = identity(&dir) else {
+    let Some(mut original) = identity(&dir) else {
         return;
     };
     let mut every = tokio::time::interval(DIRECTORY_CHECK_EVERY);
@@ -183,14 +199,36 @@ pub async fn watch_directory(dir: PathBuf, stop: CancellationToken) {
             _ = stop.cancelled() => return,
             _ = every.tick() => {}
         }
-        if identity(&dir) != Some(original) {
+        let now = identity(&dir);
+        if now == Some(original) {
+            continue;
+        }
+        let gone =
+            std::fs::symlink_metadata(&dir).is_err_and(|e| e.kind() == io::ErrorKind::NotFound);
+        let recreated =
+            gone && prepare(&dir).is_ok() && identity(&dir).map(|id| original = id).is_some();
+        if recreated {
+            // The summary's reserved space went with the directory.
+            let _ = create_private_file(&dir.join(SUMMARY_RESERVE_NAME))
+                .and_then(|mut f| io::Write::write_all(&mut f, &[0u8; 64 * 1024]));
+            epoch.fetch_add(1, Ordering::Relaxed);
             tracing::warn!(
-                "the output directory {} was removed or replaced during the run: records and capture \
-                 written from now on are lost (forwarding is not affected); stop icaptap and start it \
-                 again with an output directory that stays",
+                "the output directory {} was removed during the run; icaptap created it again and \
+                 writes records and capture there from now on (forwarding is not affected); what was \
+                 written before is lost, summary.json will say so and still hold the run's totals",
                 dir.display()
             );
-            return;
+            continue;
         }
+        tracing::warn!(
+            "the output directory {} was removed or replaced during the run and could not be created \
+             again: records and capture written from now on are lost (forwarding is not affected); \
+             summary.json goes there at the end if it can, else to stderr",
+            dir.display()
+        );
+        return;
     }
 }
+
+/// The file holding space for summary.json until it is written.
+pub const SUMMARY_RESERVE_NAME: &str = ".icaptap-summary-reserve";

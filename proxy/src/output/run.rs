@@ -57,6 +57,9 @@ pub struct RunOutput {
     /// The directories this run created (outermost first), removed again
     /// by [`RunOutput::discard`].
     created_dirs: Vec<PathBuf>,
+    /// Bumped each time the directory is found removed and recreated
+    /// ([`super::directory::watch_directory`]); the writers follow it.
+    dir_epoch: Arc<AtomicU64>,
 }
 
 /// Space set aside at start-up for `summary.json`, so that a disk filled
@@ -64,7 +67,7 @@ pub struct RunOutput {
 const SUMMARY_RESERVE_BYTES: usize = 64 * 1024;
 
 /// The file holding that space until the summary is written.
-const SUMMARY_RESERVE: &str = ".icaptap-summary-reserve";
+const SUMMARY_RESERVE: &str = super::directory::SUMMARY_RESERVE_NAME;
 
 /// Why a run's output could not be created or completed.
 #[derive(Debug, thiserror::Error)]
@@ -95,6 +98,14 @@ pub enum OutputError {
     NotADirectory {
         /// The path.
         dir: PathBuf,
+    },
+    /// summary.json could not be written anywhere: it went to stderr.
+    #[error("cannot write summary.json into {dir} ({source}), nor create the directory again: the summary (the run's totals) was printed to stderr instead")]
+    SummaryOnStderr {
+        /// The directory.
+        dir: PathBuf,
+        /// Why the file could not be written.
+        source: std::io::Error,
     },
 }
 
@@ -144,7 +155,9 @@ impl RunOutput {
             }
             err(source)
         };
-        let sink = JsonlSink::create(dir).map_err(undo)?;
+        let mut sink = JsonlSink::create(dir).map_err(undo)?;
+        let dir_epoch = Arc::new(AtomicU64::new(0));
+        sink.follow_directory(dir_epoch.clone());
         // Real bytes, not a sparse file: a full tmpfs or disk must not be
         // able to take this space back.
         create_new_private_file(&dir.join(SUMMARY_RESERVE))
@@ -156,6 +169,7 @@ impl RunOutput {
             record_write_errors: sink.write_errors(),
             sink: Some(sink),
             created_dirs,
+            dir_epoch,
         })
     }
 
@@ -185,6 +199,12 @@ impl RunOutput {
     /// The directory.
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The counter the writers follow to reopen their files when the
+    /// directory is recreated.
+    pub fn directory_epoch(&self) -> Arc<AtomicU64> {
+        self.dir_epoch.clone()
     }
 
     /// The live summary.
@@ -230,20 +250,45 @@ impl RunOutput {
         summary.drops = drops;
         summary.drops.record_write_errors += self.record_write_errors.load(Ordering::Relaxed);
         summary.forwarded = forwarded;
+        summary.output_dir_recreated = self.dir_epoch.load(Ordering::Relaxed);
         summary.evidence = Some(Evidence::of(&summary));
         // Every writer is done: the reserved space is the summary's now.
         let _ = std::fs::remove_file(self.dir.join(SUMMARY_RESERVE));
         let path = self.dir.join("summary.json");
-        let write = || -> std::io::Result<()> {
+        let json = serde_json::to_vec_pretty(&summary).map_err(std::io::Error::other);
+        let write = |json: &[u8]| -> std::io::Result<()> {
             let mut file = create_private_file(&path)?;
-            let json = serde_json::to_vec_pretty(&summary).map_err(std::io::Error::other)?;
-            file.write_all(&json)?;
+            file.write_all(json)?;
             file.write_all(b"\n")
         };
-        write().map_err(|source| OutputError::Create {
-            dir: self.dir.clone(),
-            source,
-        })?;
+        let written = json.as_deref().map_err(|e| std::io::Error::other(e.to_string())).and_then(|json| {
+            write(json).or_else(|first| {
+                // The directory went away (removed at the very end, or it
+                // could not be recreated during the run): make it again.
+                if first.kind() != std::io::ErrorKind::NotFound {
+                    return Err(first);
+                }
+                super::directory::prepare(&self.dir)?;
+                tracing::warn!(
+                    "the output directory {} was gone at the end of the run; created it again for summary.json",
+                    self.dir.display()
+                );
+                write(json)
+            })
+        });
+        if let Err(source) = written {
+            // Never end a run without its totals.
+            let mut err = std::io::stderr().lock();
+            let _ = writeln!(err, "icaptap: summary.json of {}:", self.dir.display());
+            if let Ok(json) = &json {
+                let _ = err.write_all(json);
+            }
+            let _ = writeln!(err);
+            return Err(OutputError::SummaryOnStderr {
+                dir: self.dir.clone(),
+                source,
+            });
+        }
         Ok(summary)
     }
 }

@@ -58,6 +58,23 @@ pub struct Forwarded {
     pub bytes_sensor_to_client: u64,
 }
 
+/// The capture stopped during the run so that records kept their disk
+/// space (docs/deploy.md, "Disk"); records went on.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CaptureStopped {
+    /// `disk-reserve` (free space reached the space kept for records) or
+    /// `disk-full` (a capture write failed with ENOSPC).
+    pub reason: String,
+    /// When (RFC 3339).
+    pub at: String,
+    /// Bytes of capture written before it stopped.
+    pub capture_bytes: u64,
+    /// Bytes free on the output file system then, when known.
+    pub free_bytes: Option<u64>,
+    /// The space kept for records, when known.
+    pub reserve_bytes: Option<u64>,
+}
+
 /// Whether the run's records and capture hold everything icaptap
 /// forwarded (or the capture held): written near the top of summary.json,
 /// and shown first by the console table and the report.
@@ -105,6 +122,18 @@ impl Evidence {
             gaps.push(format!(
                 "the capture lacks {} bytes ({} taps dropped; disk or queue)",
                 d.recorder_bytes, d.recorder_taps
+            ));
+        }
+        if let Some(c) = &s.capture_stopped {
+            gaps.push(format!(
+                "the capture stopped at {} ({}) after {} bytes to keep disk space for the records; records went on, packets after that are not in the capture",
+                c.at, c.reason, c.capture_bytes
+            ));
+        }
+        if s.output_dir_recreated > 0 {
+            gaps.push(format!(
+                "the output directory was removed during the run and recreated {} time(s): records and capture written before that are gone (these totals still count them)",
+                s.output_dir_recreated
             ));
         }
         if d.record_write_errors > 0 {
@@ -231,6 +260,15 @@ pub struct Summary {
     pub forwarded: Option<Forwarded>,
     /// What the side paths dropped.
     pub drops: Drops,
+    /// Set when the capture stopped to keep disk space for the records
+    /// (absent when it did not, and in summaries written before this field
+    /// existed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capture_stopped: Option<CaptureStopped>,
+    /// Times the output directory was found removed and recreated (0 when
+    /// it stayed; absent in older summaries).
+    #[serde(default)]
+    pub output_dir_recreated: u64,
     /// Exchanges whose decoding is incomplete.
     pub incomplete_exchanges: u64,
     /// Request bodies decoded whole whose SHA-256 the observer shed because
@@ -301,6 +339,11 @@ impl SummaryBuilder {
             .map(|(k, h)| (k.clone(), percentiles(h)))
             .collect();
         s
+    }
+
+    /// Notes that the capture stopped to keep the records' disk space.
+    pub fn capture_stopped(&mut self, stop: CaptureStopped) {
+        self.summary.capture_stopped = Some(stop);
     }
 
     fn count_anomaly(&mut self, code: &str, severity: &str) {

@@ -10,7 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::directory::create_new_private_file;
+use super::directory::{create_new_private_file, open_append_private_file};
 use super::records::{ConnectionRecord, ExchangeRecord};
 
 /// Receives every record the observer produces.
@@ -41,6 +41,10 @@ impl RecordSink for Box<dyn RecordSink> {
 /// so a failed one can be cut back to the last whole record.
 const STAGE_BYTES: usize = 64 * 1024;
 
+/// Longest time a staged record waits for its write, even when the
+/// observer is too busy for its tick: what a killed run can lose.
+const STAGE_MAX_AGE: Duration = Duration::from_millis(250);
+
 /// How often a failing records file may warn.
 const WRITE_WARN_EVERY: Duration = Duration::from_secs(60);
 
@@ -56,6 +60,8 @@ struct LineFile {
     /// Bytes in the file, all of them whole records.
     len: u64,
     last_warning: Option<Instant>,
+    /// When the staged bytes were last written out.
+    last_write: Instant,
 }
 
 impl LineFile {
@@ -66,6 +72,7 @@ impl LineFile {
             staged: Vec::with_capacity(STAGE_BYTES),
             len: 0,
             last_warning: None,
+            last_write: Instant::now(),
         })
     }
 
@@ -77,15 +84,25 @@ impl LineFile {
             return 1;
         }
         self.staged.push(b'\n');
-        if self.staged.len() >= STAGE_BYTES {
+        if self.staged.len() >= STAGE_BYTES || self.last_write.elapsed() >= STAGE_MAX_AGE {
             self.flush()
         } else {
             0
         }
     }
 
+    /// Opens the file again at its path (append, created when missing):
+    /// the directory it was in was removed and recreated.
+    fn reopen(&mut self) -> std::io::Result<()> {
+        let file = open_append_private_file(&self.path)?;
+        self.len = file.metadata()?.len();
+        self.file = file;
+        Ok(())
+    }
+
     /// Writes what is staged; returns the records lost.
     fn flush(&mut self) -> u64 {
+        self.last_write = Instant::now();
         let mut written = 0;
         let failure = loop {
             if written == self.staged.len() {
@@ -141,6 +158,10 @@ pub struct JsonlSink {
     /// Records that could not be written (disk full, directory removed),
     /// shared with whoever writes the summary.
     lost: Arc<AtomicU64>,
+    /// Bumped when the output directory is recreated; the value the open
+    /// files belong to.
+    dir_epoch: Arc<AtomicU64>,
+    seen_epoch: u64,
 }
 
 impl JsonlSink {
@@ -150,7 +171,39 @@ impl JsonlSink {
             exchanges: LineFile::create(dir.join("exchanges.jsonl"))?,
             connections: LineFile::create(dir.join("connections.jsonl"))?,
             lost: Arc::default(),
+            dir_epoch: Arc::default(),
+            seen_epoch: 0,
         })
+    }
+
+    /// Follows the output directory: when `epoch` changes (the directory
+    /// was removed and recreated) both files are opened again there before
+    /// the next write, so later records land in the new directory.
+    pub fn follow_directory(&mut self, epoch: Arc<AtomicU64>) {
+        self.seen_epoch = epoch.load(Ordering::Relaxed);
+        self.dir_epoch = epoch;
+    }
+
+    /// Reopens the files when the directory was recreated since the last
+    /// write.
+    fn follow(&mut self) {
+        let now = self.dir_epoch.load(Ordering::Relaxed);
+        if now == self.seen_epoch {
+            return;
+        }
+        self.seen_epoch = now;
+        for file in [&mut self.exchanges, &mut self.connections] {
+            match file.reopen() {
+                Ok(()) => tracing::info!(
+                    "records: {} opened again in the recreated output directory",
+                    file.path.display()
+                ),
+                Err(e) => tracing::warn!(
+                    "records: cannot open {} again in the recreated output directory: {e}",
+                    file.path.display()
+                ),
+            }
+        }
     }
 
     /// The count of records that could not be written, live.
@@ -167,16 +220,19 @@ impl JsonlSink {
 
 impl RecordSink for JsonlSink {
     fn exchange(&mut self, record: &ExchangeRecord) {
+        self.follow();
         let lost = self.exchanges.push(record);
         self.count(lost);
     }
 
     fn connection(&mut self, record: &ConnectionRecord) {
+        self.follow();
         let lost = self.connections.push(record);
         self.count(lost);
     }
 
     fn flush(&mut self) {
+        self.follow();
         let lost = self.exchanges.flush() + self.connections.flush();
         self.count(lost);
     }

@@ -162,7 +162,7 @@ pub fn record_into(
     for n in notes {
         assert!(ntx.try_send(n));
     }
-    let handle = capture::spawn(dir, opts, rx, nrx).unwrap();
+    let handle = capture::spawn(dir, opts, rx, nrx, None).unwrap();
     for t in taps {
         assert!(tx.deliver_blocking(t));
     }

@@ -394,7 +394,25 @@ fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, Che
             })
         }
     };
-    text.lines()
+    // A last line without its newline was cut by a killed run: leave it
+    // out, the records before it are whole.
+    let whole = if text.ends_with('\n') {
+        text.as_str()
+    } else {
+        let end = text.rfind('\n').map_or(0, |i| i + 1);
+        let cut = &text[end..];
+        if !cut.trim().is_empty() && serde_json::from_str::<serde_json::Value>(cut).is_err() {
+            tracing::warn!(
+                "{}: the last line was cut at byte {end} (icaptap was killed?); read up to it",
+                path.display()
+            );
+            &text[..end]
+        } else {
+            text.as_str()
+        }
+    };
+    whole
+        .lines()
         .filter(|l| !l.trim().is_empty())
         .enumerate()
         .map(|(i, line)| {

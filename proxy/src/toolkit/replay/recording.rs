@@ -250,11 +250,23 @@ fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, Rec
         }
     };
     let mut out = Vec::new();
+    let lines = text.lines().count();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
         }
-        let record = serde_json::from_str(line).map_err(|source| RecordingError::Record {
+        let parsed = serde_json::from_str(line);
+        // A last line without its newline was cut by a killed run: the
+        // records before it are whole.
+        if parsed.is_err() && i + 1 == lines && !text.ends_with('\n') {
+            tracing::warn!(
+                "{}: the last line was cut at byte {} (icaptap was killed?); read up to it",
+                path.display(),
+                text.len() - line.len()
+            );
+            break;
+        }
+        let record = parsed.map_err(|source| RecordingError::Record {
             path: path.to_path_buf(),
             line: i + 1,
             source,
@@ -410,4 +422,21 @@ fn slice(stream: &Bytes, from: u64, to: u64) -> Bytes {
     let from = usize::try_from(from).unwrap_or(len).min(len);
     let to = usize::try_from(to).unwrap_or(len).min(len).max(from);
     stream.slice(from..to)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_last_line_cut_by_a_kill_is_left_out_and_a_bad_whole_line_is_an_error() {
+        let tmp = tempfile::tempdir().unwrap();
+        let path = tmp.path().join("x.jsonl");
+        std::fs::write(&path, "{\"a\":1}\n{\"a\":2}\n{\"a\":").unwrap();
+        let read: Vec<serde_json::Value> = read_jsonl(&path).unwrap();
+        assert_eq!(read.len(), 2);
+        // A broken line followed by a newline was not cut by a kill.
+        std::fs::write(&path, "{\"a\":1}\n{\"a\":\n").unwrap();
+        assert!(read_jsonl::<serde_json::Value>(&path).is_err());
+    }
 }
