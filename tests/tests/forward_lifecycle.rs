@@ -322,27 +322,16 @@ async fn a_client_that_leaves_before_the_sensor_leg_is_up_gets_no_sensor_leg() {
     }
     assert_eq!(events[1], &TapEvent::Finished);
     // The observer gives it its own code, never the sensor's.
-    let records = std::sync::Arc::new(std::sync::Mutex::new(
-        icaptap::output::writer::MemorySink::default(),
-    ));
-    struct Shared(std::sync::Arc<std::sync::Mutex<icaptap::output::writer::MemorySink>>);
-    impl icaptap::output::writer::RecordSink for Shared {
-        fn exchange(&mut self, r: &icaptap::output::records::ExchangeRecord) {
-            self.0.lock().unwrap().exchange(r);
-        }
-        fn connection(&mut self, r: &icaptap::output::records::ConnectionRecord) {
-            self.0.lock().unwrap().connection(r);
-        }
-    }
+    let records = icaptap::output::writer::SharedMemorySink::default();
     let mut observer = icaptap::observe::Observer::new(
         icaptap::observe::ObserverMode::Live,
         icaptap::observe::ObserverConfig::default(),
-        Box::new(Shared(records.clone())),
+        Box::new(records.clone()),
     );
     for tap in taps {
         observer.handle(tap);
     }
-    let codes: Vec<String> = records.lock().unwrap().connections[0]
+    let codes: Vec<String> = records.lock().connections[0]
         .anomalies
         .iter()
         .map(|a| a.code.clone())

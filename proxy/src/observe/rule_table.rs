@@ -5,30 +5,19 @@
 //! row; the integration tests cover the same rules over real sockets.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 
 use super::rules::EICAR_MARKER;
 use super::{Observer, ObserverConfig, ObserverMode, RuleCode};
-use crate::output::records::{ConnectionRecord, ExchangeRecord};
-use crate::output::writer::{MemorySink, RecordSink};
+use crate::output::records::ExchangeRecord;
+use crate::output::writer::{MemorySink, SharedMemorySink};
 use crate::tap::{CloseKind, ConnMeta, ConnectFailure, Direction, Micros, Tap, TapEvent};
 
 /// Records, shared between the observer's sink and the test.
-#[derive(Clone, Default)]
-struct Shared(Arc<Mutex<MemorySink>>);
-
-impl RecordSink for Shared {
-    fn exchange(&mut self, record: &ExchangeRecord) {
-        self.0.lock().unwrap().exchange(record);
-    }
-
-    fn connection(&mut self, record: &ConnectionRecord) {
-        self.0.lock().unwrap().connection(record);
-    }
-}
+type Shared = SharedMemorySink;
 
 /// What one step of a script does.
 #[derive(Clone, Debug)]
@@ -227,7 +216,7 @@ pub(super) fn play(mode: ObserverMode, script: Vec<Step>) -> MemorySink {
         observer.handle(tap(meta, at, None, TapEvent::Finished));
     }
     observer.finish(at);
-    let records = sink.0.lock().unwrap();
+    let records = sink.lock();
     MemorySink {
         exchanges: records.exchanges.clone(),
         connections: records.connections.clone(),

@@ -54,15 +54,15 @@ impl Shedding {
 #[cfg(test)]
 mod tests {
     use std::net::SocketAddr;
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
 
     use bytes::Bytes;
 
     use super::*;
     use crate::observe::{spawn_live, Observer, ObserverConfig, ObserverMode};
-    use crate::output::records::{ConnectionRecord, ExchangeRecord, SHA256_SHED};
+    use crate::output::records::SHA256_SHED;
     use crate::output::summary::{Evidence, SummaryBuilder};
-    use crate::output::writer::{MemorySink, RecordSink};
+    use crate::output::writer::{RecordSink, SharedMemorySink};
     use crate::tap::{ConnMeta, Direction, Tap, TapEvent, TapQueue};
 
     fn at(filled: f64) -> Backlog {
@@ -82,19 +82,6 @@ mod tests {
         assert_eq!(s.update(at(0.3)), None);
         assert_eq!(s.update(at(0.9)), Some(true));
         assert_eq!(s.episodes, 2);
-    }
-
-    #[derive(Clone, Default)]
-    struct Shared(Arc<Mutex<MemorySink>>);
-
-    impl RecordSink for Shared {
-        fn exchange(&mut self, record: &ExchangeRecord) {
-            self.0.lock().unwrap().exchange(record);
-        }
-
-        fn connection(&mut self, record: &ConnectionRecord) {
-            self.0.lock().unwrap().connection(record);
-        }
     }
 
     const BODY: &[u8] = b"a file the sensor scans";
@@ -167,7 +154,7 @@ mod tests {
         assert!(queue.offer(control(TapEvent::Open)));
         let mut at = [0u64; 2];
         exchanges(&queue, &meta, 0, 40, &mut at);
-        let records = Shared::default();
+        let records = SharedMemorySink::default();
         let observer = Observer::new(
             ObserverMode::Live,
             ObserverConfig::default(),
@@ -176,12 +163,12 @@ mod tests {
         let thread = spawn_live(observer, taps).unwrap();
         // Caught up: the queue empties; the next exchanges come one at a
         // time into an empty queue.
-        while records.0.lock().unwrap().exchanges.len() < 40 {
+        while records.lock().exchanges.len() < 40 {
             std::thread::sleep(std::time::Duration::from_millis(5));
         }
         for n in 40..45 {
             exchanges(&queue, &meta, n, 1, &mut at);
-            while records.0.lock().unwrap().exchanges.len() <= n {
+            while records.lock().exchanges.len() <= n {
                 std::thread::sleep(std::time::Duration::from_millis(5));
             }
         }
@@ -190,7 +177,7 @@ mod tests {
         let observer = thread.join().unwrap();
         assert_eq!(observer.0.shedding_episodes(), 1);
 
-        let sink = records.0.lock().unwrap();
+        let sink = records.lock();
         assert_eq!(sink.exchanges.len(), 45);
         let mut summary = SummaryBuilder::new();
         for (n, r) in sink.exchanges.iter().enumerate() {

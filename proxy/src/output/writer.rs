@@ -263,6 +263,31 @@ impl RecordSink for MemorySink {
     }
 }
 
+/// Keeps records in memory where both the observer, which owns its sink,
+/// and whoever gave it can read them (tests, tools that observe in
+/// process).
+#[derive(Clone, Debug, Default)]
+pub struct SharedMemorySink(pub std::sync::Arc<std::sync::Mutex<MemorySink>>);
+
+impl SharedMemorySink {
+    /// The records so far.
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, MemorySink> {
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+impl RecordSink for SharedMemorySink {
+    fn exchange(&mut self, record: &ExchangeRecord) {
+        self.lock().exchange(record);
+    }
+
+    fn connection(&mut self, record: &ConnectionRecord) {
+        self.lock().connection(record);
+    }
+}
+
 /// Sends every record to two sinks (files, and the live status).
 #[derive(Debug)]
 pub struct Tee<A, B>(pub A, pub B);
