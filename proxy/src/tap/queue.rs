@@ -261,6 +261,25 @@ impl TapQueue {
         }
     }
 
+    /// Offers a data tap like [`TapQueue::offer`], handing it back when it
+    /// was dropped (counted as such), so that the caller can say so
+    /// without having copied anything beforehand.
+    fn try_offer_data(&self, tap: Tap) -> Result<(), Tap> {
+        let len = payload(&tap).unwrap_or(0);
+        if !self.reserve(len) {
+            self.dropped(len);
+            return Err(tap);
+        }
+        match self.tx.send(tap) {
+            Ok(()) => Ok(()),
+            Err(mpsc::error::SendError(tap)) => {
+                self.held.release(len);
+                self.dropped(len);
+                Err(tap)
+            }
+        }
+    }
+
     /// Delivers `tap` from a plain thread without losing it: a control tap
     /// goes in at once, a data tap waits for room (tests and benches that
     /// feed a side path directly). Returns whether the consumer was still
@@ -317,24 +336,22 @@ impl TapSinks {
         let Some(o) = &self.observer else {
             return;
         };
-        let lost = match &tap.event {
-            TapEvent::Data { dir, offset, .. } => Tap {
-                event: TapEvent::Lost {
-                    dir: *dir,
-                    offset: *offset,
-                },
-                ..tap.clone()
-            },
-            _ => {
-                o.offer(tap);
+        let tap = match o.try_offer_data(tap) {
+            Ok(()) => {
+                *dropping = false;
                 return;
             }
+            Err(tap) => tap,
         };
-        if o.offer(tap) {
-            *dropping = false;
-        } else if !*dropping {
+        if *dropping {
+            return;
+        }
+        if let TapEvent::Data { dir, offset, .. } = tap.event {
             *dropping = true;
-            o.offer(lost);
+            o.offer(Tap {
+                event: TapEvent::Lost { dir, offset },
+                ..tap
+            });
         }
     }
 }
@@ -455,5 +472,41 @@ mod tests {
         assert_eq!(got, ["open", "data", "data", "finished"]);
         // Taking frees the room of the data taps only.
         assert!(queue.offer(data(&conn, 20, 10)));
+    }
+
+    #[test]
+    fn a_run_of_dropped_data_is_told_to_the_observer_once_in_order() {
+        let conn = conn();
+        let (observer, mut rx) = TapQueue::with_budget(1, 100_000);
+        let sinks = TapSinks {
+            observer: Some(observer),
+            recorder: None,
+        };
+        let mut dropping = false;
+        sinks.offer_data(data(&conn, 0, 10), &mut dropping);
+        // Full: the next two are dropped, and said once.
+        sinks.offer_data(data(&conn, 10, 10), &mut dropping);
+        sinks.offer_data(data(&conn, 20, 10), &mut dropping);
+        assert!(dropping);
+        let got: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|tap| match tap.event {
+                TapEvent::Data { offset, .. } => format!("data {offset}"),
+                TapEvent::Lost { offset, .. } => format!("lost {offset}"),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(got, ["data 0", "lost 10"]);
+        // Room again: delivered, and a later drop is a new run.
+        sinks.offer_data(data(&conn, 30, 10), &mut dropping);
+        assert!(!dropping);
+        sinks.offer_data(data(&conn, 40, 10), &mut dropping);
+        let got: Vec<String> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|tap| match tap.event {
+                TapEvent::Data { offset, .. } => format!("data {offset}"),
+                TapEvent::Lost { offset, .. } => format!("lost {offset}"),
+                other => format!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(got, ["data 30", "lost 40"]);
     }
 }
