@@ -225,7 +225,15 @@ fn completions_and_man_pages_come_from_the_command_line_definitions() {
     );
     assert!(
         !names.iter().any(|n| n.contains("completions")),
-        "hidden commands get no page: {names:?}"
+        "the packaging commands get no page: {names:?}"
+    );
+    // Listed where a user looks for them.
+    let help = <icaptap::cli::Cli as clap::CommandFactory>::command()
+        .render_help()
+        .to_string();
+    assert!(
+        help.contains("completions") && help.contains("manpage"),
+        "{help}"
     );
     let proxy = std::fs::read_to_string(dir.path().join("icaptap-proxy.1")).unwrap();
     assert!(

@@ -1,12 +1,16 @@
 //! Shell completions and man pages, generated from the clap definitions at
-//! run time (hidden subcommands `icaptap completions SHELL` and `icaptap
-//! manpage [--dir DIR]`), so they can never drift from the real options and
+//! run time (subcommands `icaptap completions SHELL` and `icaptap manpage
+//! [--dir DIR]`, listed in `--help`), so they can never drift from the real options and
 //! packaging needs no build step: `icaptap completions bash >
 //! /usr/share/bash-completion/completions/icaptap`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+/// Subcommands for packagers, listed in `--help` and icaptap(1) but given
+/// no page of their own.
+const PACKAGING: [&str; 2] = ["completions", "manpage"];
 
 use clap::CommandFactory;
 
@@ -72,7 +76,11 @@ pub fn manpage(args: &ManpageArgs) -> Result<Vec<PathBuf>, ManualError> {
     let main = dir.join("icaptap.1");
     write(&main, cmd.clone())?;
     written.push(main);
-    for sub in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+    // The packaging commands are named in icaptap(1); they get no page.
+    let pages = cmd
+        .get_subcommands()
+        .filter(|s| !s.is_hide_set() && !PACKAGING.contains(&s.get_name()));
+    for sub in pages {
         let name = format!("icaptap-{}", sub.get_name());
         let path = dir.join(format!("{name}.1"));
         // clap names are `&'static str` without its `string` feature; a

@@ -62,10 +62,8 @@ pub enum Command {
     /// Remove the files a run wrote, when the ticket is done.
     Clean(crate::evidence::CleanArgs),
     /// Write shell completions to standard output (for packaging).
-    #[command(hide = true)]
     Completions(CompletionsArgs),
     /// Write the man page(s) (for packaging).
-    #[command(hide = true)]
     Manpage(ManpageArgs),
 }
 
