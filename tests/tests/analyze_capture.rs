@@ -218,6 +218,20 @@ fn not_icap_conversation(listener: std::net::TcpListener) {
     server.join().unwrap();
 }
 
+/// The packets of `all` that `filter` selects, written to `to` by tcpdump.
+fn filter_capture(all: &Path, to: &Path, filter: &str) -> PathBuf {
+    let out = Command::new("tcpdump")
+        .arg("-r")
+        .arg(all)
+        .arg("-w")
+        .arg(to)
+        .arg(filter)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
+    to.to_path_buf()
+}
+
 fn analyze_dir(path: &Path, out: &Path) -> icaptap::jobs::analyze::SideResult {
     icaptap::jobs::analyze::analyze_into(
         &[path.to_path_buf()],
@@ -252,16 +266,11 @@ fn icap_on_a_port_nobody_named_is_found_by_its_first_bytes_from_its_handshake_on
         c_icap_client(port, &file, run == 0, run);
     }
     let all = all.stop();
-    let mine = dir.path().join("mine.pcap");
-    let out = Command::new("tcpdump")
-        .args(["-r"])
-        .arg(&all)
-        .arg("-w")
-        .arg(&mine)
-        .arg(format!("tcp port {port} or tcp port {noise}"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    let mine = filter_capture(
+        &all,
+        &dir.path().join("mine.pcap"),
+        &format!("tcp port {port} or tcp port {noise}"),
+    );
 
     // No --port: 1344 is the only port given.
     let side = analyze_dir(&mine, &dir.path().join("run"));
@@ -279,8 +288,8 @@ fn icap_on_a_port_nobody_named_is_found_by_its_first_bytes_from_its_handshake_on
         "{:?}",
         side.summary.by_anomaly
     );
-    // Decoded from the handshake on: every connection opened at its SYN,
-    // so its record starts no later than its first request.
+    // Decoded from the handshake on: every connection seen from its start
+    // to both FINs, no byte of it unobserved.
     let connections: Vec<serde_json::Value> =
         std::fs::read_to_string(dir.path().join("run/connections.jsonl"))
             .unwrap()
@@ -302,16 +311,11 @@ fn icap_on_a_port_nobody_named_is_found_by_its_first_bytes_from_its_handshake_on
 
     // The noise alone: nothing is ICAP, and the console names the port
     // that was there instead.
-    let noise_only = dir.path().join("noise.pcap");
-    let out = Command::new("tcpdump")
-        .args(["-r"])
-        .arg(&all)
-        .arg("-w")
-        .arg(&noise_only)
-        .arg(format!("tcp port {noise}"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{out:?}");
+    let noise_only = filter_capture(
+        &all,
+        &dir.path().join("noise.pcap"),
+        &format!("tcp port {noise}"),
+    );
     let side = analyze_dir(&noise_only, &dir.path().join("noise-run"));
     assert_eq!(side.summary.connections, 0);
     assert!(side.capture.found_ports.is_empty());

@@ -52,6 +52,24 @@ pub use reader::{AnalyzeError, FileStats};
 /// The ICAP port every analysis watches (RFC 3507 section 4.2).
 pub const DEFAULT_ICAP_PORT: u16 = 1344;
 
+/// The tshark options that decode ICAP on `ports` (Wireshark decodes it on
+/// 1344 only): `-d tcp.port==N,icap` for each other port, in order and
+/// once each; `None` when there is none.
+pub fn tshark_decode_as(ports: &[u16]) -> Option<String> {
+    let mut ports: Vec<u16> = ports
+        .iter()
+        .copied()
+        .filter(|&p| p != DEFAULT_ICAP_PORT)
+        .collect();
+    ports.sort_unstable();
+    ports.dedup();
+    let options: Vec<String> = ports
+        .iter()
+        .map(|p| format!("-d tcp.port=={p},icap"))
+        .collect();
+    (!options.is_empty()).then(|| options.join(" "))
+}
+
 /// Options of `icaptap analyze`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct AnalyzeArgs {

@@ -229,16 +229,11 @@ pub fn capture_notes(side: &SideResult, opts: &AnalyzeOptions) -> Vec<String> {
         ));
     }
     let found = &side.capture.found_ports;
-    if !found.is_empty() {
+    if let Some(decode) = crate::analyze::tshark_decode_as(found) {
         let list: Vec<String> = found.iter().map(u16::to_string).collect();
-        let decode: Vec<String> = found
-            .iter()
-            .map(|p| format!("-d tcp.port=={p},icap"))
-            .collect();
         lines.push(format!(
-            "ICAP found by its first bytes on TCP port {} (not a given ICAP port); to decode it in tshark: tshark {} -r CAPTURE",
-            list.join(", "),
-            decode.join(" ")
+            "ICAP found by its first bytes on TCP port {} (not a given ICAP port); to decode it in tshark: tshark {decode} -r CAPTURE",
+            list.join(", ")
         ));
     }
     if side.summary.connections == 0 {

@@ -546,23 +546,9 @@ impl Lifecycle {
 /// What to tell tshark when ICAP runs on a port other than 1344, the only
 /// one it decodes as ICAP by itself: `None` when every port is 1344.
 pub fn decode_as_hint(ports: &[u16]) -> Option<String> {
-    let mut ports: Vec<u16> = ports
-        .iter()
-        .copied()
-        .filter(|&p| p != crate::analyze::DEFAULT_ICAP_PORT)
-        .collect();
-    ports.sort_unstable();
-    ports.dedup();
-    if ports.is_empty() {
-        return None;
-    }
-    let options: Vec<String> = ports
-        .iter()
-        .map(|p| format!("-d tcp.port=={p},icap"))
-        .collect();
+    let options = crate::analyze::tshark_decode_as(ports)?;
     Some(format!(
-        "Wireshark decodes ICAP on port 1344 only; read this capture with `tshark {} -r FILE` (Wireshark: Decode As... ICAP)",
-        options.join(" ")
+        "Wireshark decodes ICAP on port 1344 only; read this capture with `tshark {options} -r FILE` (Wireshark: Decode As... ICAP)"
     ))
 }
 
