@@ -14,8 +14,8 @@ use std::process::Command;
 use std::time::Duration;
 
 use faults_support::{icaptap_binary, read_jsonl};
-use icaptap::forward::ForwardConfig;
-use icaptap::jobs::proxy::{start, ProxyPlan, RunningProxy};
+use icaptap::forward::{ForwardConfig, ForwardError};
+use icaptap::jobs::proxy::{start, ProxyError, ProxyPlan, RunningProxy};
 use icaptap::output::records::ConnectionRecord;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -100,13 +100,20 @@ fn an_upstream_that_is_icaptap_itself_is_refused_at_start_up() {
 
 /// icaptap on `listen` forwarding to `upstream`, recording into `out`,
 /// without the start-up check (as a configuration that reaches icaptap
-/// only at run time, e.g. through a name or a redirect).
-async fn icaptap(listen: SocketAddr, upstream: SocketAddr, out: &Path) -> RunningProxy {
+/// only at run time, e.g. through a name or a redirect). `None` when the
+/// port was taken meanwhile (another test's connection may be given it as
+/// its ephemeral port): the caller picks other ports.
+async fn icaptap(listen: SocketAddr, upstream: SocketAddr, out: &Path) -> Option<RunningProxy> {
     let mut forward = ForwardConfig::new(listen, upstream);
     forward.drain = Duration::from_secs(1);
-    start(ProxyPlan::new(forward, out.to_path_buf()))
-        .await
-        .unwrap()
+    match start(ProxyPlan::new(forward, out.to_path_buf())).await {
+        Ok(proxy) => Some(proxy),
+        Err(ProxyError::Bind(ForwardError::AddrInUse { .. })) => {
+            let _ = std::fs::remove_dir_all(out);
+            None
+        }
+        Err(e) => panic!("starting icaptap on {listen}: {e}"),
+    }
 }
 
 /// Sends an OPTIONS to `to` and reads until the connection ends; returns
@@ -152,8 +159,12 @@ fn loop_records(dirs: &[&Path]) -> (usize, Vec<ConnectionRecord>) {
 async fn one_icaptap_pointed_at_itself_closes_the_loop_at_once() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("run");
-    let addr = loopback(free_port());
-    let proxy = icaptap(addr, addr, &out).await;
+    let (addr, proxy) = loop {
+        let addr = loopback(free_port());
+        if let Some(proxy) = icaptap(addr, addr, &out).await {
+            break (addr, proxy);
+        }
+    };
     let (got, took) = client(addr).await;
     assert!(got.is_empty(), "{got:?}");
     assert!(took < Duration::from_secs(5), "{took:?}");
@@ -185,9 +196,19 @@ async fn one_icaptap_pointed_at_itself_closes_the_loop_at_once() {
 async fn two_icaptaps_of_one_process_forwarding_to_each_other_close_the_loop() {
     let tmp = tempfile::tempdir().unwrap();
     let (out_a, out_b) = (tmp.path().join("a"), tmp.path().join("b"));
-    let (a, b) = (loopback(free_port()), loopback(free_port()));
-    let proxy_a = icaptap(a, b, &out_a).await;
-    let proxy_b = icaptap(b, a, &out_b).await;
+    let (a, proxy_a, proxy_b) = loop {
+        let (a, b) = (loopback(free_port()), loopback(free_port()));
+        let Some(proxy_a) = icaptap(a, b, &out_a).await else {
+            continue;
+        };
+        match icaptap(b, a, &out_b).await {
+            Some(proxy_b) => break (a, proxy_a, proxy_b),
+            None => {
+                proxy_a.stop().await.unwrap();
+                let _ = std::fs::remove_dir_all(&out_a);
+            }
+        }
+    };
     let (got, took) = client(a).await;
     assert!(got.is_empty(), "{got:?}");
     assert!(took < Duration::from_secs(5), "{took:?}");

@@ -16,6 +16,10 @@
 //! round, already on its way onwards) is told too ([`Registered::looped`])
 //! and closes before or right after its own connect, so the loop ends
 //! within a round instead of moving on one connection at a time.
+//! A leg refused as a loop is remembered for a while ([`REFUSED_KEPT`]):
+//! the kernel may hand its accepted end to icaptap only after the
+//! refusing session has closed it, and that late round must still be
+//! known as a loop rather than connect onwards and start the chain again.
 //!
 //! The limit: only connections of this process are known. Two icaptap
 //! processes forwarding to each other are not seen here (each sees an
@@ -25,6 +29,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::{Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -39,6 +44,26 @@ struct Registry {
     /// Client connections this process accepted, each with the token that
     /// tells its session it is a round of a loop.
     accepted: HashMap<Pair, CancellationToken>,
+    /// Sensor legs refused as a loop, with when: their accepted ends may
+    /// still be waiting in the listener's queue.
+    refused: HashMap<Pair, Instant>,
+}
+
+/// How long a sensor leg refused as a loop is still recognised: far longer
+/// than an accept queue holds a connection, far shorter than an ephemeral
+/// port takes to come round again.
+pub(crate) const REFUSED_KEPT: Duration = Duration::from_secs(10);
+
+impl Registry {
+    fn is_own_leg(&mut self, pair: &Pair) -> bool {
+        if self.outgoing.contains(pair) {
+            return true;
+        }
+        let now = Instant::now();
+        self.refused
+            .retain(|_, at| now.duration_since(*at) < REFUSED_KEPT);
+        self.refused.contains_key(pair)
+    }
 }
 
 fn registry() -> &'static Mutex<Registry> {
@@ -93,7 +118,7 @@ pub(crate) struct Loop {
 pub(crate) fn accepted(client: SocketAddr, asked: SocketAddr) -> Result<Registered, Loop> {
     let pair = (canonical(client), canonical(asked));
     let mut r = registry().lock().unwrap_or_else(PoisonError::into_inner);
-    if r.outgoing.contains(&pair) {
+    if r.is_own_leg(&pair) {
         return Err(Loop {
             local: pair.0,
             listen: pair.1,
@@ -117,13 +142,15 @@ pub(crate) fn connected(
 ) -> Result<Registered, Loop> {
     let pair = (canonical(local), canonical(dialled));
     let mut r = registry().lock().unwrap_or_else(PoisonError::into_inner);
-    let next_round = r.accepted.get(&pair);
+    let next_round = r.accepted.get(&pair).cloned();
     let this_round = client.filter(|c| c.looped.is_cancelled());
     if next_round.is_some() || this_round.is_some() {
         // Whoever accepted this leg must not connect onwards either.
-        if let Some(next) = next_round {
+        if let Some(next) = &next_round {
             next.cancel();
         }
+        // Not yet accepted at the other end: it must be found when it is.
+        r.refused.insert(pair, Instant::now());
         let (local, listen) = match (next_round, this_round) {
             (Some(_), _) | (None, None) => pair,
             (None, Some(c)) => c.pair,
@@ -182,12 +209,30 @@ mod tests {
         let onwards = connected(addr("127.0.0.5:40010"), addr("127.0.0.6:1344"), Some(&inn));
         assert_eq!(onwards.unwrap_err().listen, addr("127.0.0.5:1344"));
         drop(inn);
-        // Forgotten once dropped; other pairs never match.
-        let a = accepted(addr("127.0.0.5:40002"), addr("127.0.0.5:1344")).unwrap();
+        // Forgotten once dropped (a leg refused as a loop, 40002, is kept
+        // for a while); other pairs never match.
+        let a = accepted(addr("127.0.0.5:40001"), addr("127.0.0.5:1344")).unwrap();
         let b = connected(addr("127.0.0.5:40003"), addr("127.0.0.5:1344"), Some(&a)).unwrap();
         let c = connected(addr("127.0.0.5:40004"), addr("127.0.0.6:1344"), None).unwrap();
         assert!(accepted(addr("127.0.0.5:40004"), addr("127.0.0.5:1344")).is_ok());
         drop((a, b, c));
+    }
+
+    #[test]
+    fn a_leg_refused_as_a_loop_is_still_a_loop_when_accepted_later() {
+        // This round was told it loops; its own leg is refused before the
+        // listener has accepted the leg's other end.
+        let inn = accepted(addr("127.0.0.7:40001"), addr("127.0.0.7:1344")).unwrap();
+        inn.looped().cancel();
+        let refused = connected(addr("127.0.0.7:40002"), addr("127.0.0.7:1344"), Some(&inn));
+        assert!(refused.is_err());
+        drop(inn);
+        // The late accept of that leg is the next round: a loop, not a
+        // client to connect onwards for.
+        let late = accepted(addr("127.0.0.7:40002"), addr("127.0.0.7:1344")).unwrap_err();
+        assert_eq!(late.local, addr("127.0.0.7:40002"));
+        // Other pairs are untouched.
+        assert!(accepted(addr("127.0.0.7:40003"), addr("127.0.0.7:1344")).is_ok());
     }
 
     #[test]

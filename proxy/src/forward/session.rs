@@ -139,13 +139,16 @@ impl Session {
                 looped(&shared, meta_unconnected(), client, None, &found).await;
                 return;
             }
-            connected = connecting => connected,
+            // Looked at before the connect starts: a client already gone
+            // (one of a loop's rounds whose connect was abandoned, among
+            // others) opens no sensor leg at all.
             () = client_gone(&client) => {
                 drop(client);
                 let error = "the client closed the connection".to_string();
                 connect_failed(&shared, meta_unconnected(), error, ConnectFailure::ClientGone).await;
                 return;
             }
+            connected = connecting => connected,
         };
         let server = match connected {
             Ok(Ok(server)) => server,
