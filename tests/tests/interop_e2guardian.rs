@@ -3,7 +3,8 @@
 //! - as an ICAP client: its `icapscan` content scanner sends every
 //!   download to c-icap's `virus_scan` (clamd, private signatures);
 //! - as an ICAP server: Squid sends REQMOD and RESPMOD to e2guardian's
-//!   ICAP mode, whose ISTag in REQMOD answers is unquoted.
+//!   ICAP mode, whose ISTag in REQMOD answers is unquoted; a banned
+//!   download gets e2guardian's block page.
 //!
 //! e2guardian binds its ICAP port on every address: each test runs in a
 //! network namespace of its own. Every peer comes from a Debian package
@@ -215,33 +216,35 @@ fn print_run(
     }
 }
 
-/// e2guardian as the ICAP server behind Squid: every REQMOD and RESPMOD
-/// of allowed pages is `clean`, as the user and Squid's icap_log saw it.
-/// e2guardian quotes its ISTag only in the first OPTIONS answer: each
-/// unquoted one is `istag-invalid`, never an `istag-changed`, and nothing
-/// else is raised.
-#[test]
-fn e2guardian_icap_server_behind_squid_via_icaptap() {
-    private_network();
-    let tmp = tempfile::tempdir().unwrap();
+/// A run of Squid -> icaptap -> e2guardian's ICAP server, fetching
+/// `urls` from an origin serving `pages`.
+struct ServerRun {
+    fetched: Vec<(u16, String)>,
+    access: Vec<String>,
+    icap_log: Vec<String>,
+    exchanges: Vec<ExchangeRecord>,
+    connections: Vec<ConnectionRecord>,
+}
+
+/// Runs e2guardian as the ICAP server behind Squid through icaptap,
+/// fetches each of `paths` (`host/path` with the origin's port put in)
+/// and returns what everyone saw.
+fn e2guardian_server_run(
+    tmp: &Path,
+    pages: Vec<(String, Vec<u8>)>,
+    paths: &[(&str, &str)],
+) -> (Vec<String>, ServerRun) {
     let e2g = E2guardian::start(
-        &tmp.path().join("e2g"),
+        &tmp.join("e2g"),
         &E2gSetup {
             icap_server: true,
             ..E2gSetup::default()
         },
     );
     let icap = e2g.icap.unwrap();
-    let origin = Origin::start(vec![
-        ("/page.txt".to_string(), b"an allowed page\n".to_vec()),
-        (
-            "/other.txt".to_string(),
-            b"another allowed page\n".repeat(100),
-        ),
-        ("/third.txt".to_string(), b"a third page\n".to_vec()),
-    ]);
+    let origin = Origin::start(pages);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let out = tmp.path().join("run");
+    let out = tmp.join("run");
     let mut forward = ForwardConfig::new("127.0.0.1:0".parse().unwrap(), icap);
     forward.drain = Duration::from_secs(2);
     let proxy = rt
@@ -254,7 +257,7 @@ fn e2guardian_icap_server_behind_squid_via_icaptap() {
     // X-ICAP-E2G (user, filter group, classification) goes with the
     // RESPMOD of the same transaction.
     let squid = Squid::start_with(
-        &tmp.path().join("squid"),
+        &tmp.join("squid"),
         &SquidIcap {
             icap: proxy.listen,
             reqmod_service: "/request".to_string(),
@@ -265,11 +268,10 @@ fn e2guardian_icap_server_behind_squid_via_icaptap() {
         "icap_send_client_username on\nadaptation_masterx_shared_names X-ICAP-E2G\n",
     );
     let port = origin.addr.port();
-    let urls = [
-        format!("http://127.0.0.1:{port}/page.txt"),
-        format!("http://localhost:{port}/third.txt"),
-        format!("http://127.0.0.1:{port}/other.txt"),
-    ];
+    let urls: Vec<String> = paths
+        .iter()
+        .map(|(host, path)| format!("http://{host}:{port}{path}"))
+        .collect();
     let fetched: Vec<(u16, String)> = urls
         .iter()
         .map(|u| {
@@ -283,22 +285,67 @@ fn e2guardian_icap_server_behind_squid_via_icaptap() {
     drop(squid);
     drop(e2g);
     rt.block_on(proxy.stop()).unwrap();
-    let exchanges: Vec<ExchangeRecord> = read_jsonl(&out.join("exchanges.jsonl"));
-    let connections: Vec<ConnectionRecord> = read_jsonl(&out.join("connections.jsonl"));
-    for (u, (s, b)) in urls.iter().zip(&fetched) {
+    let run = ServerRun {
+        fetched,
+        access,
+        icap_log,
+        exchanges: read_jsonl(&out.join("exchanges.jsonl")),
+        connections: read_jsonl(&out.join("connections.jsonl")),
+    };
+    for (u, (s, b)) in urls.iter().zip(&run.fetched) {
         eprintln!("user: {u} {s} {:.100}", b);
     }
-    for l in &icap_log {
+    for l in &run.icap_log {
         eprintln!("squid: {l}");
     }
-    print_run(&[], &access, &[], &exchanges, &connections);
+    print_run(&[], &run.access, &[], &run.exchanges, &run.connections);
+    (urls, run)
+}
+
+/// Warnings and errors on `x` other than e2guardian's unquoted ISTag
+/// (said on its own: `istag-invalid`), or an `istag-changed` for it.
+fn unexpected_alarms(x: &ExchangeRecord) -> Option<String> {
+    let unexpected: Vec<String> = alarms(x)
+        .into_iter()
+        .filter(|a| !a.starts_with("istag-invalid:"))
+        .collect();
+    (!unexpected.is_empty() || x.anomalies.iter().any(|a| a.code == "istag-changed"))
+        .then(|| format!("{:?} {:?}: {:?}", x.method, x.http_url, x.anomalies))
+}
+
+/// e2guardian as the ICAP server behind Squid: every REQMOD and RESPMOD
+/// of allowed pages is `clean`, as the user and Squid's icap_log saw it.
+/// e2guardian quotes its ISTag only in the first OPTIONS answer: each
+/// unquoted one is `istag-invalid`, never an `istag-changed`, and nothing
+/// else is raised.
+#[test]
+fn e2guardian_icap_server_behind_squid_via_icaptap() {
+    private_network();
+    let tmp = tempfile::tempdir().unwrap();
+    let (urls, run) = e2guardian_server_run(
+        tmp.path(),
+        vec![
+            ("/page.txt".to_string(), b"an allowed page\n".to_vec()),
+            (
+                "/other.txt".to_string(),
+                b"another allowed page\n".repeat(100),
+            ),
+            ("/third.txt".to_string(), b"a third page\n".to_vec()),
+        ],
+        &[
+            ("127.0.0.1", "/page.txt"),
+            ("localhost", "/third.txt"),
+            ("127.0.0.1", "/other.txt"),
+        ],
+    );
+    let exchanges = &run.exchanges;
     let bodies: [&[u8]; 3] = [
         b"an allowed page\n",
         b"a third page\n",
         &b"another allowed page\n".repeat(100),
     ];
     let mut disagreements = Vec::new();
-    for ((url, (status, body)), want) in urls.iter().zip(&fetched).zip(bodies) {
+    for ((url, (status, body)), want) in urls.iter().zip(&run.fetched).zip(bodies) {
         if *status != 200 || body.as_bytes() != want {
             disagreements.push(format!("{url}: the user got {status}"));
         }
@@ -316,7 +363,7 @@ fn e2guardian_icap_server_behind_squid_via_icaptap() {
     // Squid logged every adaptation as done by the service (ICAP_MOD/200),
     // as many as icaptap recorded.
     let adapted = |method: &str| {
-        icap_log
+        run.icap_log
             .iter()
             .filter(|l| l.contains(&format!(" {method} ")) && l.contains("ICAP_MOD/200"))
             .count()
@@ -333,24 +380,114 @@ fn e2guardian_icap_server_behind_squid_via_icaptap() {
             ));
         }
     }
-    for x in &exchanges {
-        let unexpected: Vec<String> = alarms(x)
-            .into_iter()
-            .filter(|a| !a.starts_with("istag-invalid:"))
-            .collect();
-        if !unexpected.is_empty() || x.anomalies.iter().any(|a| a.code == "istag-changed") {
-            disagreements.push(format!(
-                "{:?} {:?}: {:?}",
-                x.method, x.http_url, x.anomalies
-            ));
-        }
-    }
+    disagreements.extend(exchanges.iter().filter_map(unexpected_alarms));
     // The unquoted tag is said where it is: on e2guardian's answers.
     assert!(exchanges
         .iter()
         .filter(|x| x.method.as_deref() == Some("REQMOD"))
         .all(|x| x.anomalies.iter().any(|a| a.code == "istag-invalid")));
-    for c in &connections {
+    for c in &run.connections {
+        assert!(c.anomalies.is_empty(), "conn {}: {:?}", c.conn, c.anomalies);
+    }
+    assert!(disagreements.is_empty(), "{disagreements:#?}");
+}
+
+/// e2guardian as the ICAP server blocking a download its filter group
+/// bans (Debian's default list bans `.exe`): the user gets e2guardian's
+/// "Access Denied" page instead of the file. icaptap records the
+/// exchange that carried the block page `blocked` (a policy block, not an
+/// infection: no threat name), with the status the user got; when that
+/// is the REQMOD, there is no RESPMOD (the origin was never asked). The
+/// allowed download is `clean` both ways, and icaptap records as many
+/// adaptations as Squid's icap_log, whose one ICAP_SAT is the block.
+#[test]
+fn e2guardian_icap_server_blocking_a_banned_download_via_icaptap() {
+    private_network();
+    let tmp = tempfile::tempdir().unwrap();
+    let (urls, run) = e2guardian_server_run(
+        tmp.path(),
+        vec![
+            ("/allowed.txt".to_string(), b"an allowed page\n".to_vec()),
+            ("/setup.exe".to_string(), b"MZ a banned download\n".to_vec()),
+        ],
+        &[("127.0.0.1", "/allowed.txt"), ("127.0.0.1", "/setup.exe")],
+    );
+    let (allowed, banned) = (&urls[0], &urls[1]);
+    let mut disagreements = Vec::new();
+    let (status, body) = &run.fetched[0];
+    if *status != 200 || body != "an allowed page\n" {
+        disagreements.push(format!("{allowed}: the user got {status}"));
+    }
+    let (denied_status, body) = &run.fetched[1];
+    if body.contains("a banned download") || !body.contains("Access Denied") {
+        disagreements.push(format!(
+            "{banned}: the user got {denied_status} {body:.200}, not the block page"
+        ));
+    }
+    let of = |url: &String, method: &str| -> Vec<&ExchangeRecord> {
+        run.exchanges
+            .iter()
+            .filter(|x| x.method.as_deref() == Some(method) && x.http_url.as_ref() == Some(url))
+            .collect()
+    };
+    for method in ["REQMOD", "RESPMOD"] {
+        match of(allowed, method)[..] {
+            [x] if x.verdict == "clean" => {}
+            ref other => disagreements.push(format!("{allowed} {method}: icaptap {other:?}")),
+        }
+    }
+    let (reqmod, respmod) = (of(banned, "REQMOD"), of(banned, "RESPMOD"));
+    let blocked: Vec<&&ExchangeRecord> = reqmod
+        .iter()
+        .chain(&respmod)
+        .filter(|x| x.verdict == "blocked")
+        .collect();
+    match blocked[..] {
+        [x] => {
+            if x.threat.is_some() || x.http_status_returned != Some(*denied_status) {
+                disagreements.push(format!(
+                    "{banned}: icaptap's block says threat {:?}, status {:?}; the user got {denied_status}",
+                    x.threat, x.http_status_returned
+                ));
+            }
+            let before_origin = x.method.as_deref() == Some("REQMOD");
+            if before_origin && !respmod.is_empty() {
+                disagreements.push(format!("{banned}: a RESPMOD after the REQMOD block"));
+            }
+            // Squid took the block page as the service's own answer
+            // (ICAP_SAT: satisfied), for the same method.
+            let method = x.method.as_deref().unwrap_or("?");
+            let satisfied: Vec<&String> = run
+                .icap_log
+                .iter()
+                .filter(|l| l.contains("ICAP_SAT/"))
+                .collect();
+            if satisfied.len() != 1 || !satisfied[0].contains(&format!(" {method} ")) {
+                disagreements.push(format!("Squid's ICAP_SAT lines: {satisfied:?}"));
+            }
+        }
+        _ => disagreements.push(format!(
+            "{banned}: icaptap REQMOD {reqmod:?} RESPMOD {respmod:?}"
+        )),
+    }
+    // Squid's icap_log has one line per adaptation icaptap recorded.
+    let squid_lines = run
+        .icap_log
+        .iter()
+        .filter(|l| l.contains(" REQMOD ") || l.contains(" RESPMOD "))
+        .count();
+    let recorded = run
+        .exchanges
+        .iter()
+        .filter(|x| matches!(x.method.as_deref(), Some("REQMOD" | "RESPMOD")))
+        .count();
+    if squid_lines != recorded {
+        disagreements.push(format!(
+            "Squid logged {squid_lines} adaptations, icaptap recorded {recorded}"
+        ));
+    }
+    disagreements.extend(run.exchanges.iter().filter_map(unexpected_alarms));
+    for c in &run.connections {
         assert!(c.anomalies.is_empty(), "conn {}: {:?}", c.conn, c.anomalies);
     }
     assert!(disagreements.is_empty(), "{disagreements:#?}");
