@@ -45,6 +45,9 @@ pub struct E2gSetup {
     pub scanner_url: Option<String>,
     /// Serve ICAP (REQMOD `/request`, RESPMOD `/response`) on a free port.
     pub icap_server: bool,
+    /// Lift the filter group's file-extension bans (Debian's defaults ban
+    /// `.bin`, `.com`, `.exe` and more before any ICAP is asked).
+    pub no_extension_bans: bool,
 }
 
 impl E2guardian {
@@ -96,11 +99,17 @@ impl E2guardian {
         }
         std::fs::write(dir.join("e2guardian.conf"), conf).unwrap();
         // The filter group's file sits beside the main one.
-        std::fs::copy(
-            "/etc/e2guardian/e2guardianf1.conf",
-            dir.join("e2guardianf1.conf"),
-        )
-        .unwrap();
+        let mut group = std::fs::read_to_string("/etc/e2guardian/e2guardianf1.conf")
+            .expect("e2guardian's filter group configuration");
+        if setup.no_extension_bans {
+            let none = dir.join("bannedextensionlist");
+            std::fs::write(&none, "").unwrap();
+            group = group.replace(
+                "/etc/e2guardian/lists/bannedextensionlist",
+                &none.display().to_string(),
+            );
+        }
+        std::fs::write(dir.join("e2guardianf1.conf"), group).unwrap();
         let out = std::fs::File::create(dir.join("e2guardian.out")).unwrap();
         let child = Command::new("e2guardian")
             .arg("-N")
