@@ -65,12 +65,9 @@ fn case<'a>(report: &'a CheckReport, id: &str) -> &'a icaptap::toolkit::check::C
         .unwrap_or_else(|| panic!("no {id} case in {report}"))
 }
 
-#[test]
-fn squid_without_bypass_blocks_eicar_and_fails_closed() {
-    let Some((report, xml)) = default_suite_through_squid(false) else {
-        return;
-    };
-    let infected = case(&report, "infected-blocked");
+/// The EICAR download was kept from the user on the sensor's verdict.
+fn assert_eicar_blocked_on_the_verdict(report: &CheckReport) {
+    let infected = case(report, "infected-blocked");
     assert!(infected.passed, "{report}");
     assert!(
         infected
@@ -78,6 +75,14 @@ fn squid_without_bypass_blocks_eicar_and_fails_closed() {
             .contains("RESPMOD infected (EICAR-Test-File)"),
         "{report}"
     );
+}
+
+#[test]
+fn squid_without_bypass_blocks_eicar_and_fails_closed() {
+    let Some((report, xml)) = default_suite_through_squid(false) else {
+        return;
+    };
+    assert_eicar_blocked_on_the_verdict(&report);
     assert!(case(&report, "clean-intact").passed, "{report}");
     let down = case(&report, "sensor-down");
     assert!(down.passed, "{report}");
@@ -307,14 +312,7 @@ fn the_default_suite_against_e2guardian() {
     drop(e2g);
     // Every case was tested: e2guardian was reachable throughout.
     assert!(report.results.iter().all(|r| r.error.is_none()), "{report}");
-    let infected = case(&report, "infected-blocked");
-    assert!(infected.passed, "{report}");
-    assert!(
-        infected
-            .detail
-            .contains("RESPMOD infected (EICAR-Test-File)"),
-        "{report}"
-    );
+    assert_eicar_blocked_on_the_verdict(&report);
     for id in ["clean-intact", "sensor-slow", "sensor-down"] {
         assert!(case(&report, id).passed, "{id}: {report}");
     }
