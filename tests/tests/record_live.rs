@@ -99,6 +99,20 @@ async fn squid_icaptap_c_icap_capture_matches_tcpdump() {
         format!("tcp.port=={pp},icap"),
         format!("tcp.port=={cp},icap"),
     ];
+    // Neither port is 1344: the capture itself says how to decode it,
+    // as the console did (capinfos shows the section's comment).
+    let info = std::process::Command::new("capinfos")
+        .arg(&capture)
+        .output()
+        .expect("capinfos (wireshark-common, with tshark)");
+    let info = String::from_utf8_lossy(&info.stdout);
+    let comment = info
+        .lines()
+        .find(|l| l.contains("Decode As"))
+        .unwrap_or_else(|| panic!("no Decode-As comment in the capture: {info}"));
+    for d in &decode {
+        assert!(comment.contains(&format!("-d {d}")), "{comment}");
+    }
     let exchanges = std::fs::read_to_string(out.join("exchanges.jsonl"))
         .unwrap()
         .lines()

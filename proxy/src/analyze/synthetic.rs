@@ -313,7 +313,7 @@ impl<W: Write> SyntheticWriter<W> {
                 blocks::pcap_header(&mut head, ORDER, false, SNAPLEN, linktype)
             }
             SyntheticFormat::PcapNg => {
-                blocks::pcapng_section_header(&mut head, ORDER, None);
+                blocks::pcapng_section_header(&mut head, ORDER, None, None);
                 let iface = Interface {
                     linktype: linktype as u16,
                     snaplen: SNAPLEN,

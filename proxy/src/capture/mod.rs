@@ -162,6 +162,9 @@ pub struct RecordOptions {
     /// Directories that keep the files the ring deletes (the flight
     /// recorder's open incidents), if any.
     pub ring_hold: Option<writer::RingHold>,
+    /// The capture comment of every pcapng file (e.g. how to make
+    /// Wireshark decode ICAP on the run's ports), if any.
+    pub section_comment: Option<String>,
 }
 
 impl Default for RecordOptions {
@@ -176,6 +179,7 @@ impl Default for RecordOptions {
             hold: Duration::from_secs(1),
             hold_bytes: 4 << 20,
             ring_hold: None,
+            section_comment: None,
         }
     }
 }
@@ -369,7 +373,8 @@ pub fn spawn(
         opts.rotation,
         Arc::clone(&counters),
     )
-    .with_ring_hold(opts.ring_hold.clone());
+    .with_ring_hold(opts.ring_hold.clone())
+    .with_section_comment(opts.section_comment.clone());
     if let Some(epoch) = dir_epoch {
         writer.follow_directory(epoch);
     }

@@ -162,6 +162,8 @@ pub struct CaptureWriter {
     /// the open file belongs to.
     dir_epoch: Option<Arc<AtomicU64>>,
     seen_epoch: u64,
+    /// The section header's comment of every file (pcapng), if any.
+    section_comment: Option<String>,
 }
 
 impl CaptureWriter {
@@ -192,7 +194,15 @@ impl CaptureWriter {
             stopped: false,
             dir_epoch: None,
             seen_epoch: 0,
+            section_comment: None,
         }
+    }
+
+    /// This writer, opening every pcapng file with `comment` in its
+    /// section header (what Wireshark shows as the capture comment).
+    pub fn with_section_comment(mut self, comment: Option<String>) -> CaptureWriter {
+        self.section_comment = comment;
+        self
     }
 
     /// Follows the output directory: when `epoch` changes (the directory
@@ -511,7 +521,12 @@ impl CaptureWriter {
                 // Big-endian, as every pcapng icaptap has written.
                 let order = ByteOrder::Big;
                 let app = concat!("icaptap ", env!("CARGO_PKG_VERSION"));
-                blocks::pcapng_section_header(&mut v, order, Some(app));
+                blocks::pcapng_section_header(
+                    &mut v,
+                    order,
+                    Some(app),
+                    self.section_comment.as_deref(),
+                );
                 for leg in &self.legs {
                     let iface = Interface {
                         linktype: LINKTYPE_ETHERNET as u16,

@@ -146,6 +146,9 @@ pub struct RunningProxy {
     pub metrics: Option<SocketAddr>,
     /// The output directory.
     pub out: PathBuf,
+    /// How to make Wireshark decode ICAP on this run's ports, when one is
+    /// not 1344 and the run is recorded (also the capture's comment).
+    pub decode_as_hint: Option<String>,
     shutdown: CancellationToken,
     stop_reason: Arc<Mutex<Option<String>>>,
     task: JoinHandle<Result<Summary, ProxyError>>,
@@ -284,7 +287,17 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
         Box::new(SinkFanout(sinks_of_records)),
     );
     let mut recorder = None;
+    // The sensors' ports and the listening ones, as bound.
+    let icap_ports: Vec<u16> = std::iter::once(forward_config.upstream.port())
+        .chain(plan.routes.iter().map(|route| route.upstream.port()))
+        .chain(listens.iter().map(SocketAddr::port))
+        .collect();
+    let decode_as = plan
+        .record
+        .as_ref()
+        .and_then(|_| decode_as_hint(&icap_ports));
     if let Some(mut options) = plan.record.clone() {
+        options.section_comment = decode_as.clone();
         if let Some(size) = plan.ops.ring {
             options.rotation = flight::ring_rotation(size);
         }
@@ -384,6 +397,7 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
         listens,
         metrics: metrics_addr,
         out,
+        decode_as_hint: decode_as,
         shutdown,
         stop_reason,
         task,
@@ -577,10 +591,6 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
         mode: "proxy",
     };
     let duration = args.duration;
-    // The sensors' ports; the listening ports are known once bound.
-    let mut icap_ports = vec![plan.forward.upstream.port()];
-    icap_ports.extend(plan.routes.iter().map(|route| route.upstream.port()));
-    let recording = plan.record.is_some();
     runtime.block_on(async move {
         let proxy = start(plan).await?;
         let signals = StopSignals::register();
@@ -590,11 +600,8 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
             listens.join(", "),
             proxy.out.display()
         );
-        if recording {
-            icap_ports.extend(proxy.listens.iter().map(|l| l.port()));
-            if let Some(hint) = decode_as_hint(&icap_ports) {
-                eprintln!("icaptap: {hint}");
-            }
+        if let Some(hint) = &proxy.decode_as_hint {
+            eprintln!("icaptap: {hint}");
         }
         if let Some(addr) = proxy.metrics {
             eprintln!("icaptap: metrics on http://{addr}/metrics (also /healthz, /status)");

@@ -133,14 +133,24 @@ fn block(out: &mut Vec<u8>, order: ByteOrder, kind: u32, body: impl FnOnce(&mut 
 
 /// A pcapng Section Header Block (version 1.0, section length unknown),
 /// naming the application that wrote it when `user_application` is given.
-pub fn pcapng_section_header(out: &mut Vec<u8>, order: ByteOrder, user_application: Option<&str>) {
+pub fn pcapng_section_header(
+    out: &mut Vec<u8>,
+    order: ByteOrder,
+    user_application: Option<&str>,
+    comment: Option<&str>,
+) {
     block(out, order, SECTION_HEADER, |b| {
         b.extend_from_slice(&order.u32(0x1a2b_3c4d));
         b.extend_from_slice(&order.u16(1));
         b.extend_from_slice(&order.u16(0));
         b.extend_from_slice(&[0xff; 8]); // section length -1: not given
+        if let Some(c) = comment {
+            option(b, order, OPT_COMMENT, c.as_bytes());
+        }
         if let Some(app) = user_application {
             option(b, order, OPT_SHB_USERAPPL, app.as_bytes());
+        }
+        if comment.is_some() || user_application.is_some() {
             end_of_options(b, order);
         }
     });
@@ -316,7 +326,7 @@ mod tests {
             let want = w.into_inner();
 
             let mut got = Vec::new();
-            pcapng_section_header(&mut got, order, Some("icaptap x"));
+            pcapng_section_header(&mut got, order, Some("icaptap x"), None);
             pcapng_interface(
                 &mut got,
                 order,
