@@ -340,3 +340,44 @@ fn the_default_suite_against_e2guardian() {
     );
     assert!(xml.contains("name=\"infected download blocked\""), "{xml}");
 }
+
+/// e2guardian as Debian ships it bans the suite's file names (`.bin`,
+/// `.com`) before any ICAP: every download is its own block page and the
+/// sensor sees nothing. A `sensor-down` refusal then proves nothing about
+/// the sensor being down: it is an error (not tested), never a pass, and
+/// the other cases say the sensor saw nothing.
+#[test]
+fn a_vendor_that_never_asks_the_sensor_leaves_sensor_down_untested() {
+    peers::e2guardian::private_network();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut suite = Suite::default_suite().unwrap();
+    suite.sensor.listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let env = rt
+        .block_on(CheckEnv::start(suite.clone(), &tmp.path().join("run")))
+        .unwrap();
+    let icap = env.icap_listen();
+    let e2g = peers::e2guardian::E2guardian::start(
+        &tmp.path().join("e2g"),
+        &peers::e2guardian::E2gSetup {
+            scanner_url: Some(format!("icap://{icap}{}", suite.sensor.respmod)),
+            ..Default::default()
+        },
+    );
+    let report = rt.block_on(env.run(Some(e2g.proxy))).unwrap();
+    eprintln!("e2guardian with its extension bans:\n{report}");
+    drop(e2g);
+    let down = case(&report, "sensor-down");
+    assert!(!down.passed, "{report}");
+    assert!(
+        down.error
+            .as_deref()
+            .is_some_and(|e| e.contains("the vendor sent no download of this run to the sensor")),
+        "{report}"
+    );
+    assert!(
+        case(&report, "clean-intact").detail.contains("saw nothing"),
+        "{report}"
+    );
+    assert_eq!(report.status().exit_code(), 2, "{report}");
+}

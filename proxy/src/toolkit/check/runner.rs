@@ -16,7 +16,7 @@ use super::download::{fetch, Download};
 use super::judge::{self, SensorView};
 use super::origin::{clean_path, file_for, Origin};
 use super::report::{CaseResult, CheckReport};
-use super::suite::{case_dir, Check, Suite};
+use super::suite::{case_dir, Check, DownPolicy, Suite, URL_PREFIX};
 use super::CheckError;
 use crate::forward::ForwardConfig;
 use crate::jobs::proxy::{start, ProxyPlan, RunningProxy};
@@ -164,7 +164,10 @@ impl CheckEnv {
                 None => {
                     let (passed, detail) =
                         judge_case(&self.suite, &case.check, &dir, s, &exchanges, &connections);
-                    (passed, None, detail)
+                    match refusal_unattributable(&case.check, passed, &exchanges) {
+                        Some(why) => (false, Some(why.clone()), format!("not tested: {why}")),
+                        None => (passed, None, detail),
+                    }
                 }
             };
             results.push(CaseResult {
@@ -366,6 +369,37 @@ fn judge_case(
         }
         _ => (false, "internal: the case drove another check".to_owned()),
     }
+}
+
+/// Why a `sensor-down` case that saw the download refused, as
+/// fail-closed expects, tested nothing: the vendor sent no check download
+/// to the sensor in the whole run (e.g. its own policy blocks the suite's
+/// files before any ICAP), so a refusal while the sensor is down says
+/// nothing of what the sensor being down does.
+fn refusal_unattributable(
+    check: &Check,
+    passed: bool,
+    exchanges: &[ExchangeRecord],
+) -> Option<String> {
+    let fail_closed = matches!(
+        check,
+        Check::SensorDown {
+            expect: DownPolicy::FailClosed
+        }
+    );
+    let sensor_asked = exchanges.iter().any(|x| {
+        matches!(x.method.as_deref(), Some("REQMOD" | "RESPMOD"))
+            && x.http_url
+                .as_deref()
+                .is_some_and(|u| u.contains(URL_PREFIX))
+    });
+    (fail_closed && passed && !sensor_asked).then(|| {
+        "the download was refused while the sensor was down, but the vendor sent no download of \
+         this run to the sensor (the sensor saw nothing in any case), so the refusal may be the \
+         vendor's own policy: make the vendor send the suite's downloads to the sensor (its \
+         ICAP services, no local blocks of the test files), then run the check again"
+            .to_owned()
+    })
 }
 
 fn url_path(url: &str) -> &str {
