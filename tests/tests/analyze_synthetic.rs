@@ -103,6 +103,7 @@ fn kinds(taps: &[Tap]) -> Vec<String> {
             TapEvent::Sent { .. } => "sent".to_string(),
             TapEvent::Undelivered { .. } => "undelivered".to_string(),
             TapEvent::Lost { dir, .. } => format!("lost-{dir:?}"),
+            TapEvent::Tls(_) => "tls".to_string(),
         })
         .collect()
 }

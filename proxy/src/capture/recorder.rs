@@ -188,8 +188,9 @@ impl Recorder {
             }
             TapEvent::Sent { dir, upto } => self.sent(id, dir, upto, tap.at),
             TapEvent::Undelivered { dir, offset, .. } => self.undelivered(id, dir, offset),
-            // The recorder sees its own losses by their offsets.
-            TapEvent::Lost { .. } => {}
+            // The recorder sees its own losses by their offsets; the TLS
+            // of a run is said once, in the capture's comment.
+            TapEvent::Lost { .. } | TapEvent::Tls(_) => {}
             TapEvent::Closed { dir, how } => {
                 self.ensure(&tap.conn, tap.at);
                 self.closed(id, dir, how, tap.at);

@@ -23,7 +23,10 @@
 //!   address it was redirected from (nftables/iptables REDIRECT with
 //!   `SO_ORIGINAL_DST`, or TPROXY with `IP_TRANSPARENT`);
 //! - [`routes`]: `--route LISTEN=UPSTREAM`, more listeners, each with its
-//!   own sensor.
+//!   own sensor;
+//! - [`tls`]: ICAP over TLS on either leg (`--tls`, `--upstream-tls`):
+//!   icaptap terminates and originates TLS and forwards the decrypted
+//!   bytes unchanged.
 
 mod counters;
 mod listener;
@@ -31,6 +34,7 @@ pub mod loops;
 mod options;
 pub mod routes;
 mod session;
+pub mod tls;
 pub mod transparent;
 
 pub use counters::{ForwardCounters, ForwardStats, FD_LIMIT_WARN_EVERY};

@@ -108,6 +108,8 @@ pub struct ForwardConfig {
     /// redirected from (see [`super::transparent`]); connections made
     /// to icaptap directly still go to `upstream`.
     pub transparent: Option<TransparentMode>,
+    /// ICAP over TLS on either leg (both plain by default).
+    pub tls: super::tls::TlsSetup,
 }
 
 impl ForwardConfig {
@@ -124,6 +126,7 @@ impl ForwardConfig {
             buffer_size: 64 * 1024,
             drain: Duration::from_secs(10),
             transparent: None,
+            tls: super::tls::TlsSetup::default(),
         }
     }
 }
@@ -196,6 +199,7 @@ impl ForwardArgs {
             buffer_size: self.buffer_size,
             drain: self.drain,
             transparent: self.transparent,
+            tls: super::tls::TlsSetup::default(),
         })
     }
 }

@@ -25,8 +25,10 @@ use tracing::{debug, warn};
 use super::counters::{FdLimitAlarm, ForwardCounters, OpenConnection};
 use super::loops;
 use super::options::ForwardConfig;
+use super::tls::LegStream;
 use crate::tap::{
-    self, CloseKind, ConnId, ConnMeta, ConnectFailure, Direction, Tap, TapEvent, TapQueue, TapSinks,
+    self, CloseKind, ConnId, ConnMeta, ConnectFailure, Direction, Tap, TapEvent, TapQueue,
+    TapSinks, TlsFacts, TlsSide,
 };
 
 /// How long cut sessions may take, after the drain period, to hand their
@@ -119,9 +121,33 @@ impl Session {
         let accepted = match loops::accepted(client_addr, asked) {
             Ok(registered) => registered,
             Err(found) => {
-                looped(&shared, meta_unconnected(), client, None, &found).await;
+                looped(
+                    &shared,
+                    meta_unconnected(),
+                    LegStream::Plain(client),
+                    None,
+                    &found,
+                )
+                .await;
                 return;
             }
+        };
+        // ICAP over TLS: the client's handshake first, so that a client
+        // that cannot speak it costs no sensor leg.
+        let mut tls = TlsFacts::default();
+        let client = match &cfg.tls.listen {
+            None => LegStream::Plain(client),
+            Some(listen_tls) => match listen_tls.accept(client, cfg.connect_timeout).await {
+                Ok((leg, facts)) => {
+                    tls.client = Some(facts);
+                    leg
+                }
+                Err(failed) => {
+                    let cause = ConnectFailure::Tls(TlsSide::Client, failed.failure);
+                    connect_failed(&shared, meta_unconnected(), failed.error, cause).await;
+                    return;
+                }
+            },
         };
         let connecting = tokio::time::timeout(cfg.connect_timeout, TcpStream::connect(upstream));
         // A client that leaves, having sent nothing, before the sensor leg
@@ -167,7 +193,7 @@ impl Session {
                 // would have seen connecting to the sensor itself.
                 let refused = e.kind() == io::ErrorKind::ConnectionRefused;
                 if refused {
-                    let _ = client.set_zero_linger();
+                    let _ = client.tcp().set_zero_linger();
                 }
                 drop(client);
                 let error = if local_limit {
@@ -216,17 +242,42 @@ impl Session {
                 return;
             }
         };
+        let server = match &cfg.tls.upstream {
+            None => LegStream::Plain(server),
+            Some(upstream_tls) => match upstream_tls.connect(server, cfg.connect_timeout).await {
+                Ok((leg, facts)) => {
+                    tls.sensor = Some(facts);
+                    leg
+                }
+                Err(failed) => {
+                    // As a sensor that refused: the client sees a reset.
+                    let _ = client.tcp().set_zero_linger();
+                    drop(client);
+                    let meta = Arc::new(ConnMeta {
+                        id,
+                        client: client_addr,
+                        listen,
+                        upstream_local: local,
+                        server: upstream,
+                        opened,
+                    });
+                    let cause = ConnectFailure::Tls(TlsSide::Sensor, failed.failure);
+                    connect_failed(&shared, meta, failed.error, cause).await;
+                    return;
+                }
+            },
+        };
 
         // Both legs carry small request/response heads that must not wait
         // for Nagle's algorithm: icaptap adds no latency of its own.
-        let _ = client.set_nodelay(true);
-        let _ = server.set_nodelay(true);
+        let _ = client.tcp().set_nodelay(true);
+        let _ = server.tcp().set_nodelay(true);
         let meta = Arc::new(ConnMeta {
             id,
             client: client_addr,
             listen,
             upstream_local: local,
-            server: server.peer_addr().unwrap_or(upstream),
+            server: server.tcp().peer_addr().unwrap_or(upstream),
             opened,
         });
         debug!(conn = id, client = %client_addr, sensor = %meta.server, "connection open");
@@ -236,6 +287,14 @@ impl Session {
             frame: None,
             event: TapEvent::Open,
         });
+        if tls.client.is_some() || tls.sensor.is_some() {
+            shared.sinks.offer(Tap {
+                conn: meta.clone(),
+                at: tap::now_micros(),
+                frame: None,
+                event: TapEvent::Tls(Box::new(tls)),
+            });
+        }
         forward(&shared, meta, client, server).await;
     }
 }
@@ -294,6 +353,13 @@ async fn connect_failed(
             ForwardCounters::add(&shared.counters.connect_failures, 1);
             warn!(conn = meta.id, client = %meta.client, "{error}");
         }
+        ConnectFailure::Tls(TlsSide::Sensor, _) => {
+            ForwardCounters::add(&shared.counters.connect_failures, 1);
+            warn!(conn = meta.id, client = %meta.client, "{error}; client connection closed");
+        }
+        ConnectFailure::Tls(TlsSide::Client, _) => {
+            warn!(conn = meta.id, client = %meta.client, "{error}");
+        }
         ConnectFailure::LocalLimit => {
             ForwardCounters::add(&shared.counters.connect_failures, 1);
             debug!(conn = meta.id, client = %meta.client, "{error}; client connection closed");
@@ -314,11 +380,11 @@ async fn connect_failed(
 async fn looped(
     shared: &SessionShared,
     meta: Arc<ConnMeta>,
-    client: TcpStream,
+    client: LegStream,
     server: Option<TcpStream>,
     found: &loops::Loop,
 ) {
-    let _ = client.set_zero_linger();
+    let _ = client.tcp().set_zero_linger();
     drop(client);
     if let Some(server) = server {
         let _ = server.set_zero_linger();
@@ -336,51 +402,102 @@ async fn looped(
     connect_failed(shared, meta, error, ConnectFailure::Loop).await;
 }
 
+/// Both directions' halves of one connection, for [`run_pumps`].
+struct Halves<'a, CR, CW, SR, SW> {
+    client_read: &'a mut CR,
+    client_write: &'a mut CW,
+    server_read: &'a mut SR,
+    server_write: &'a mut SW,
+    /// Whether writes to the sensor and to the client (in that order) must
+    /// be flushed: a TLS leg buffers them in its session.
+    flush: [bool; 2],
+}
+
+/// Runs both copy loops to their end (or until `--idle-timeout`); the
+/// second value says whether the idle timeout ended them.
+async fn run_pumps<CR, CW, SR, SW>(
+    shared: &SessionShared,
+    meta: &Arc<ConnMeta>,
+    halves: Halves<'_, CR, CW, SR, SW>,
+    abort: &CancellationToken,
+    activity: &Activity,
+) -> ((PumpEnd, PumpEnd), bool)
+where
+    CR: AsyncRead + Unpin,
+    CW: AsyncWrite + Unpin,
+    SR: AsyncRead + Unpin,
+    SW: AsyncWrite + Unpin,
+{
+    let [flush_server, flush_client] = halves.flush;
+    let pumps = async {
+        tokio::join!(
+            pump(
+                shared,
+                meta,
+                Direction::Request,
+                halves.client_read,
+                (halves.server_write, flush_server),
+                abort,
+                activity,
+            ),
+            pump(
+                shared,
+                meta,
+                Direction::Response,
+                halves.server_read,
+                (halves.client_write, flush_client),
+                abort,
+                activity,
+            ),
+        )
+    };
+    let mut pumps = std::pin::pin!(pumps);
+    tokio::select! {
+        biased;
+        ends = &mut pumps => (ends, false),
+        () = activity.idle_for(shared.cfg.idle_timeout) => {
+            abort.cancel();
+            (pumps.await, true)
+        }
+    }
+}
+
 /// Runs both copy loops to their end, then mirrors how they ended.
 async fn forward(
     shared: &SessionShared,
     meta: Arc<ConnMeta>,
-    mut client: TcpStream,
-    mut server: TcpStream,
+    mut client: LegStream,
+    mut server: LegStream,
 ) {
     // A child of the hard stop: cancelling it stops this session only.
     let abort = shared.hard_stop.child_token();
     let activity = Activity::default();
-    let mut idle = false;
-    let (up, down) = {
-        let (mut client_read, mut client_write) = client.split();
-        let (mut server_read, mut server_write) = server.split();
-        let pumps = async {
-            tokio::join!(
-                pump(
-                    shared,
-                    &meta,
-                    Direction::Request,
-                    &mut client_read,
-                    &mut server_write,
-                    &abort,
-                    &activity,
-                ),
-                pump(
-                    shared,
-                    &meta,
-                    Direction::Response,
-                    &mut server_read,
-                    &mut client_write,
-                    &abort,
-                    &activity,
-                ),
-            )
-        };
-        let mut pumps = std::pin::pin!(pumps);
-        tokio::select! {
-            biased;
-            ends = &mut pumps => ends,
-            () = activity.idle_for(shared.cfg.idle_timeout) => {
-                idle = true;
-                abort.cancel();
-                pumps.await
-            }
+    let flush = [server.is_tls(), client.is_tls()];
+    let ((up, down), idle) = match (client.as_plain_mut(), server.as_plain_mut()) {
+        // Plain TCP both ways: the halves borrow the sockets, no lock.
+        (Some(c), Some(s)) => {
+            let (mut client_read, mut client_write) = c.split();
+            let (mut server_read, mut server_write) = s.split();
+            let halves = Halves {
+                client_read: &mut client_read,
+                client_write: &mut client_write,
+                server_read: &mut server_read,
+                server_write: &mut server_write,
+                flush,
+            };
+            run_pumps(shared, &meta, halves, &abort, &activity).await
+        }
+        _ => {
+            let (mut client_read, mut client_write) = tokio::io::split(&mut client);
+            let (mut server_read, mut server_write) = tokio::io::split(&mut server);
+            let halves = Halves {
+                client_read: &mut client_read,
+                client_write: &mut client_write,
+                server_read: &mut server_read,
+                server_write: &mut server_write,
+                flush,
+            };
+            run_pumps(shared, &meta, halves, &abort, &activity).await
         }
     };
     // Nothing was sent either way for --idle-timeout: both legs are closed
@@ -397,8 +514,8 @@ async fn forward(
     if broken || cut {
         // Closing with a zero linger sends a reset: a peer cut off midway
         // must not mistake the end for a complete message.
-        let _ = client.set_zero_linger();
-        let _ = server.set_zero_linger();
+        let _ = client.tcp().set_zero_linger();
+        let _ = server.tcp().set_zero_linger();
     }
     drop(client);
     drop(server);
@@ -479,13 +596,14 @@ async fn forward(
 }
 
 /// Copies one direction: read into a buffer, offer the chunk to the side
-/// paths, write the same bytes to the other leg. Offsets count from 0.
+/// paths, write the same bytes to the other leg (and flush them, when
+/// `writer` says so: a TLS leg). Offsets count from 0.
 async fn pump<R, W>(
     shared: &SessionShared,
     meta: &Arc<ConnMeta>,
     dir: Direction,
     reader: &mut R,
-    writer: &mut W,
+    (writer, flush): (&mut W, bool),
     abort: &CancellationToken,
     activity: &Activity,
 ) -> PumpEnd
@@ -577,6 +695,11 @@ where
                 let first = write_counted(writer, &bytes, &mut sent).await;
                 if let Poll::Ready(Ok(())) = first {
                     shared.sinks.offer_data(tap, &mut dropping);
+                    if flush {
+                        if let Err(end) = flushed(writer, abort, stopped).await {
+                            return end;
+                        }
+                    }
                     continue;
                 }
                 // The write did not finish at once: the side paths hear how
@@ -604,6 +727,11 @@ where
                     Some(Ok(())) => {
                         let upto = chunk + sent as u64;
                         deliver_end(shared, meta, at, TapEvent::Sent { dir, upto });
+                        if flush {
+                            if let Err(end) = flushed(writer, abort, stopped).await {
+                                return end;
+                            }
+                        }
                     }
                     Some(Err(e)) => {
                         undelivered(shared, meta, dir, chunk, sent, n);
@@ -621,6 +749,26 @@ where
                 return PumpEnd::ReadFailed(e);
             }
         }
+    }
+}
+
+/// Flushes what a TLS leg's session holds of the last write; the pump's
+/// end when that fails or the pump is stopped meanwhile.
+async fn flushed<W>(
+    writer: &mut W,
+    abort: &CancellationToken,
+    stopped: impl Fn() -> PumpEnd,
+) -> Result<(), PumpEnd>
+where
+    W: AsyncWrite + Unpin,
+{
+    tokio::select! {
+        biased;
+        _ = abort.cancelled() => Err(stopped()),
+        done = writer.flush() => done.map_err(|e| {
+            abort.cancel();
+            PumpEnd::WriteFailed(e)
+        }),
     }
 }
 
@@ -696,7 +844,12 @@ fn undelivered(
 /// Returns once the client has ended its side (FIN or reset) without
 /// sending a byte; never while bytes wait to be read (they are forwarded
 /// once the sensor leg is up).
-async fn client_gone(client: &TcpStream) {
+async fn client_gone(client: &LegStream) {
+    // A TLS client's request may already sit decrypted in its session,
+    // out of sight of a peek: only a plain client is looked at.
+    let LegStream::Plain(client) = client else {
+        return std::future::pending().await;
+    };
     let mut probe = [0u8; 1];
     match client.peek(&mut probe).await {
         Ok(0) | Err(_) => {}

@@ -30,7 +30,7 @@ use crate::ops::{flight, OpsArgs, OpsPlan};
 use crate::output::console::{status_line, summary_table};
 use crate::output::directory::{default_dir_name, watch_directory};
 use crate::output::run::{RunOutput, SharedSummary};
-use crate::output::summary::{CaptureStopped, Drops, Forwarded, Summary};
+use crate::output::summary::{CaptureStopped, Drops, Forwarded, Summary, SummaryTls};
 use crate::output::writer::{RecordSink, SinkFanout};
 use crate::tap::{SidePathThread, TapQueue, TapSinks, DEFAULT_QUEUE_BYTES};
 use tokio::task::JoinHandle;
@@ -49,6 +49,9 @@ pub struct ProxyArgs {
     /// Forwarding options.
     #[command(flatten)]
     pub forward: ForwardArgs,
+    /// ICAP over TLS on either leg.
+    #[command(flatten)]
+    pub tls: forward::tls::TlsArgs,
     /// Observer options.
     #[command(flatten)]
     pub observe: ObserveArgs,
@@ -132,6 +135,17 @@ pub enum ProxyError {
     /// The metrics endpoint could not start.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// A TLS option is unusable.
+    #[error(transparent)]
+    Tls(#[from] forward::tls::TlsSetupError),
+    /// The generated TLS certificate could not be written.
+    #[error("cannot write icaptap's TLS certificate to {path}: {source}")]
+    TlsCertificate {
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
 }
 
 /// A proxy that runs in-process (demo, tests): everything `icaptap proxy`
@@ -255,6 +269,28 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
     };
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
     let mut output = RunOutput::create(&plan.out)?;
+    let tls = &forward_config.tls;
+    if tls.any() {
+        let generated = tls.listen.as_ref().and_then(|l| l.generated.as_ref());
+        if let Some(cert) = generated {
+            let path = plan.out.join(forward::tls::self_signed::CERT_FILE);
+            if let Err(source) = std::fs::write(&path, &cert.pem) {
+                output.discard();
+                return Err(ProxyError::TlsCertificate { path, source });
+            }
+        }
+        output
+            .summary()
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .tls(SummaryTls {
+                client_leg: tls.listen.is_some(),
+                sensor_leg: tls.upstream.is_some(),
+                sensor_certificate_verified: tls.upstream.as_ref().is_some_and(|u| u.verify),
+                generated_certificate_sha256: generated.map(|c| c.sha256.clone()),
+            });
+    }
 
     let shutdown = CancellationToken::new();
     let stop_reason = Arc::new(Mutex::new(None));
@@ -297,7 +333,11 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
         .as_ref()
         .and_then(|_| decode_as_hint(&icap_ports));
     if let Some(mut options) = plan.record.clone() {
-        options.section_comment = decode_as.clone();
+        let notes: Vec<String> = [decode_as.clone(), forward_config.tls.describe()]
+            .into_iter()
+            .flatten()
+            .collect();
+        options.section_comment = (!notes.is_empty()).then(|| notes.join("\n"));
         if let Some(size) = plan.ops.ring {
             options.rotation = flight::ring_rotation(size);
         }
@@ -566,6 +606,50 @@ pub fn decode_as_hint(ports: &[u16]) -> Option<String> {
     ))
 }
 
+/// The host part of `--upstream` as typed (`sensor.example:11344` ->
+/// `sensor.example`, `[::1]:11344` -> `::1`): the sensor's default TLS name.
+fn upstream_host(upstream: &str) -> &str {
+    let host = match upstream.rsplit_once(':') {
+        Some((host, port))
+            if port.parse::<u16>().is_ok() && (!host.contains(':') || host.ends_with(']')) =>
+        {
+            host
+        }
+        _ => upstream,
+    };
+    host.trim_start_matches('[').trim_end_matches(']')
+}
+
+/// What the console says of the run's TLS at start-up.
+fn tls_console_lines(tls: &forward::tls::TlsSetup, out: &std::path::Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    if let Some(listen) = &tls.listen {
+        match &listen.generated {
+            Some(cert) => lines.push(format!(
+                "TLS to ICAP clients with a certificate icaptap generated for {} (SHA-256 {}),                  written to {}: make the client trust it (Squid: tls-cafile= on the icaps:// service)",
+                cert.names.join(", "),
+                cert.sha256,
+                out.join(forward::tls::self_signed::CERT_FILE).display()
+            )),
+            None => lines.push("TLS to ICAP clients with --tls-cert".to_owned()),
+        }
+    }
+    if let Some(upstream) = &tls.upstream {
+        if upstream.verify {
+            lines.push(format!(
+                "TLS to the sensor, its certificate verified for {:?}",
+                upstream.server_name.to_str()
+            ));
+        } else {
+            lines.push(
+                "TLS to the sensor WITHOUT verifying its certificate (--upstream-tls-insecure);                  the summary says so"
+                    .to_owned(),
+            );
+        }
+    }
+    lines
+}
+
 /// Runs `icaptap proxy` until SIGINT, SIGTERM, SIGHUP or `--duration`.
 pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -576,8 +660,13 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
     let out = args.out.clone().unwrap_or_else(default_dir_name);
     let ops = args.ops.plan();
     let routes = args.forward.route_configs()?;
+    let mut forward = args.forward.into_config()?;
+    forward.tls = args
+        .tls
+        .setup(forward.listen.ip(), upstream_host(&forward.upstream_name))?;
+    let tls_lines = tls_console_lines(&forward.tls, &out);
     let plan = ProxyPlan {
-        forward: args.forward.into_config()?,
+        forward,
         observer: args.observe.config(),
         out: out.clone(),
         observer_queue: args.observer_queue,
@@ -602,6 +691,9 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
         );
         if let Some(hint) = &proxy.decode_as_hint {
             eprintln!("icaptap: {hint}");
+        }
+        for line in &tls_lines {
+            eprintln!("icaptap: {line}");
         }
         if let Some(addr) = proxy.metrics {
             eprintln!("icaptap: metrics on http://{addr}/metrics (also /healthz, /status)");

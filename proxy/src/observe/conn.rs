@@ -75,6 +75,8 @@ pub(super) struct Conn {
     /// Findings of the connection rather than of one exchange.
     pub findings: Vec<Finding>,
     pub connect_error: Option<String>,
+    /// What the TLS handshakes of its legs settled, when a leg speaks TLS.
+    pub tls: Option<crate::tap::TlsFacts>,
     /// Exchanges already written by the verdict timeout.
     pub timed_out: HashSet<u64>,
     /// Clock findings per open exchange (written with its record).
@@ -105,6 +107,7 @@ impl Conn {
             exchanges: 0,
             findings: Vec::new(),
             connect_error: None,
+            tls: None,
             timed_out: HashSet::new(),
             pending: HashMap::new(),
             answered_at: None,

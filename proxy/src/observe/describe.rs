@@ -151,6 +151,8 @@ pub fn exchange_record(
         },
         frames,
         decode_complete: !x.incomplete,
+        // The connection's, put on by the observer.
+        tls: None,
     }
 }
 
@@ -181,6 +183,7 @@ pub(super) fn connection_record(conn: &Conn, now: Micros) -> ConnectionRecord {
         undelivered_client_to_server: conn.undelivered[Direction::Request.index()],
         undelivered_server_to_client: conn.undelivered[Direction::Response.index()],
         anomalies: conn.findings.iter().map(anomaly_record).collect(),
+        tls: conn.tls.clone(),
     }
 }
 

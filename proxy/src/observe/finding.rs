@@ -52,6 +52,21 @@ rule_codes! {
     /// icaptap's connection to the sensor came back to icaptap itself
     /// (a forwarding loop); icaptap closed it without forwarding.
     ForwardingLoop => "forwarding-loop", Server, Error;
+    /// The ICAP client's TLS handshake with icaptap failed (it does not
+    /// trust icaptap's certificate, no common version or cipher, ...).
+    TlsClientHandshakeFailed => "tls-client-handshake-failed", Client, Error;
+    /// The ICAP client sent plain ICAP to icaptap's TLS port.
+    TlsPlainOnTlsPort => "tls-plain-on-tls-port", Client, Error;
+    /// icaptap's TLS handshake with the sensor failed for a reason other
+    /// than its certificate (an alert, no common version, the sensor
+    /// closed, a plain sensor port).
+    TlsSensorHandshakeFailed => "tls-sensor-handshake-failed", Server, Error;
+    /// The sensor's TLS certificate has expired or is not valid yet.
+    TlsCertificateExpired => "tls-certificate-expired", Server, Error;
+    /// The sensor's TLS certificate chains to no trusted CA.
+    TlsCertificateUntrusted => "tls-certificate-untrusted", Server, Error;
+    /// The sensor's TLS certificate is not valid for the name asked for.
+    TlsCertificateNameMismatch => "tls-certificate-name-mismatch", Server, Error;
     /// The sensor closed (FIN) the connection while a request waited for
     /// its verdict.
     ServerClosedBeforeResponse => "server-closed-before-response", Server, Error;

@@ -25,7 +25,7 @@ use super::rules::{
     awaits_verdict, capture_ended, client_closed_during_response, client_gone_before_connect,
     client_waited_for_eof, exchange_rules, forwarding_loop, icaptap_fd_limit,
     max_connections_exceeded, missing_cause, observer_dropped, sensor_unreachable, stuck,
-    verdict_late, verdict_timeout, ClientStream, StreamOffsets,
+    tls_failed, verdict_late, verdict_timeout, ClientStream, StreamOffsets,
 };
 use super::services::{service_path, ServiceBook, ServiceKey};
 use super::shedding::Shedding;
@@ -133,12 +133,14 @@ impl Observer {
         };
         match tap.event {
             TapEvent::Open => {}
+            TapEvent::Tls(facts) => conn.tls = Some(*facts),
             TapEvent::ConnectFailed { error, cause } => {
                 conn.findings.push(match cause {
                     ConnectFailure::LocalLimit => icaptap_fd_limit(&error),
                     ConnectFailure::ClientGone => client_gone_before_connect(&error),
                     ConnectFailure::Loop => forwarding_loop(&error),
                     ConnectFailure::Sensor => sensor_unreachable(conn.meta.server, &error),
+                    ConnectFailure::Tls(side, failure) => tls_failed(side, failure, &error),
                 });
                 conn.connect_error = Some(error);
             }
@@ -342,7 +344,8 @@ impl Observer {
             findings.extend(cause);
         }
         conn.exchanges += 1;
-        let record = exchange_record(&conn.meta, x, verdict, threat, &findings);
+        let mut record = exchange_record(&conn.meta, x, verdict, threat, &findings);
+        record.tls = conn.tls.clone();
         if let Some(annotate) = self.annotations.as_mut() {
             for annotation in annotations_for(&conn.meta, x, verdict, &findings) {
                 annotate(annotation);

@@ -14,7 +14,9 @@ use super::rules::EICAR_MARKER;
 use super::{Observer, ObserverConfig, ObserverMode, RuleCode};
 use crate::output::records::ExchangeRecord;
 use crate::output::writer::{MemorySink, SharedMemorySink};
-use crate::tap::{CloseKind, ConnMeta, ConnectFailure, Direction, Micros, Tap, TapEvent};
+use crate::tap::{
+    CloseKind, ConnMeta, ConnectFailure, Direction, Micros, Tap, TapEvent, TlsFailure, TlsSide,
+};
 
 /// Records, shared between the observer's sink and the test.
 type Shared = SharedMemorySink;
@@ -110,6 +112,14 @@ fn client_left_first() -> Step {
 /// The sensor leg led back into icaptap.
 fn looped(error: &'static str) -> Step {
     step(Act::ConnectFailed(error, ConnectFailure::Loop))
+}
+
+/// A TLS leg did not come up.
+fn tls_failed(side: TlsSide, failure: TlsFailure) -> Step {
+    step(Act::ConnectFailed(
+        "TLS handshake failed",
+        ConnectFailure::Tls(side, failure),
+    ))
 }
 
 pub(super) fn wait_ms(ms: u64) -> Step {
@@ -394,6 +404,19 @@ rule_table! {
         => Connection "client-gone-before-connect", "none";
     forwarding_loop: Live [looped("forwarding loop: came back to icaptap")]
         => Connection "forwarding-loop", "none";
+    tls_client_handshake_failed: Live [tls_failed(TlsSide::Client, TlsFailure::Handshake)]
+        => Connection "tls-client-handshake-failed", "none";
+    tls_plain_on_tls_port: Live [tls_failed(TlsSide::Client, TlsFailure::PlainOnTlsPort)]
+        => Connection "tls-plain-on-tls-port", "none";
+    tls_sensor_handshake_failed: Live [tls_failed(TlsSide::Sensor, TlsFailure::Handshake)]
+        => Connection "tls-sensor-handshake-failed", "none";
+    tls_certificate_expired: Live [tls_failed(TlsSide::Sensor, TlsFailure::CertificateExpired)]
+        => Connection "tls-certificate-expired", "none";
+    tls_certificate_untrusted: Live [tls_failed(TlsSide::Sensor, TlsFailure::CertificateUntrusted)]
+        => Connection "tls-certificate-untrusted", "none";
+    tls_certificate_name_mismatch: Live [
+        tls_failed(TlsSide::Sensor, TlsFailure::CertificateNameMismatch),
+    ] => Connection "tls-certificate-name-mismatch", "none";
     server_closed_before_response: Live [req(get()), sensor_ends(Fin)]
         => Exchange "server-closed-before-response", "missing";
     server_reset_before_response: Live [req(get()), sensor_ends(Reset)]

@@ -522,6 +522,7 @@ mod tests {
             timings: Default::default(),
             frames: None,
             decode_complete: true,
+            tls: None,
         }
     }
 }

@@ -126,6 +126,7 @@ mod tests {
                     offset: None,
                 })
                 .collect(),
+            tls: None,
         }
     }
 

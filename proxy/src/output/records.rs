@@ -4,6 +4,8 @@
 
 use serde::{Deserialize, Serialize};
 
+pub use crate::tap::TlsFacts;
+
 /// One anomaly in a record.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AnomalyRecord {
@@ -178,6 +180,10 @@ pub struct ExchangeRecord {
     /// False when bytes of this exchange were not seen (observer drop or
     /// capture gap).
     pub decode_complete: bool,
+    /// ICAP over TLS: the TLS of the connection's legs (absent on plain
+    /// connections).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsFacts>,
 }
 
 /// How each side of a connection ended.
@@ -243,4 +249,8 @@ pub struct ConnectionRecord {
     pub undelivered_server_to_client: u64,
     /// Anomalies that belong to the connection rather than an exchange.
     pub anomalies: Vec<AnomalyRecord>,
+    /// ICAP over TLS: what each leg's handshake settled (absent on plain
+    /// connections).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<TlsFacts>,
 }

@@ -75,6 +75,22 @@ pub struct CaptureStopped {
     pub reserve_bytes: Option<u64>,
 }
 
+/// ICAP over TLS in a proxy run: which legs spoke TLS, and whether the
+/// sensor's certificate was verified (absent in plain runs).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SummaryTls {
+    /// icaptap terminated TLS from the ICAP clients (`--tls`).
+    pub client_leg: bool,
+    /// icaptap spoke TLS to the sensor (`--upstream-tls`).
+    pub sensor_leg: bool,
+    /// The sensor's certificate was verified; false with
+    /// `--upstream-tls-insecure` (and when the sensor leg is plain).
+    pub sensor_certificate_verified: bool,
+    /// SHA-256 fingerprint of the certificate icaptap generated for the
+    /// client leg, when it made one (`icaptap-tls-cert.pem`).
+    pub generated_certificate_sha256: Option<String>,
+}
+
 /// Whether the run's records and capture hold everything icaptap
 /// forwarded (or the capture held): written near the top of summary.json,
 /// and shown first by the console table and the report.
@@ -265,6 +281,9 @@ pub struct Summary {
     /// existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capture_stopped: Option<CaptureStopped>,
+    /// ICAP over TLS (absent in plain runs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls: Option<SummaryTls>,
     /// Times the output directory was found removed and recreated (0 when
     /// it stayed; absent in older summaries).
     #[serde(default)]
@@ -339,6 +358,11 @@ impl SummaryBuilder {
             .map(|(k, h)| (k.clone(), percentiles(h)))
             .collect();
         s
+    }
+
+    /// Notes the run's TLS legs.
+    pub fn tls(&mut self, tls: SummaryTls) {
+        self.summary.tls = Some(tls);
     }
 
     /// Notes that the capture stopped to keep the records' disk space.

@@ -90,6 +90,8 @@ pub enum ConnectFailure {
     /// The sensor leg led back into icaptap (a forwarding loop): closed by
     /// icaptap, not refused by a sensor.
     Loop,
+    /// A TLS leg did not come up (see [`super::tls`]).
+    Tls(super::tls::TlsSide, super::tls::TlsFailure),
 }
 
 /// What happened.
@@ -97,6 +99,9 @@ pub enum ConnectFailure {
 pub enum TapEvent {
     /// The client connected and the sensor leg is up.
     Open,
+    /// Sent right after `Open` when a leg speaks TLS: what each
+    /// handshake settled.
+    Tls(Box<super::tls::TlsFacts>),
     /// The client connected but the sensor could not be reached; the
     /// client connection is closed.
     ConnectFailed {

@@ -8,13 +8,15 @@
 //! - [`batches`]: the lossless, batched inbox of offline analysis;
 //! - [`priority`]: how much nicer than forwarding each side-path thread is;
 //! - [`side_path`]: the one engine that runs a side path on its own thread
-//!   from either inbox.
+//!   from either inbox;
+//! - [`tls`]: the facts of a connection's TLS legs and why one failed.
 
 pub mod batches;
 pub mod event;
 pub mod priority;
 pub mod queue;
 pub mod side_path;
+pub mod tls;
 
 pub use batches::{BatchReceiver, TapBatches};
 pub use event::{
@@ -25,3 +27,4 @@ pub use queue::{
     Backlog, Busy, DropCounters, TapQueue, TapReceiver, TapSinks, BUSY_POLL, DEFAULT_QUEUE_BYTES,
 };
 pub use side_path::{Inbox, NotStarted, SidePath, SidePathThread};
+pub use tls::{TlsFacts, TlsFailure, TlsLeg, TlsSide};

@@ -172,7 +172,21 @@ impl Squid {
     /// [`Squid::start`] with `extra` lines appended to its configuration
     /// (what a particular ICAP service asks of Squid).
     pub fn start_with(dir: &Path, icap: &SquidIcap, extra: &str) -> Squid {
+        Squid::launch(dir, icap, None, extra)
+    }
+
+    /// [`Squid::start`] with ICAP over TLS: `icaps://` services whose
+    /// certificate must chain to `cafile` (Squid 5.7 with GnuTLS).
+    pub fn start_icaps(dir: &Path, icap: &SquidIcap, cafile: &Path) -> Squid {
+        Squid::launch(dir, icap, Some(cafile), "")
+    }
+
+    fn launch(dir: &Path, icap: &SquidIcap, tls_cafile: Option<&Path>, extra: &str) -> Squid {
         std::fs::create_dir_all(dir).unwrap();
+        let (scheme, tls) = match tls_cafile {
+            Some(ca) => ("icaps", format!(" tls-cafile={}", ca.display())),
+            None => ("icap", String::new()),
+        };
         let port = free_port();
         let d = dir.display();
         let bypass = u8::from(icap.bypass);
@@ -196,8 +210,8 @@ impl Squid {
              icap_persistent_connections on\n\
              icap_send_client_ip on\n\
              icap_service_failure_limit -1\n\
-             icap_service svc_req reqmod_precache icap://{ia}{req} bypass={bypass}\n\
-             icap_service svc_resp respmod_precache icap://{ia}{resp} bypass={bypass}\n\
+             icap_service svc_req reqmod_precache {scheme}://{ia}{req} bypass={bypass}{tls}\n\
+             icap_service svc_resp respmod_precache {scheme}://{ia}{resp} bypass={bypass}{tls}\n\
              adaptation_access svc_req allow all\n\
              adaptation_access svc_resp allow all\n",
             preview = icap.preview_size,

@@ -13,7 +13,7 @@ use super::clock::{continue_not_followed, followed_continue, request_mid_body, r
 use crate::observe::config::ObserverMode;
 use crate::observe::finding::{Finding, RuleCode};
 use crate::observe::rules::clock::StreamOffsets;
-use crate::tap::{CloseKind, Micros};
+use crate::tap::{CloseKind, Micros, TlsFailure, TlsSide};
 use icap_codec::event::MessageEnd;
 
 /// The first stream of a connection to end: whose, how and when.
@@ -79,6 +79,19 @@ pub fn client_gone_before_connect(error: &str) -> Finding {
 /// the connection before forwarding a byte.
 pub fn forwarding_loop(error: &str) -> Finding {
     Finding::rule(RuleCode::ForwardingLoop, error.to_owned())
+}
+
+/// A TLS leg did not come up (`error` says how); no ICAP was forwarded.
+pub fn tls_failed(side: TlsSide, failure: TlsFailure, error: &str) -> Finding {
+    let code = match (side, failure) {
+        (_, TlsFailure::PlainOnTlsPort) => RuleCode::TlsPlainOnTlsPort,
+        (_, TlsFailure::CertificateExpired) => RuleCode::TlsCertificateExpired,
+        (_, TlsFailure::CertificateUntrusted) => RuleCode::TlsCertificateUntrusted,
+        (_, TlsFailure::CertificateNameMismatch) => RuleCode::TlsCertificateNameMismatch,
+        (TlsSide::Client, TlsFailure::Handshake) => RuleCode::TlsClientHandshakeFailed,
+        (TlsSide::Sensor, TlsFailure::Handshake) => RuleCode::TlsSensorHandshakeFailed,
+    };
+    Finding::rule(code, error.to_owned())
 }
 
 /// A connection opened to `server` made `open` connections, more than the

@@ -19,6 +19,6 @@ pub use clock::{awaits_verdict, stuck, verdict_late, verdict_timeout, StreamOffs
 pub use connection::{
     capture_ended, client_closed_during_response, client_gone_before_connect,
     client_waited_for_eof, forwarding_loop, icaptap_fd_limit, max_connections_exceeded,
-    missing_cause, observer_dropped, sensor_unreachable, ClientStream, FirstClose,
+    missing_cause, observer_dropped, sensor_unreachable, tls_failed, ClientStream, FirstClose,
 };
 pub use exchange::{decode_identity, exchange_rules, EICAR_MARKER};
