@@ -505,6 +505,7 @@ mod tests {
             verdict: "clean".into(),
             threat: None,
             block_reason: None,
+            squid_outcome: None,
             anomalies: Vec::new(),
             latency_us: None,
             istag: None,
