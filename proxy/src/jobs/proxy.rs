@@ -29,6 +29,7 @@ use crate::ops::stop::StopWatch;
 use crate::ops::{flight, OpsArgs, OpsPlan};
 use crate::output::console::{status_line, summary_table};
 use crate::output::directory::{default_dir_name, watch_directory};
+use crate::output::ecs::LogSchema;
 use crate::output::run::{RunOutput, SharedSummary};
 use crate::output::summary::{CaptureStopped, Drops, Forwarded, Summary};
 use crate::output::writer::{RecordSink, SinkFanout};
@@ -65,6 +66,11 @@ pub struct ProxyArgs {
     /// never written over (default: ./icaptap-YYYYMMDD-HHMMSS).
     #[arg(long, env = "ICAPTAP_OUT", value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Record shapes to write: `icaptap` (the native records) or `ecs`
+    /// (the native records, and the same as Elastic Common Schema events
+    /// in exchanges.ecs.jsonl and connections.ecs.jsonl).
+    #[arg(long, env = "ICAPTAP_LOG_SCHEMA", value_enum, default_value_t = LogSchema::Icaptap)]
+    pub log_schema: LogSchema,
     /// Taps the observer may fall behind by before it loses some (it never
     /// slows forwarding); at least 64.
     #[arg(long, env = "ICAPTAP_OBSERVER_QUEUE", default_value_t = DEFAULT_OBSERVER_QUEUE, value_name = "TAPS",
@@ -186,6 +192,8 @@ pub struct ProxyPlan {
     pub observer: ObserverConfig,
     /// Output directory.
     pub out: PathBuf,
+    /// The record shapes written (`--log-schema`).
+    pub log_schema: LogSchema,
     /// Observer queue capacity.
     pub observer_queue: usize,
     /// Recording, unless `None` (`--no-pcap`).
@@ -213,6 +221,7 @@ impl ProxyPlan {
             forward,
             observer: ObserverConfig::default(),
             out,
+            log_schema: LogSchema::Icaptap,
             observer_queue: DEFAULT_OBSERVER_QUEUE,
             record: Some(RecordOptions::default()),
             recorder_queue: DEFAULT_RECORDER_QUEUE,
@@ -251,7 +260,7 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
         None => None,
     };
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let mut output = RunOutput::create(&plan.out)?;
+    let mut output = RunOutput::create_with(&plan.out, plan.log_schema)?;
 
     let shutdown = CancellationToken::new();
     let stop_reason = Arc::new(Mutex::new(None));
@@ -566,6 +575,7 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
         forward: args.forward.into_config()?,
         observer: args.observe.config(),
         out: out.clone(),
+        log_schema: args.log_schema,
         observer_queue: args.observer_queue,
         record: args.record.options(),
         recorder_queue: args.recorder_queue,
