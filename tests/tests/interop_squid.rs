@@ -214,4 +214,41 @@ async fn squid_through_icaptap_to_c_icap() {
         "{small_record}"
     );
     assert_eq!(summary.drops.observer_taps, 0);
+
+    // Transaction by transaction, `squid_outcome` and the ICAP status are
+    // what Squid logged (`%icap::rm` and `%icap::to/%03icap::Hs` of the
+    // icap_squid format), as counts per method.
+    let mut ours: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for r in &records {
+        let outcome = r["squid_outcome"]
+            .as_str()
+            .unwrap_or_else(|| panic!("an answered exchange without squid_outcome: {r}"));
+        let status = r["icap_status"].as_u64().unwrap();
+        let method = r["method"].as_str().unwrap().to_string();
+        *ours
+            .entry((method, format!("{outcome}/{status:03}")))
+            .or_default() += 1;
+    }
+    let mut theirs: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for line in &icap_log {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let outcome = words.iter().find(|w| w.starts_with("ICAP_"));
+        let method = words
+            .iter()
+            .find(|w| ["REQMOD", "RESPMOD", "OPTIONS"].contains(w));
+        let (Some(outcome), Some(method)) = (outcome, method) else {
+            panic!("an icap_log line without outcome or method: {line}");
+        };
+        *theirs
+            .entry((method.to_string(), outcome.to_string()))
+            .or_default() += 1;
+    }
+    eprintln!("squid outcomes: ours {ours:?}; icap_log {theirs:?}");
+    assert_eq!(
+        ours,
+        theirs,
+        "squid_outcome differs from Squid's icap_log:\n{}",
+        icap_log.join("\n")
+    );
+    assert!(ours.keys().any(|(_, o)| o == "ICAP_ECHO/204"), "{ours:?}");
 }
