@@ -57,9 +57,19 @@ pub fn squid_outcome(
 mod tests {
     use super::*;
 
+    /// Verdict, method, final status, whether an HTTP response came back,
+    /// and the outcome Squid logs.
+    type Case = (
+        Verdict,
+        &'static str,
+        Option<u16>,
+        bool,
+        Option<&'static str>,
+    );
+
     #[test]
     fn outcomes_follow_the_final_status_and_the_adapted_message() {
-        let cases: &[(Verdict, &str, Option<u16>, bool, Option<&str>)] = &[
+        let cases: &[Case] = &[
             (
                 Verdict::Options,
                 "OPTIONS",
