@@ -24,7 +24,7 @@ use crate::forward::{
 };
 use crate::observe::{self, LiveObserver, ObserveArgs, Observer, ObserverConfig, ObserverMode};
 use crate::ops::endpoint::{self, MetricsError};
-use crate::ops::metrics::{IncidentCounters, LiveSources, RecordMetrics};
+use crate::ops::metrics::{IncidentCounters, ListenerCounters, LiveSources, RecordMetrics};
 use crate::ops::stop::StopWatch;
 use crate::ops::{flight, OpsArgs, OpsPlan};
 use crate::output::console::{status_line, summary_table};
@@ -343,8 +343,18 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
     let metrics_over = CancellationToken::new();
     let metrics = metrics_listener.map(|socket| {
         let sources = Arc::new(LiveSources {
-            forward: std::iter::once(counters.clone())
-                .chain(routes.iter().map(|(l, _)| l.counters()))
+            forward: std::iter::once((&listener, &forward_config))
+                .chain(routes.iter().map(|(l, c)| (l, c)))
+                .map(|(l, c)| ListenerCounters {
+                    listener: l.local_addr().to_string(),
+                    // Transparent mode forwards each connection to where
+                    // it was going: no one sensor to name.
+                    upstream: match c.transparent {
+                        Some(_) => "original-destination".to_string(),
+                        None => c.upstream_name.clone(),
+                    },
+                    counters: l.counters(),
+                })
                 .collect(),
             observer_drops: observer_queue.drops().clone(),
             recorder_drops: recorder.as_ref().map(|(q, _)| q.drops().clone()),
