@@ -59,6 +59,16 @@ fn lines(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// Whether `ts` is RFC 3339 UTC with exactly six fractional digits.
+fn six_digits(ts: &str) -> bool {
+    let Some((_, fraction)) = ts.rsplit_once('.') else {
+        return false;
+    };
+    fraction.len() == 7
+        && fraction.ends_with('Z')
+        && fraction[..6].bytes().all(|b| b.is_ascii_digit())
+}
+
 fn icaptap(args: &[&str]) {
     let out = Command::new(faults_support::icaptap_binary())
         .args(args)
@@ -87,8 +97,45 @@ async fn an_ecs_run_writes_native_records_and_their_ecs_events() {
     for (method, service, url) in MIX {
         request(proxy.listen, *method, service, url).await;
     }
-    proxy.stop().await.unwrap();
+    let summary = proxy.stop().await.unwrap();
     sensor.shutdown().await;
+
+    // Every time a run writes has six fractional digits.
+    let mut times: Vec<String> = [summary.started.clone(), summary.ended.clone()]
+        .into_iter()
+        .flatten()
+        .collect();
+    for file in [
+        "exchanges.jsonl",
+        "connections.jsonl",
+        "exchanges.ecs.jsonl",
+        "connections.ecs.jsonl",
+    ] {
+        for r in lines(&out.join(file)) {
+            for key in ["ts", "ts_close", "@timestamp"] {
+                times.extend(r.get(key).and_then(Value::as_str).map(String::from));
+            }
+            for key in ["start", "end"] {
+                times.extend(
+                    r["event"]
+                        .get(key)
+                        .and_then(Value::as_str)
+                        .map(String::from),
+                );
+            }
+        }
+    }
+    let on_disk: Value =
+        serde_json::from_slice(&std::fs::read(out.join("summary.json")).unwrap()).unwrap();
+    times.extend(
+        ["started", "ended"]
+            .iter()
+            .filter_map(|k| on_disk[*k].as_str().map(String::from)),
+    );
+    assert!(times.len() > 4 * MIX.len(), "{times:?}");
+    for ts in &times {
+        assert!(six_digits(ts), "{ts} has not six fractional digits");
+    }
 
     // The native files are those of any run; the ECS files hold exactly
     // their mapping, record for record, in the same order.
