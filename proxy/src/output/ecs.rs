@@ -75,13 +75,16 @@ fn outcome(verdict: &str) -> &'static str {
     }
 }
 
-/// `event.type` of a verdict.
+/// `event.type` of a verdict, from the types ECS expects of the
+/// `network` category (`allowed`, `denied`, `protocol`...); a failed
+/// exchange says so in `event.outcome`, as ECS asks.
 fn event_types(verdict: &str) -> Vec<&'static str> {
     let mut types = vec!["protocol"];
     match verdict {
         "clean" | "modified" => types.push("allowed"),
-        "blocked" | "infected" => types.push("denied"),
-        "error" | "missing" | "malformed" => types.push("error"),
+        "blocked" => types.push("denied"),
+        // `info` is the type ECS expects of the `malware` category.
+        "infected" => types.extend(["denied", "info"]),
         _ => {}
     }
     types
@@ -295,10 +298,6 @@ pub fn exchange_event(r: &ExchangeRecord) -> Value {
 /// One connection record as an ECS event.
 pub fn connection_event(r: &ConnectionRecord) -> Value {
     let failed = r.connect_error.is_some();
-    let mut types = vec!["connection", "end"];
-    if failed {
-        types.push("error");
-    }
     let with_bytes = |text: &str, bytes: u64| {
         let mut e = endpoint(text);
         if let Some(o) = e.as_object_mut() {
@@ -315,7 +314,7 @@ pub fn connection_event(r: &ConnectionRecord) -> Value {
             "module": "icaptap",
             "dataset": "icaptap.connections",
             "category": ["network"],
-            "type": types,
+            "type": ["connection", "end"],
             "action": if failed { "connect-failed" } else { "connection-closed" },
             "outcome": if failed { "failure" } else { "success" },
             "start": r.ts,
@@ -364,7 +363,7 @@ mod tests {
             ("event.kind", json!("event")),
             ("event.dataset", json!("icaptap.exchanges")),
             ("event.category", json!(["network", "malware"])),
-            ("event.type", json!(["protocol", "denied"])),
+            ("event.type", json!(["protocol", "denied", "info"])),
             ("event.action", json!("infected")),
             ("event.outcome", json!("success")),
             ("event.start", json!("2026-11-28T11:25:49.884082Z")),
@@ -447,7 +446,7 @@ mod tests {
         let e = connection_event(&record);
         let want: &[(&str, Value)] = &[
             ("event.dataset", json!("icaptap.connections")),
-            ("event.type", json!(["connection", "end", "error"])),
+            ("event.type", json!(["connection", "end"])),
             ("event.outcome", json!("failure")),
             ("event.duration", json!(9_463_000)),
             ("event.end", json!("2026-11-28T11:25:49.881628Z")),
@@ -473,9 +472,10 @@ mod tests {
             ("modified", "success", Some("allowed")),
             ("blocked", "success", Some("denied")),
             ("options", "success", None),
-            ("error", "failure", Some("error")),
-            ("missing", "failure", Some("error")),
-            ("malformed", "failure", Some("error")),
+            ("infected", "success", Some("denied")),
+            ("error", "failure", None),
+            ("missing", "failure", None),
+            ("malformed", "failure", None),
             ("unobserved", "unknown", None),
         ] {
             assert_eq!(outcome(verdict), outcome_, "{verdict}");
