@@ -175,6 +175,18 @@ async fn a_real_scrape_passes_promtool_and_feeds_the_dashboard() {
         }
     }
     assert_eq!(e.sum("icaptap_connections_total", &[]), 6.0);
+    // /status names each listener and its sensor the same way.
+    let status: serde_json::Value = serde_json::from_str(&http_get(metrics, "/status").1).unwrap();
+    let listeners = status["listeners"].as_array().unwrap();
+    assert_eq!(listeners.len(), 2, "{status}");
+    for (l, (listen, sensor)) in listeners
+        .iter()
+        .zip([(main, &sensor_a), (second, &sensor_b)])
+    {
+        assert_eq!(l["listener"], listen.to_string(), "{l}");
+        assert_eq!(l["upstream"], sensor.addr().to_string(), "{l}");
+        assert_eq!(l["connections_total"], 3, "{l}");
+    }
 
     // The process figures are this process's (the proxy runs in the test).
     let value = |name: &str| {
