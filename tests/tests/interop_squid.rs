@@ -214,4 +214,138 @@ async fn squid_through_icaptap_to_c_icap() {
         "{small_record}"
     );
     assert_eq!(summary.drops.observer_taps, 0);
+
+    // Transaction by transaction, `squid_outcome` and the ICAP status are
+    // what Squid logged (`%icap::rm` and `%icap::to/%03icap::Hs` of the
+    // icap_squid format), as counts per method.
+    let mut ours: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for r in &records {
+        let outcome = r["squid_outcome"]
+            .as_str()
+            .unwrap_or_else(|| panic!("an answered exchange without squid_outcome: {r}"));
+        let status = r["icap_status"].as_u64().unwrap();
+        let method = r["method"].as_str().unwrap().to_string();
+        *ours
+            .entry((method, format!("{outcome}/{status:03}")))
+            .or_default() += 1;
+    }
+    let theirs = icap_log_outcomes(&icap_log);
+    eprintln!("squid outcomes: ours {ours:?}; icap_log {theirs:?}");
+    assert_eq!(
+        ours,
+        theirs,
+        "squid_outcome differs from Squid's icap_log:\n{}",
+        icap_log.join("\n")
+    );
+    assert!(ours.keys().any(|(_, o)| o == "ICAP_ECHO/204"), "{ours:?}");
+}
+
+/// Counts of (method, `OUTCOME/STATUS`) in Squid's icap_log lines
+/// (`%icap::rm` and `%icap::to/%03icap::Hs` of the icap_squid format).
+fn icap_log_outcomes(icap_log: &[String]) -> BTreeMap<(String, String), usize> {
+    let mut counts = BTreeMap::new();
+    for line in icap_log {
+        let words: Vec<&str> = line.split_whitespace().collect();
+        let outcome = words.iter().find(|w| w.starts_with("ICAP_"));
+        let method = words
+            .iter()
+            .find(|w| ["REQMOD", "RESPMOD", "OPTIONS"].contains(w));
+        let (Some(outcome), Some(method)) = (outcome, method) else {
+            panic!("an icap_log line without outcome or method: {line}");
+        };
+        *counts
+            .entry((method.to_string(), outcome.to_string()))
+            .or_default() += 1;
+    }
+    counts
+}
+
+/// Squid -> icaptap -> the example sensor, which blocks REQMODs with a
+/// page (request satisfaction), answers ICAP 500 and names malware:
+/// `squid_outcome` is what Squid logs for each, `ICAP_SAT` and
+/// `ICAP_ERR_OTHER` included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn squid_outcome_agrees_with_squid_on_blocks_and_errors() {
+    assert!(
+        have("squid") && have("curl"),
+        "squid and curl are installed by .ci/run"
+    );
+    let scenario = icaptap::toolkit::scenario::Scenario::from_toml(
+        include_str!("../../docs/toolkit-scenario.toml"),
+        "docs/toolkit-scenario.toml",
+    )
+    .unwrap();
+    let sensor = icaptap::toolkit::Sensor::bind("127.0.0.1:0".parse().unwrap(), scenario)
+        .await
+        .unwrap()
+        .spawn();
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("icaptap");
+    let mut forward = ForwardConfig::new("127.0.0.1:0".parse().unwrap(), sensor.addr());
+    forward.drain = Duration::from_secs(3);
+    let proxy = start(ProxyPlan::new(forward, out.clone())).await.unwrap();
+
+    let paths = [
+        "/clean/a.html",
+        "/block/page.html",
+        "/error/500",
+        "/infected/x-virus-id",
+        "/policy/page.html",
+    ];
+    let objects: Vec<(String, Vec<u8>)> = paths
+        .iter()
+        .map(|p| (p.to_string(), pseudo_random(2000, p.len() as u32)))
+        .collect();
+    let origin = Origin::start(objects.clone());
+    let icap = SquidIcap {
+        reqmod_service: "/av/reqmod".to_string(),
+        respmod_service: "/av/respmod".to_string(),
+        ..SquidIcap::echo(proxy.listen)
+    };
+    let squid = Squid::start_from_async(tmp.path().join("squid"), icap).await;
+    let squid_addr = squid.addr;
+    let urls: Vec<String> = paths.iter().map(|p| origin.url(p)).collect();
+    tokio::task::spawn_blocking(move || {
+        for url in urls {
+            // Blocks and errors are what this test is about: any status.
+            curl_via(squid_addr, &url);
+        }
+    })
+    .await
+    .unwrap();
+    let icap_log = squid.icap_log();
+    drop(squid);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    proxy.stop().await.unwrap();
+    sensor.shutdown().await;
+
+    let records: Vec<serde_json::Value> = std::fs::read_to_string(out.join("exchanges.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let mut ours: BTreeMap<(String, String), usize> = BTreeMap::new();
+    for r in &records {
+        let outcome = r["squid_outcome"]
+            .as_str()
+            .unwrap_or_else(|| panic!("an answered exchange without squid_outcome: {r}"));
+        let status = r["icap_status"].as_u64().unwrap();
+        *ours
+            .entry((
+                r["method"].as_str().unwrap().to_string(),
+                format!("{outcome}/{status:03}"),
+            ))
+            .or_default() += 1;
+    }
+    let theirs = icap_log_outcomes(&icap_log);
+    eprintln!("squid outcomes: ours {ours:?}; icap_log {theirs:?}");
+    assert_eq!(
+        ours,
+        theirs,
+        "squid_outcome differs from Squid's icap_log:\n{}",
+        icap_log.join("\n")
+    );
+    for must in ["ICAP_SAT/200", "ICAP_ERR_OTHER/500", "ICAP_ECHO/204"] {
+        assert!(ours.keys().any(|(_, o)| o == must), "no {must} in {ours:?}");
+    }
 }

@@ -44,6 +44,7 @@ pub mod synthetic;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 
+use crate::output::ecs::LogSchema;
 use crate::tap::Tap;
 
 pub use flows::{FlowLimits, FlowStats};
@@ -101,14 +102,21 @@ pub struct AnalyzeArgs {
     /// not a terminal).
     #[arg(long)]
     pub no_progress: bool,
+    /// Record shapes to write: `icaptap` (the native records) or `ecs`
+    /// (the native records, and the same as Elastic Common Schema events
+    /// in exchanges.ecs.jsonl and connections.ecs.jsonl).
+    #[arg(long, env = "ICAPTAP_LOG_SCHEMA", value_enum, default_value_t = LogSchema::Icaptap)]
+    pub log_schema: LogSchema,
 }
 
 impl AnalyzeArgs {
     /// The reading options these arguments ask for.
     pub fn options(&self) -> AnalyzeOptions {
-        AnalyzeOptions::with_ports(&self.ports)
+        let mut options = AnalyzeOptions::with_ports(&self.ports)
             .progress(!self.no_progress)
-            .discover(!self.only_given_ports)
+            .discover(!self.only_given_ports);
+        options.log_schema = self.log_schema;
+        options
     }
 }
 
@@ -127,6 +135,8 @@ pub struct AnalyzeOptions {
     /// for analysis (the client leg's bytes again, each exchange would
     /// count twice), on for what must see every byte (redaction).
     pub both_icaptap_legs: bool,
+    /// The record shapes written (`--log-schema`).
+    pub log_schema: LogSchema,
 }
 
 impl Default for AnalyzeOptions {
@@ -146,6 +156,7 @@ impl AnalyzeOptions {
             progress: false,
             discover: true,
             both_icaptap_legs: false,
+            log_schema: LogSchema::Icaptap,
         }
     }
 

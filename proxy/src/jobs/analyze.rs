@@ -62,7 +62,7 @@ pub fn analyze_into(
     config: ObserverConfig,
     out: &Path,
 ) -> Result<SideResult, OfflineError> {
-    let mut output = RunOutput::create(out)?;
+    let mut output = RunOutput::create_with(out, opts.log_schema)?;
     let fingerprints = FingerprintSink::default();
     let sink = Tee(output.take_sink(), fingerprints.clone());
     let observer = Observer::new(ObserverMode::Capture, config, Box::new(sink));

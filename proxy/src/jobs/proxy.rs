@@ -24,11 +24,12 @@ use crate::forward::{
 };
 use crate::observe::{self, LiveObserver, ObserveArgs, Observer, ObserverConfig, ObserverMode};
 use crate::ops::endpoint::{self, MetricsError};
-use crate::ops::metrics::{IncidentCounters, LiveSources, RecordMetrics};
+use crate::ops::metrics::{IncidentCounters, ListenerCounters, LiveSources, RecordMetrics};
 use crate::ops::stop::StopWatch;
 use crate::ops::{flight, OpsArgs, OpsPlan};
 use crate::output::console::{status_line, summary_table};
 use crate::output::directory::{default_dir_name, watch_directory};
+use crate::output::ecs::LogSchema;
 use crate::output::run::{RunOutput, SharedSummary};
 use crate::output::summary::{CaptureStopped, Drops, Forwarded, Summary, SummaryTls};
 use crate::output::writer::{RecordSink, SinkFanout};
@@ -68,6 +69,11 @@ pub struct ProxyArgs {
     /// never written over (default: ./icaptap-YYYYMMDD-HHMMSS).
     #[arg(long, env = "ICAPTAP_OUT", value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// Record shapes to write: `icaptap` (the native records) or `ecs`
+    /// (the native records, and the same as Elastic Common Schema events
+    /// in exchanges.ecs.jsonl and connections.ecs.jsonl).
+    #[arg(long, env = "ICAPTAP_LOG_SCHEMA", value_enum, default_value_t = LogSchema::Icaptap)]
+    pub log_schema: LogSchema,
     /// Taps the observer may fall behind by before it loses some (it never
     /// slows forwarding); at least 64.
     #[arg(long, env = "ICAPTAP_OBSERVER_QUEUE", default_value_t = DEFAULT_OBSERVER_QUEUE, value_name = "TAPS",
@@ -203,6 +209,8 @@ pub struct ProxyPlan {
     pub observer: ObserverConfig,
     /// Output directory.
     pub out: PathBuf,
+    /// The record shapes written (`--log-schema`).
+    pub log_schema: LogSchema,
     /// Observer queue capacity.
     pub observer_queue: usize,
     /// Recording, unless `None` (`--no-pcap`).
@@ -230,6 +238,7 @@ impl ProxyPlan {
             forward,
             observer: ObserverConfig::default(),
             out,
+            log_schema: LogSchema::Icaptap,
             observer_queue: DEFAULT_OBSERVER_QUEUE,
             record: Some(RecordOptions::default()),
             recorder_queue: DEFAULT_RECORDER_QUEUE,
@@ -268,7 +277,7 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
         None => None,
     };
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let mut output = RunOutput::create(&plan.out)?;
+    let mut output = RunOutput::create_with(&plan.out, plan.log_schema)?;
     let tls = &forward_config.tls;
     if tls.any() {
         let generated = tls.listen.as_ref().and_then(|l| l.generated.as_ref());
@@ -387,8 +396,18 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
     let metrics_over = CancellationToken::new();
     let metrics = metrics_listener.map(|socket| {
         let sources = Arc::new(LiveSources {
-            forward: std::iter::once(counters.clone())
-                .chain(routes.iter().map(|(l, _)| l.counters()))
+            forward: std::iter::once((&listener, &forward_config))
+                .chain(routes.iter().map(|(l, c)| (l, c)))
+                .map(|(l, c)| ListenerCounters {
+                    listener: l.local_addr().to_string(),
+                    // Transparent mode forwards each connection to where
+                    // it was going: no one sensor to name.
+                    upstream: match c.transparent {
+                        Some(_) => "original-destination".to_string(),
+                        None => c.upstream_name.clone(),
+                    },
+                    counters: l.counters(),
+                })
                 .collect(),
             observer_drops: observer_queue.drops().clone(),
             recorder_drops: recorder.as_ref().map(|(q, _)| q.drops().clone()),
@@ -669,6 +688,7 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
         forward,
         observer: args.observe.config(),
         out: out.clone(),
+        log_schema: args.log_schema,
         observer_queue: args.observer_queue,
         record: args.record.options(),
         recorder_queue: args.recorder_queue,

@@ -121,6 +121,13 @@ pub fn exchange_record(
             Verdict::Blocked | Verdict::Infected => resp.and_then(|r| block_reason(&r.headers)),
             _ => None,
         },
+        squid_outcome: super::squid_outcome::squid_outcome(
+            verdict,
+            req.map(|r| r.method.as_str()),
+            resp.map(|r| r.status),
+            returned.is_some(),
+        )
+        .map(str::to_owned),
         threat,
         anomalies: findings.iter().map(anomaly_record).collect(),
         latency_us,

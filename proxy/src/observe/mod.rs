@@ -10,7 +10,8 @@
 //! - [`verdict`]: what a response means; [`services`]: what each service
 //!   advertised;
 //! - [`describe`]: records; [`annotations`]: packet comments;
-//! - [`shedding`]: what the live observer gives up first when behind.
+//! - [`shedding`]: what the live observer gives up first when behind;
+//! - [`squid_outcome`]: the outcome code Squid's icap_log gives an exchange.
 
 pub mod annotations;
 pub mod codes;
@@ -28,6 +29,7 @@ mod rule_table;
 pub mod rules;
 pub mod services;
 pub mod shedding;
+pub mod squid_outcome;
 pub mod verdict;
 
 use std::time::Duration;

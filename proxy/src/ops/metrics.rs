@@ -13,13 +13,14 @@
 //! forwarding path.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Instant;
 
 use tokio_util::sync::CancellationToken;
 
+use super::exposition::{float, Exposition};
+use super::process::ProcessStats;
 use crate::capture::RecordCounters;
 use crate::forward::ForwardCounters;
 use crate::output::records::{ConnectionRecord, ExchangeRecord};
@@ -143,11 +144,23 @@ impl RecordSink for RecordMetrics {
     }
 }
 
+/// One listener's forwarding counters and the labels its metrics carry.
+#[derive(Clone, Debug)]
+pub struct ListenerCounters {
+    /// The address it accepts clients on (`listener` label).
+    pub listener: String,
+    /// The sensor it forwards to, as the user named it (`upstream` label).
+    pub upstream: String,
+    /// Its counters.
+    pub counters: Arc<ForwardCounters>,
+}
+
 /// Everything a scrape reads: shared handles, no copies.
 #[derive(Clone, Debug)]
 pub struct LiveSources {
-    /// Forwarding counters (connections, bytes each way).
-    pub forward: Vec<Arc<ForwardCounters>>,
+    /// Forwarding counters (connections, bytes each way), one per listener:
+    /// the main one, then each `--route`.
+    pub forward: Vec<ListenerCounters>,
     /// Taps the observer's queue dropped.
     pub observer_drops: Arc<DropCounters>,
     /// Taps the recorder's queue dropped, when recording.
@@ -179,66 +192,9 @@ pub struct IncidentCounters {
     pub failed: AtomicU64,
 }
 
-/// Writes Prometheus families in order, each with one HELP and TYPE line.
-struct Exposition(String);
-
-impl Exposition {
-    fn family(&mut self, name: &str, kind: &str, help: &str) {
-        let _ = writeln!(self.0, "# HELP {name} {help}");
-        let _ = writeln!(self.0, "# TYPE {name} {kind}");
-    }
-
-    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
-        self.0.push_str(name);
-        if !labels.is_empty() {
-            self.0.push('{');
-            for (i, (k, v)) in labels.iter().enumerate() {
-                if i > 0 {
-                    self.0.push(',');
-                }
-                let _ = write!(self.0, "{k}=\"{}\"", escape_label(v));
-            }
-            self.0.push('}');
-        }
-        let _ = writeln!(self.0, " {value}");
-    }
-
-    fn single(&mut self, name: &str, kind: &str, help: &str, value: u64) {
-        self.family(name, kind, help);
-        self.sample(name, &[], value);
-    }
-}
-
-/// Escapes a label value as the text format requires.
-fn escape_label(v: &str) -> String {
-    let mut out = String::with_capacity(v.len());
-    for c in v.chars() {
-        match c {
-            '\\' => out.push_str("\\\\"),
-            '"' => out.push_str("\\\""),
-            '\n' => out.push_str("\\n"),
-            c => out.push(c),
-        }
-    }
-    out
-}
-
-/// A Prometheus float: integers without a fraction, `+Inf` for the top
-/// bucket.
-fn float(x: f64) -> String {
-    if x.is_infinite() {
-        "+Inf".to_string()
-    } else {
-        format!("{x}")
-    }
-}
-
 /// The `/metrics` body.
 pub fn render_metrics(src: &LiveSources) -> String {
     let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-    let sum_forward = |f: fn(&ForwardCounters) -> &AtomicU64| -> u64 {
-        src.forward.iter().map(|c| get(f(c))).sum()
-    };
     let mut out = Exposition(String::with_capacity(8 * 1024));
     out.family(
         "icaptap_build_info",
@@ -261,45 +217,77 @@ pub fn render_metrics(src: &LiveSources) -> String {
         float(src.started.elapsed().as_secs_f64()),
     );
 
-    out.single(
-        "icaptap_connections_open",
-        "gauge",
-        "ICAP client connections being forwarded now.",
-        sum_forward(|c| &c.connections_open),
-    );
-    out.single(
-        "icaptap_connections_total",
-        "counter",
-        "ICAP client connections accepted.",
-        sum_forward(|c| &c.connections_total),
-    );
-    out.single(
-        "icaptap_connect_failures_total",
-        "counter",
-        "Connections whose sensor leg could not be opened.",
-        sum_forward(|c| &c.connect_failures),
-    );
-    out.single(
-        "icaptap_connection_resets_total",
-        "counter",
-        "Connections that ended in a reset from either side.",
-        sum_forward(|c| &c.resets),
-    );
+    // Forwarding, per listener: a `--route` is its own series.
+    type Field = fn(&ForwardCounters) -> &AtomicU64;
+    let per_listener: [(&str, &str, &str, Field); 6] = [
+        (
+            "icaptap_connections_open",
+            "gauge",
+            "ICAP client connections being forwarded now, by listener.",
+            |c| &c.connections_open,
+        ),
+        (
+            "icaptap_connections_total",
+            "counter",
+            "ICAP client connections accepted, by listener.",
+            |c| &c.connections_total,
+        ),
+        (
+            "icaptap_connect_failures_total",
+            "counter",
+            "Connections whose sensor leg could not be opened, by listener.",
+            |c| &c.connect_failures,
+        ),
+        (
+            "icaptap_connection_resets_total",
+            "counter",
+            "Connections that ended in a reset from either side, by listener.",
+            |c| &c.resets,
+        ),
+        (
+            "icaptap_fd_limit_hits_total",
+            "counter",
+            "Accepts or sensor connects that failed on the open-file limit (raise ulimit -n), by listener.",
+            |c| &c.fd_limit_hits,
+        ),
+        (
+            "icaptap_accept_errors_total",
+            "counter",
+            "Accepts that failed for another reason than the open-file limit, by listener.",
+            |c| &c.accept_errors,
+        ),
+    ];
+    for (name, kind, help, field) in per_listener {
+        out.family(name, kind, help);
+        for l in &src.forward {
+            out.sample(
+                name,
+                &[("listener", &l.listener), ("upstream", &l.upstream)],
+                get(field(&l.counters)),
+            );
+        }
+    }
     out.family(
         "icaptap_forwarded_bytes_total",
         "counter",
-        "Bytes forwarded, by direction.",
+        "Bytes forwarded, by listener and direction.",
     );
-    out.sample(
-        "icaptap_forwarded_bytes_total",
-        &[("direction", "client_to_sensor")],
-        sum_forward(|c| &c.bytes_client_to_sensor),
-    );
-    out.sample(
-        "icaptap_forwarded_bytes_total",
-        &[("direction", "sensor_to_client")],
-        sum_forward(|c| &c.bytes_sensor_to_client),
-    );
+    for l in &src.forward {
+        for (direction, field) in [
+            ("client_to_sensor", &l.counters.bytes_client_to_sensor),
+            ("sensor_to_client", &l.counters.bytes_sensor_to_client),
+        ] {
+            out.sample(
+                "icaptap_forwarded_bytes_total",
+                &[
+                    ("listener", &l.listener),
+                    ("upstream", &l.upstream),
+                    ("direction", direction),
+                ],
+                get(field),
+            );
+        }
+    }
 
     src.records.with(|t| {
         out.family(
@@ -432,12 +420,24 @@ pub fn render_metrics(src: &LiveSources) -> String {
         "Flight-recorder incidents that could not be written.",
         get(&src.incidents.failed),
     );
+    ProcessStats::read().render(&mut out);
     out.0
 }
 
 /// The `/status` body.
 pub fn render_status(src: &LiveSources) -> serde_json::Value {
-    let forward: Vec<_> = src.forward.iter().map(|c| c.snapshot()).collect();
+    let forward: Vec<_> = src
+        .forward
+        .iter()
+        .map(|l| {
+            let mut v = serde_json::to_value(l.counters.snapshot()).unwrap_or_default();
+            if let Some(o) = v.as_object_mut() {
+                o.insert("listener".into(), l.listener.clone().into());
+                o.insert("upstream".into(), l.upstream.clone().into());
+            }
+            v
+        })
+        .collect();
     serde_json::json!({
         "icaptap_version": env!("CARGO_PKG_VERSION"),
         "uptime_s": src.started.elapsed().as_secs_f64(),
@@ -471,11 +471,6 @@ mod tests {
     }
 
     #[test]
-    fn labels_are_escaped() {
-        assert_eq!(escape_label("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
-    }
-
-    #[test]
     fn label_sets_are_bounded() {
         let mut m = RecordMetrics::default();
         for i in 0..(MAX_LABEL_SETS + 10) {
@@ -505,6 +500,7 @@ mod tests {
             verdict: "clean".into(),
             threat: None,
             block_reason: None,
+            squid_outcome: None,
             anomalies: Vec::new(),
             latency_us: None,
             istag: None,

@@ -3,7 +3,8 @@
 //!
 //! - [`metrics`] and [`endpoint`]: the HTTP endpoint (`/metrics` in Prometheus text format,
 //!   `/healthz`, `/status` JSON), fed by the live counters of the side paths
-//!   and by [`metrics::RecordMetrics`], a record sink;
+//!   and by [`metrics::RecordMetrics`], a record sink; [`process`]: the
+//!   standard `process_*` figures; `exposition`: the text format;
 //! - [`stop`]: `--max-exchanges` and `--stop-on CODE`, so a temporary
 //!   deployment ends by itself (`--duration` lives in [`crate::jobs::proxy`]);
 //! - [`flight`]: the flight recorder, `--ring SIZE` and `--trigger CODE`;
@@ -12,8 +13,10 @@
 //! [`crate::forward`].
 
 pub mod endpoint;
+mod exposition;
 pub mod flight;
 pub mod metrics;
+pub mod process;
 pub mod stop;
 
 use std::net::SocketAddr;

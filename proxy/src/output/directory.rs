@@ -33,13 +33,15 @@ pub fn default_dir_name() -> PathBuf {
 }
 
 /// Whether `name` is something icaptap writes into a run directory: the
-/// record files, the summary (and the space reserved for it), the reports,
+/// record files (native and ECS), the summary (and the space reserved for it), the reports,
 /// captures (`capture.pcap[ng]`, `capture-NNNN.pcap[ng]`), the flight
 /// recorder's `incidents/`, and the `--peer` results of `analyze`.
 pub fn is_run_entry(name: &str) -> bool {
     const NAMES: &[&str] = &[
         "exchanges.jsonl",
         "connections.jsonl",
+        super::ecs::EXCHANGES_ECS_FILE,
+        super::ecs::CONNECTIONS_ECS_FILE,
         "summary.json",
         ".icaptap-summary-reserve",
         ".icaptap-write-test",

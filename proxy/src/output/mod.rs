@@ -1,10 +1,12 @@
 //! What a run leaves on disk for people and tools: one JSON record per
 //! exchange and per connection (JSON Lines), and the run's summary. The
 //! schema is documented in docs/log-schema.md; every record carries
-//! `schema` = [`SCHEMA_VERSION`].
+//! `schema` = [`SCHEMA_VERSION`]. [`ecs`] writes the same records as
+//! Elastic Common Schema events beside them (`--log-schema ecs`).
 
 pub mod console;
 pub mod directory;
+pub mod ecs;
 pub mod records;
 pub mod run;
 pub mod summary;
@@ -13,15 +15,18 @@ pub mod writer;
 /// Version of the record schema; bumped on any incompatible change.
 pub const SCHEMA_VERSION: u32 = 1;
 
-/// Formats microseconds since the UNIX epoch as RFC 3339 with microseconds.
+/// Formats microseconds since the UNIX epoch as RFC 3339 in UTC with
+/// exactly six fractional digits (`2026-11-28T11:25:49.884000Z`): every
+/// record and summary time has the same width, so times sort as text and
+/// shippers that expect a fixed layout parse them all.
 pub fn rfc3339(micros: u64) -> String {
+    let format = time::macros::format_description!(
+        "[year]-[month]-[day]T[hour]:[minute]:[second].[subsecond digits:6]Z"
+    );
     let nanos = i128::from(micros) * 1000;
     time::OffsetDateTime::from_unix_timestamp_nanos(nanos)
         .ok()
-        .and_then(|t| {
-            t.format(&time::format_description::well_known::Rfc3339)
-                .ok()
-        })
+        .and_then(|t| t.format(&format).ok())
         .unwrap_or_else(|| micros.to_string())
 }
 
@@ -60,5 +65,23 @@ mod tests {
             parse_rfc3339("2026-11-28T09:00:00Z")
         );
         assert_eq!(parse_rfc3339("not a time"), None);
+    }
+
+    #[test]
+    fn rfc3339_always_has_six_fractional_digits() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000000Z");
+        assert_eq!(
+            rfc3339(1_795_865_149_884_000),
+            "2026-11-28T11:25:49.884000Z"
+        );
+        assert_eq!(
+            rfc3339(1_795_865_149_000_001),
+            "2026-11-28T11:25:49.000001Z"
+        );
+        for micros in [0u64, 10, 1_000_000, 1_795_865_149_884_082] {
+            let text = rfc3339(micros);
+            let fraction = text.split('.').nth(1).unwrap();
+            assert_eq!(fraction.len(), "884082Z".len(), "{text}");
+        }
     }
 }

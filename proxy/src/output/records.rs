@@ -136,6 +136,12 @@ pub struct ExchangeRecord {
     /// written before this field existed).
     #[serde(default)]
     pub block_reason: Option<String>,
+    /// The transaction outcome Squid's icap_log gives this exchange
+    /// (`%icap::to`: `ICAP_ECHO`, `ICAP_MOD`...), when icaptap can tell it
+    /// exactly; null otherwise (absent in records written before this
+    /// field existed).
+    #[serde(default)]
+    pub squid_outcome: Option<String>,
     /// Every anomaly of this exchange.
     pub anomalies: Vec<AnomalyRecord>,
     /// Request complete (or preview sent) to response head, microseconds.

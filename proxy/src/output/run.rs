@@ -11,6 +11,7 @@ use super::directory::{
     check_unused, create_new_private_file, create_private_file, is_run_entry, prepare_new,
     remove_created, Unusable,
 };
+use super::ecs::LogSchema;
 use super::records::{ConnectionRecord, ExchangeRecord};
 use super::summary::{Drops, Evidence, Forwarded, Summary, SummaryBuilder};
 use super::writer::{JsonlSink, RecordSink, Tee};
@@ -142,6 +143,12 @@ impl RunOutput {
     /// Creates `dir` (0700) and its record files (0600), after
     /// [`RunOutput::check`]. Fails without leaving anything it created.
     pub fn create(dir: &Path) -> Result<RunOutput, OutputError> {
+        RunOutput::create_with(dir, LogSchema::Icaptap)
+    }
+
+    /// [`create`](Self::create) with the record files `schema` asks for
+    /// (the ECS files beside the native ones).
+    pub fn create_with(dir: &Path, schema: LogSchema) -> Result<RunOutput, OutputError> {
         RunOutput::check(dir)?;
         let err = |source| OutputError::Create {
             dir: dir.to_path_buf(),
@@ -155,7 +162,7 @@ impl RunOutput {
             }
             err(source)
         };
-        let mut sink = JsonlSink::create(dir).map_err(undo)?;
+        let mut sink = JsonlSink::create_with(dir, schema).map_err(undo)?;
         let dir_epoch = Arc::new(AtomicU64::new(0));
         sink.follow_directory(dir_epoch.clone());
         // Real bytes, not a sparse file: a full tmpfs or disk must not be

@@ -1,6 +1,7 @@
 //! Where records go. The observer is handed a [`RecordSink`] and knows
 //! nothing of files; [`JsonlSink`] writes the two JSON Lines files of an
-//! output directory, [`MemorySink`] keeps records for tests and for the
+//! output directory (and, with `--log-schema ecs`, the two ECS files
+//! beside them), [`MemorySink`] keeps records for tests and for the
 //! report; [`Tee`] and [`SinkFanout`] hand each record to several sinks.
 
 use std::fs::File;
@@ -11,6 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::directory::{create_new_private_file, open_append_private_file};
+use super::ecs::{self, LogSchema};
 use super::records::{ConnectionRecord, ExchangeRecord};
 
 /// Receives every record the observer produces.
@@ -150,11 +152,14 @@ impl LineFile {
 }
 
 /// Writes `exchanges.jsonl` and `connections.jsonl`, staged in whole
-/// records.
+/// records; with [`LogSchema::Ecs`] also `exchanges.ecs.jsonl` and
+/// `connections.ecs.jsonl`, the same records as ECS events.
 #[derive(Debug)]
 pub struct JsonlSink {
     exchanges: LineFile,
     connections: LineFile,
+    /// The ECS files (exchanges, connections), when asked for.
+    ecs: Option<(LineFile, LineFile)>,
     /// Records that could not be written (disk full, directory removed),
     /// shared with whoever writes the summary.
     lost: Arc<AtomicU64>,
@@ -167,9 +172,22 @@ pub struct JsonlSink {
 impl JsonlSink {
     /// Creates both files in `dir` (mode 0600).
     pub fn create(dir: &Path) -> std::io::Result<JsonlSink> {
+        JsonlSink::create_with(dir, LogSchema::Icaptap)
+    }
+
+    /// Creates the files `schema` asks for in `dir` (mode 0600).
+    pub fn create_with(dir: &Path, schema: LogSchema) -> std::io::Result<JsonlSink> {
+        let ecs = match schema {
+            LogSchema::Icaptap => None,
+            LogSchema::Ecs => Some((
+                LineFile::create(dir.join(ecs::EXCHANGES_ECS_FILE))?,
+                LineFile::create(dir.join(ecs::CONNECTIONS_ECS_FILE))?,
+            )),
+        };
         Ok(JsonlSink {
             exchanges: LineFile::create(dir.join("exchanges.jsonl"))?,
             connections: LineFile::create(dir.join("connections.jsonl"))?,
+            ecs,
             lost: Arc::default(),
             dir_epoch: Arc::default(),
             seen_epoch: 0,
@@ -192,7 +210,11 @@ impl JsonlSink {
             return;
         }
         self.seen_epoch = now;
-        for file in [&mut self.exchanges, &mut self.connections] {
+        let ecs = self.ecs.iter_mut().flat_map(|(x, c)| [x, c]);
+        for file in [&mut self.exchanges, &mut self.connections]
+            .into_iter()
+            .chain(ecs)
+        {
             match file.reopen() {
                 Ok(()) => tracing::info!(
                     "records: {} opened again in the recreated output directory",
@@ -223,17 +245,28 @@ impl RecordSink for JsonlSink {
         self.follow();
         let lost = self.exchanges.push(record);
         self.count(lost);
+        if let Some((exchanges, _)) = &mut self.ecs {
+            let lost = exchanges.push(&ecs::exchange_event(record));
+            self.count(lost);
+        }
     }
 
     fn connection(&mut self, record: &ConnectionRecord) {
         self.follow();
         let lost = self.connections.push(record);
         self.count(lost);
+        if let Some((_, connections)) = &mut self.ecs {
+            let lost = connections.push(&ecs::connection_event(record));
+            self.count(lost);
+        }
     }
 
     fn flush(&mut self) {
         self.follow();
-        let lost = self.exchanges.flush() + self.connections.flush();
+        let mut lost = self.exchanges.flush() + self.connections.flush();
+        if let Some((exchanges, connections)) = &mut self.ecs {
+            lost += exchanges.flush() + connections.flush();
+        }
         self.count(lost);
     }
 }

@@ -253,12 +253,24 @@ pub fn parse_prometheus(text: &str) -> Result<Exposition, String> {
     Ok(e)
 }
 
-/// icaptap's naming rules on top of the format: the `icaptap_` prefix,
+/// The standard process families every Prometheus client exposes, which
+/// keep their own names.
+pub const PROCESS_FAMILIES: [&str; 6] = [
+    "process_cpu_seconds_total",
+    "process_resident_memory_bytes",
+    "process_virtual_memory_bytes",
+    "process_open_fds",
+    "process_max_fds",
+    "process_start_time_seconds",
+];
+
+/// icaptap's naming rules on top of the format: the `icaptap_` prefix
+/// (but for the standard [`PROCESS_FAMILIES`]),
 /// `_total` counters, `_seconds` histograms, cumulative buckets ending in
 /// `+Inf` equal to `_count`.
 pub fn check_icaptap_naming(e: &Exposition) -> Result<(), String> {
     for (name, kind) in &e.types {
-        if !name.starts_with("icaptap_") {
+        if !name.starts_with("icaptap_") && !PROCESS_FAMILIES.contains(&name.as_str()) {
             return Err(format!("{name} lacks the icaptap_ prefix"));
         }
         if kind == "counter" && !name.ends_with("_total") {
