@@ -101,6 +101,11 @@ pub struct AnalyzeArgs {
     /// not a terminal).
     #[arg(long)]
     pub no_progress: bool,
+    /// Write only the exchanges this filter expression selects (and their
+    /// connections), e.g. `verdict=blocked or anomaly=any`; the summary
+    /// says which filter was applied (docs/evidence.md).
+    #[arg(long, value_name = "EXPR")]
+    pub filter: Option<crate::filter::Filter>,
 }
 
 impl AnalyzeArgs {

@@ -12,7 +12,7 @@ use super::catalogue::Catalogue;
 use super::escape::{html as esc, html_prose as prose};
 use super::exchange_table::{anchor, Tier, JQ_ALL, JQ_PROBLEMS};
 use super::facts::{
-    evidence_warning, is_problem_verdict, unobserved_headline, AnomalyExample, Facts,
+    evidence_warning, filter_note, is_problem_verdict, unobserved_headline, AnomalyExample, Facts,
     SEVERITY_ORDER, VERDICT_ORDER,
 };
 use super::readable;
@@ -179,6 +179,13 @@ fn headline(page: &mut String, facts: &Facts) {
             page,
             "<div class=\"verdict-line bad\">{}</div>",
             esc(&warning)
+        );
+    }
+    if let Some(note) = filter_note(&facts.summary) {
+        let _ = write!(
+            page,
+            "<div class=\"verdict-line warn\">{}</div>",
+            esc(&note)
         );
     }
     let _ = write!(

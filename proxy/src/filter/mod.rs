@@ -115,4 +115,4 @@ impl std::str::FromStr for Filter {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

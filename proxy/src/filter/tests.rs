@@ -7,7 +7,8 @@ use crate::output::writer::{RecordSink, SharedMemorySink};
 /// 2026-12-03T17:00:00Z.
 const T0: u64 = 1_796_317_200_000_000;
 
-fn record(conn: u64, seq: u64) -> ExchangeRecord {
+/// A blocked RESPMOD exchange with one anomaly, for tests here and elsewhere.
+pub(crate) fn record(conn: u64, seq: u64) -> ExchangeRecord {
     ExchangeRecord {
         schema: 1,
         ts: crate::output::rfc3339(T0),
