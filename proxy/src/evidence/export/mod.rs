@@ -118,6 +118,9 @@ pub struct ExportOutcome {
     /// Selected connections without a connection record (run killed
     /// before they closed): only their client leg could be found.
     pub connections_without_record: Vec<u64>,
+    /// Selected connections none of whose packets is in the capture (a
+    /// ring that turned past them, a capture stopped for disk space).
+    pub connections_without_packets: Vec<u64>,
     /// Packets written.
     pub packets: u64,
     /// Packets read from the run's capture.
@@ -194,9 +197,16 @@ pub fn export(dir: &Path, filter: &Filter, capture: &Path) -> Result<ExportOutco
     let selection = packets::Selection::new(&connections, &exchanges, &recorded);
     outcome.capture_files = files.captures.len();
     let copied = packets::copy(&files.captures, &selection, capture)?;
-    outcome.packets = copied.written;
-    outcome.packets_read = copied.read;
-    if copied.written == 0 {
+    outcome.packets = copied.copied.written;
+    outcome.packets_read = copied.copied.read;
+    outcome.connections_without_packets = selected
+        .iter()
+        .filter(|c| !copied.found.contains(c))
+        .copied()
+        .collect::<BTreeSet<u64>>()
+        .into_iter()
+        .collect();
+    if outcome.packets == 0 {
         let _ = std::fs::remove_file(capture);
         return Err(ExportError::NoPackets {
             exchanges: exchanges.len(),
@@ -229,8 +239,13 @@ fn write_lines<T: serde::Serialize>(path: &Path, records: &[T]) -> Result<(), Ex
 /// the caller's exit status 1 (as `analyze` finding no ICAP).
 pub fn run(args: ExportArgs) -> Result<ExportOutcome, ExportError> {
     let outcome = export(&args.dir, &args.filter, &args.write)?;
+    // stdout or stderr may be a closed pipe: the files and the exit status
+    // still say it.
+    let mut out = std::io::stdout().lock();
+    let mut err = std::io::stderr().lock();
     if outcome.exchanges == 0 {
-        eprintln!(
+        let _ = writeln!(
+            err,
             "icaptap export: no exchange of the {} in {} matches `{}`; nothing was written",
             outcome.exchanges_in_run,
             args.dir.display(),
@@ -238,7 +253,8 @@ pub fn run(args: ExportArgs) -> Result<ExportOutcome, ExportError> {
         );
         return Ok(outcome);
     }
-    println!(
+    let _ = writeln!(
+        out,
         "icaptap export: {} of {} exchanges match `{}`: {} packets of their {} connections (of {} packets in {} capture file(s))",
         outcome.exchanges,
         outcome.exchanges_in_run,
@@ -249,17 +265,21 @@ pub fn run(args: ExportArgs) -> Result<ExportOutcome, ExportError> {
         outcome.capture_files
     );
     for path in &outcome.files {
-        println!("  wrote {}", path.display());
+        let _ = writeln!(out, "  wrote {}", path.display());
     }
+    let ids = |v: &[u64]| v.iter().map(u64::to_string).collect::<Vec<_>>().join(", ");
     if !outcome.connections_without_record.is_empty() {
-        let ids: Vec<String> = outcome
-            .connections_without_record
-            .iter()
-            .map(u64::to_string)
-            .collect();
-        eprintln!(
-            "icaptap export: warning: connection(s) {} have no connection record (the run ended before they closed): only their client leg was found",
-            ids.join(", ")
+        let _ = writeln!(
+            err,
+            "icaptap export: warning: connection(s) {} have no connection record (the run ended before they closed): only their client leg was looked for",
+            ids(&outcome.connections_without_record)
+        );
+    }
+    if !outcome.connections_without_packets.is_empty() {
+        let _ = writeln!(
+            err,
+            "icaptap export: warning: connection(s) {} have no packet in the capture (a ring that turned past them, or a capture stopped for disk space): only their records were exported",
+            ids(&outcome.connections_without_packets)
         );
     }
     Ok(outcome)

@@ -46,6 +46,7 @@ const OBSOLETE_PACKET: u32 = 2;
 struct Life {
     from: u64,
     to: u64,
+    conn: u64,
 }
 
 /// The address pairs and lives of the selected connections.
@@ -55,7 +56,7 @@ pub struct Selection {
     legs: HashMap<(SocketAddr, SocketAddr), Vec<Life>>,
     /// Clients of selected connections that have no connection record:
     /// their client leg is found by the client's address alone.
-    clients_only: HashSet<SocketAddr>,
+    clients_only: HashMap<SocketAddr, u64>,
 }
 
 fn pair(a: SocketAddr, b: SocketAddr) -> (SocketAddr, SocketAddr) {
@@ -102,6 +103,7 @@ impl Selection {
                     .saturating_sub(CONNECTION_SLACK_US),
                 to: time_of(c.ts_close_us, &c.ts_close)
                     .map_or(u64::MAX, |t| t.saturating_add(CONNECTION_SLACK_US)),
+                conn: c.conn,
             };
             s.legs.entry(pair(client, listen)).or_default().push(life);
             s.legs.entry(pair(local, server)).or_default().push(life);
@@ -109,33 +111,35 @@ impl Selection {
         for x in exchanges {
             if !recorded.contains(&x.conn) {
                 if let Ok(client) = x.client.parse() {
-                    s.clients_only.insert(client);
+                    s.clients_only.insert(client, x.conn);
                 }
             }
         }
         s
     }
 
-    /// Whether a packet between `src` and `dst` at `at` is selected.
-    pub fn holds(&self, src: SocketAddr, dst: SocketAddr, at: u64) -> bool {
-        if self.clients_only.contains(&src) || self.clients_only.contains(&dst) {
-            return true;
+    /// The selected connection a packet between `src` and `dst` at `at`
+    /// belongs to, if any.
+    pub fn holds(&self, src: SocketAddr, dst: SocketAddr, at: u64) -> Option<u64> {
+        if let Some(conn) = self
+            .clients_only
+            .get(&src)
+            .or_else(|| self.clients_only.get(&dst))
+        {
+            return Some(*conn);
         }
         self.legs
-            .get(&pair(src, dst))
-            .is_some_and(|lives| lives.iter().any(|l| l.from <= at && at <= l.to))
+            .get(&pair(src, dst))?
+            .iter()
+            .find(|l| l.from <= at && at <= l.to)
+            .map(|l| l.conn)
     }
 
-    fn packet(&self, record: &StoredRecord<'_>) -> bool {
-        let Some(p) = &record.packet else {
-            return false;
-        };
-        let Some(frame) = record.bytes.get(p.data.clone()) else {
-            return false;
-        };
-        link::ip_packet(p.linktype, frame)
-            .and_then(|ip| tcp_segment(ip).ok())
-            .is_some_and(|seg| self.holds(seg.src, seg.dst, p.at))
+    fn packet(&self, record: &StoredRecord<'_>) -> Option<u64> {
+        let p = record.packet.as_ref()?;
+        let frame = record.bytes.get(p.data.clone())?;
+        let seg = tcp_segment(link::ip_packet(p.linktype, frame)?).ok()?;
+        self.holds(seg.src, seg.dst, p.at)
     }
 }
 
@@ -146,6 +150,15 @@ pub struct Copied {
     pub read: u64,
     /// Packets written.
     pub written: u64,
+}
+
+/// What copying did, and which connections had packets.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CopyOutcome {
+    /// Packet counts.
+    pub copied: Copied,
+    /// The selected connections of which a packet was found.
+    pub found: HashSet<u64>,
 }
 
 /// Format of the output, fixed by the first capture file.
@@ -176,6 +189,7 @@ struct FileCopy<'a, W: Write> {
     /// Whether this section's header blocks are written.
     started: bool,
     copied: Copied,
+    found: &'a mut HashSet<u64>,
     /// The first failure: the other format, or a write error.
     failed: Option<Failure>,
 }
@@ -224,7 +238,8 @@ impl<W: Write> FileCopy<'_, W> {
             StoredKind::PcapRecord
             | StoredKind::PcapngBlock(blocks::ENHANCED_PACKET | SIMPLE_PACKET | OBSOLETE_PACKET) => {
                 self.copied.read += 1;
-                if self.selection.packet(&record) {
+                if let Some(conn) = self.selection.packet(&record) {
+                    self.found.insert(conn);
                     if !self.started {
                         let pending = std::mem::take(&mut self.pending);
                         self.write(&pending);
@@ -253,7 +268,7 @@ pub fn copy(
     captures: &[PathBuf],
     selection: &Selection,
     dst: &Path,
-) -> Result<Copied, ExportError> {
+) -> Result<CopyOutcome, ExportError> {
     let write_err = |source| ExportError::Write {
         path: dst.to_path_buf(),
         source,
@@ -263,6 +278,7 @@ pub fn copy(
     let mut format = None;
     let mut pcap_header_written = false;
     let mut total = Copied::default();
+    let mut found = HashSet::new();
     for path in captures {
         let capture_err = |detail: String| ExportError::Capture {
             path: path.clone(),
@@ -277,6 +293,7 @@ pub fn copy(
             pending: Vec::new(),
             started: false,
             copied: Copied::default(),
+            found: &mut found,
             failed: None,
         };
         let stats = file
@@ -300,7 +317,10 @@ pub fn copy(
         total.written += copy.copied.written;
     }
     out.flush().map_err(write_err)?;
-    Ok(total)
+    Ok(CopyOutcome {
+        copied: total,
+        found,
+    })
 }
 
 #[cfg(test)]
@@ -346,13 +366,14 @@ mod tests {
         );
         let (client, listen) = (addr("10.0.0.1:40000"), addr("10.0.0.2:1344"));
         let (local, server) = (addr("10.0.0.2:50000"), addr("10.0.0.9:1344"));
-        assert!(s.holds(client, listen, t));
-        assert!(s.holds(listen, client, t + 1));
-        assert!(s.holds(local, server, t + 5_000_000));
-        assert!(s.holds(server, local, t - CONNECTION_SLACK_US));
-        assert!(!s.holds(client, listen, t + 5_000_000 + CONNECTION_SLACK_US + 1));
-        assert!(!s.holds(addr("10.0.0.1:40001"), listen, t));
-        assert!(!s.holds(client, server, t));
+        assert_eq!(s.holds(client, listen, t), Some(1));
+        assert_eq!(s.holds(listen, client, t + 1), Some(1));
+        assert_eq!(s.holds(local, server, t + 5_000_000), Some(1));
+        assert_eq!(s.holds(server, local, t - CONNECTION_SLACK_US), Some(1));
+        let late = t + 5_000_000 + CONNECTION_SLACK_US + 1;
+        assert_eq!(s.holds(client, listen, late), None);
+        assert_eq!(s.holds(addr("10.0.0.1:40001"), listen, t), None);
+        assert_eq!(s.holds(client, server, t), None);
     }
 
     #[test]
@@ -360,7 +381,13 @@ mod tests {
         let mut x = crate::filter::tests::record(4, 0);
         x.client = "10.0.0.7:41000".into();
         let s = Selection::new(&[], &[x], &HashSet::new());
-        assert!(s.holds(addr("10.0.0.7:41000"), addr("10.0.0.2:1344"), 5));
-        assert!(!s.holds(addr("10.0.0.8:41000"), addr("10.0.0.2:1344"), 5));
+        assert_eq!(
+            s.holds(addr("10.0.0.7:41000"), addr("10.0.0.2:1344"), 5),
+            Some(4)
+        );
+        assert_eq!(
+            s.holds(addr("10.0.0.8:41000"), addr("10.0.0.2:1344"), 5),
+            None
+        );
     }
 }
