@@ -218,43 +218,6 @@ pub fn evidence_warning(s: &Summary) -> Option<String> {
     })
 }
 
-/// "Filtered: ..." when the records were limited by `--filter`, for the
-/// top of the reports.
-pub fn filter_note(s: &Summary) -> Option<String> {
-    s.filter.as_deref().map(|f| {
-        format!(
-            "Filtered: only the exchanges matching `{f}` (and their connections) are counted and shown."
-        )
-    })
-}
-
-/// The summary of a filtered view: the counts of the records kept, the
-/// run's own facts from `run` when it wrote a summary.
-fn restricted(run: Option<Summary>, kept: Summary) -> Summary {
-    let Some(run) = run else {
-        return kept;
-    };
-    // A run recorded under a filter already: both apply.
-    let filter = match (run.filter, kept.filter.clone()) {
-        (Some(a), Some(b)) => Some(format!("({a}) and ({b})")),
-        (a, b) => b.or(a),
-    };
-    Summary {
-        filter,
-        icaptap_version: run.icaptap_version,
-        mode: run.mode,
-        evidence: run.evidence,
-        command: run.command,
-        started: run.started,
-        ended: run.ended,
-        forwarded: run.forwarded,
-        drops: run.drops,
-        capture_stopped: run.capture_stopped,
-        output_dir_recreated: run.output_dir_recreated,
-        ..kept
-    }
-}
-
 /// Whether a verdict means the exchange went wrong.
 pub fn is_problem_verdict(verdict: &str) -> bool {
     matches!(verdict, "missing" | "malformed" | "error")
@@ -348,7 +311,7 @@ impl Facts {
             None => summary_json.unwrap_or_else(|| rebuilt.snapshot()),
             Some(f) => {
                 rebuilt.filtered(f.text());
-                restricted(summary_json, rebuilt.snapshot())
+                super::filtered::restricted(summary_json, rebuilt.snapshot())
             }
         };
         Ok(facts)

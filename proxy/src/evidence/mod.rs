@@ -11,6 +11,7 @@
 //!   client and sensor products come from the records' summary, so a run
 //!   without a capture reports them too);
 //! - [`exchange_table`]: which request got which verdict, problems first;
+//! - [`filtered`]: the summary of a `--filter` view;
 //! - [`catalogue`]: docs/anomalies.md, compiled in;
 //! - [`report_html`], [`report_md`], [`svg`], [`timebins`]: the two
 //!   reports and their charts;
@@ -29,6 +30,7 @@ pub mod escape;
 pub mod exchange_table;
 pub mod export;
 pub mod facts;
+pub mod filtered;
 pub mod hostinfo;
 pub mod load;
 pub mod manifest;

@@ -12,9 +12,10 @@ use super::catalogue::Catalogue;
 use super::escape::{html as esc, html_prose as prose};
 use super::exchange_table::{anchor, Tier, JQ_ALL, JQ_PROBLEMS};
 use super::facts::{
-    evidence_warning, filter_note, is_problem_verdict, unobserved_headline, AnomalyExample, Facts,
+    evidence_warning, is_problem_verdict, unobserved_headline, AnomalyExample, Facts,
     SEVERITY_ORDER, VERDICT_ORDER,
 };
+use super::filtered::filter_note;
 use super::readable;
 use super::svg;
 use crate::output::records::ExchangeRecord;

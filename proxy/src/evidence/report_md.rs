@@ -7,9 +7,8 @@ use std::fmt::Write;
 
 use super::catalogue::Catalogue;
 use super::escape::{markdown as md, markdown_code as code};
-use super::facts::{
-    evidence_warning, filter_note, unobserved_headline, Facts, SEVERITY_ORDER, VERDICT_ORDER,
-};
+use super::facts::{evidence_warning, unobserved_headline, Facts, SEVERITY_ORDER, VERDICT_ORDER};
+use super::filtered::filter_note;
 use super::readable;
 
 /// Seconds listed in the "busiest seconds" table.
