@@ -337,3 +337,14 @@ fn the_sink_learns_the_run_start_when_it_appears() {
     sink.exchange(&late);
     assert_eq!(memory.lock().exchanges.len(), 1);
 }
+
+#[test]
+fn an_operator_inside_an_unquoted_value_asks_for_quotes() {
+    for (expr, column) in [("url=http://x/?a=b", 15), ("(url=http://x/?a=b)", 16)] {
+        let e = Filter::parse(expr).expect_err(expr);
+        assert_eq!(e.column, column, "{expr}: {e}");
+        assert!(e.what.contains("after a whole condition"), "{e}");
+        assert!(e.hint.contains("quote a value"), "{e}");
+    }
+    assert!(holds("url=\"http://example.com/setup.exe\"", &record(1, 0)));
+}
