@@ -5,7 +5,8 @@
 //! exactly the frames and packet comments of the selected connections'
 //! two legs as tshark counts them in the original files, both interfaces,
 //! and exactly the matching exchange records; `report --filter` and
-//! `analyze --filter` limit what they show to the same selection.
+//! `analyze --filter` limit what they show to the same selection. A ring
+//! (`--keep`) exports what its remaining files hold and names the rest.
 
 mod faults_support;
 
@@ -37,9 +38,9 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// `icaptap proxy` recording into `out` with 1 MiB capture files; returns
-/// once it listens.
-fn proxy(sensor: SocketAddr, out: &Path) -> (Child, SocketAddr) {
+/// `icaptap proxy` recording into `out` with 1 MiB capture files (and
+/// `extra` options); returns once it listens.
+fn proxy(sensor: SocketAddr, out: &Path, extra: &[&str]) -> (Child, SocketAddr) {
     use std::io::{BufRead, BufReader};
     let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
     let mut child = Command::new(icaptap_binary())
@@ -47,6 +48,7 @@ fn proxy(sensor: SocketAddr, out: &Path) -> (Child, SocketAddr) {
         .args(["--upstream", &sensor.to_string(), "--rotate-size", "1M"])
         .arg("--out")
         .arg(out)
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -201,7 +203,7 @@ async fn export_holds_exactly_the_selected_exchanges_packets_and_records() {
     let sensor_addr = sensor.addr();
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    let (child, listen) = proxy(sensor_addr, &run);
+    let (child, listen) = proxy(sensor_addr, &run, &[]);
     let service = format!("icap://{listen}/av/respmod");
     let traffic = tokio::task::spawn_blocking(move || {
         for (url, sample) in [
@@ -435,6 +437,96 @@ async fn export_holds_exactly_the_selected_exchanges_packets_and_records() {
     assert_eq!(summary["exchanges"], 2);
     let cs: Vec<ConnectionRecord> = read_jsonl(&analyzed.join("connections.jsonl"));
     assert_eq!(cs.len(), 2);
+}
+
+/// A ring (`--keep 2`) deletes the oldest files: the export holds what
+/// the remaining files have of the selection and names the connection
+/// whose packets are gone, whose record is exported all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ring_export_keeps_what_is_left_and_names_what_is_gone() {
+    assert!(have_tshark(), "tshark is installed by .ci/run");
+    let sensor = sensor().await;
+    let sensor_addr = sensor.addr();
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let (child, listen) = proxy(sensor_addr, &run, &["--keep", "2"]);
+    let service = format!("icap://{listen}/av/respmod");
+    tokio::task::spawn_blocking(move || {
+        client(
+            &service,
+            &[
+                "--url",
+                "http://t.test/block/early.html",
+                "--sample",
+                "clean",
+            ],
+        );
+        for i in 0..4 {
+            let url = format!("http://t.test/clean/big-{i}.bin");
+            client(&service, &["--url", &url, "--sample", "large"]);
+        }
+        client(
+            &service,
+            &[
+                "--url",
+                "http://t.test/block/late.html",
+                "--sample",
+                "clean",
+            ],
+        );
+    })
+    .await
+    .unwrap();
+    stop(child);
+    sensor.shutdown().await;
+
+    let originals = captures(&run);
+    assert_eq!(originals.len(), 2, "the ring keeps 2 files: {originals:?}");
+    let all: Vec<ExchangeRecord> = read_jsonl(&run.join("exchanges.jsonl"));
+    let conns: Vec<ConnectionRecord> = read_jsonl(&run.join("connections.jsonl"));
+    let blocked: Vec<&ExchangeRecord> = all.iter().filter(|x| x.verdict == "blocked").collect();
+    assert_eq!(blocked.len(), 2);
+    let conn_of = |part: &str| {
+        blocked
+            .iter()
+            .find(|x| x.http_url.as_deref().is_some_and(|u| u.contains(part)))
+            .unwrap()
+            .conn
+    };
+    let (early, late) = (conn_of("early"), conn_of("late"));
+    let record_of = |id: u64| conns.iter().find(|c| c.conn == id).unwrap();
+    let gone = legs_filter(&[record_of(early)]);
+    let left = legs_filter(&[record_of(late)]);
+    let count = |filter: &str| {
+        originals
+            .iter()
+            .map(|f| frames_and_comments(f, filter))
+            .fold((0, 0), |a, b| (a.0 + b.0, a.1 + b.1))
+    };
+    assert_eq!(count(&gone).0, 0, "the ring turned past the early exchange");
+    let want = count(&left);
+    assert!(want.0 > 0 && want.1 > 0);
+
+    let small = tmp.path().join("ring.pcapng");
+    let o = icaptap(&[
+        "export",
+        run.to_str().unwrap(),
+        "--filter",
+        "verdict=blocked",
+        "-w",
+        small.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        err.contains(&format!(
+            "connection(s) {early} have no packet in the capture"
+        )),
+        "{err}"
+    );
+    assert_eq!(frames_and_comments(&small, "frame"), want);
+    let got: Vec<ExchangeRecord> = read_jsonl(&tmp.path().join("ring.exchanges.jsonl"));
+    assert_eq!(got.iter().collect::<Vec<_>>(), blocked);
 }
 
 fn have_tshark() -> bool {
