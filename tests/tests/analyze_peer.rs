@@ -59,6 +59,7 @@ fn analyze(client: &Path, peer: &Path, ports: Vec<u16>, out: &Path) -> PeerFile 
         peer: Some(peer.to_path_buf()),
         no_progress: true,
         log_schema: Default::default(),
+        filter: None,
     })
     .unwrap();
     serde_json::from_slice(&std::fs::read(out.join("peer.json")).unwrap()).unwrap()

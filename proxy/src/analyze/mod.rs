@@ -107,6 +107,11 @@ pub struct AnalyzeArgs {
     /// in exchanges.ecs.jsonl and connections.ecs.jsonl).
     #[arg(long, env = "ICAPTAP_LOG_SCHEMA", value_enum, default_value_t = LogSchema::Icaptap)]
     pub log_schema: LogSchema,
+    /// Write only the exchanges this filter expression selects (and their
+    /// connections), e.g. `verdict=blocked or anomaly=any`; the summary
+    /// says which filter was applied (docs/evidence.md).
+    #[arg(long, value_name = "EXPR")]
+    pub filter: Option<crate::filter::Filter>,
 }
 
 impl AnalyzeArgs {

@@ -6,6 +6,8 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crate::analyze::peer::{
     correlate, restrict_to_overlap, ExchangeFingerprint, FingerprintSink, PeerReport,
@@ -13,12 +15,13 @@ use crate::analyze::peer::{
 use crate::analyze::peer_file::{PeerCapture, PeerFile, PEER_FILE};
 use crate::analyze::reader::CaptureFile;
 use crate::analyze::{read_captures, AnalyzeArgs, AnalyzeError, AnalyzeOptions, CaptureStats};
+use crate::filter::{Filter, FilterSink};
 use crate::observe::{Observer, ObserverConfig, ObserverMode};
 use crate::output::console::summary_table;
 use crate::output::directory::{create_private_file, default_dir_name};
 use crate::output::run::{OutputError, RunOutput};
 use crate::output::summary::{Drops, Summary};
-use crate::output::writer::Tee;
+use crate::output::writer::{RecordSink, Tee};
 use crate::tap::side_path::{self, Inbox, NotStarted, SidePath};
 use crate::tap::{Micros, Tap, TapBatches};
 
@@ -62,12 +65,48 @@ pub fn analyze_into(
     config: ObserverConfig,
     out: &Path,
 ) -> Result<SideResult, OfflineError> {
+    analyze_filtered_into(files, opts, config, out, None)
+}
+
+/// [`analyze_into`], writing only the exchanges `filter` selects and their
+/// connections (the fingerprints, for `--peer`, stay those of every
+/// exchange). Times relative to the run's start count from the first ICAP
+/// packet.
+pub fn analyze_filtered_into(
+    files: &[PathBuf],
+    opts: &AnalyzeOptions,
+    config: ObserverConfig,
+    out: &Path,
+    filter: Option<&Filter>,
+) -> Result<SideResult, OfflineError> {
     let mut output = RunOutput::create_with(out, opts.log_schema)?;
     let fingerprints = FingerprintSink::default();
-    let sink = Tee(output.take_sink(), fingerprints.clone());
+    let first_tap = Arc::new(AtomicU64::new(0));
+    let records: Box<dyn RecordSink> = match filter {
+        Some(f) => {
+            output
+                .summary()
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .filtered(f.text());
+            Box::new(
+                FilterSink::new(f.clone(), output.take_sink()).run_start_from(first_tap.clone()),
+            )
+        }
+        None => output.take_sink(),
+    };
+    let sink = Tee(records, fingerprints.clone());
     let observer = Observer::new(ObserverMode::Capture, config, Box::new(sink));
-    let (capture, last_tap) =
-        observe_on_own_thread(observer, |sink| read_captures(files, opts, sink));
+    let (capture, last_tap) = observe_on_own_thread(observer, |sink| {
+        read_captures(files, opts, &mut |tap: Tap| {
+            // Before the tap is handed on: the observer sees it after.
+            if first_tap.load(Ordering::Relaxed) == 0 {
+                first_tap.store(tap.at.max(1), Ordering::Release);
+            }
+            sink(tap)
+        })
+    });
     let capture = match capture {
         Ok(capture) => capture,
         Err(e) => {
@@ -155,7 +194,8 @@ pub fn run(args: AnalyzeArgs) -> Result<Summary, OfflineError> {
     let opts = args
         .options()
         .progress(!args.no_progress && std::io::stderr().is_terminal());
-    let main = analyze_into(&args.files, &opts, ObserverConfig::default(), &out)?;
+    let filter = args.filter.as_ref();
+    let main = analyze_filtered_into(&args.files, &opts, ObserverConfig::default(), &out, filter)?;
     for w in &main.capture.warnings {
         eprintln!("icaptap analyze: warning: {w}");
     }
@@ -168,12 +208,21 @@ pub fn run(args: AnalyzeArgs) -> Result<Summary, OfflineError> {
     for line in capture_notes(&main, &opts) {
         eprintln!("icaptap analyze: {line}");
     }
+    if let Some(f) = filter {
+        eprintln!(
+            "icaptap analyze: filter `{}`: {} exchanges written, of {} in the capture",
+            f.text(),
+            main.summary.exchanges,
+            main.fingerprints.len()
+        );
+    }
     if let Some(peer) = &args.peer {
-        let side = analyze_into(
+        let side = analyze_filtered_into(
             std::slice::from_ref(peer),
             &opts,
             ObserverConfig::default(),
             &out.join(PEER_DIR),
+            filter,
         )?;
         let mut report = correlate(&main.fingerprints, &side.fingerprints);
         restrict_to_overlap(
@@ -236,7 +285,8 @@ pub fn capture_notes(side: &SideResult, opts: &AnalyzeOptions) -> Vec<String> {
             list.join(", ")
         ));
     }
-    if side.summary.connections == 0 {
+    // Under a filter that kept nothing the capture still held ICAP.
+    if side.summary.connections == 0 && side.fingerprints.is_empty() {
         let given: Vec<String> = opts.ports.iter().map(u16::to_string).collect();
         let seen: Vec<String> = side
             .capture

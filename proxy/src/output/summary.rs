@@ -300,6 +300,10 @@ pub struct Summary {
     /// this field existed).
     #[serde(default)]
     pub products: Products,
+    /// The filter expression that limited the records to the exchanges it
+    /// selects (`--filter`; absent when every exchange was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
 }
 
 /// Builds a [`Summary`] from records as they are written.
@@ -363,6 +367,11 @@ impl SummaryBuilder {
     /// Notes the run's TLS legs.
     pub fn tls(&mut self, tls: SummaryTls) {
         self.summary.tls = Some(tls);
+    }
+
+    /// Notes that only the exchanges `filter` selects are recorded.
+    pub fn filtered(&mut self, filter: &str) {
+        self.summary.filter = Some(filter.to_string());
     }
 
     /// Notes that the capture stopped to keep the records' disk space.
