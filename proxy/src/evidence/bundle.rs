@@ -1,6 +1,7 @@
 //! `icaptap bundle DIR`: the support-ticket archive. A `.tar.gz` (mode
 //! 0600) holding one folder with the run's captures, logs and summary, the
-//! reports, `ticket.md` and `manifest.json`. Files are staged in a private
+//! reports, `ticket.md` and `manifest.json`. A rotated record log goes in
+//! as its files, under their own names. Files are staged in a private
 //! folder beside the archive only when they change (redaction, size cut);
 //! untouched captures are streamed straight from the run directory.
 
@@ -12,6 +13,7 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 
 use crate::output::directory::create_private_file;
+use crate::output::logset::Log;
 
 use super::facts::Facts;
 use super::hostinfo::HostInfo;
@@ -166,14 +168,10 @@ pub fn bundle(args: &BundleArgs) -> Result<BundleOutcome, EvidenceError> {
             }
         }
         let mut log_masks = 0;
-        for src in [
-            &files.summary,
-            &peer_file,
-            &files.exchanges,
-            &files.connections,
-        ]
-        .into_iter()
-        .flatten()
+        let texts = [&files.summary, &peer_file].into_iter().flatten();
+        for (src, is_log) in texts
+            .map(|p| (p, false))
+            .chain(files.logs().map(|p| (p, true)))
         {
             let dst = staging.0.join(file_name(src));
             log_masks += redact::redact_text_file(src, &dst, &secrets, pseudonyms.as_mut())?.masked;
@@ -181,10 +179,10 @@ pub fn bundle(args: &BundleArgs) -> Result<BundleOutcome, EvidenceError> {
                 name: file_name(src),
                 path: dst,
             };
-            if e.name == load::SUMMARY_FILE || e.name == PEER_FILE {
-                entries.push(e);
-            } else {
+            if is_log {
                 logs.push(e);
+            } else {
+                entries.push(e);
             }
         }
         redaction = Some(RedactionFacts {
@@ -210,7 +208,7 @@ pub fn bundle(args: &BundleArgs) -> Result<BundleOutcome, EvidenceError> {
                 path: s.clone(),
             });
         }
-        for l in [&files.exchanges, &files.connections].into_iter().flatten() {
+        for l in files.logs() {
             logs.push(Entry {
                 name: file_name(l),
                 path: l.clone(),
@@ -265,19 +263,24 @@ pub fn bundle(args: &BundleArgs) -> Result<BundleOutcome, EvidenceError> {
         room -= capture_bytes.min(room);
         let log_bytes: u64 = logs.iter().map(|e| size_of(&e.path)).sum();
         if log_bytes > room {
-            for log in &mut logs {
-                let size = size_of(&log.path);
-                let share = (room as u128 * size as u128 / log_bytes.max(1) as u128) as u64;
-                let dst = staging.0.join(format!("{}.tail", log.name));
-                let cut = keep_tail(&log.path, &dst, share)?;
-                truncated.push(Truncated {
-                    name: log.name.clone(),
-                    original_bytes: size,
-                    kept_bytes: cut.0,
-                    dropped_lines: cut.1,
-                });
-                log.path = dst;
+            let mut kept = Vec::new();
+            for log in Log::BOTH {
+                let set: Vec<Entry> = logs
+                    .iter()
+                    .filter(|e| Log::of_name(&e.name) == Some(log))
+                    .cloned()
+                    .collect();
+                let set_bytes: u64 = set.iter().map(|e| size_of(&e.path)).sum();
+                let share = (room as u128 * set_bytes as u128 / log_bytes.max(1) as u128) as u64;
+                kept.extend(fit_log_set(
+                    set,
+                    share,
+                    &staging.0,
+                    &mut dropped,
+                    &mut truncated,
+                )?);
             }
+            logs = kept;
         }
     }
     entries.extend(logs);
@@ -350,6 +353,47 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), EvidenceError> {
     };
     let mut f = create_private_file(path).map_err(err)?;
     f.write_all(bytes).map_err(err)
+}
+
+/// Keeps the newest `room` bytes of one log's files (oldest first in
+/// `set`): the newest files whole, the oldest of those kept cut at its
+/// start (`keep_tail`), older ones left out; what went is listed.
+fn fit_log_set(
+    set: Vec<Entry>,
+    mut room: u64,
+    staging: &Path,
+    dropped: &mut Vec<Dropped>,
+    truncated: &mut Vec<Truncated>,
+) -> Result<Vec<Entry>, EvidenceError> {
+    let one = set.len() == 1;
+    let mut kept = Vec::new();
+    for mut e in set.into_iter().rev() {
+        let size = size_of(&e.path);
+        if size <= room {
+            room -= size;
+            kept.push(e);
+        } else if room > 0 || one {
+            let dst = staging.join(format!("{}.tail", e.name));
+            let (kept_bytes, dropped_lines) = keep_tail(&e.path, &dst, room)?;
+            truncated.push(Truncated {
+                name: e.name.clone(),
+                original_bytes: size,
+                kept_bytes,
+                dropped_lines,
+            });
+            room = 0;
+            e.path = dst;
+            kept.push(e);
+        } else {
+            dropped.push(Dropped {
+                name: e.name,
+                bytes: size,
+                reason: "oldest log file left out to fit --max-size".to_string(),
+            });
+        }
+    }
+    kept.reverse();
+    Ok(kept)
 }
 
 /// Copies the last `max` bytes of `src` that start on a line to `dst`;

@@ -251,7 +251,7 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
         None => None,
     };
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let mut output = RunOutput::create(&plan.out)?;
+    let mut output = RunOutput::create_with_logs(&plan.out, plan.ops.logs)?;
 
     let shutdown = CancellationToken::new();
     let stop_reason = Arc::new(Mutex::new(None));
@@ -552,6 +552,24 @@ pub fn decode_as_hint(ports: &[u16]) -> Option<String> {
     ))
 }
 
+/// What a run says at its start about its records' disk use: `--ring`
+/// bounds only the capture, so a user who bounded it learns that the
+/// records are not bounded, and how to bound them.
+fn logs_note(logs: &crate::output::log_rotation::LogRotation, ring: Option<u64>) -> Option<String> {
+    match (logs.total, ring) {
+        (Some(total), _) => Some(format!(
+            "records: at most {} on disk (--log-ring); the oldest are deleted and counted in summary.json",
+            crate::evidence::readable::bytes(total)
+        )),
+        (None, Some(_)) if logs.keep.is_none() => Some(
+            "--ring bounds the capture only; the records grow by about 1 KB per exchange \
+             (bound them too with --log-ring SIZE)"
+                .to_string(),
+        ),
+        _ => None,
+    }
+}
+
 /// Runs `icaptap proxy` until SIGINT, SIGTERM, SIGHUP or `--duration`.
 pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
@@ -581,6 +599,7 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
     let mut icap_ports = vec![plan.forward.upstream.port()];
     icap_ports.extend(plan.routes.iter().map(|route| route.upstream.port()));
     let recording = plan.record.is_some();
+    let (ops_logs, ring) = (plan.ops.logs, plan.ops.ring);
     runtime.block_on(async move {
         let proxy = start(plan).await?;
         let signals = StopSignals::register();
@@ -595,6 +614,9 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
             if let Some(hint) = decode_as_hint(&icap_ports) {
                 eprintln!("icaptap: {hint}");
             }
+        }
+        if let Some(note) = logs_note(&ops_logs, ring) {
+            eprintln!("icaptap: {note}");
         }
         if let Some(addr) = proxy.metrics {
             eprintln!("icaptap: metrics on http://{addr}/metrics (also /healthz, /status)");

@@ -33,13 +33,11 @@ pub fn default_dir_name() -> PathBuf {
 }
 
 /// Whether `name` is something icaptap writes into a run directory: the
-/// record files, the summary (and the space reserved for it), the reports,
+/// record files (rotated ones too: `exchanges-NNNN.jsonl`), the summary (and the space reserved for it), the reports,
 /// captures (`capture.pcap[ng]`, `capture-NNNN.pcap[ng]`), the flight
 /// recorder's `incidents/`, and the `--peer` results of `analyze`.
 pub fn is_run_entry(name: &str) -> bool {
     const NAMES: &[&str] = &[
-        "exchanges.jsonl",
-        "connections.jsonl",
         "summary.json",
         ".icaptap-summary-reserve",
         ".icaptap-write-test",
@@ -49,7 +47,7 @@ pub fn is_run_entry(name: &str) -> bool {
         "peer.json",
         "peer-side",
     ];
-    NAMES.contains(&name) || is_capture_name(name)
+    NAMES.contains(&name) || is_capture_name(name) || super::logset::is_log_name(name)
 }
 
 /// Whether `name` is a capture file icaptap writes: `capture.pcapng`,

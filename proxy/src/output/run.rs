@@ -11,6 +11,7 @@ use super::directory::{
     check_unused, create_new_private_file, create_private_file, is_run_entry, prepare_new,
     remove_created, Unusable,
 };
+use super::log_rotation::{LogRotation, RecordsPruned};
 use super::records::{ConnectionRecord, ExchangeRecord};
 use super::summary::{Drops, Evidence, Forwarded, Summary, SummaryBuilder};
 use super::writer::{JsonlSink, RecordSink, Tee};
@@ -54,6 +55,8 @@ pub struct RunOutput {
     sink: Option<JsonlSink>,
     /// Records the files could not take (disk full, directory removed).
     record_write_errors: Arc<AtomicU64>,
+    /// What the record bound deleted.
+    records_pruned: Arc<Mutex<RecordsPruned>>,
     /// The directories this run created (outermost first), removed again
     /// by [`RunOutput::discard`].
     created_dirs: Vec<PathBuf>,
@@ -142,6 +145,12 @@ impl RunOutput {
     /// Creates `dir` (0700) and its record files (0600), after
     /// [`RunOutput::check`]. Fails without leaving anything it created.
     pub fn create(dir: &Path) -> Result<RunOutput, OutputError> {
+        RunOutput::create_with_logs(dir, LogRotation::default())
+    }
+
+    /// [`create`](Self::create), with record logs that rotate and are
+    /// bounded as `logs` says.
+    pub fn create_with_logs(dir: &Path, logs: LogRotation) -> Result<RunOutput, OutputError> {
         RunOutput::check(dir)?;
         let err = |source| OutputError::Create {
             dir: dir.to_path_buf(),
@@ -155,7 +164,7 @@ impl RunOutput {
             }
             err(source)
         };
-        let mut sink = JsonlSink::create(dir).map_err(undo)?;
+        let mut sink = JsonlSink::create_rotating(dir, logs).map_err(undo)?;
         let dir_epoch = Arc::new(AtomicU64::new(0));
         sink.follow_directory(dir_epoch.clone());
         // Real bytes, not a sparse file: a full tmpfs or disk must not be
@@ -167,6 +176,7 @@ impl RunOutput {
             dir: dir.to_path_buf(),
             summary: SharedSummary::default(),
             record_write_errors: sink.write_errors(),
+            records_pruned: sink.pruned(),
             sink: Some(sink),
             created_dirs,
             dir_epoch,
@@ -251,6 +261,12 @@ impl RunOutput {
         summary.drops.record_write_errors += self.record_write_errors.load(Ordering::Relaxed);
         summary.forwarded = forwarded;
         summary.output_dir_recreated = self.dir_epoch.load(Ordering::Relaxed);
+        let pruned = self
+            .records_pruned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        summary.records_pruned = pruned.any().then_some(pruned);
         summary.evidence = Some(Evidence::of(&summary));
         // Every writer is done: the reserved space is the summary's now.
         let _ = std::fs::remove_file(self.dir.join(SUMMARY_RESERVE));

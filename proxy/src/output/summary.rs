@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use super::log_rotation::RecordsPruned;
 use super::records::{ConnectionRecord, ExchangeRecord, ProductsRecord, SHA256_SHED};
 use super::writer::RecordSink;
 use super::SCHEMA_VERSION;
@@ -135,6 +136,9 @@ impl Evidence {
                 "the output directory was removed during the run and recreated {} time(s): records and capture written before that are gone (these totals still count them)",
                 s.output_dir_recreated
             ));
+        }
+        if let Some(p) = &s.records_pruned {
+            gaps.push(p.gap());
         }
         if d.record_write_errors > 0 {
             gaps.push(format!(
@@ -265,6 +269,10 @@ pub struct Summary {
     /// existed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub capture_stopped: Option<CaptureStopped>,
+    /// What `--log-keep` or `--log-ring` deleted from the start of the run
+    /// (absent when nothing was).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records_pruned: Option<RecordsPruned>,
     /// Times the output directory was found removed and recreated (0 when
     /// it stayed; absent in older summaries).
     #[serde(default)]

@@ -8,6 +8,7 @@
 //! that sent a preview without `ieof` is cut at the preview's zero chunk,
 //! so the remainder goes only after `100 Continue`, as it did originally.
 
+use crate::output::logset::Log;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -121,8 +122,8 @@ pub fn load(input: &Path, ports: &[u16]) -> Result<Vec<RecordedConnection>, Reco
 /// of exchanges.jsonl matched by connection (client and listening address).
 fn load_directory(dir: &Path, ports: &[u16]) -> Result<Vec<RecordedConnection>, RecordingError> {
     let captures = capture_files(dir)?;
-    let connections: Vec<ConnectionRecord> = read_jsonl(&dir.join("connections.jsonl"))?;
-    let exchanges: Vec<ExchangeRecord> = read_jsonl(&dir.join("exchanges.jsonl"))?;
+    let connections: Vec<ConnectionRecord> = read_log(dir, Log::Connections)?;
+    let exchanges: Vec<ExchangeRecord> = read_log(dir, Log::Exchanges)?;
     let mut all_ports: Vec<u16> = ports.to_vec();
     let mut legs: HashMap<(String, String), u64> = HashMap::new();
     for c in &connections {
@@ -235,6 +236,18 @@ fn capture_files(dir: &Path) -> Result<Vec<PathBuf>, RecordingError> {
         });
     }
     Ok(files)
+}
+
+/// The records of one log of `dir`, its rotated files read in order as one.
+fn read_log<T: serde::de::DeserializeOwned>(
+    dir: &Path,
+    log: Log,
+) -> Result<Vec<T>, RecordingError> {
+    let mut out = Vec::new();
+    for path in crate::output::logset::list(dir, log) {
+        out.extend(read_jsonl(&path)?);
+    }
+    Ok(out)
 }
 
 fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, RecordingError> {
