@@ -93,7 +93,8 @@ fn assert_newest_in_order(records: &Records) {
     for w in pairs.windows(2) {
         let ((c0, s0), (c1, s1)) = (w[0], w[1]);
         assert!(
-            (c1 == c0 && s1 == s0 + 1) || (c1 > c0 && s1 == first_seq && s0 == first_seq + PER_CONNECTION as u64 - 1),
+            (c1 == c0 && s1 == s0 + 1)
+                || (c1 > c0 && s1 == first_seq && s0 == first_seq + PER_CONNECTION as u64 - 1),
             "records out of order or missing between {:?} and {:?}",
             w[0],
             w[1]
@@ -101,7 +102,10 @@ fn assert_newest_in_order(records: &Records) {
     }
     let last = *pairs.last().unwrap();
     assert_eq!(last.1, first_seq + PER_CONNECTION as u64 - 1);
-    assert_eq!(last.0, records.exchanges.iter().map(|x| x.conn).max().unwrap());
+    assert_eq!(
+        last.0,
+        records.exchanges.iter().map(|x| x.conn).max().unwrap()
+    );
 }
 
 /// What the bundle of `out` holds of its logs: name and size of each.
@@ -140,7 +144,10 @@ async fn a_log_ring_keeps_the_newest_records_within_its_bound_and_counts_the_res
     traffic(proxy.listen).await;
     let (ok, stderr) = proxy.stop();
     assert!(ok, "icaptap failed: {stderr}");
-    assert!(stderr.contains("--log-ring"), "the start says the records are bounded: {stderr}");
+    assert!(
+        stderr.contains("--log-ring"),
+        "the start says the records are bounded: {stderr}"
+    );
 
     let exchanges = list(&out, Log::Exchanges);
     let connections = list(&out, Log::Connections);
@@ -177,15 +184,26 @@ async fn a_log_ring_keeps_the_newest_records_within_its_bound_and_counts_the_res
         (Log::Exchanges, &exchanges, &pruned["exchanges"]),
         (Log::Connections, &connections, &pruned["connections"]),
     ] {
-        assert_eq!(p["first_kept"].as_str(), names(files).first().map(String::as_str), "{log:?}");
-        let numbers: Vec<u32> = names(files).iter().map(|n| log.position_of(n).unwrap()).collect();
+        assert_eq!(
+            p["first_kept"].as_str(),
+            names(files).first().map(String::as_str),
+            "{log:?}"
+        );
+        let numbers: Vec<u32> = names(files)
+            .iter()
+            .map(|n| log.position_of(n).unwrap())
+            .collect();
         let first = numbers[0];
         assert_eq!(
             numbers,
             (first..first + files.len() as u32).collect::<Vec<_>>(),
             "{log:?}"
         );
-        assert_eq!(u64::from(first) - 1, p["files"].as_u64().unwrap(), "{log:?}");
+        assert_eq!(
+            u64::from(first) - 1,
+            p["files"].as_u64().unwrap(),
+            "{log:?}"
+        );
     }
 
     // Every record is either kept or counted as deleted.
@@ -202,14 +220,23 @@ async fn a_log_ring_keeps_the_newest_records_within_its_bound_and_counts_the_res
     assert_newest_in_order(&records);
     assert_eq!(s["evidence"]["complete"], false, "{s:#}");
     let gaps = s["evidence"]["gaps"].to_string();
-    assert!(gaps.contains("--log-ring") && gaps.contains("deleted the oldest records"), "{gaps}");
+    assert!(
+        gaps.contains("--log-ring") && gaps.contains("deleted the oldest records"),
+        "{gaps}"
+    );
 
     // The report reads every record kept and says what was deleted.
     let facts = Facts::gather(&out).unwrap();
-    assert_eq!(facts.verdicts.values().sum::<u64>(), records.exchanges.len() as u64);
+    assert_eq!(
+        facts.verdicts.values().sum::<u64>(),
+        records.exchanges.len() as u64
+    );
     assert_eq!(facts.unreadable_lines, 0);
     let report = std::fs::read_to_string(out.join("report.md")).unwrap();
-    assert!(report.contains("deleted the oldest records"), "the report names the gap");
+    assert!(
+        report.contains("deleted the oldest records"),
+        "the report names the gap"
+    );
 
     // The bundle holds every file kept, whole.
     let mut want = on_disk(&exchanges);
@@ -227,7 +254,12 @@ async fn rotation_without_a_bound_keeps_every_record_in_numbered_files() {
     let tmp = tempfile::tempdir().unwrap();
     let cicap = cicap(tmp.path());
     let out = tmp.path().join("out");
-    let proxy = ProxyProcess::start(cicap.addr, &out, &["--no-pcap", "--log-rotate-size", "64K"], None);
+    let proxy = ProxyProcess::start(
+        cicap.addr,
+        &out,
+        &["--no-pcap", "--log-rotate-size", "64K"],
+        None,
+    );
     traffic(proxy.listen).await;
     let (ok, stderr) = proxy.stop();
     assert!(ok, "icaptap failed: {stderr}");
@@ -240,7 +272,11 @@ async fn rotation_without_a_bound_keeps_every_record_in_numbered_files() {
     assert!(!out.join("exchanges.jsonl").exists());
     assert_whole_lines(&exchanges);
     for f in exchanges.iter().chain(&connections) {
-        assert!(std::fs::metadata(f).unwrap().len() <= 64 * 1024, "{}", f.display());
+        assert!(
+            std::fs::metadata(f).unwrap().len() <= 64 * 1024,
+            "{}",
+            f.display()
+        );
     }
     let s = summary(&out);
     assert!(s.get("records_pruned").is_none(), "{s:#}");
