@@ -22,8 +22,9 @@ use super::manifest::{self, Dropped, FileEntry, Manifest, RedactionFacts, Trunca
 use super::pseudonym::Pseudonyms;
 use super::redact::{self, Secrets};
 use super::redact_pcap::{self, CaptureRedaction};
-use super::{write_report_to, EvidenceError};
+use super::{write_report_shown, EvidenceError};
 use crate::analyze::peer_file::PEER_FILE;
+use crate::progress::Progress;
 
 /// Room kept for `manifest.json` when fitting `--max-size` (it is written
 /// last, so its size is estimated).
@@ -106,8 +107,15 @@ fn icap_ports(files: &RunFiles) -> Result<Vec<u16>, EvidenceError> {
     Ok(ports.into_iter().collect())
 }
 
-/// Makes the bundle `args` asks for.
+/// Makes the bundle `args` asks for, silently (the flight recorder's
+/// incidents, tests).
 pub fn bundle(args: &BundleArgs) -> Result<BundleOutcome, EvidenceError> {
+    bundle_shown(args, false)
+}
+
+/// [`bundle`], with a progress line for each phase when `show` (and
+/// stderr is a terminal): redacting, the report, packing.
+pub fn bundle_shown(args: &BundleArgs, show: bool) -> Result<BundleOutcome, EvidenceError> {
     let files = RunFiles::scan(&args.dir)?;
     let run_name = {
         let canonical = args.dir.canonicalize().unwrap_or_else(|_| args.dir.clone());
@@ -152,15 +160,25 @@ pub fn bundle(args: &BundleArgs) -> Result<BundleOutcome, EvidenceError> {
     let mut secrets = Secrets::new();
     let mut pseudonyms = (args.redact && args.pseudonymise_ips).then(Pseudonyms::new);
     if args.redact {
+        let capture_bytes: u64 = files.captures.iter().map(|c| size_of(c)).sum();
+        let redacting = Progress::bytes(
+            show,
+            "bundle: redacting",
+            2 * capture_bytes + files.log_bytes(),
+        );
+        redacting.message("finding secrets");
         load::for_each_exchange(&files, &mut |x| secrets.add_record(&x))?;
         let ports = icap_ports(&files)?;
         let mut capture_stats = CaptureRedaction::default();
         if !files.captures.is_empty() {
             let plan =
                 redact_pcap::plan(&files.captures, &ports, &mut secrets, pseudonyms.as_mut())?;
+            redacting.advance(capture_bytes);
             for c in &files.captures {
                 let dst = staging.0.join(file_name(c));
+                redacting.message(file_name(c));
                 redact_pcap::rewrite(c, &dst, &plan, pseudonyms.as_mut(), &mut capture_stats)?;
+                redacting.advance(size_of(c));
                 captures.push(Entry {
                     name: file_name(c),
                     path: dst,
@@ -175,6 +193,9 @@ pub fn bundle(args: &BundleArgs) -> Result<BundleOutcome, EvidenceError> {
         {
             let dst = staging.0.join(file_name(src));
             log_masks += redact::redact_text_file(src, &dst, &secrets, pseudonyms.as_mut())?.masked;
+            if is_log {
+                redacting.advance(size_of(src));
+            }
             let e = Entry {
                 name: file_name(src),
                 path: dst,
@@ -194,6 +215,7 @@ pub fn bundle(args: &BundleArgs) -> Result<BundleOutcome, EvidenceError> {
             ips_pseudonymised: pseudonyms.is_some(),
             addresses_mapped: pseudonyms.as_ref().map_or(0, |p| p.len() as u64),
         });
+        redacting.finish();
         report_source = staging.0.clone();
     } else {
         for c in &files.captures {
@@ -216,7 +238,14 @@ pub fn bundle(args: &BundleArgs) -> Result<BundleOutcome, EvidenceError> {
         }
         report_source = args.dir.clone();
     }
-    let reports = write_report_to(&report_source, &staging.0)?;
+    let reading = Progress::bytes(
+        show,
+        "bundle: report",
+        RunFiles::scan(&report_source)?.log_bytes(),
+    );
+    let reports = write_report_shown(&report_source, &staging.0, &reading);
+    reading.finish();
+    let reports = reports?;
     entries.push(Entry {
         name: load::REPORT_HTML_FILE.to_string(),
         path: reports.html,
@@ -286,9 +315,13 @@ pub fn bundle(args: &BundleArgs) -> Result<BundleOutcome, EvidenceError> {
     entries.extend(logs);
     entries.extend(captures);
 
+    let entry_bytes: u64 = entries.iter().map(|e| size_of(&e.path)).sum();
+    let packing = Progress::bytes(show, "bundle: packing", 2 * entry_bytes);
     let mut listed = Vec::new();
     for e in &entries {
+        packing.message(e.name.clone());
         let (bytes, sha256) = manifest::hash_file(&e.path)?;
+        packing.advance(bytes);
         listed.push(FileEntry {
             name: e.name.clone(),
             bytes,
@@ -339,7 +372,10 @@ pub fn bundle(args: &BundleArgs) -> Result<BundleOutcome, EvidenceError> {
         path: manifest_path,
     });
 
-    write_archive(&output, &folder, &entries)?;
+    packing.message("compressing");
+    let written = write_archive(&output, &folder, &entries, &packing);
+    packing.finish();
+    written?;
     Ok(BundleOutcome {
         path: output,
         manifest,
@@ -431,7 +467,12 @@ fn keep_tail(src: &Path, dst: &Path, max: u64) -> Result<(u64, u64), EvidenceErr
 }
 
 /// Writes the archive (0600): one folder holding every entry.
-fn write_archive(output: &Path, folder: &str, entries: &[Entry]) -> Result<(), EvidenceError> {
+fn write_archive(
+    output: &Path,
+    folder: &str,
+    entries: &[Entry],
+    progress: &Progress,
+) -> Result<(), EvidenceError> {
     let write_err = |source| EvidenceError::Write {
         path: output.to_path_buf(),
         source,
@@ -444,7 +485,7 @@ fn write_archive(output: &Path, folder: &str, entries: &[Entry]) -> Result<(), E
     ));
     let mtime = crate::tap::now_micros() / 1_000_000;
     for e in entries {
-        let mut f = File::open(&e.path).map_err(|source| EvidenceError::Read {
+        let f = File::open(&e.path).map_err(|source| EvidenceError::Read {
             path: e.path.clone(),
             source,
         })?;
@@ -460,8 +501,12 @@ fn write_archive(output: &Path, folder: &str, entries: &[Entry]) -> Result<(), E
         header.set_mode(0o600);
         header.set_mtime(mtime);
         header.set_entry_type(tar::EntryType::Regular);
-        tar.append_data(&mut header, format!("{folder}/{}", e.name), &mut f)
-            .map_err(write_err)?;
+        tar.append_data(
+            &mut header,
+            format!("{folder}/{}", e.name),
+            progress.reader(f),
+        )
+        .map_err(write_err)?;
     }
     let gz = tar.into_inner().map_err(write_err)?;
     let mut buffered = gz.finish().map_err(write_err)?;
@@ -476,7 +521,7 @@ fn write_archive(output: &Path, folder: &str, entries: &[Entry]) -> Result<(), E
 
 /// `icaptap bundle`: makes the archive and says where it is.
 pub fn run(args: BundleArgs) -> Result<BundleOutcome, EvidenceError> {
-    let outcome = bundle(&args)?;
+    let outcome = bundle_shown(&args, true)?;
     println!(
         "icaptap: bundle written: {} ({} files{}{})",
         outcome.path.display(),

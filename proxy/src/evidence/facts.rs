@@ -243,6 +243,15 @@ fn severity_rank(s: &str) -> usize {
 impl Facts {
     /// Reads `dir` and gathers the facts from its records and summary.
     pub fn gather(dir: &std::path::Path) -> Result<Facts, EvidenceError> {
+        Facts::gather_shown(dir, &crate::progress::Progress::hidden())
+    }
+
+    /// [`gather`](Self::gather), advancing `progress` by the bytes of
+    /// records read.
+    pub fn gather_shown(
+        dir: &std::path::Path,
+        progress: &crate::progress::Progress,
+    ) -> Result<Facts, EvidenceError> {
         let files = RunFiles::scan(dir)?;
         let summary_json = files.read_summary()?;
         let mut facts = Facts {
@@ -267,14 +276,22 @@ impl Facts {
         let mut rebuilt = SummaryBuilder::new();
         let mut latency: BTreeMap<String, Histogram<u64>> = BTreeMap::new();
         let files = facts.files.clone();
-        let mut bad = load::for_each_exchange(&files, &mut |x| {
-            rebuilt.exchange(&x);
-            facts.exchange(x, &mut latency);
-        })?;
-        bad += load::for_each_connection(&files, &mut |c| {
-            rebuilt.connection(&c);
-            facts.connection(&c);
-        })?;
+        let mut bad = load::for_each_record_shown(
+            &files.exchanges,
+            &mut |x: ExchangeRecord| {
+                rebuilt.exchange(&x);
+                facts.exchange(x, &mut latency);
+            },
+            progress,
+        )?;
+        bad += load::for_each_record_shown(
+            &files.connections,
+            &mut |c: ConnectionRecord| {
+                rebuilt.connection(&c);
+                facts.connection(&c);
+            },
+            progress,
+        )?;
         facts.unreadable_lines = bad;
         facts.latency = latency
             .into_iter()

@@ -12,6 +12,7 @@ use crate::output::directory::is_capture_name;
 use crate::output::logset::{self, Log};
 use crate::output::records::{ConnectionRecord, ExchangeRecord};
 use crate::output::summary::Summary;
+use crate::progress::Progress;
 
 use super::EvidenceError;
 
@@ -87,6 +88,13 @@ impl RunFiles {
         self.exchanges.iter().chain(&self.connections)
     }
 
+    /// Bytes of all record files (what a report reads).
+    pub fn log_bytes(&self) -> u64 {
+        self.logs()
+            .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+            .sum()
+    }
+
     /// `summary.json`, or `None` when the run did not finish writing it.
     pub fn read_summary(&self) -> Result<Option<Summary>, EvidenceError> {
         let Some(path) = &self.summary else {
@@ -114,9 +122,18 @@ pub fn for_each_record<T: serde::de::DeserializeOwned>(
     paths: &[PathBuf],
     each: &mut dyn FnMut(T),
 ) -> Result<u64, EvidenceError> {
+    for_each_record_shown(paths, each, &Progress::hidden())
+}
+
+/// [`for_each_record`], advancing `progress` by the bytes read.
+pub fn for_each_record_shown<T: serde::de::DeserializeOwned>(
+    paths: &[PathBuf],
+    each: &mut dyn FnMut(T),
+    progress: &Progress,
+) -> Result<u64, EvidenceError> {
     let mut bad = 0;
     for path in paths {
-        bad += for_each_record_of_file(path, each)?;
+        bad += for_each_record_of_file(path, each, progress)?;
     }
     Ok(bad)
 }
@@ -125,13 +142,14 @@ pub fn for_each_record<T: serde::de::DeserializeOwned>(
 fn for_each_record_of_file<T: serde::de::DeserializeOwned>(
     path: &Path,
     each: &mut dyn FnMut(T),
+    progress: &Progress,
 ) -> Result<u64, EvidenceError> {
     let file = File::open(path).map_err(|source| EvidenceError::Read {
         path: path.to_path_buf(),
         source,
     })?;
     let mut bad = 0u64;
-    let mut reader = BufReader::new(file);
+    let mut reader = BufReader::new(progress.reader(file));
     let mut line = Vec::new();
     let mut at = 0u64;
     loop {

@@ -46,6 +46,7 @@ pub use bundle::{BundleArgs, BundleOutcome};
 pub use clean::CleanArgs;
 
 use crate::output::directory::create_private_file;
+use crate::progress::Progress;
 
 /// Why evidence could not be produced.
 #[derive(Debug, thiserror::Error)]
@@ -161,7 +162,16 @@ pub fn write_report(dir: &Path) -> Result<ReportPaths, EvidenceError> {
 /// Like [`write_report`], reading the run in `dir` and writing the reports
 /// into `out` (the bundle writes them next to redacted logs).
 pub fn write_report_to(dir: &Path, out: &Path) -> Result<ReportPaths, EvidenceError> {
-    let facts = facts::Facts::gather(dir)?;
+    write_report_shown(dir, out, &Progress::hidden())
+}
+
+/// [`write_report_to`], advancing `progress` by the bytes of records read.
+pub fn write_report_shown(
+    dir: &Path,
+    out: &Path,
+    progress: &Progress,
+) -> Result<ReportPaths, EvidenceError> {
+    let facts = facts::Facts::gather_shown(dir, progress)?;
     let catalogue = catalogue::Catalogue::builtin();
     let generated = now_text();
     let paths = ReportPaths {
@@ -181,7 +191,11 @@ pub fn write_report_to(dir: &Path, out: &Path) -> Result<ReportPaths, EvidenceEr
 
 /// `icaptap report DIR`: writes both reports and says where.
 pub fn report(args: ReportArgs) -> Result<ReportPaths, EvidenceError> {
-    let paths = write_report(&args.dir)?;
+    let total = load::RunFiles::scan(&args.dir)?.log_bytes();
+    let progress = Progress::bytes(true, "report", total);
+    let paths = write_report_shown(&args.dir, &args.dir, &progress);
+    progress.finish();
+    let paths = paths?;
     println!(
         "icaptap: report written: {} and {}",
         paths.html.display(),
