@@ -39,8 +39,13 @@ fn cicap(tmp: &Path) -> peers::CIcap {
 /// RESPMODs to c-icap's echo service through `listen`, one connection
 /// after another, each answered before the next is sent.
 async fn traffic(listen: SocketAddr) {
+    traffic_on(listen, CONNECTIONS).await;
+}
+
+/// [`traffic`] on `connections` connections.
+async fn traffic_on(listen: SocketAddr, connections: usize) {
     let target = IcapTarget::parse(&format!("icap://{listen}/echo")).unwrap();
-    for c in 0..CONNECTIONS {
+    for c in 0..connections {
         let mut conn = IcapConnection::connect(listen, TIMEOUT).await.unwrap();
         for n in 0..PER_CONNECTION {
             let mut spec = RequestSpec::respmod(target.clone(), Bytes::from_static(b"clean body"));
@@ -290,4 +295,69 @@ async fn rotation_without_a_bound_keeps_every_record_in_numbered_files() {
     let mut want = on_disk(&exchanges);
     want.extend(on_disk(&connections));
     assert_eq!(bundled_logs(&out, tmp.path()), want);
+}
+
+/// The output directory removed mid-run: the logs go on in the recreated
+/// directory, numbered on from where they were, the ring goes on bounding
+/// them there, and the files lost with the old directory are not counted
+/// as deleted by the ring (summary.json says the directory was removed).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ring_goes_on_in_a_recreated_directory_and_counts_only_what_it_deleted() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cicap = cicap(tmp.path());
+    let out = tmp.path().join("out");
+    const RING: u64 = 512 * 1024;
+    let proxy = ProxyProcess::start(cicap.addr, &out, &["--no-pcap", "--log-ring", "512K"], None);
+    // About 300 KB of records: some files closed, none deleted yet.
+    let before = 25;
+    traffic_on(proxy.listen, before).await;
+    std::thread::sleep(Duration::from_millis(500));
+    let closed_before = list(&out, Log::Exchanges).len();
+    assert!(
+        closed_before >= 3,
+        "{:?}",
+        names(&list(&out, Log::Exchanges))
+    );
+    std::fs::remove_dir_all(&out).unwrap();
+    let deadline = std::time::Instant::now() + PATIENCE;
+    while !proxy.stderr().contains("created it again") {
+        assert!(std::time::Instant::now() < deadline, "{}", proxy.stderr());
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    traffic(proxy.listen).await;
+    let (ok, stderr) = proxy.stop();
+    assert!(ok, "icaptap failed: {stderr}");
+
+    let s = summary(&out);
+    assert_eq!(s["output_dir_recreated"], 1, "{s:#}");
+    assert_eq!(
+        s["exchanges"].as_u64(),
+        Some((before * PER_CONNECTION + TOTAL) as u64)
+    );
+    let exchanges = list(&out, Log::Exchanges);
+    let connections = list(&out, Log::Connections);
+    assert_whole_lines(&exchanges);
+    let numbers: Vec<u32> = names(&exchanges)
+        .iter()
+        .map(|n| Log::Exchanges.position_of(n).unwrap())
+        .collect();
+    assert!(
+        numbers[0] > closed_before as u32,
+        "the numbers go on past the files of the removed directory: {numbers:?}"
+    );
+    assert!(size(&exchanges) + size(&connections) <= RING + RING / 8);
+    let pruned = &s["records_pruned"]["exchanges"];
+    assert_eq!(
+        pruned["first_kept"].as_str(),
+        names(&exchanges).first().map(String::as_str)
+    );
+    // Written into the recreated directory: every exchange sent after it
+    // came back, and a few staged at the removal. The ring counts those it
+    // deleted there, not the files that went with the old directory.
+    let kept = Records::read(&out).exchanges.len() as u64;
+    let counted = kept + pruned["records"].as_u64().unwrap();
+    assert!(
+        counted >= TOTAL as u64 && counted <= (TOTAL + PER_CONNECTION * 5) as u64,
+        "{kept} kept + {pruned} deleted, {TOTAL} sent after the directory came back"
+    );
 }

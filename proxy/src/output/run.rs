@@ -337,6 +337,21 @@ mod tests {
     }
 
     #[test]
+    fn a_directory_holding_only_rotated_records_is_a_run_and_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("connections-0007.jsonl"), b"{}\n").unwrap();
+        let err = RunOutput::create(tmp.path()).unwrap_err().to_string();
+        assert!(err.contains("connections-0007.jsonl"), "{err}");
+        let rotating = tmp.path().join("new");
+        let output = RunOutput::create_with_logs(&rotating, LogRotation::ring(1 << 20)).unwrap();
+        assert!(rotating.join("exchanges-0001.jsonl").is_file());
+        assert!(rotating.join("connections-0001.jsonl").is_file());
+        assert!(!rotating.join("exchanges.jsonl").exists());
+        output.discard();
+        assert!(!rotating.exists());
+    }
+
+    #[test]
     fn a_directory_holding_a_run_is_refused_untouched() {
         let tmp = tempfile::tempdir().unwrap();
         let dir = tmp.path().join("case");
