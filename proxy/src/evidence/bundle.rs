@@ -543,3 +543,45 @@ pub fn run(args: BundleArgs) -> Result<BundleOutcome, EvidenceError> {
     );
     Ok(outcome)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rotated_log_cut_to_fit_keeps_its_newest_files_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let staging = tmp.path().join("staging");
+        std::fs::create_dir(&staging).unwrap();
+        // Three files of 10 lines of 10 bytes each.
+        let set: Vec<Entry> = (1..=3)
+            .map(|n| {
+                let name = Log::Exchanges.rotated_name(n);
+                let path = tmp.path().join(&name);
+                let lines: String = (0..10).map(|i| format!("{n}-{i:07}\n")).collect();
+                std::fs::write(&path, lines).unwrap();
+                Entry { name, path }
+            })
+            .collect();
+        let (mut dropped, mut truncated) = (Vec::new(), Vec::new());
+        // Room for the newest file and half of the one before.
+        let kept = fit_log_set(set, 150, &staging, &mut dropped, &mut truncated).unwrap();
+        let names: Vec<&str> = kept.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["exchanges-0002.jsonl", "exchanges-0003.jsonl"]);
+        assert_eq!(dropped.len(), 1);
+        assert_eq!(dropped[0].name, "exchanges-0001.jsonl");
+        assert_eq!(dropped[0].bytes, 100);
+        assert_eq!(truncated.len(), 1);
+        assert_eq!(truncated[0].name, "exchanges-0002.jsonl");
+        assert_eq!(
+            (truncated[0].kept_bytes, truncated[0].dropped_lines),
+            (50, 5)
+        );
+        let cut = std::fs::read_to_string(&kept[0].path).unwrap();
+        assert!(
+            cut.starts_with("2-0000005\n") && cut.ends_with("2-0000009\n"),
+            "{cut}"
+        );
+        assert_eq!(kept[1].path, tmp.path().join("exchanges-0003.jsonl"));
+    }
+}
