@@ -579,6 +579,7 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
         .map_err(ProxyError::Runtime)?;
     let out = args.out.clone().unwrap_or_else(default_dir_name);
     let ops = args.ops.plan();
+    let records_note = logs_note(&ops.logs, ops.ring);
     let routes = args.forward.route_configs()?;
     let plan = ProxyPlan {
         forward: args.forward.into_config()?,
@@ -599,7 +600,6 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
     let mut icap_ports = vec![plan.forward.upstream.port()];
     icap_ports.extend(plan.routes.iter().map(|route| route.upstream.port()));
     let recording = plan.record.is_some();
-    let (ops_logs, ring) = (plan.ops.logs, plan.ops.ring);
     runtime.block_on(async move {
         let proxy = start(plan).await?;
         let signals = StopSignals::register();
@@ -615,11 +615,11 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
                 eprintln!("icaptap: {hint}");
             }
         }
-        if let Some(note) = logs_note(&ops_logs, ring) {
-            eprintln!("icaptap: {note}");
-        }
         if let Some(addr) = proxy.metrics {
             eprintln!("icaptap: metrics on http://{addr}/metrics (also /healthz, /status)");
+        }
+        if let Some(note) = &records_note {
+            eprintln!("icaptap: {note}");
         }
         let stopped_by_itself = proxy.shutdown_token();
         let signal = tokio::select! {
