@@ -78,16 +78,13 @@ pub fn summary_table(s: &Summary, dir: &Path) -> String {
             let shown = match files.len() {
                 1 => first.display().to_string(),
                 _ => format!(
-                    "{} ({})",
+                    "{}: {}",
                     dir.join(format!("{}-*.jsonl", log.stem())).display(),
                     super::logset::describe(&files)
                 ),
             };
             let _ = writeln!(out, "    {shown}");
         }
-    }
-    if let Some(p) = &s.records_pruned {
-        let _ = writeln!(out, "    ({})", p.gap());
     }
     for name in ["summary.json", "capture.pcapng", "report.html"] {
         if dir.join(name).exists() {
