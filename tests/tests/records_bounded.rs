@@ -2,7 +2,8 @@
 //! real `icaptap` binary between a real c-icap (echo service) and a client
 //! that opens hundreds of keep-alive connections, with `--log-ring` (files
 //! turn over dozens of times and the oldest are deleted) and with
-//! `--log-rotate-size` alone (nothing is deleted). Whatever is deleted is
+//! `--log-rotate-size` alone (nothing is deleted, the capture in its own
+//! `--ring`). Whatever is deleted is
 //! counted in summary.json and named as an evidence gap; the report, the
 //! bundle and `clean` see every record and file that is kept, in order.
 
@@ -259,15 +260,21 @@ async fn rotation_without_a_bound_keeps_every_record_in_numbered_files() {
     let tmp = tempfile::tempdir().unwrap();
     let cicap = cicap(tmp.path());
     let out = tmp.path().join("out");
+    // The capture in a ring: the records are not bounded by it, and the
+    // start says so.
     let proxy = ProxyProcess::start(
         cicap.addr,
         &out,
-        &["--no-pcap", "--log-rotate-size", "64K"],
+        &["--ring", "1M", "--log-rotate-size", "64K"],
         None,
     );
     traffic(proxy.listen).await;
     let (ok, stderr) = proxy.stop();
     assert!(ok, "icaptap failed: {stderr}");
+    assert!(
+        stderr.contains("--ring bounds the capture only"),
+        "no word that the records are unbounded: {stderr}"
+    );
 
     let exchanges = list(&out, Log::Exchanges);
     let connections = list(&out, Log::Connections);
