@@ -23,7 +23,8 @@
 //!   recorder;
 //! - [`jobs`]: `icaptap proxy` and `icaptap analyze`, wiring the rooms
 //!   together;
-//! - [`cli`]: the command line, its completions and man pages.
+//! - [`cli`]: the command line, its completions and man pages;
+//! - [`progress`]: the terminal progress line every long job shares.
 
 pub mod analyze;
 pub mod capture;
@@ -36,6 +37,7 @@ pub mod jobs;
 pub mod observe;
 pub mod ops;
 pub mod output;
+pub mod progress;
 pub mod tap;
 pub mod toolkit;
 pub mod units;

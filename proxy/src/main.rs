@@ -32,6 +32,7 @@ fn main() -> ExitCode {
         _ => "warn,icaptap=info",
     };
     cli::init_logging(cli.log_format, default_level);
+    icaptap::progress::set_quiet(cli.quiet);
     match cli.command {
         Command::Proxy(args) => match icaptap::jobs::proxy::run(*args) {
             Ok(_) => ExitCode::SUCCESS,

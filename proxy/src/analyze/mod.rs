@@ -16,7 +16,6 @@
 //! - [`reassembly`]: one direction of one TCP connection, bytes in order;
 //! - [`flows`]: the flow table, flow -> taps, memory bounds and expiry;
 //! - [`discovery`]: ICAP found on any port by a flow's first payload;
-//! - [`progress`]: the terminal progress bar;
 //! - [`synthetic`]: captures built in code, for tests and benchmarks;
 //! - [`peer`]: matching the exchanges of a client-side and a sensor-side
 //!   capture of the same traffic, compared over the time both cover;
@@ -34,7 +33,6 @@ mod pcap;
 mod pcapng;
 pub mod peer;
 pub mod peer_file;
-pub mod progress;
 pub mod reader;
 pub mod reassembly;
 pub mod segment;
@@ -45,7 +43,12 @@ use std::collections::BTreeSet;
 use std::path::PathBuf;
 
 use crate::output::ecs::LogSchema;
+use crate::progress::Progress;
 use crate::tap::Tap;
+
+/// Frames between two progress updates: drawing is throttled by the
+/// display anyway, and this keeps the per-frame cost to a modulo.
+const FRAMES_PER_UPDATE: u64 = 4096;
 
 pub use flows::{FlowLimits, FlowStats};
 pub use reader::{AnalyzeError, FileStats};
@@ -240,7 +243,7 @@ pub fn read_captures(
         .iter()
         .map(|p| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
         .sum();
-    let bar = progress::Progress::new(opts.progress, total);
+    let bar = Progress::bytes(opts.progress, "reading", total);
     let mut done_before = 0u64;
     for path in paths {
         let mut file = reader::CaptureFile::open(path)?;
@@ -250,8 +253,9 @@ pub fn read_captures(
                 (a.min(frame.at), b.max(frame.at))
             }));
             table.packet(&frame, sink);
-            if frame.number % progress::FRAMES_PER_UPDATE == 0 {
-                bar.update(done_before + frame.file_bytes_read, table.stats().flows);
+            if frame.number % FRAMES_PER_UPDATE == 0 {
+                bar.set(done_before + frame.file_bytes_read);
+                bar.message(format!("{} ICAP connections", table.stats().flows));
             }
         })?;
         done_before += file_stats.file_len;
@@ -271,6 +275,6 @@ pub fn read_captures(
     stats.flows = *table.stats();
     stats.found_ports = table.discovery().found().iter().copied().collect();
     stats.other_ports = table.discovery().busiest_ports(10);
-    bar.finish(done_before, stats.flows.flows);
+    bar.finish();
     Ok(stats)
 }

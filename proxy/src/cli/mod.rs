@@ -17,6 +17,10 @@ pub struct Cli {
     /// Format of operational logs on stderr (RUST_LOG sets the level).
     #[arg(long, global = true, env = "ICAPTAP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+    /// Show no progress line (long jobs draw one on stderr only when it is
+    /// a terminal).
+    #[arg(short = 'q', long, global = true)]
+    pub quiet: bool,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,

@@ -1,6 +1,7 @@
 //! `icaptap bundle DIR`: the support-ticket archive. A `.tar.gz` (mode
 //! 0600) holding one folder with the run's captures, logs and summary, the
-//! reports, `ticket.md` and `manifest.json`. Files are staged in a private
+//! reports, `ticket.md` and `manifest.json`. A rotated record log goes in
+//! as its files, under their own names. Files are staged in a private
 //! folder beside the archive only when they change (redaction, size cut);
 //! untouched captures are streamed straight from the run directory.
 
@@ -12,6 +13,7 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 
 use crate::output::directory::create_private_file;
+use crate::output::logset::Log;
 
 use super::facts::Facts;
 use super::hostinfo::HostInfo;
@@ -20,8 +22,9 @@ use super::manifest::{self, Dropped, FileEntry, Manifest, RedactionFacts, Trunca
 use super::pseudonym::Pseudonyms;
 use super::redact::{self, Secrets};
 use super::redact_pcap::{self, CaptureRedaction};
-use super::{write_report_to, EvidenceError};
+use super::{write_report_shown, EvidenceError};
 use crate::analyze::peer_file::PEER_FILE;
+use crate::progress::Progress;
 
 /// Room kept for `manifest.json` when fitting `--max-size` (it is written
 /// last, so its size is estimated).
@@ -104,8 +107,15 @@ fn icap_ports(files: &RunFiles) -> Result<Vec<u16>, EvidenceError> {
     Ok(ports.into_iter().collect())
 }
 
-/// Makes the bundle `args` asks for.
+/// Makes the bundle `args` asks for, silently (the flight recorder's
+/// incidents, tests).
 pub fn bundle(args: &BundleArgs) -> Result<BundleOutcome, EvidenceError> {
+    bundle_shown(args, false)
+}
+
+/// [`bundle`], with a progress line for each phase when `show` (and
+/// stderr is a terminal): redacting, the report, packing.
+pub fn bundle_shown(args: &BundleArgs, show: bool) -> Result<BundleOutcome, EvidenceError> {
     let files = RunFiles::scan(&args.dir)?;
     let run_name = {
         let canonical = args.dir.canonicalize().unwrap_or_else(|_| args.dir.clone());
@@ -150,15 +160,25 @@ pub fn bundle(args: &BundleArgs) -> Result<BundleOutcome, EvidenceError> {
     let mut secrets = Secrets::new();
     let mut pseudonyms = (args.redact && args.pseudonymise_ips).then(Pseudonyms::new);
     if args.redact {
+        let capture_bytes: u64 = files.captures.iter().map(|c| size_of(c)).sum();
+        let redacting = Progress::bytes(
+            show,
+            "bundle: redacting",
+            2 * capture_bytes + files.log_bytes(),
+        );
+        redacting.message("finding secrets");
         load::for_each_exchange(&files, &mut |x| secrets.add_record(&x))?;
         let ports = icap_ports(&files)?;
         let mut capture_stats = CaptureRedaction::default();
         if !files.captures.is_empty() {
             let plan =
                 redact_pcap::plan(&files.captures, &ports, &mut secrets, pseudonyms.as_mut())?;
+            redacting.advance(capture_bytes);
             for c in &files.captures {
                 let dst = staging.0.join(file_name(c));
+                redacting.message(file_name(c));
                 redact_pcap::rewrite(c, &dst, &plan, pseudonyms.as_mut(), &mut capture_stats)?;
+                redacting.advance(size_of(c));
                 captures.push(Entry {
                     name: file_name(c),
                     path: dst,
@@ -166,25 +186,24 @@ pub fn bundle(args: &BundleArgs) -> Result<BundleOutcome, EvidenceError> {
             }
         }
         let mut log_masks = 0;
-        for src in [
-            &files.summary,
-            &peer_file,
-            &files.exchanges,
-            &files.connections,
-        ]
-        .into_iter()
-        .flatten()
+        let texts = [&files.summary, &peer_file].into_iter().flatten();
+        for (src, is_log) in texts
+            .map(|p| (p, false))
+            .chain(files.logs().map(|p| (p, true)))
         {
             let dst = staging.0.join(file_name(src));
             log_masks += redact::redact_text_file(src, &dst, &secrets, pseudonyms.as_mut())?.masked;
+            if is_log {
+                redacting.advance(size_of(src));
+            }
             let e = Entry {
                 name: file_name(src),
                 path: dst,
             };
-            if e.name == load::SUMMARY_FILE || e.name == PEER_FILE {
-                entries.push(e);
-            } else {
+            if is_log {
                 logs.push(e);
+            } else {
+                entries.push(e);
             }
         }
         redaction = Some(RedactionFacts {
@@ -196,6 +215,7 @@ pub fn bundle(args: &BundleArgs) -> Result<BundleOutcome, EvidenceError> {
             ips_pseudonymised: pseudonyms.is_some(),
             addresses_mapped: pseudonyms.as_ref().map_or(0, |p| p.len() as u64),
         });
+        redacting.finish();
         report_source = staging.0.clone();
     } else {
         for c in &files.captures {
@@ -210,7 +230,7 @@ pub fn bundle(args: &BundleArgs) -> Result<BundleOutcome, EvidenceError> {
                 path: s.clone(),
             });
         }
-        for l in [&files.exchanges, &files.connections].into_iter().flatten() {
+        for l in files.logs() {
             logs.push(Entry {
                 name: file_name(l),
                 path: l.clone(),
@@ -218,7 +238,14 @@ pub fn bundle(args: &BundleArgs) -> Result<BundleOutcome, EvidenceError> {
         }
         report_source = args.dir.clone();
     }
-    let reports = write_report_to(&report_source, &staging.0)?;
+    let reading = Progress::bytes(
+        show,
+        "bundle: report",
+        RunFiles::scan(&report_source)?.log_bytes(),
+    );
+    let reports = write_report_shown(&report_source, &staging.0, None, &reading);
+    reading.finish();
+    let reports = reports?;
     entries.push(Entry {
         name: load::REPORT_HTML_FILE.to_string(),
         path: reports.html,
@@ -265,27 +292,36 @@ pub fn bundle(args: &BundleArgs) -> Result<BundleOutcome, EvidenceError> {
         room -= capture_bytes.min(room);
         let log_bytes: u64 = logs.iter().map(|e| size_of(&e.path)).sum();
         if log_bytes > room {
-            for log in &mut logs {
-                let size = size_of(&log.path);
-                let share = (room as u128 * size as u128 / log_bytes.max(1) as u128) as u64;
-                let dst = staging.0.join(format!("{}.tail", log.name));
-                let cut = keep_tail(&log.path, &dst, share)?;
-                truncated.push(Truncated {
-                    name: log.name.clone(),
-                    original_bytes: size,
-                    kept_bytes: cut.0,
-                    dropped_lines: cut.1,
-                });
-                log.path = dst;
+            let mut kept = Vec::new();
+            for log in Log::BOTH {
+                let set: Vec<Entry> = logs
+                    .iter()
+                    .filter(|e| Log::of_name(&e.name) == Some(log))
+                    .cloned()
+                    .collect();
+                let set_bytes: u64 = set.iter().map(|e| size_of(&e.path)).sum();
+                let share = (room as u128 * set_bytes as u128 / log_bytes.max(1) as u128) as u64;
+                kept.extend(fit_log_set(
+                    set,
+                    share,
+                    &staging.0,
+                    &mut dropped,
+                    &mut truncated,
+                )?);
             }
+            logs = kept;
         }
     }
     entries.extend(logs);
     entries.extend(captures);
 
+    let entry_bytes: u64 = entries.iter().map(|e| size_of(&e.path)).sum();
+    let packing = Progress::bytes(show, "bundle: packing", 2 * entry_bytes);
     let mut listed = Vec::new();
     for e in &entries {
+        packing.message(e.name.clone());
         let (bytes, sha256) = manifest::hash_file(&e.path)?;
+        packing.advance(bytes);
         listed.push(FileEntry {
             name: e.name.clone(),
             bytes,
@@ -336,7 +372,10 @@ pub fn bundle(args: &BundleArgs) -> Result<BundleOutcome, EvidenceError> {
         path: manifest_path,
     });
 
-    write_archive(&output, &folder, &entries)?;
+    packing.message("compressing");
+    let written = write_archive(&output, &folder, &entries, &packing);
+    packing.finish();
+    written?;
     Ok(BundleOutcome {
         path: output,
         manifest,
@@ -350,6 +389,47 @@ fn write_file(path: &Path, bytes: &[u8]) -> Result<(), EvidenceError> {
     };
     let mut f = create_private_file(path).map_err(err)?;
     f.write_all(bytes).map_err(err)
+}
+
+/// Keeps the newest `room` bytes of one log's files (oldest first in
+/// `set`): the newest files whole, the oldest of those kept cut at its
+/// start (`keep_tail`), older ones left out; what went is listed.
+fn fit_log_set(
+    set: Vec<Entry>,
+    mut room: u64,
+    staging: &Path,
+    dropped: &mut Vec<Dropped>,
+    truncated: &mut Vec<Truncated>,
+) -> Result<Vec<Entry>, EvidenceError> {
+    let one = set.len() == 1;
+    let mut kept = Vec::new();
+    for mut e in set.into_iter().rev() {
+        let size = size_of(&e.path);
+        if size <= room {
+            room -= size;
+            kept.push(e);
+        } else if room > 0 || one {
+            let dst = staging.join(format!("{}.tail", e.name));
+            let (kept_bytes, dropped_lines) = keep_tail(&e.path, &dst, room)?;
+            truncated.push(Truncated {
+                name: e.name.clone(),
+                original_bytes: size,
+                kept_bytes,
+                dropped_lines,
+            });
+            room = 0;
+            e.path = dst;
+            kept.push(e);
+        } else {
+            dropped.push(Dropped {
+                name: e.name,
+                bytes: size,
+                reason: "oldest log file left out to fit --max-size".to_string(),
+            });
+        }
+    }
+    kept.reverse();
+    Ok(kept)
 }
 
 /// Copies the last `max` bytes of `src` that start on a line to `dst`;
@@ -387,7 +467,12 @@ fn keep_tail(src: &Path, dst: &Path, max: u64) -> Result<(u64, u64), EvidenceErr
 }
 
 /// Writes the archive (0600): one folder holding every entry.
-fn write_archive(output: &Path, folder: &str, entries: &[Entry]) -> Result<(), EvidenceError> {
+fn write_archive(
+    output: &Path,
+    folder: &str,
+    entries: &[Entry],
+    progress: &Progress,
+) -> Result<(), EvidenceError> {
     let write_err = |source| EvidenceError::Write {
         path: output.to_path_buf(),
         source,
@@ -400,7 +485,7 @@ fn write_archive(output: &Path, folder: &str, entries: &[Entry]) -> Result<(), E
     ));
     let mtime = crate::tap::now_micros() / 1_000_000;
     for e in entries {
-        let mut f = File::open(&e.path).map_err(|source| EvidenceError::Read {
+        let f = File::open(&e.path).map_err(|source| EvidenceError::Read {
             path: e.path.clone(),
             source,
         })?;
@@ -416,8 +501,12 @@ fn write_archive(output: &Path, folder: &str, entries: &[Entry]) -> Result<(), E
         header.set_mode(0o600);
         header.set_mtime(mtime);
         header.set_entry_type(tar::EntryType::Regular);
-        tar.append_data(&mut header, format!("{folder}/{}", e.name), &mut f)
-            .map_err(write_err)?;
+        tar.append_data(
+            &mut header,
+            format!("{folder}/{}", e.name),
+            progress.reader(f),
+        )
+        .map_err(write_err)?;
     }
     let gz = tar.into_inner().map_err(write_err)?;
     let mut buffered = gz.finish().map_err(write_err)?;
@@ -432,7 +521,7 @@ fn write_archive(output: &Path, folder: &str, entries: &[Entry]) -> Result<(), E
 
 /// `icaptap bundle`: makes the archive and says where it is.
 pub fn run(args: BundleArgs) -> Result<BundleOutcome, EvidenceError> {
-    let outcome = bundle(&args)?;
+    let outcome = bundle_shown(&args, true)?;
     println!(
         "icaptap: bundle written: {} ({} files{}{})",
         outcome.path.display(),
@@ -453,4 +542,46 @@ pub fn run(args: BundleArgs) -> Result<BundleOutcome, EvidenceError> {
         }
     );
     Ok(outcome)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_rotated_log_cut_to_fit_keeps_its_newest_files_whole() {
+        let tmp = tempfile::tempdir().unwrap();
+        let staging = tmp.path().join("staging");
+        std::fs::create_dir(&staging).unwrap();
+        // Three files of 10 lines of 10 bytes each.
+        let set: Vec<Entry> = (1..=3)
+            .map(|n| {
+                let name = Log::Exchanges.rotated_name(n);
+                let path = tmp.path().join(&name);
+                let lines: String = (0..10).map(|i| format!("{n}-{i:07}\n")).collect();
+                std::fs::write(&path, lines).unwrap();
+                Entry { name, path }
+            })
+            .collect();
+        let (mut dropped, mut truncated) = (Vec::new(), Vec::new());
+        // Room for the newest file and half of the one before.
+        let kept = fit_log_set(set, 150, &staging, &mut dropped, &mut truncated).unwrap();
+        let names: Vec<&str> = kept.iter().map(|e| e.name.as_str()).collect();
+        assert_eq!(names, ["exchanges-0002.jsonl", "exchanges-0003.jsonl"]);
+        assert_eq!(dropped.len(), 1);
+        assert_eq!(dropped[0].name, "exchanges-0001.jsonl");
+        assert_eq!(dropped[0].bytes, 100);
+        assert_eq!(truncated.len(), 1);
+        assert_eq!(truncated[0].name, "exchanges-0002.jsonl");
+        assert_eq!(
+            (truncated[0].kept_bytes, truncated[0].dropped_lines),
+            (50, 5)
+        );
+        let cut = std::fs::read_to_string(&kept[0].path).unwrap();
+        assert!(
+            cut.starts_with("2-0000005\n") && cut.ends_with("2-0000009\n"),
+            "{cut}"
+        );
+        assert_eq!(kept[1].path, tmp.path().join("exchanges-0003.jsonl"));
+    }
 }

@@ -1,16 +1,18 @@
 //! `icaptap clean DIR`: the last manual step of a ticket (freeing the disk
 //! the evidence took) done safely. Only the files icaptap writes are
-//! removed (records, summary and the space reserved for it, reports,
+//! removed (records, rotated ones too, summary and the space reserved for it, reports,
 //! captures, the flight recorder's `incidents/`, the peer side of
 //! `analyze --peer`), and only from a directory that holds a run, finished
 //! or not (a run killed before its end has no summary.json); anything else
-//! is left and named, and a directory goes only when empty.
+//! is left and named, and a directory goes only when empty. On a terminal
+//! a progress line counts the files removed.
 
 use std::path::{Path, PathBuf};
 
 use super::load::{self, RunFiles};
 use super::EvidenceError;
 use crate::output::directory::is_run_entry;
+use crate::progress::Progress;
 
 /// Options of `icaptap clean`.
 #[derive(Clone, Debug, clap::Args)]
@@ -122,6 +124,7 @@ fn clean_tree(
     tree: Tree,
     dry_run: bool,
     out: &mut CleanOutcome,
+    progress: &Progress,
 ) -> Result<bool, EvidenceError> {
     let entries = std::fs::read_dir(dir).map_err(|source| EvidenceError::ReadDir {
         dir: dir.to_path_buf(),
@@ -143,8 +146,10 @@ fn clean_tree(
                 })?;
             }
             out.removed.push(path);
+            progress.advance(1);
+            progress.message(super::readable::bytes(out.bytes));
         } else if let Some(sub) = subtree(tree, &name).filter(|_| is_dir) {
-            let sub_empty = clean_tree(&path, sub, dry_run, out)?;
+            let sub_empty = clean_tree(&path, sub, dry_run, out, progress)?;
             if sub_empty && !dry_run {
                 std::fs::remove_dir(&path).map_err(|source| EvidenceError::Write {
                     path: path.clone(),
@@ -162,6 +167,15 @@ fn clean_tree(
 
 /// Removes the run in `dir`.
 pub fn clean(dir: &Path, dry_run: bool) -> Result<CleanOutcome, EvidenceError> {
+    clean_shown(dir, dry_run, &Progress::hidden())
+}
+
+/// [`clean`], advancing `progress` by each file removed.
+pub fn clean_shown(
+    dir: &Path,
+    dry_run: bool,
+    progress: &Progress,
+) -> Result<CleanOutcome, EvidenceError> {
     let meta = std::fs::symlink_metadata(dir).map_err(|source| EvidenceError::ReadDir {
         dir: dir.to_path_buf(),
         source,
@@ -202,7 +216,7 @@ pub fn clean(dir: &Path, dry_run: bool) -> Result<CleanOutcome, EvidenceError> {
         unfinished: !dir.join(load::SUMMARY_FILE).is_file(),
         ..CleanOutcome::default()
     };
-    let empty = clean_tree(dir, Tree::Run, dry_run, &mut out)?;
+    let empty = clean_tree(dir, Tree::Run, dry_run, &mut out, progress)?;
     out.removed.sort();
     out.kept.sort();
     if empty && !dry_run {
@@ -231,7 +245,10 @@ fn listing(dir: &Path) -> String {
 
 /// `icaptap clean DIR`.
 pub fn run(args: CleanArgs) -> Result<CleanOutcome, EvidenceError> {
-    let out = clean(&args.dir, args.dry_run)?;
+    let progress = Progress::counter(!args.dry_run, "clean", "files removed");
+    let out = clean_shown(&args.dir, args.dry_run, &progress);
+    progress.finish();
+    let out = out?;
     let verb = if args.dry_run {
         "would remove"
     } else {

@@ -168,7 +168,7 @@ impl ExchangeTable {
             t.total(),
             parts.join("; "),
             if omitted > 0 {
-                format!(" {omitted} are not listed here; exchanges.jsonl has every one.")
+                format!(" {omitted} are not listed here; the exchanges log has every one.")
             } else {
                 String::new()
             }
@@ -204,10 +204,12 @@ pub fn anchor(conn: u64, seq: u64) -> String {
 }
 
 /// What to give `jq` to list the exchanges the table leaves out: problems
-/// (`Tier::Problem`), the others worth a look, or every one.
-pub const JQ_PROBLEMS: &str = r#"jq -c 'select(.verdict=="missing" or .verdict=="malformed" or .verdict=="error" or any(.anomalies[]; .severity=="error")) | {conn,seq,ts,client,http_url,verdict,icap_status,anomalies:[.anomalies[].code]}' exchanges.jsonl"#;
+/// (`Tier::Problem`), the others worth a look, or every one. The glob
+/// takes `exchanges.jsonl` or a rotated set (`exchanges-0001.jsonl`...),
+/// which the shell lists in order.
+pub const JQ_PROBLEMS: &str = r#"jq -c 'select(.verdict=="missing" or .verdict=="malformed" or .verdict=="error" or any(.anomalies[]; .severity=="error")) | {conn,seq,ts,client,http_url,verdict,icap_status,anomalies:[.anomalies[].code]}' exchanges*.jsonl"#;
 /// `jq` listing every exchange with its URL and verdict.
-pub const JQ_ALL: &str = r#"jq -r '[.conn,.seq,.ts,.client,(.http_url // .uri),.verdict,(.threat // "")] | @tsv' exchanges.jsonl"#;
+pub const JQ_ALL: &str = r#"jq -r '[.conn,.seq,.ts,.client,(.http_url // .uri),.verdict,(.threat // "")] | @tsv' exchanges*.jsonl"#;
 
 #[cfg(test)]
 mod tests {

@@ -244,7 +244,7 @@ fn severity_rank(s: &str) -> usize {
 impl Facts {
     /// Reads `dir` and gathers the facts from its records and summary.
     pub fn gather(dir: &std::path::Path) -> Result<Facts, EvidenceError> {
-        Facts::gather_filtered(dir, None)
+        Facts::gather_shown(dir, None, &crate::progress::Progress::hidden())
     }
 
     /// [`Facts::gather`] over only the exchanges `filter` selects and the
@@ -253,6 +253,16 @@ impl Facts {
     pub fn gather_filtered(
         dir: &std::path::Path,
         filter: Option<&Filter>,
+    ) -> Result<Facts, EvidenceError> {
+        Facts::gather_shown(dir, filter, &crate::progress::Progress::hidden())
+    }
+
+    /// [`gather_filtered`](Self::gather_filtered), advancing `progress` by
+    /// the bytes of records read.
+    pub fn gather_shown(
+        dir: &std::path::Path,
+        filter: Option<&Filter>,
+        progress: &crate::progress::Progress,
     ) -> Result<Facts, EvidenceError> {
         let files = RunFiles::scan(dir)?;
         let summary_json = files.read_summary()?;
@@ -287,21 +297,29 @@ impl Facts {
         let mut rebuilt = SummaryBuilder::new();
         let mut latency: BTreeMap<String, Histogram<u64>> = BTreeMap::new();
         let files = facts.files.clone();
-        let mut bad = load::for_each_exchange(&files, &mut |x| {
-            if filter.as_ref().is_some_and(|f| !f.matches(&x)) {
-                return;
-            }
-            selected.insert(x.conn);
-            rebuilt.exchange(&x);
-            facts.exchange(x, &mut latency);
-        })?;
-        bad += load::for_each_connection(&files, &mut |c| {
-            if filter.is_some() && !selected.contains(&c.conn) {
-                return;
-            }
-            rebuilt.connection(&c);
-            facts.connection(&c);
-        })?;
+        let mut bad = load::for_each_record_shown(
+            &files.exchanges,
+            &mut |x: ExchangeRecord| {
+                if filter.as_ref().is_some_and(|f| !f.matches(&x)) {
+                    return;
+                }
+                selected.insert(x.conn);
+                rebuilt.exchange(&x);
+                facts.exchange(x, &mut latency);
+            },
+            progress,
+        )?;
+        bad += load::for_each_record_shown(
+            &files.connections,
+            &mut |c: ConnectionRecord| {
+                if filter.is_some() && !selected.contains(&c.conn) {
+                    return;
+                }
+                rebuilt.connection(&c);
+                facts.connection(&c);
+            },
+            progress,
+        )?;
         facts.unreadable_lines = bad;
         facts.latency = latency
             .into_iter()

@@ -1,6 +1,8 @@
 //! Reading a run's output directory back (docs/log-schema.md): which files
-//! icaptap wrote there, `summary.json`, and the two JSON Lines files
-//! streamed record by record so a long run never has to fit in memory.
+//! icaptap wrote there, `summary.json`, and the two record logs streamed
+//! record by record so a long run never has to fit in memory. A rotated
+//! log (`exchanges-0001.jsonl`, `exchanges-0002.jsonl`, ...) is read as one
+//! log, oldest file first ([`crate::output::logset`]).
 
 use std::fs::File;
 use std::io::{BufRead, BufReader};
@@ -8,8 +10,10 @@ use std::path::{Path, PathBuf};
 
 use crate::filter::Filter;
 use crate::output::directory::is_capture_name;
+use crate::output::logset::{self, Log};
 use crate::output::records::{ConnectionRecord, ExchangeRecord};
 use crate::output::summary::Summary;
+use crate::progress::Progress;
 
 use super::EvidenceError;
 
@@ -31,10 +35,11 @@ pub struct RunFiles {
     pub dir: PathBuf,
     /// `summary.json`, when present.
     pub summary: Option<PathBuf>,
-    /// `exchanges.jsonl`, when present.
-    pub exchanges: Option<PathBuf>,
-    /// `connections.jsonl`, when present.
-    pub connections: Option<PathBuf>,
+    /// `exchanges.jsonl`, or the files of its rotated set oldest first;
+    /// empty when there are none.
+    pub exchanges: Vec<PathBuf>,
+    /// `connections.jsonl`, or its rotated set, oldest first.
+    pub connections: Vec<PathBuf>,
     /// Capture files, oldest first (rotation numbers sort by name).
     pub captures: Vec<PathBuf>,
     /// `report.html` / `report.md`, when present.
@@ -61,8 +66,6 @@ impl RunFiles {
             let name = entry.file_name().to_string_lossy().into_owned();
             match name.as_str() {
                 SUMMARY_FILE => files.summary = Some(path),
-                EXCHANGES_FILE => files.exchanges = Some(path),
-                CONNECTIONS_FILE => files.connections = Some(path),
                 REPORT_HTML_FILE | REPORT_MD_FILE => files.reports.push(path),
                 n if is_capture_name(n) => files.captures.push(path),
                 _ => {}
@@ -70,12 +73,27 @@ impl RunFiles {
         }
         files.captures.sort();
         files.reports.sort();
-        if files.summary.is_none() && files.exchanges.is_none() && files.connections.is_none() {
+        files.exchanges = logset::list(dir, Log::Exchanges);
+        files.connections = logset::list(dir, Log::Connections);
+        if files.summary.is_none() && files.exchanges.is_empty() && files.connections.is_empty() {
             return Err(EvidenceError::NotARunDir {
                 dir: dir.to_path_buf(),
             });
         }
         Ok(files)
+    }
+
+    /// Every record file, exchanges then connections, each set oldest
+    /// first.
+    pub fn logs(&self) -> impl Iterator<Item = &PathBuf> {
+        self.exchanges.iter().chain(&self.connections)
+    }
+
+    /// Bytes of all record files (what a report reads).
+    pub fn log_bytes(&self) -> u64 {
+        self.logs()
+            .map(|p| std::fs::metadata(p).map_or(0, |m| m.len()))
+            .sum()
     }
 
     /// `summary.json`, or `None` when the run did not finish writing it.
@@ -97,22 +115,42 @@ impl RunFiles {
     }
 }
 
-/// Streams the records of a JSON Lines file to `each`; returns how many
-/// lines could not be read as records (a line cut by a crash, a newer
-/// schema's surprise), which the report mentions instead of failing.
+/// Streams the records of a log (its files in order, as one log) to
+/// `each`; returns how many lines could not be read as records (a line cut
+/// by a crash, a newer schema's surprise), which the report mentions
+/// instead of failing.
 pub fn for_each_record<T: serde::de::DeserializeOwned>(
-    path: Option<&Path>,
+    paths: &[PathBuf],
     each: &mut dyn FnMut(T),
 ) -> Result<u64, EvidenceError> {
-    let Some(path) = path else {
-        return Ok(0);
-    };
+    for_each_record_shown(paths, each, &Progress::hidden())
+}
+
+/// [`for_each_record`], advancing `progress` by the bytes read.
+pub fn for_each_record_shown<T: serde::de::DeserializeOwned>(
+    paths: &[PathBuf],
+    each: &mut dyn FnMut(T),
+    progress: &Progress,
+) -> Result<u64, EvidenceError> {
+    let mut bad = 0;
+    for path in paths {
+        bad += for_each_record_of_file(path, each, progress)?;
+    }
+    Ok(bad)
+}
+
+/// Streams the records of one JSON Lines file.
+fn for_each_record_of_file<T: serde::de::DeserializeOwned>(
+    path: &Path,
+    each: &mut dyn FnMut(T),
+    progress: &Progress,
+) -> Result<u64, EvidenceError> {
     let file = File::open(path).map_err(|source| EvidenceError::Read {
         path: path.to_path_buf(),
         source,
     })?;
     let mut bad = 0u64;
-    let mut reader = BufReader::new(file);
+    let mut reader = BufReader::new(progress.reader(file));
     let mut line = Vec::new();
     let mut at = 0u64;
     loop {
@@ -149,20 +187,20 @@ pub fn for_each_record<T: serde::de::DeserializeOwned>(
     Ok(bad)
 }
 
-/// Streams `exchanges.jsonl`.
+/// Streams the exchanges log.
 pub fn for_each_exchange(
     files: &RunFiles,
     each: &mut dyn FnMut(ExchangeRecord),
 ) -> Result<u64, EvidenceError> {
-    for_each_record(files.exchanges.as_deref(), each)
+    for_each_record(&files.exchanges, each)
 }
 
-/// Streams `connections.jsonl`.
+/// Streams the connections log.
 pub fn for_each_connection(
     files: &RunFiles,
     each: &mut dyn FnMut(ConnectionRecord),
 ) -> Result<u64, EvidenceError> {
-    for_each_record(files.connections.as_deref(), each)
+    for_each_record(&files.connections, each)
 }
 
 /// When the run in `files` started, microseconds since the UNIX epoch:
@@ -241,10 +279,32 @@ mod tests {
         let path = tmp.path().join("x.jsonl");
         std::fs::write(&path, "{\"a\":1}\n\n{\"a\":2}\n{\"a\":").unwrap();
         let mut seen = Vec::new();
-        let bad = for_each_record::<serde_json::Value>(Some(&path), &mut |v| seen.push(v)).unwrap();
+        let bad = for_each_record::<serde_json::Value>(&[path], &mut |v| seen.push(v)).unwrap();
         assert_eq!(bad, 1);
         assert_eq!(seen.len(), 2);
         assert_eq!(seen[1]["a"], 2);
+    }
+
+    #[test]
+    fn a_rotated_log_is_read_as_one_in_number_order() {
+        let tmp = tempfile::tempdir().unwrap();
+        for (n, text) in [
+            (10, "{\"a\":4}\n"),
+            (9, "{\"a\":3}\n"),
+            (1, "{\"a\":1}\n{\"a\":2}\n"),
+        ] {
+            std::fs::write(tmp.path().join(Log::Exchanges.rotated_name(n)), text).unwrap();
+        }
+        let files = RunFiles::scan(tmp.path()).unwrap();
+        assert_eq!(files.exchanges.len(), 3);
+        assert!(files.connections.is_empty());
+        let mut seen = Vec::new();
+        let bad = for_each_record::<serde_json::Value>(&files.exchanges, &mut |v| {
+            seen.push(v["a"].as_u64().unwrap())
+        })
+        .unwrap();
+        assert_eq!(bad, 0);
+        assert_eq!(seen, [1, 2, 3, 4]);
     }
 
     #[test]

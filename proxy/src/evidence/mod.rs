@@ -52,6 +52,7 @@ pub use bundle::{BundleArgs, BundleOutcome};
 pub use clean::CleanArgs;
 
 use crate::output::directory::create_private_file;
+use crate::progress::Progress;
 
 /// Why evidence could not be produced.
 #[derive(Debug, thiserror::Error)]
@@ -172,7 +173,7 @@ pub fn write_report(dir: &Path) -> Result<ReportPaths, EvidenceError> {
 /// Like [`write_report`], reading the run in `dir` and writing the reports
 /// into `out` (the bundle writes them next to redacted logs).
 pub fn write_report_to(dir: &Path, out: &Path) -> Result<ReportPaths, EvidenceError> {
-    write_report_filtered(dir, out, None)
+    write_report_shown(dir, out, None, &Progress::hidden())
 }
 
 /// Like [`write_report_to`], over only the exchanges `filter` selects.
@@ -181,7 +182,18 @@ pub fn write_report_filtered(
     out: &Path,
     filter: Option<&crate::filter::Filter>,
 ) -> Result<ReportPaths, EvidenceError> {
-    let facts = facts::Facts::gather_filtered(dir, filter)?;
+    write_report_shown(dir, out, filter, &Progress::hidden())
+}
+
+/// [`write_report_filtered`], advancing `progress` by the bytes of records
+/// read.
+pub fn write_report_shown(
+    dir: &Path,
+    out: &Path,
+    filter: Option<&crate::filter::Filter>,
+    progress: &Progress,
+) -> Result<ReportPaths, EvidenceError> {
+    let facts = facts::Facts::gather_shown(dir, filter, progress)?;
     let catalogue = catalogue::Catalogue::builtin();
     let generated = now_text();
     let paths = ReportPaths {
@@ -201,7 +213,11 @@ pub fn write_report_filtered(
 
 /// `icaptap report DIR`: writes both reports and says where.
 pub fn report(args: ReportArgs) -> Result<ReportPaths, EvidenceError> {
-    let paths = write_report_filtered(&args.dir, &args.dir, args.filter.as_ref())?;
+    let total = load::RunFiles::scan(&args.dir)?.log_bytes();
+    let progress = Progress::bytes(true, "report", total);
+    let paths = write_report_shown(&args.dir, &args.dir, args.filter.as_ref(), &progress);
+    progress.finish();
+    let paths = paths?;
     if let Some(f) = &args.filter {
         println!(
             "icaptap: report limited to the exchanges matching `{}`",

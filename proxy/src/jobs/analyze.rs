@@ -79,7 +79,7 @@ pub fn analyze_filtered_into(
     out: &Path,
     filter: Option<&Filter>,
 ) -> Result<SideResult, OfflineError> {
-    let mut output = RunOutput::create_with(out, opts.log_schema)?;
+    let mut output = RunOutput::create_with(out, Default::default(), opts.log_schema)?;
     let fingerprints = FingerprintSink::default();
     let first_tap = Arc::new(AtomicU64::new(0));
     let records: Box<dyn RecordSink> = match filter {

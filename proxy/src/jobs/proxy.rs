@@ -141,6 +141,10 @@ pub enum ProxyError {
     /// The metrics endpoint could not start.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// `--log-schema ecs` with rotating or bounded record logs: the ECS
+    /// files do not rotate, so they would grow past the bound.
+    #[error("--log-schema ecs cannot be combined with --log-rotate-size, --log-rotate-time, --log-keep or --log-ring yet: the ECS files do not rotate and would grow past the bound; bound the native records only (leave --log-schema out and map them when shipping), or leave the log rotation out")]
+    EcsWithLogRotation,
     /// A TLS option is unusable.
     #[error(transparent)]
     Tls(#[from] forward::tls::TlsSetupError),
@@ -258,6 +262,9 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
     // the sockets, and only then create the output directory: a start
     // that fails leaves no half-made run behind.
     RunOutput::check(&plan.out)?;
+    if matches!(plan.log_schema, LogSchema::Ecs) && plan.ops.logs.enabled() {
+        return Err(ProxyError::EcsWithLogRotation);
+    }
     let forward_config = plan.forward.clone();
     let listener = forward::bind(&forward_config).await?;
     let listen = listener.local_addr();
@@ -277,7 +284,7 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
         None => None,
     };
     let metrics_addr = metrics_listener.as_ref().and_then(|l| l.local_addr().ok());
-    let mut output = RunOutput::create_with(&plan.out, plan.log_schema)?;
+    let mut output = RunOutput::create_with(&plan.out, plan.ops.logs, plan.log_schema)?;
     let tls = &forward_config.tls;
     if tls.any() {
         let generated = tls.listen.as_ref().and_then(|l| l.generated.as_ref());
@@ -645,7 +652,8 @@ fn tls_console_lines(tls: &forward::tls::TlsSetup, out: &std::path::Path) -> Vec
     if let Some(listen) = &tls.listen {
         match &listen.generated {
             Some(cert) => lines.push(format!(
-                "TLS to ICAP clients with a certificate icaptap generated for {} (SHA-256 {}),                  written to {}: make the client trust it (Squid: tls-cafile= on the icaps:// service)",
+                "TLS to ICAP clients with a certificate icaptap generated for {} (SHA-256 {}), \
+                 written to {}: make the client trust it (Squid: tls-cafile= on the icaps:// service)",
                 cert.names.join(", "),
                 cert.sha256,
                 out.join(forward::tls::self_signed::CERT_FILE).display()
@@ -661,12 +669,31 @@ fn tls_console_lines(tls: &forward::tls::TlsSetup, out: &std::path::Path) -> Vec
             ));
         } else {
             lines.push(
-                "TLS to the sensor WITHOUT verifying its certificate (--upstream-tls-insecure);                  the summary says so"
+                "TLS to the sensor WITHOUT verifying its certificate (--upstream-tls-insecure); \
+                 the summary says so"
                     .to_owned(),
             );
         }
     }
     lines
+}
+
+/// What a run says at its start about its records' disk use: `--ring`
+/// bounds only the capture, so a user who bounded it learns that the
+/// records are not bounded, and how to bound them.
+fn logs_note(logs: &crate::output::log_rotation::LogRotation, ring: Option<u64>) -> Option<String> {
+    match (logs.total, ring) {
+        (Some(total), _) => Some(format!(
+            "records: at most {} on disk (--log-ring); the oldest are deleted and counted in summary.json",
+            crate::evidence::readable::bytes(total)
+        )),
+        (None, Some(_)) if logs.keep.is_none() => Some(
+            "--ring bounds the capture only; the records grow by about 1 KB per exchange \
+             (bound them too with --log-ring SIZE)"
+                .to_string(),
+        ),
+        _ => None,
+    }
 }
 
 /// Runs `icaptap proxy` until SIGINT, SIGTERM, SIGHUP or `--duration`.
@@ -678,6 +705,7 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
         .map_err(ProxyError::Runtime)?;
     let out = args.out.clone().unwrap_or_else(default_dir_name);
     let ops = args.ops.plan();
+    let records_note = logs_note(&ops.logs, ops.ring);
     let routes = args.forward.route_configs()?;
     let mut forward = args.forward.into_config()?;
     forward.tls = args
@@ -717,6 +745,9 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
         }
         if let Some(addr) = proxy.metrics {
             eprintln!("icaptap: metrics on http://{addr}/metrics (also /healthz, /status)");
+        }
+        if let Some(note) = &records_note {
+            eprintln!("icaptap: {note}");
         }
         let stopped_by_itself = proxy.shutdown_token();
         let signal = tokio::select! {

@@ -8,6 +8,8 @@
 //! - [`stop`]: `--max-exchanges` and `--stop-on CODE`, so a temporary
 //!   deployment ends by itself (`--duration` lives in [`crate::jobs::proxy`]);
 //! - [`flight`]: the flight recorder, `--ring SIZE` and `--trigger CODE`;
+//! - the record logs' `--log-ring SIZE` (and `--log-rotate-size`,
+//!   `--log-keep`), which [`crate::output::log_rotation`] implements;
 //!
 //! Nothing here forwards: transparent mode and `--route` are options of
 //! [`crate::forward`].
@@ -87,6 +89,10 @@ pub struct OpsArgs {
         value_name = "N"
     )]
     pub max_incidents: u32,
+    /// Rotation and bound of the record logs (`--log-rotate-size`,
+    /// `--log-rotate-time`, `--log-keep`, `--log-ring`).
+    #[command(flatten)]
+    pub logs: crate::output::log_rotation::LogArgs,
 }
 
 impl OpsArgs {
@@ -105,6 +111,7 @@ impl OpsArgs {
                 max_incidents: self.max_incidents,
             }),
             ring: self.ring,
+            logs: self.logs.rotation(),
         }
     }
 }
@@ -120,4 +127,6 @@ pub struct OpsPlan {
     pub flight: Option<flight::FlightOptions>,
     /// `--ring`: the capture's size on disk.
     pub ring: Option<u64>,
+    /// How the record logs rotate and what they keep.
+    pub logs: crate::output::log_rotation::LogRotation,
 }

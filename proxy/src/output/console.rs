@@ -72,13 +72,21 @@ pub fn summary_table(s: &Summary, dir: &Path) -> String {
         );
     }
     let _ = writeln!(out, "\n  output: {}", dir.display());
-    for name in [
-        "exchanges.jsonl",
-        "connections.jsonl",
-        "summary.json",
-        "capture.pcapng",
-        "report.html",
-    ] {
+    for log in super::logset::Log::BOTH {
+        let files = super::logset::list(dir, log);
+        if let Some(first) = files.first() {
+            let shown = match files.len() {
+                1 => first.display().to_string(),
+                _ => format!(
+                    "{}: {}",
+                    dir.join(format!("{}-*.jsonl", log.stem())).display(),
+                    super::logset::describe(&files)
+                ),
+            };
+            let _ = writeln!(out, "    {shown}");
+        }
+    }
+    for name in ["summary.json", "capture.pcapng", "report.html"] {
         if dir.join(name).exists() {
             let _ = writeln!(out, "    {}", dir.join(name).display());
         }

@@ -33,13 +33,11 @@ pub fn default_dir_name() -> PathBuf {
 }
 
 /// Whether `name` is something icaptap writes into a run directory: the
-/// record files (native and ECS), the summary (and the space reserved for it), the reports,
+/// record files (rotated ones too: `exchanges-NNNN.jsonl`; and the ECS files), the summary (and the space reserved for it), the reports,
 /// captures (`capture.pcap[ng]`, `capture-NNNN.pcap[ng]`), the flight
 /// recorder's `incidents/`, and the `--peer` results of `analyze`.
 pub fn is_run_entry(name: &str) -> bool {
     const NAMES: &[&str] = &[
-        "exchanges.jsonl",
-        "connections.jsonl",
         super::ecs::EXCHANGES_ECS_FILE,
         super::ecs::CONNECTIONS_ECS_FILE,
         "summary.json",
@@ -51,7 +49,7 @@ pub fn is_run_entry(name: &str) -> bool {
         "peer.json",
         "peer-side",
     ];
-    NAMES.contains(&name) || is_capture_name(name)
+    NAMES.contains(&name) || is_capture_name(name) || super::logset::is_log_name(name)
 }
 
 /// Whether `name` is a capture file icaptap writes: `capture.pcapng`,

@@ -1,5 +1,6 @@
 //! What a run leaves on disk for people and tools: one JSON record per
-//! exchange and per connection (JSON Lines), and the run's summary. The
+//! exchange and per connection (JSON Lines, optionally rotated and bounded:
+//! [`logset`], [`log_rotation`], [`log_writer`]), and the run's summary. The
 //! schema is documented in docs/log-schema.md; every record carries
 //! `schema` = [`SCHEMA_VERSION`]. [`ecs`] writes the same records as
 //! Elastic Common Schema events beside them (`--log-schema ecs`).
@@ -7,6 +8,9 @@
 pub mod console;
 pub mod directory;
 pub mod ecs;
+pub mod log_rotation;
+pub mod log_writer;
+pub mod logset;
 pub mod records;
 pub mod run;
 pub mod summary;

@@ -12,6 +12,7 @@ use super::directory::{
     remove_created, Unusable,
 };
 use super::ecs::LogSchema;
+use super::log_rotation::{LogRotation, RecordsPruned};
 use super::records::{ConnectionRecord, ExchangeRecord};
 use super::summary::{Drops, Evidence, Forwarded, Summary, SummaryBuilder};
 use super::writer::{JsonlSink, RecordSink, Tee};
@@ -55,6 +56,8 @@ pub struct RunOutput {
     sink: Option<JsonlSink>,
     /// Records the files could not take (disk full, directory removed).
     record_write_errors: Arc<AtomicU64>,
+    /// What the record bound deleted.
+    records_pruned: Arc<Mutex<RecordsPruned>>,
     /// The directories this run created (outermost first), removed again
     /// by [`RunOutput::discard`].
     created_dirs: Vec<PathBuf>,
@@ -143,12 +146,23 @@ impl RunOutput {
     /// Creates `dir` (0700) and its record files (0600), after
     /// [`RunOutput::check`]. Fails without leaving anything it created.
     pub fn create(dir: &Path) -> Result<RunOutput, OutputError> {
-        RunOutput::create_with(dir, LogSchema::Icaptap)
+        RunOutput::create_with(dir, LogRotation::default(), LogSchema::Icaptap)
     }
 
-    /// [`create`](Self::create) with the record files `schema` asks for
-    /// (the ECS files beside the native ones).
-    pub fn create_with(dir: &Path, schema: LogSchema) -> Result<RunOutput, OutputError> {
+    /// [`create`](Self::create), with record logs that rotate and are
+    /// bounded as `logs` says.
+    pub fn create_with_logs(dir: &Path, logs: LogRotation) -> Result<RunOutput, OutputError> {
+        RunOutput::create_with(dir, logs, LogSchema::Icaptap)
+    }
+
+    /// [`create`](Self::create), with record logs that rotate and are
+    /// bounded as `logs` says, and the record files `schema` asks for (the
+    /// ECS files beside the native ones).
+    pub fn create_with(
+        dir: &Path,
+        logs: LogRotation,
+        schema: LogSchema,
+    ) -> Result<RunOutput, OutputError> {
         RunOutput::check(dir)?;
         let err = |source| OutputError::Create {
             dir: dir.to_path_buf(),
@@ -162,7 +176,7 @@ impl RunOutput {
             }
             err(source)
         };
-        let mut sink = JsonlSink::create_with(dir, schema).map_err(undo)?;
+        let mut sink = JsonlSink::create_with(dir, logs, schema).map_err(undo)?;
         let dir_epoch = Arc::new(AtomicU64::new(0));
         sink.follow_directory(dir_epoch.clone());
         // Real bytes, not a sparse file: a full tmpfs or disk must not be
@@ -174,6 +188,7 @@ impl RunOutput {
             dir: dir.to_path_buf(),
             summary: SharedSummary::default(),
             record_write_errors: sink.write_errors(),
+            records_pruned: sink.pruned(),
             sink: Some(sink),
             created_dirs,
             dir_epoch,
@@ -258,6 +273,12 @@ impl RunOutput {
         summary.drops.record_write_errors += self.record_write_errors.load(Ordering::Relaxed);
         summary.forwarded = forwarded;
         summary.output_dir_recreated = self.dir_epoch.load(Ordering::Relaxed);
+        let pruned = self
+            .records_pruned
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone();
+        summary.records_pruned = pruned.any().then_some(pruned);
         summary.evidence = Some(Evidence::of(&summary));
         // Every writer is done: the reserved space is the summary's now.
         let _ = std::fs::remove_file(self.dir.join(SUMMARY_RESERVE));
@@ -325,6 +346,21 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(left, ["notes.txt"]);
+    }
+
+    #[test]
+    fn a_directory_holding_only_rotated_records_is_a_run_and_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        std::fs::write(tmp.path().join("connections-0007.jsonl"), b"{}\n").unwrap();
+        let err = RunOutput::create(tmp.path()).unwrap_err().to_string();
+        assert!(err.contains("connections-0007.jsonl"), "{err}");
+        let rotating = tmp.path().join("new");
+        let output = RunOutput::create_with_logs(&rotating, LogRotation::ring(1 << 20)).unwrap();
+        assert!(rotating.join("exchanges-0001.jsonl").is_file());
+        assert!(rotating.join("connections-0001.jsonl").is_file());
+        assert!(!rotating.join("exchanges.jsonl").exists());
+        output.discard();
+        assert!(!rotating.exists());
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use hdrhistogram::Histogram;
 use serde::{Deserialize, Serialize};
 
+use super::log_rotation::RecordsPruned;
 use super::records::{ConnectionRecord, ExchangeRecord, ProductsRecord, SHA256_SHED};
 use super::writer::RecordSink;
 use super::SCHEMA_VERSION;
@@ -152,6 +153,9 @@ impl Evidence {
                 s.output_dir_recreated
             ));
         }
+        if let Some(p) = &s.records_pruned {
+            gaps.push(p.gap());
+        }
         if d.record_write_errors > 0 {
             gaps.push(format!(
                 "{} records could not be written to disk",
@@ -284,6 +288,10 @@ pub struct Summary {
     /// ICAP over TLS (absent in plain runs).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls: Option<SummaryTls>,
+    /// What `--log-keep` or `--log-ring` deleted from the start of the run
+    /// (absent when nothing was).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub records_pruned: Option<RecordsPruned>,
     /// Times the output directory was found removed and recreated (0 when
     /// it stayed; absent in older summaries).
     #[serde(default)]

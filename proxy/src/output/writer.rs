@@ -1,18 +1,18 @@
 //! Where records go. The observer is handed a [`RecordSink`] and knows
-//! nothing of files; [`JsonlSink`] writes the two JSON Lines files of an
-//! output directory (and, with `--log-schema ecs`, the two ECS files
-//! beside them), [`MemorySink`] keeps records for tests and for the
+//! nothing of files; [`JsonlSink`] writes the two record logs of an
+//! output directory (each file by a [`LogWriter`], rotated and bounded as
+//! [`super::log_rotation`] says; with `--log-schema ecs` also the two ECS
+//! files beside them), [`MemorySink`] keeps records for tests and for the
 //! report; [`Tee`] and [`SinkFanout`] hand each record to several sinks.
 
-use std::fs::File;
-use std::io::{Seek, SeekFrom, Write};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, PoisonError};
 
-use super::directory::{create_new_private_file, open_append_private_file};
 use super::ecs::{self, LogSchema};
+use super::log_rotation::{LogRotation, RecordsPruned, Retention};
+use super::log_writer::{LogWriter, Pushed};
+use super::logset::Log;
 use super::records::{ConnectionRecord, ExchangeRecord};
 
 /// Receives every record the observer produces.
@@ -39,127 +39,22 @@ impl RecordSink for Box<dyn RecordSink> {
     }
 }
 
-/// Records staged before a write: a write is a whole number of records,
-/// so a failed one can be cut back to the last whole record.
-const STAGE_BYTES: usize = 64 * 1024;
-
-/// Longest time a staged record waits for its write, even when the
-/// observer is too busy for its tick: what a killed run can lose.
-const STAGE_MAX_AGE: Duration = Duration::from_millis(250);
-
-/// How often a failing records file may warn.
-const WRITE_WARN_EVERY: Duration = Duration::from_secs(60);
-
-/// One JSON Lines file that only ever ends with a whole record: on a write
-/// error (disk full, I/O error) the file is cut back to its last whole
-/// line and the staged records are dropped and counted, the way the
-/// recorder keeps whole blocks.
-#[derive(Debug)]
-struct LineFile {
-    file: File,
-    path: PathBuf,
-    staged: Vec<u8>,
-    /// Bytes in the file, all of them whole records.
-    len: u64,
-    last_warning: Option<Instant>,
-    /// When the staged bytes were last written out.
-    last_write: Instant,
-}
-
-impl LineFile {
-    fn create(path: PathBuf) -> std::io::Result<LineFile> {
-        Ok(LineFile {
-            file: create_new_private_file(&path)?,
-            path,
-            staged: Vec::with_capacity(STAGE_BYTES),
-            len: 0,
-            last_warning: None,
-            last_write: Instant::now(),
-        })
-    }
-
-    /// Stages one record; returns the records lost if a write failed.
-    fn push<T: serde::Serialize>(&mut self, record: &T) -> u64 {
-        let before = self.staged.len();
-        if serde_json::to_writer(&mut self.staged, record).is_err() {
-            self.staged.truncate(before);
-            return 1;
-        }
-        self.staged.push(b'\n');
-        if self.staged.len() >= STAGE_BYTES || self.last_write.elapsed() >= STAGE_MAX_AGE {
-            self.flush()
-        } else {
-            0
-        }
-    }
-
-    /// Opens the file again at its path (append, created when missing):
-    /// the directory it was in was removed and recreated.
-    fn reopen(&mut self) -> std::io::Result<()> {
-        let file = open_append_private_file(&self.path)?;
-        self.len = file.metadata()?.len();
-        self.file = file;
-        Ok(())
-    }
-
-    /// Writes what is staged; returns the records lost.
-    fn flush(&mut self) -> u64 {
-        self.last_write = Instant::now();
-        let mut written = 0;
-        let failure = loop {
-            if written == self.staged.len() {
-                break None;
-            }
-            match self.file.write(&self.staged[written..]) {
-                Ok(0) => break Some(std::io::Error::from(std::io::ErrorKind::WriteZero)),
-                Ok(n) => written += n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e) => break Some(e),
-            }
-        };
-        let Some(error) = failure else {
-            self.len += written as u64;
-            self.staged.clear();
-            return 0;
-        };
-        // Keep the whole records that made it, cut the partial one.
-        let whole = memchr::memrchr(b'\n', &self.staged[..written]).map_or(0, |i| i + 1);
-        let lost = memchr::memchr_iter(b'\n', &self.staged[whole..]).count() as u64;
-        let at = self.len + whole as u64;
-        let cut = self
-            .file
-            .set_len(at)
-            .and_then(|()| self.file.seek(SeekFrom::Start(at)).map(|_| ()));
-        self.len = at;
-        self.staged.clear();
-        if self
-            .last_warning
-            .is_none_or(|t| t.elapsed() >= WRITE_WARN_EVERY)
-        {
-            self.last_warning = Some(Instant::now());
-            let cut = match cut {
-                Ok(()) => "the file ends at its last whole record".to_string(),
-                Err(e) => format!("cutting the partial record off failed too ({e})"),
-            };
-            tracing::warn!(
-                "records: writing {} at byte offset {at} failed: {error}; {lost} records lost, {cut}; \
-                 free space or choose another --out (forwarding is not affected; further warnings are held back for a minute)",
-                self.path.display()
-            );
-        }
-        lost
-    }
-}
-
-/// Writes `exchanges.jsonl` and `connections.jsonl`, staged in whole
-/// records; with [`LogSchema::Ecs`] also `exchanges.ecs.jsonl` and
-/// `connections.ecs.jsonl`, the same records as ECS events.
+/// Writes the two record logs (`exchanges.jsonl` and `connections.jsonl`,
+/// or their rotated sets), staged in whole records, and deletes what
+/// their bound no longer keeps, counting it.
 #[derive(Debug)]
 pub struct JsonlSink {
-    exchanges: LineFile,
-    connections: LineFile,
-    /// The ECS files (exchanges, connections), when asked for.
-    ecs: Option<(LineFile, LineFile)>,
+    exchanges: LogWriter,
+    connections: LogWriter,
+    /// The ECS files (exchanges, connections), when asked for; they do not
+    /// rotate (start-up refuses `--log-schema ecs` with log rotation).
+    ecs: Option<(LogWriter, LogWriter)>,
+    /// Which closed files the bound deletes.
+    retention: Retention,
+    /// The next file's place among the files of both logs.
+    next_order: u64,
+    /// What the bound deleted, shared with whoever writes the summary.
+    pruned: Arc<Mutex<RecordsPruned>>,
     /// Records that could not be written (disk full, directory removed),
     /// shared with whoever writes the summary.
     lost: Arc<AtomicU64>,
@@ -170,24 +65,42 @@ pub struct JsonlSink {
 }
 
 impl JsonlSink {
-    /// Creates both files in `dir` (mode 0600).
+    /// Creates both files in `dir` (mode 0600), neither rotating.
     pub fn create(dir: &Path) -> std::io::Result<JsonlSink> {
-        JsonlSink::create_with(dir, LogSchema::Icaptap)
+        JsonlSink::create_rotating(dir, LogRotation::default())
     }
 
-    /// Creates the files `schema` asks for in `dir` (mode 0600).
-    pub fn create_with(dir: &Path, schema: LogSchema) -> std::io::Result<JsonlSink> {
+    /// Creates the first file of both logs in `dir` (mode 0600); they
+    /// rotate and are bounded as `rotation` says.
+    pub fn create_rotating(dir: &Path, rotation: LogRotation) -> std::io::Result<JsonlSink> {
+        JsonlSink::create_with(dir, rotation, LogSchema::Icaptap)
+    }
+
+    /// [`create_rotating`](Self::create_rotating), with the ECS files
+    /// beside the native ones when `schema` asks for them.
+    pub fn create_with(
+        dir: &Path,
+        rotation: LogRotation,
+        schema: LogSchema,
+    ) -> std::io::Result<JsonlSink> {
         let ecs = match schema {
             LogSchema::Icaptap => None,
             LogSchema::Ecs => Some((
-                LineFile::create(dir.join(ecs::EXCHANGES_ECS_FILE))?,
-                LineFile::create(dir.join(ecs::CONNECTIONS_ECS_FILE))?,
+                LogWriter::create_fixed(dir, ecs::EXCHANGES_ECS_FILE, Log::Exchanges)?,
+                LogWriter::create_fixed(dir, ecs::CONNECTIONS_ECS_FILE, Log::Connections)?,
             )),
         };
         Ok(JsonlSink {
-            exchanges: LineFile::create(dir.join("exchanges.jsonl"))?,
-            connections: LineFile::create(dir.join("connections.jsonl"))?,
+            exchanges: LogWriter::create(dir, Log::Exchanges, rotation, 0)?,
+            connections: LogWriter::create(dir, Log::Connections, rotation, 1)?,
             ecs,
+            retention: Retention::new(&rotation),
+            next_order: 2,
+            pruned: Arc::new(Mutex::new(RecordsPruned {
+                ring_bytes: rotation.total,
+                keep_files: rotation.keep,
+                ..RecordsPruned::default()
+            })),
             lost: Arc::default(),
             dir_epoch: Arc::default(),
             seen_epoch: 0,
@@ -210,6 +123,9 @@ impl JsonlSink {
             return;
         }
         self.seen_epoch = now;
+        // The closed files went with the directory: the summary says the
+        // directory was removed, the bound has nothing of them to delete.
+        self.retention.forget();
         let ecs = self.ecs.iter_mut().flat_map(|(x, c)| [x, c]);
         for file in [&mut self.exchanges, &mut self.connections]
             .into_iter()
@@ -218,11 +134,11 @@ impl JsonlSink {
             match file.reopen() {
                 Ok(()) => tracing::info!(
                     "records: {} opened again in the recreated output directory",
-                    file.path.display()
+                    file.path().display()
                 ),
                 Err(e) => tracing::warn!(
                     "records: cannot open {} again in the recreated output directory: {e}",
-                    file.path.display()
+                    file.path().display()
                 ),
             }
         }
@@ -233,9 +149,44 @@ impl JsonlSink {
         self.lost.clone()
     }
 
+    /// What the bound deleted so far, live.
+    pub fn pruned(&self) -> Arc<Mutex<RecordsPruned>> {
+        self.pruned.clone()
+    }
+
     fn count(&self, lost: u64) {
         if lost > 0 {
             self.lost.fetch_add(lost, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes what staging a record did: counts losses, and deletes the
+    /// oldest files when both logs together are past their bound.
+    fn pushed(&mut self, pushed: Pushed) {
+        self.count(pushed.lost);
+        if !self.retention.bounds() {
+            return;
+        }
+        if let Some(closed) = pushed.closed {
+            self.retention.closed(closed);
+        }
+        let open = self.exchanges.open_bytes() + self.connections.open_bytes();
+        let due = self.retention.due(open);
+        if due.is_empty() {
+            return;
+        }
+        let mut pruned = self.pruned.lock().unwrap_or_else(PoisonError::into_inner);
+        for file in due {
+            match std::fs::remove_file(&file.path) {
+                // Gone already (an operator removed it): its records are
+                // gone from the start all the same.
+                Ok(()) => pruned.count(&file),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => pruned.count(&file),
+                Err(e) => tracing::warn!(
+                    "records: cannot delete {} to keep the record bound: {e}; it stays (nothing is lost)",
+                    file.path.display()
+                ),
+            }
         }
     }
 }
@@ -243,20 +194,20 @@ impl JsonlSink {
 impl RecordSink for JsonlSink {
     fn exchange(&mut self, record: &ExchangeRecord) {
         self.follow();
-        let lost = self.exchanges.push(record);
-        self.count(lost);
+        let pushed = self.exchanges.push(record, &mut self.next_order);
+        self.pushed(pushed);
         if let Some((exchanges, _)) = &mut self.ecs {
-            let lost = exchanges.push(&ecs::exchange_event(record));
+            let lost = exchanges.push(&ecs::exchange_event(record), &mut 0).lost;
             self.count(lost);
         }
     }
 
     fn connection(&mut self, record: &ConnectionRecord) {
         self.follow();
-        let lost = self.connections.push(record);
-        self.count(lost);
+        let pushed = self.connections.push(record, &mut self.next_order);
+        self.pushed(pushed);
         if let Some((_, connections)) = &mut self.ecs {
-            let lost = connections.push(&ecs::connection_event(record));
+            let lost = connections.push(&ecs::connection_event(record), &mut 0).lost;
             self.count(lost);
         }
     }

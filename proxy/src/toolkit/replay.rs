@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::progress::Progress;
 use crate::toolkit::client::{BuiltRequest, ClientError, IcapConnection, Verdict};
 use crate::units::parse_duration;
 
@@ -194,11 +195,23 @@ pub async fn replay(
     target: SocketAddr,
     timeout: Duration,
 ) -> ReplayReport {
+    replay_shown(connections, target, timeout, &Progress::hidden()).await
+}
+
+/// [`replay`], advancing `progress` by one for each request answered (or
+/// not).
+pub async fn replay_shown(
+    connections: &[RecordedConnection],
+    target: SocketAddr,
+    timeout: Duration,
+    progress: &Progress,
+) -> ReplayReport {
     let mut rows = Vec::new();
     for c in connections {
         let mut conn: Option<IcapConnection> = None;
         for request in &c.requests {
             let replayed = send(&mut conn, request, target, timeout).await;
+            progress.advance(1);
             rows.push(ReplayRow {
                 conn: request.conn,
                 seq: request.seq,
@@ -276,7 +289,7 @@ pub fn run(args: ReplayArgs) -> Result<ReplayReport, ReplayError> {
         .build()
         .map_err(ReplayError::Runtime)?;
     let target = runtime.block_on(resolve(&args.target))?;
-    let connections = load(&args.input, &args.ports)?;
+    let connections = recording::load_shown(&args.input, &args.ports, true)?;
     let requests: usize = connections.iter().map(|c| c.requests.len()).sum();
     if requests == 0 {
         return Err(ReplayError::Nothing(args.input.clone()));
@@ -287,7 +300,9 @@ pub fn run(args: ReplayArgs) -> Result<ReplayReport, ReplayError> {
         connections.len(),
         args.input.display()
     );
-    let report = runtime.block_on(replay(&connections, target, args.timeout));
+    let progress = Progress::items(true, "replay", requests as u64, "requests");
+    let report = runtime.block_on(replay_shown(&connections, target, args.timeout, &progress));
+    progress.finish();
     print!("{report}");
     Ok(report)
 }

@@ -342,10 +342,16 @@ pub struct Records {
 }
 
 impl Records {
+    /// Reads both logs of `dir`, a rotated set as one log (oldest file
+    /// first).
     pub fn read(dir: &Path) -> Records {
+        use icaptap::output::logset::{list, Log};
+        fn read<T: serde::de::DeserializeOwned>(dir: &Path, log: Log) -> Vec<T> {
+            list(dir, log).iter().flat_map(|p| read_jsonl(p)).collect()
+        }
         Records {
-            exchanges: read_jsonl(&dir.join("exchanges.jsonl")),
-            connections: read_jsonl(&dir.join("connections.jsonl")),
+            exchanges: read(dir, Log::Exchanges),
+            connections: read(dir, Log::Connections),
         }
     }
 

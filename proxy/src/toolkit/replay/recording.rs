@@ -8,6 +8,7 @@
 //! that sent a preview without `ieof` is cut at the preview's zero chunk,
 //! so the remainder goes only after `100 Continue`, as it did originally.
 
+use crate::output::logset::Log;
 use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -106,23 +107,37 @@ pub struct RecordedConnection {
 /// Reads `input` (an output directory or a capture file); `ports` adds TCP
 /// ports to the ICAP ports looked at in a capture file.
 pub fn load(input: &Path, ports: &[u16]) -> Result<Vec<RecordedConnection>, RecordingError> {
+    load_shown(input, ports, false)
+}
+
+/// [`load`], showing the capture reader's progress line when `show` (and
+/// stderr is a terminal).
+pub fn load_shown(
+    input: &Path,
+    ports: &[u16],
+    show: bool,
+) -> Result<Vec<RecordedConnection>, RecordingError> {
     let meta = std::fs::metadata(input).map_err(|source| RecordingError::Read {
         path: input.to_path_buf(),
         source,
     })?;
     if meta.is_dir() {
-        load_directory(input, ports)
+        load_directory(input, ports, show)
     } else {
-        load_capture(input, ports)
+        load_capture(input, ports, show)
     }
 }
 
 /// An output directory: the client legs of its captures, and the verdicts
 /// of exchanges.jsonl matched by connection (client and listening address).
-fn load_directory(dir: &Path, ports: &[u16]) -> Result<Vec<RecordedConnection>, RecordingError> {
+fn load_directory(
+    dir: &Path,
+    ports: &[u16],
+    show: bool,
+) -> Result<Vec<RecordedConnection>, RecordingError> {
     let captures = capture_files(dir)?;
-    let connections: Vec<ConnectionRecord> = read_jsonl(&dir.join("connections.jsonl"))?;
-    let exchanges: Vec<ExchangeRecord> = read_jsonl(&dir.join("exchanges.jsonl"))?;
+    let connections: Vec<ConnectionRecord> = read_log(dir, Log::Connections)?;
+    let exchanges: Vec<ExchangeRecord> = read_log(dir, Log::Exchanges)?;
     let mut all_ports: Vec<u16> = ports.to_vec();
     let mut legs: HashMap<(String, String), u64> = HashMap::new();
     for c in &connections {
@@ -131,7 +146,7 @@ fn load_directory(dir: &Path, ports: &[u16]) -> Result<Vec<RecordedConnection>, 
         }
         legs.insert((c.client.clone(), c.listen.clone()), c.conn);
     }
-    let streams = request_streams(&captures, &all_ports)?;
+    let streams = request_streams(&captures, &all_ports, show)?;
     let verdicts = verdicts_by_conn(exchanges);
     let mut out = Vec::new();
     for (meta, stream) in streams.into_values() {
@@ -148,7 +163,11 @@ fn load_directory(dir: &Path, ports: &[u16]) -> Result<Vec<RecordedConnection>, 
 }
 
 /// A capture file: the offline observer derives the recorded verdicts.
-fn load_capture(path: &Path, ports: &[u16]) -> Result<Vec<RecordedConnection>, RecordingError> {
+fn load_capture(
+    path: &Path,
+    ports: &[u16],
+    show: bool,
+) -> Result<Vec<RecordedConnection>, RecordingError> {
     let files = [path.to_path_buf()];
     let collected = Collected::default();
     let mut observer = Observer::new(
@@ -161,7 +180,7 @@ fn load_capture(path: &Path, ports: &[u16]) -> Result<Vec<RecordedConnection>, R
     // Ports given select the flows (one leg of a capture holding both);
     // none given, ICAP is found by its first bytes on any port.
     let opts = AnalyzeOptions::with_ports(ports)
-        .progress(false)
+        .progress(show)
         .discover(ports.is_empty());
     read_captures(&files, &opts, &mut |tap| {
         last = last.max(tap.at);
@@ -237,6 +256,18 @@ fn capture_files(dir: &Path) -> Result<Vec<PathBuf>, RecordingError> {
     Ok(files)
 }
 
+/// The records of one log of `dir`, its rotated files read in order as one.
+fn read_log<T: serde::de::DeserializeOwned>(
+    dir: &Path,
+    log: Log,
+) -> Result<Vec<T>, RecordingError> {
+    let mut out = Vec::new();
+    for path in crate::output::logset::list(dir, log) {
+        out.extend(read_jsonl(&path)?);
+    }
+    Ok(out)
+}
+
 fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, RecordingError> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
@@ -284,9 +315,10 @@ fn port_of(addr: &str) -> Option<u16> {
 fn request_streams(
     captures: &[PathBuf],
     ports: &[u16],
+    show: bool,
 ) -> Result<BTreeMap<u64, (Arc<ConnMeta>, Bytes)>, RecordingError> {
     let mut streams = StreamSet::default();
-    let opts = AnalyzeOptions::with_ports(ports).progress(false);
+    let opts = AnalyzeOptions::with_ports(ports).progress(show);
     read_captures(captures, &opts, &mut |tap| {
         streams.take(&tap.conn, &tap.event)
     })?;
