@@ -12,6 +12,7 @@ use flate2::write::GzEncoder;
 use flate2::Compression;
 
 use crate::output::directory::create_private_file;
+use crate::output::terminal::sayln;
 
 use super::facts::Facts;
 use super::hostinfo::HostInfo;
@@ -433,7 +434,7 @@ fn write_archive(output: &Path, folder: &str, entries: &[Entry]) -> Result<(), E
 /// `icaptap bundle`: makes the archive and says where it is.
 pub fn run(args: BundleArgs) -> Result<BundleOutcome, EvidenceError> {
     let outcome = bundle(&args)?;
-    println!(
+    sayln!(
         "icaptap: bundle written: {} ({} files{}{})",
         outcome.path.display(),
         outcome.manifest.files.len() + 1,

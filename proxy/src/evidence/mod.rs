@@ -46,6 +46,7 @@ pub use bundle::{BundleArgs, BundleOutcome};
 pub use clean::CleanArgs;
 
 use crate::output::directory::create_private_file;
+use crate::output::terminal::sayln;
 
 /// Why evidence could not be produced.
 #[derive(Debug, thiserror::Error)]
@@ -182,7 +183,7 @@ pub fn write_report_to(dir: &Path, out: &Path) -> Result<ReportPaths, EvidenceEr
 /// `icaptap report DIR`: writes both reports and says where.
 pub fn report(args: ReportArgs) -> Result<ReportPaths, EvidenceError> {
     let paths = write_report(&args.dir)?;
-    println!(
+    sayln!(
         "icaptap: report written: {} and {}",
         paths.html.display(),
         paths.markdown.display()

@@ -8,6 +8,7 @@ pub mod directory;
 pub mod records;
 pub mod run;
 pub mod summary;
+pub mod terminal;
 pub mod writer;
 
 /// Version of the record schema; bumped on any incompatible change.

@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::output::terminal::{say, sayln};
 use crate::toolkit::client::{BuiltRequest, ClientError, IcapConnection, Verdict};
 use crate::units::parse_duration;
 
@@ -281,14 +282,14 @@ pub fn run(args: ReplayArgs) -> Result<ReplayReport, ReplayError> {
     if requests == 0 {
         return Err(ReplayError::Nothing(args.input.clone()));
     }
-    println!(
+    sayln!(
         "icaptap replay: {} requests on {} connections from {}",
         requests,
         connections.len(),
         args.input.display()
     );
     let report = runtime.block_on(replay(&connections, target, args.timeout));
-    print!("{report}");
+    say!("{report}");
     Ok(report)
 }
 
