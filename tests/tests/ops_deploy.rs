@@ -1,5 +1,8 @@
 //! The deploy/ folder: the systemd unit passes `systemd-analyze verify` and
-//! its hardening rates "OK"; the nftables and iptables scripts' dry runs
+//! its hardening rates "OK", and its sandbox lets icaptap lower its
+//! threads' priority and read the host facts bundles need; the
+//! Containerfile's volume belongs to its user and each start gets a new run
+//! directory (checked as text: images may not build here); the nftables and iptables scripts' dry runs
 //! inside a namespace of the test's own accept good rules, refuse bad ones
 //! and change nothing; the sample config is a valid `icaptap proxy` config;
 //! completions and man pages come out of the clap definitions.
@@ -258,4 +261,165 @@ fn completions_and_man_pages_come_from_the_command_line_definitions() {
 
 fn clap_complete_shell_bash() -> icaptap::cli::manual::Shell {
     icaptap::cli::manual::Shell::Bash
+}
+
+/// The system calls a group of `systemd-analyze syscall-filter` names,
+/// nested groups expanded.
+fn syscall_group(group: &str, seen: &mut std::collections::BTreeSet<String>) {
+    let out = Command::new("systemd-analyze")
+        .args(["syscall-filter", group])
+        .output()
+        .expect("systemd-analyze is needed: install the systemd package");
+    assert!(out.status.success(), "unknown group {group}");
+    for line in String::from_utf8_lossy(&out.stdout).lines().skip(1) {
+        let name = line.trim();
+        if name.is_empty() || name.starts_with('#') {
+            continue;
+        }
+        if name.starts_with('@') {
+            syscall_group(name, seen);
+        } else {
+            seen.insert(name.to_string());
+        }
+    }
+}
+
+/// The system calls a unit's `SystemCallFilter=` lines allow, applied in
+/// order as systemd.exec(5) says: the first line is an allow list, a later
+/// `~` line takes calls out of it, a later plain line puts calls back.
+fn allowed_syscalls(unit: &str) -> std::collections::BTreeSet<String> {
+    let mut allowed = std::collections::BTreeSet::new();
+    let lines: Vec<&str> = unit
+        .lines()
+        .filter_map(|l| l.strip_prefix("SystemCallFilter="))
+        .collect();
+    assert!(
+        !lines.is_empty() && !lines[0].starts_with('~'),
+        "the unit's filter starts with an allow list"
+    );
+    for line in lines {
+        let (deny, names) = match line.strip_prefix('~') {
+            Some(names) => (true, names),
+            None => (false, line),
+        };
+        for name in names.split_whitespace() {
+            let mut calls = std::collections::BTreeSet::new();
+            if name.starts_with('@') {
+                syscall_group(name, &mut calls);
+            } else {
+                calls.insert(name.to_string());
+            }
+            if deny {
+                allowed.retain(|c| !calls.contains(c));
+            } else {
+                allowed.extend(calls);
+            }
+        }
+    }
+    allowed
+}
+
+/// What the unit's sandbox lets icaptap do that its performance and its
+/// bundles depend on. systemd is not PID 1 on every test machine, so the
+/// filter is computed from systemd's own group lists (systemd-analyze)
+/// rather than observed in a running unit; that icaptap does lower its
+/// threads' priority is tested on the real binary in cli_hygiene.rs.
+#[test]
+fn the_unit_lets_icaptap_lower_thread_priorities_and_read_host_facts() {
+    let text = std::fs::read_to_string(deploy().join("icaptap.service")).unwrap();
+    let allowed = allowed_syscalls(&text);
+    // The side-path threads call setpriority(2) (tap/priority.rs).
+    assert!(
+        allowed.contains("setpriority"),
+        "setpriority is filtered out"
+    );
+    // The rest of @resources stays denied.
+    for denied in ["sched_setscheduler", "setrlimit", "sched_setattr"] {
+        assert!(!allowed.contains(denied), "{denied} is allowed");
+    }
+    // The check can fail: without the line that allows it, setpriority is
+    // denied by `~@resources`.
+    let without: String = text
+        .lines()
+        .filter(|l| *l != "SystemCallFilter=setpriority")
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(!allowed_syscalls(&without).contains("setpriority"));
+
+    // Bundles read /proc/cpuinfo, /proc/meminfo and /proc/sys/kernel
+    // (evidence/hostinfo.rs): ProcSubset=pid would hide them.
+    assert!(
+        !text.lines().any(|l| l.trim() == "ProcSubset=pid"),
+        "ProcSubset=pid hides the host facts bundles need"
+    );
+}
+
+/// The container image, checked as text: this test machine may not be able
+/// to build images (no container daemon), so what a build would need is
+/// read from the Containerfile and the ignore files.
+#[test]
+fn the_containerfile_owns_its_volume_and_starts_a_new_run_each_time() {
+    let root = deploy().join("..");
+    let file = std::fs::read_to_string(deploy().join("Containerfile")).unwrap();
+    // The volume's directory belongs to the user icaptap runs as, before
+    // the VOLUME line (a new volume takes its owner from the image).
+    let user = file
+        .lines()
+        .find_map(|l| l.strip_prefix("USER "))
+        .expect("a USER line");
+    assert_eq!(user.trim(), "nonroot");
+    let volume = file
+        .lines()
+        .position(|l| l.starts_with("VOLUME"))
+        .expect("a VOLUME line");
+    let chown = file
+        .lines()
+        .position(|l| l.contains("--chown=65532:65532") && l.contains("/var/lib/icaptap"))
+        .expect("the data directory is copied owned by nonroot (65532)");
+    assert!(chown < volume, "the owner must be set before VOLUME");
+    // Every start gets its own run directory: icaptap refuses a directory
+    // holding an earlier run, so a fixed --out fails on restart.
+    let cmd = file
+        .lines()
+        .find(|l| l.starts_with("CMD"))
+        .expect("a CMD line");
+    let args: Vec<String> = serde_json::from_str(cmd.trim_start_matches("CMD").trim()).unwrap();
+    if let Some(i) = args.iter().position(|a| a == "--out") {
+        assert!(
+            args[i + 1].contains(icaptap::output::directory::TIME_PLACEHOLDER),
+            "a fixed --out collides on restart: {}",
+            args[i + 1]
+        );
+    }
+    let cli: Cli = Cli::try_parse_from(
+        std::iter::once("icaptap".to_string()).chain(
+            args.iter()
+                .filter(|a| !a.starts_with("--config") && !a.ends_with(".toml"))
+                .cloned()
+                .chain(["--upstream".to_string(), "s:1".to_string()]),
+        ),
+    )
+    .unwrap_or_else(|e| panic!("the CMD does not parse: {e}"));
+    let Job::Proxy(_) = cli.command else {
+        panic!("the CMD is not the proxy command");
+    };
+    // The build context leaves out build output, history and captures,
+    // and the two ignore files (podman's and docker's) are one.
+    let containerignore = std::fs::read_to_string(root.join(".containerignore")).unwrap();
+    let dockerignore = std::fs::read_to_string(root.join(".dockerignore")).unwrap();
+    assert_eq!(containerignore, dockerignore);
+    for pattern in ["target/", ".git/", "icaptap-*/"] {
+        assert!(
+            containerignore.lines().any(|l| l.trim() == pattern),
+            "{pattern} is not ignored"
+        );
+    }
+    // ...but keeps what the build copies.
+    for needed in ["deploy/icaptap.toml", "Cargo.lock", "proxy/src/main.rs"] {
+        assert!(root.join(needed).exists());
+        assert!(
+            !containerignore.lines().any(|l| l.trim() == needed),
+            "{needed} is ignored"
+        );
+    }
 }
