@@ -132,6 +132,31 @@ fn json_log_format_writes_only_json_objects_with_json_values() {
         .expect("the recording totals");
     assert!(recorded["fields"]["packets"].is_u64(), "{recorded}");
 
+    // Real connections at debug level (the demo forwards through icaptap):
+    // how each copy loop ended is a word, not an enum's debug text.
+    let out = icaptap(&["--log-format", "json", "demo", "--out"])
+        .arg(dir.path().join("demo"))
+        .env("RUST_LOG", "warn,icaptap=debug")
+        .output()
+        .unwrap();
+    let err = text(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let events: Vec<serde_json::Value> = err
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}")))
+        .collect();
+    let finished: Vec<&serde_json::Value> = events
+        .iter()
+        .filter(|e| e["fields"]["message"] == "connection finished")
+        .collect();
+    assert!(!finished.is_empty(), "{err}");
+    for e in finished {
+        for end in ["up", "down"] {
+            let how = e["fields"][end].as_str().unwrap();
+            assert!(!how.contains('(') && !how.contains('{'), "{e}");
+        }
+    }
+
     // A usage error and a start-up error are one JSON object each, exit 2.
     for args in [
         &["--log-format", "json", "proxy", "--no-such-flag"][..],
@@ -448,4 +473,54 @@ fn the_side_path_threads_run_at_their_nice_levels() {
     assert_eq!(nice_of("icaptap-record"), Some(10), "{threads:?}");
     let (ok, err) = proxy.stop();
     assert!(ok, "{err}");
+}
+
+/// icaptap's build script as cargo last built it (the newest in this
+/// target directory).
+fn build_script() -> Option<PathBuf> {
+    let exe = std::env::current_exe().unwrap();
+    let build = exe.parent()?.parent()?.join("build");
+    std::fs::read_dir(build)
+        .ok()?
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("icaptap-"))
+        .map(|e| e.path().join("build-script-build"))
+        .filter(|p| p.exists())
+        .max_by_key(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
+}
+
+#[test]
+fn without_git_the_version_is_the_package_version() {
+    let Some(script) = build_script() else {
+        panic!("icaptap's build script is not in this target directory");
+    };
+    let no_git = tempfile::tempdir().unwrap();
+    let version = |envs: &[(&str, &str)]| {
+        let mut cmd = Command::new(&script);
+        cmd.env("CARGO_MANIFEST_DIR", no_git.path())
+            .env_remove("ICAPTAP_BUILD_COMMIT")
+            .current_dir(no_git.path());
+        for (k, v) in envs {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        assert!(out.status.success());
+        text(&out.stdout)
+            .lines()
+            .find_map(|l| l.strip_prefix("cargo:rustc-env=ICAPTAP_VERSION="))
+            .unwrap()
+            .to_string()
+    };
+    // No .git (a tarball, a container build context): the package version.
+    assert_eq!(version(&[]), env!("CARGO_PKG_VERSION"));
+    // No git at all.
+    assert_eq!(
+        version(&[("PATH", "/nonexistent")]),
+        env!("CARGO_PKG_VERSION")
+    );
+    // The packager names the commit.
+    assert_eq!(
+        version(&[("ICAPTAP_BUILD_COMMIT", "1a2b3c4")]),
+        format!("{} (1a2b3c4)", env!("CARGO_PKG_VERSION"))
+    );
 }

@@ -548,7 +548,7 @@ where
                 }
                 debug!(
                     conn = meta.id,
-                    ?dir,
+                    from = sender_name(dir),
                     offset,
                     "{} closed its side (FIN), passed on",
                     sender_name(dir)
@@ -692,7 +692,7 @@ fn undelivered(
     ForwardCounters::add(&shared.counters.undelivered_bytes, missing);
     debug!(
         conn = meta.id,
-        ?dir,
+        from = sender_name(dir),
         offset = chunk + sent as u64,
         "{missing} bytes read from the {} never reached the {}",
         sender_name(dir),
