@@ -462,15 +462,26 @@ fn the_side_path_threads_run_at_their_nice_levels() {
     let dir = tempfile::tempdir().unwrap();
     let sensor: SocketAddr = "127.0.0.1:9".parse().unwrap();
     let proxy = ProxyProcess::start(sensor, &dir.path().join("run"), &[], None);
-    let threads = thread_nice(proxy.pid());
-    let nice_of = |prefix: &str| {
+    let nice_of = |threads: &[(String, i64)], prefix: &str| {
         threads
             .iter()
             .find(|(name, _)| name.starts_with(prefix))
             .map(|(_, nice)| *nice)
     };
-    assert_eq!(nice_of("icaptap-observ"), Some(5), "{threads:?}");
-    assert_eq!(nice_of("icaptap-record"), Some(10), "{threads:?}");
+    // Each thread lowers its priority as it starts, which may be just
+    // after "listening on": wait for it (or fail after PATIENCE).
+    let deadline = std::time::Instant::now() + PATIENCE;
+    let threads = loop {
+        let threads = thread_nice(proxy.pid());
+        let lowered = nice_of(&threads, "icaptap-observ") == Some(5)
+            && nice_of(&threads, "icaptap-record") == Some(10);
+        if lowered || std::time::Instant::now() > deadline {
+            break threads;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    assert_eq!(nice_of(&threads, "icaptap-observ"), Some(5), "{threads:?}");
+    assert_eq!(nice_of(&threads, "icaptap-record"), Some(10), "{threads:?}");
     let (ok, err) = proxy.stop();
     assert!(ok, "{err}");
 }
