@@ -1,6 +1,8 @@
 //! The deploy/ folder: the systemd unit passes `systemd-analyze verify` and
 //! its hardening rates "OK", and its sandbox lets icaptap lower its
-//! threads' priority and read the host facts bundles need; the
+//! threads' priority (icaptap run under the unit's system-call filter,
+//! loaded with libseccomp) and read the host facts bundles need (a bundle
+//! made under a /proc mounted as the unit mounts it); the
 //! Containerfile's volume belongs to its user and each start gets a new run
 //! directory (checked as text: images may not build here); the nftables and iptables scripts' dry runs
 //! inside a namespace of the test's own accept good rules, refuse bad ones
@@ -573,4 +575,96 @@ fn under_the_units_system_call_filter_the_side_paths_take_their_priorities() {
         side_path_nice_under(&without, dir.path(), true),
         (Some(0), Some(0))
     );
+}
+
+/// The host facts of a bundle made with /proc mounted with `options`, in
+/// a mount and PID namespace of the test's own (as systemd mounts /proc
+/// for ProtectProc= and ProcSubset=).
+fn bundle_host_facts_with_proc(options: &str, run: &Path, dir: &Path) -> serde_json::Value {
+    let bundle = dir.join(format!(
+        "bundle-{}.tar.gz",
+        options.replace([',', '='], "-")
+    ));
+    let out = Command::new("unshare")
+        .args(["--mount", "--pid", "--fork", "sh", "-c"])
+        .arg(format!(
+            "mount -t proc -o {options} proc /proc && exec '{}' bundle '{}' -o '{}'",
+            faults_support::icaptap_binary().display(),
+            run.display(),
+            bundle.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let unpacked = dir.join(format!("unpacked-{}", options.replace([',', '='], "-")));
+    std::fs::create_dir_all(&unpacked).unwrap();
+    let tar = Command::new("tar")
+        .arg("-xzf")
+        .arg(&bundle)
+        .arg("-C")
+        .arg(&unpacked)
+        .status()
+        .unwrap();
+    assert!(tar.success());
+    let out = Command::new("find")
+        .arg(&unpacked)
+        .args(["-name", "manifest.json"])
+        .output()
+        .unwrap();
+    let manifest = String::from_utf8_lossy(&out.stdout);
+    let manifest = manifest.lines().next().expect("a manifest in the bundle");
+    let manifest: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(manifest).unwrap()).unwrap();
+    manifest["host"].clone()
+}
+
+/// A bundle made inside the unit's /proc still names the host's CPU,
+/// memory and kernel: `ProtectProc=invisible` (kept) leaves them, while
+/// `ProcSubset=pid` (removed from the unit) hides them.
+#[test]
+fn bundles_keep_the_host_facts_under_the_units_proc() {
+    if !is_root() {
+        eprintln!("SKIPPED: mounting a /proc of the unit's kind needs root (a mount namespace); run as root to cover it");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let run = dir.path().join("run");
+    let out = Command::new(faults_support::icaptap_binary())
+        .args([
+            "proxy",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            "127.0.0.1:9",
+        ])
+        .args(["--duration", "1s", "--out"])
+        .arg(&run)
+        .stdout(Stdio::null())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let host = bundle_host_facts_with_proc("hidepid=invisible", &run, dir.path());
+    for fact in ["cpu_model", "memory_bytes", "kernel"] {
+        assert!(
+            !host[fact].is_null(),
+            "{fact} missing under ProtectProc=invisible: {host}"
+        );
+    }
+    // The check can fail: under ProcSubset=pid the same facts are gone.
+    let host = bundle_host_facts_with_proc("hidepid=invisible,subset=pid", &run, dir.path());
+    for fact in ["cpu_model", "memory_bytes", "kernel"] {
+        assert!(
+            host[fact].is_null(),
+            "{fact} read under ProcSubset=pid: {host}"
+        );
+    }
 }
