@@ -36,7 +36,10 @@ fn fail(error: &dyn std::error::Error) -> ExitCode {
 /// before the command line is understood: a usage error is then one JSON
 /// line too.
 fn json_asked() -> bool {
-    let args: Vec<String> = std::env::args().collect();
+    // args_os: a file name that is not UTF-8 must not panic here.
+    let args: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let flag = args
         .windows(2)
         .any(|w| w[0] == "--log-format" && w[1] == "json")
@@ -49,28 +52,22 @@ fn json_asked() -> bool {
 /// usage error is one JSON object.
 fn usage(error: &clap::Error) -> ExitCode {
     use clap::error::ErrorKind;
-    let asked = matches!(
-        error.kind(),
-        ErrorKind::DisplayHelp
-            | ErrorKind::DisplayVersion
-            | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand
-    );
-    if asked || !json_asked() {
+    let code = match error.kind() {
+        ErrorKind::DisplayHelp | ErrorKind::DisplayVersion => exit::OK,
+        _ => exit::FAILED,
+    };
+    if code == exit::OK || !json_asked() {
         // clap prints help to stdout, errors to stderr; a closed stdout
         // (`icaptap --help | head -1`) is no failure.
         let _ = error.print();
-        return ExitCode::from(
-            if asked && error.kind() != ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand {
-                exit::OK
-            } else {
-                exit::FAILED
-            },
-        );
+        return ExitCode::from(code);
     }
     terminal::set_json_notices(true);
     let text = error.render().to_string();
-    let text = text.trim_end();
-    terminal::write_notice(NoticeLevel::Error, format_args!("icaptap: {}", text));
+    terminal::write_notice(
+        NoticeLevel::Error,
+        format_args!("icaptap: {}", text.trim_end()),
+    );
     ExitCode::from(exit::FAILED)
 }
 
