@@ -10,6 +10,7 @@ fn demo_shows_the_promised_mix() {
     let out = tmp.path().join("demo");
     let code = demo_main(DemoArgs {
         out: Some(out.clone()),
+        port: None,
     });
     assert_eq!(code, std::process::ExitCode::SUCCESS);
     let text = std::fs::read_to_string(out.join("exchanges.jsonl")).unwrap();

@@ -78,7 +78,8 @@ pub fn tshark_decode_as(ports: &[u16]) -> Option<String> {
 #[derive(Debug, Clone, clap::Args)]
 pub struct AnalyzeArgs {
     /// Capture files (pcap or pcapng, gzip'd or not), read in this order as
-    /// one capture (e.g. the rotated files of one `tcpdump -w`).
+    /// one capture (e.g. the rotated files of one `tcpdump -w`); `-` reads
+    /// one from standard input (`tcpdump -w - ... | icaptap analyze -`).
     #[arg(required = true, value_name = "CAPTURE")]
     pub files: Vec<PathBuf>,
     /// Another TCP port that carries ICAP (repeatable); 1344 is always

@@ -6,7 +6,7 @@
 //! [`super::pcapng`]: they are a few fixed fields, and reading them here
 //! keeps exact byte offsets for damaged files and accepts records that
 //! strict parsers reject (e.g. an original length above the snapshot
-//! length).
+//! length). `-` reads a capture from standard input.
 //!
 //! Frame numbers count every packet record of the file from 1, as Wireshark
 //! shows them. A file that ends inside a record (tcpdump killed while
@@ -67,6 +67,11 @@ pub enum AnalyzeError {
         /// What is wrong with it.
         what: String,
     },
+    /// `-` was given more than once: standard input can be read only once.
+    #[error(
+        "standard input (-) can be read only once: give `-` for one capture, the others as files"
+    )]
+    StdinTwice,
     /// A classic pcap whose link type has no decoder here.
     #[error("{path} has link type {linktype}, which icaptap does not decode (it reads Ethernet, Linux cooked v1/v2, raw IP, loopback); capture with `tcpdump -i IFACE` on an Ethernet or `any` interface")]
     UnsupportedLinkType {
@@ -75,6 +80,12 @@ pub enum AnalyzeError {
         /// The LINKTYPE_ number.
         linktype: u32,
     },
+}
+
+/// Whether `path` names standard input (`-`, as in `tcpdump -w - | icaptap
+/// analyze -`). Standard input is read once, as it comes.
+pub fn is_stdin(path: &Path) -> bool {
+    path.as_os_str() == "-"
 }
 
 /// What reading one file found.
@@ -155,26 +166,32 @@ const PCAP_MAGICS: [[u8; 4]; 4] = [
 ];
 
 impl CaptureFile {
-    /// Opens `path` and recognises its format (and gzip) by magic bytes.
+    /// Opens `path` (standard input for `-`, see [`is_stdin`]) and
+    /// recognises its format (and gzip) by magic bytes.
     pub fn open(path: &Path) -> Result<CaptureFile, AnalyzeError> {
         let read_err = |offset: u64, source: io::Error| AnalyzeError::Read {
             path: path.to_path_buf(),
             offset,
             source,
         };
-        let file = File::open(path).map_err(|e| {
-            if e.kind() == io::ErrorKind::NotFound {
-                AnalyzeError::NotFound {
-                    path: path.to_path_buf(),
+        let (input, file_len): (Source, u64) = if is_stdin(path) {
+            (Box::new(io::stdin()), 0)
+        } else {
+            let file = File::open(path).map_err(|e| {
+                if e.kind() == io::ErrorKind::NotFound {
+                    AnalyzeError::NotFound {
+                        path: path.to_path_buf(),
+                    }
+                } else {
+                    read_err(0, e)
                 }
-            } else {
-                read_err(0, e)
-            }
-        })?;
-        let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            })?;
+            let file_len = file.metadata().map(|m| m.len()).unwrap_or(0);
+            (Box::new(file), file_len)
+        };
         let read_count = Arc::new(AtomicU64::new(0));
         let mut raw: Source = Box::new(CountingRead {
-            inner: file,
+            inner: input,
             count: read_count.clone(),
         });
         let mut head = [0u8; 2];

@@ -2,8 +2,11 @@
 //! bundle, export, sensor, client, replay, check). Each job's options live beside the
 //! code that uses them; this module only names the jobs and sets up logging.
 //! The `icaptap` binary (`main.rs`) runs the job named; [`manual`] renders
-//! completions and man pages from these definitions.
+//! completions and man pages from these definitions; [`exit`] is the exit
+//! status table every job keeps to. `--version` names the git commit the
+//! binary was built from (`build.rs`).
 
+pub mod exit;
 pub mod manual;
 
 use std::path::PathBuf;
@@ -12,7 +15,7 @@ use clap::{Parser, Subcommand, ValueEnum};
 
 /// icaptap: see every ICAP exchange between a web proxy and its sensor.
 #[derive(Debug, Parser)]
-#[command(name = "icaptap", version, about, long_about = None)]
+#[command(name = "icaptap", version = env!("ICAPTAP_VERSION"), about, long_about = None)]
 pub struct Cli {
     /// Format of operational logs on stderr (RUST_LOG sets the level).
     #[arg(long, global = true, env = "ICAPTAP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
@@ -76,16 +79,21 @@ pub enum Command {
 }
 
 /// Sets up operational logging on stderr: `RUST_LOG` picks the level,
-/// else `default` (an EnvFilter directive).
+/// else `default` (an EnvFilter directive); icaptap's own notices follow
+/// the same format.
 pub fn init_logging(format: LogFormat, default: &str) {
     use tracing_subscriber::EnvFilter;
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     // A log line stderr cannot take (the terminal went away with SIGHUP)
     // is lost, never a panic that would cost the run its summary.
+    // Colours only for a person at a terminal: a file, a pipe or the
+    // journal gets plain text.
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .log_internal_errors(false);
+    crate::output::terminal::set_json_notices(format == LogFormat::Json);
     let _ = match format {
         LogFormat::Text => builder.try_init(),
         LogFormat::Json => builder.json().try_init(),

@@ -14,6 +14,7 @@ use flate2::Compression;
 
 use crate::output::directory::create_private_file;
 use crate::output::logset::Log;
+use crate::output::terminal::sayln;
 
 use super::facts::Facts;
 use super::hostinfo::HostInfo;
@@ -522,7 +523,7 @@ fn write_archive(
 /// `icaptap bundle`: makes the archive and says where it is.
 pub fn run(args: BundleArgs) -> Result<BundleOutcome, EvidenceError> {
     let outcome = bundle_shown(&args, true)?;
-    println!(
+    sayln!(
         "icaptap: bundle written: {} ({} files{}{})",
         outcome.path.display(),
         outcome.manifest.files.len() + 1,

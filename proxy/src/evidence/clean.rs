@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use super::load::{self, RunFiles};
 use super::EvidenceError;
 use crate::output::directory::is_run_entry;
+use crate::output::terminal::sayln;
 use crate::progress::Progress;
 
 /// Options of `icaptap clean`.
@@ -254,23 +255,23 @@ pub fn run(args: CleanArgs) -> Result<CleanOutcome, EvidenceError> {
     } else {
         "removed"
     };
-    println!(
+    sayln!(
         "icaptap: {verb} {} files ({}) from {}",
         out.removed.len(),
         super::readable::bytes(out.bytes),
         args.dir.display()
     );
     for k in &out.kept {
-        println!("  kept (not written by icaptap): {}", k.display());
+        sayln!("  kept (not written by icaptap): {}", k.display());
     }
     if out.unfinished {
-        println!(
+        sayln!(
             "  the run had no summary.json: it did not finish (killed or crashed); its records and capture up to then were {}",
             if args.dry_run { "found" } else { "removed too" }
         );
     }
     if out.dir_removed {
-        println!("  the directory was empty and is removed too");
+        sayln!("  the directory was empty and is removed too");
     }
     Ok(out)
 }

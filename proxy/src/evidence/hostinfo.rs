@@ -1,8 +1,9 @@
 //! Facts about the machine icaptap ran on, for the bundle's manifest and
 //! ticket: what support asks first (hardware model, CPU, memory, OS,
-//! kernel, network interfaces). Read from /etc/os-release, /proc and /sys,
-//! so nothing has to be installed; a fact that cannot be read is `null`,
-//! never a failure.
+//! kernel, network interfaces). Read from /etc/os-release, /proc
+//! (`cpuinfo`, `meminfo`, `sys/kernel`), /sys and getifaddrs(3), so nothing
+//! has to be installed and nothing is run; a fact that cannot be read is
+//! `null`, never a failure.
 
 use std::path::Path;
 
@@ -19,8 +20,8 @@ pub struct Interface {
     pub mtu: Option<u64>,
     /// Link speed in Mbit/s, when the driver says.
     pub speed_mbps: Option<i64>,
-    /// Addresses (`192.0.2.2/24`), from `ip -brief addr`; empty when
-    /// hidden by IP pseudonymisation or when `ip` is missing.
+    /// Addresses (`192.0.2.2/24`), from getifaddrs(3); empty when hidden
+    /// by IP pseudonymisation.
     pub addresses: Vec<String>,
 }
 
@@ -78,24 +79,42 @@ fn memory_bytes() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// Addresses per interface from `ip -brief addr` (iproute2).
+/// Addresses per interface (`192.0.2.2/24`, `fe80::1/64`), IPv4 first,
+/// as `ip -brief addr` lists them, but from getifaddrs(3): nothing has to
+/// be installed (the container image has no `ip`) and nothing is run.
 fn addresses() -> Vec<(String, Vec<String>)> {
-    let Ok(out) = std::process::Command::new("ip")
-        .args(["-brief", "addr"])
-        .stdin(std::process::Stdio::null())
-        .output()
-    else {
+    let Ok(list) = nix::ifaddrs::getifaddrs() else {
         return Vec::new();
     };
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| {
-            let mut words = l.split_whitespace();
-            let name = words.next()?.split('@').next()?.to_string();
-            let _state = words.next();
-            Some((name, words.map(str::to_string).collect()))
-        })
-        .collect()
+    let mut v4: Vec<(String, String)> = Vec::new();
+    let mut v6: Vec<(String, String)> = Vec::new();
+    for entry in list {
+        let Some(address) = entry.address else {
+            continue;
+        };
+        let mask = entry.netmask;
+        if let Some(ip) = address.as_sockaddr_in() {
+            let prefix = mask
+                .as_ref()
+                .and_then(|m| m.as_sockaddr_in())
+                .map_or(32, |m| u32::from(m.ip()).count_ones());
+            v4.push((entry.interface_name, format!("{}/{prefix}", ip.ip())));
+        } else if let Some(ip) = address.as_sockaddr_in6() {
+            let prefix = mask
+                .as_ref()
+                .and_then(|m| m.as_sockaddr_in6())
+                .map_or(128, |m| u128::from(m.ip()).count_ones());
+            v6.push((entry.interface_name, format!("{}/{prefix}", ip.ip())));
+        }
+    }
+    let mut by_name: Vec<(String, Vec<String>)> = Vec::new();
+    for (name, address) in v4.into_iter().chain(v6) {
+        match by_name.iter_mut().find(|(n, _)| *n == name) {
+            Some((_, addresses)) => addresses.push(address),
+            None => by_name.push((name, vec![address])),
+        }
+    }
+    by_name
 }
 
 fn interfaces(with_addresses: bool) -> Vec<Interface> {
@@ -186,6 +205,31 @@ mod tests {
         assert!(h.cpu_count.unwrap_or(0) >= 1);
         assert!(h.memory_bytes.unwrap_or(0) > 0);
         assert!(h.interfaces.iter().any(|i| i.name == "lo"));
+        // The loopback address, as `ip -brief addr` would show it, read
+        // without running `ip`.
+        let lo = h.interfaces.iter().find(|i| i.name == "lo").unwrap();
+        assert!(
+            lo.addresses.iter().any(|a| a == "127.0.0.1/8"),
+            "{:?}",
+            lo.addresses
+        );
+        // The same addresses as iproute2 finds, where it is installed.
+        if let Ok(out) = std::process::Command::new("ip")
+            .args(["-brief", "addr"])
+            .output()
+        {
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                let mut words = line.split_whitespace();
+                let name = words.next().unwrap().split('@').next().unwrap();
+                let _state = words.next();
+                let mut theirs: Vec<&str> = words.collect();
+                let ours = h.interfaces.iter().find(|i| i.name == name).unwrap();
+                let mut ours: Vec<&str> = ours.addresses.iter().map(String::as_str).collect();
+                theirs.sort_unstable();
+                ours.sort_unstable();
+                assert_eq!(ours, theirs, "{name}");
+            }
+        }
         let private = HostInfo::collect(true);
         assert!(private.hostname.is_none());
         assert!(private.interfaces.iter().all(|i| i.addresses.is_empty()));

@@ -52,6 +52,7 @@ pub use bundle::{BundleArgs, BundleOutcome};
 pub use clean::CleanArgs;
 
 use crate::output::directory::create_private_file;
+use crate::output::terminal::sayln;
 use crate::progress::Progress;
 
 /// Why evidence could not be produced.
@@ -219,12 +220,12 @@ pub fn report(args: ReportArgs) -> Result<ReportPaths, EvidenceError> {
     progress.finish();
     let paths = paths?;
     if let Some(f) = &args.filter {
-        println!(
+        sayln!(
             "icaptap: report limited to the exchanges matching `{}`",
             f.text()
         );
     }
-    println!(
+    sayln!(
         "icaptap: report written: {} and {}",
         paths.html.display(),
         paths.markdown.display()

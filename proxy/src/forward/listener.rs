@@ -165,7 +165,12 @@ pub async fn serve(
     });
     let max = cfg.max_connections.clamp(1, Semaphore::MAX_PERMITS);
     let permits = Arc::new(Semaphore::new(max));
-    info!(listen = %local, upstream = %cfg.upstream, transparent = ?cfg.transparent, "forwarding");
+    let transparent = match cfg.transparent {
+        None => "off",
+        Some(super::transparent::TransparentMode::Redirect) => "redirect",
+        Some(super::transparent::TransparentMode::Tproxy) => "tproxy",
+    };
+    info!(listen = %local, upstream = %cfg.upstream, transparent, "forwarding");
 
     loop {
         let permit = tokio::select! {
@@ -223,7 +228,11 @@ pub async fn serve(
     // the options were parsed, and saturates here rather than wrap.
     let all = u32::try_from(max).unwrap_or(u32::MAX);
     if open > 0 {
-        info!(open, drain = ?cfg.drain, "stopped accepting; letting open connections finish");
+        info!(
+            open,
+            drain_ms = u64::try_from(cfg.drain.as_millis()).unwrap_or(u64::MAX),
+            "stopped accepting; letting open connections finish"
+        );
     }
     if tokio::time::timeout(cfg.drain, permits.acquire_many(all))
         .await

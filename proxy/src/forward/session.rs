@@ -72,6 +72,19 @@ enum PumpEnd {
     Shutdown,
 }
 
+/// How a copy loop ended, in the words of a log line.
+impl std::fmt::Display for PumpEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PumpEnd::Fin => f.write_str("fin"),
+            PumpEnd::ReadFailed(e) => write!(f, "read failed: {e}"),
+            PumpEnd::WriteFailed(e) => write!(f, "write failed: {e}"),
+            PumpEnd::Aborted => f.write_str("aborted"),
+            PumpEnd::Shutdown => f.write_str("shutdown"),
+        }
+    }
+}
+
 impl Session {
     pub(crate) fn new(
         shared: Arc<SessionShared>,
@@ -591,7 +604,7 @@ async fn forward(
             }
         }
     }
-    debug!(conn = meta.id, ?up, ?down, "connection finished");
+    debug!(conn = meta.id, up = %up, down = %down, "connection finished");
     deliver_end(shared, &meta, at, TapEvent::Finished);
 }
 
@@ -653,7 +666,7 @@ where
                 }
                 debug!(
                     conn = meta.id,
-                    ?dir,
+                    from = sender_name(dir),
                     offset,
                     "{} closed its side (FIN), passed on",
                     sender_name(dir)
@@ -827,7 +840,7 @@ fn undelivered(
     ForwardCounters::add(&shared.counters.undelivered_bytes, missing);
     debug!(
         conn = meta.id,
-        ?dir,
+        from = sender_name(dir),
         offset = chunk + sent as u64,
         "{missing} bytes read from the {} never reached the {}",
         sender_name(dir),

@@ -13,14 +13,15 @@ use crate::analyze::peer::{
     correlate, restrict_to_overlap, ExchangeFingerprint, FingerprintSink, PeerReport,
 };
 use crate::analyze::peer_file::{PeerCapture, PeerFile, PEER_FILE};
-use crate::analyze::reader::CaptureFile;
+use crate::analyze::reader::{is_stdin, CaptureFile};
 use crate::analyze::{read_captures, AnalyzeArgs, AnalyzeError, AnalyzeOptions, CaptureStats};
 use crate::filter::{Filter, FilterSink};
 use crate::observe::{Observer, ObserverConfig, ObserverMode};
 use crate::output::console::summary_table;
-use crate::output::directory::{create_private_file, default_dir_name};
+use crate::output::directory::{create_private_file, out_dir};
 use crate::output::run::{OutputError, RunOutput};
 use crate::output::summary::{Drops, Summary};
+use crate::output::terminal::{json_notices, notice, say};
 use crate::output::writer::{RecordSink, Tee};
 use crate::tap::side_path::{self, Inbox, NotStarted, SidePath};
 use crate::tap::{Micros, Tap, TapBatches};
@@ -184,32 +185,39 @@ fn observe_on_own_thread<T>(
 
 /// Runs `icaptap analyze`.
 pub fn run(args: AnalyzeArgs) -> Result<Summary, OfflineError> {
-    let out = args.out.clone().unwrap_or_else(default_dir_name);
+    let out = out_dir(args.out.as_deref());
     // Every input opens as a capture and the output directory holds no
-    // earlier run, before anything is created.
+    // earlier run, before anything is created. Standard input (`-`) can be
+    // read only once: it is checked when it is read.
+    let from_stdin = args.files.iter().chain(args.peer.as_ref());
+    if from_stdin.filter(|f| is_stdin(f)).count() > 1 {
+        return Err(AnalyzeError::StdinTwice.into());
+    }
     for file in args.files.iter().chain(args.peer.as_ref()) {
-        CaptureFile::open(file)?;
+        if !is_stdin(file) {
+            CaptureFile::open(file)?;
+        }
     }
     RunOutput::check(&out)?;
     let opts = args
         .options()
-        .progress(!args.no_progress && std::io::stderr().is_terminal());
+        .progress(!args.no_progress && std::io::stderr().is_terminal() && !json_notices());
     let filter = args.filter.as_ref();
     let main = analyze_filtered_into(&args.files, &opts, ObserverConfig::default(), &out, filter)?;
     for w in &main.capture.warnings {
-        eprintln!("icaptap analyze: warning: {w}");
+        notice!(Warn, "icaptap analyze: warning: {w}");
     }
-    eprintln!(
+    notice!(
         "icaptap analyze: {} frames, {} MB read from {} file(s)",
         main.capture.frames(),
         main.capture.bytes() / 1_000_000,
         main.capture.files.len()
     );
     for line in capture_notes(&main, &opts) {
-        eprintln!("icaptap analyze: {line}");
+        notice!("icaptap analyze: {line}");
     }
     if let Some(f) = filter {
-        eprintln!(
+        notice!(
             "icaptap analyze: filter `{}`: {} exchanges written, of {} in the capture",
             f.text(),
             main.summary.exchanges,
@@ -251,17 +259,20 @@ pub fn run(args: AnalyzeArgs) -> Result<Summary, OfflineError> {
         );
         write_peer_report(&out, &file)?;
         for w in &file.warnings {
-            eprintln!("icaptap analyze: warning: {w}");
+            notice!(Warn, "icaptap analyze: warning: {w}");
         }
-        print!(
+        say!(
             "{}",
             peer_summary(&report, &main.fingerprints, &side.fingerprints)
         );
     }
     if let Err(e) = crate::evidence::write_report(&out) {
-        eprintln!("icaptap analyze: the report could not be written: {e}");
+        notice!(
+            Warn,
+            "icaptap analyze: the report could not be written: {e}"
+        );
     }
-    print!("{}", summary_table(&main.summary, &out));
+    say!("{}", summary_table(&main.summary, &out));
     Ok(main.summary)
 }
 

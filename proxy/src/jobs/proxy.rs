@@ -28,10 +28,11 @@ use crate::ops::metrics::{IncidentCounters, ListenerCounters, LiveSources, Recor
 use crate::ops::stop::StopWatch;
 use crate::ops::{flight, OpsArgs, OpsPlan};
 use crate::output::console::{status_line, summary_table};
-use crate::output::directory::{default_dir_name, watch_directory};
+use crate::output::directory::{out_dir, watch_directory};
 use crate::output::ecs::LogSchema;
 use crate::output::run::{RunOutput, SharedSummary};
 use crate::output::summary::{CaptureStopped, Drops, Forwarded, Summary, SummaryTls};
+use crate::output::terminal::{json_notices, notice, say};
 use crate::output::writer::{RecordSink, SinkFanout};
 use crate::tap::{SidePathThread, TapQueue, TapSinks, DEFAULT_QUEUE_BYTES};
 use tokio::task::JoinHandle;
@@ -66,7 +67,9 @@ pub struct ProxyArgs {
     #[command(flatten)]
     pub config: crate::config::ConfigFileArg,
     /// Output directory, new or empty: one holding an earlier run is refused,
-    /// never written over (default: ./icaptap-YYYYMMDD-HHMMSS).
+    /// never written over (default: ./icaptap-YYYYMMDD-HHMMSS). `{time}` in
+    /// it is replaced by the start time (YYYYMMDD-HHMMSS), so that every
+    /// start of a service gets a directory of its own.
     #[arg(long, env = "ICAPTAP_OUT", value_name = "DIR")]
     pub out: Option<PathBuf>,
     /// Record shapes to write: `icaptap` (the native records) or `ecs`
@@ -559,7 +562,7 @@ impl Lifecycle {
         };
         for route in routes {
             if let Ok(stats) = route.await {
-                tracing::info!(?stats, "forwarding stopped on a --route listener");
+                log_forward_stats(&stats, "forwarding stopped on a --route listener");
                 forwarded.connections += stats.connections_total;
                 forwarded.bytes_client_to_sensor += stats.bytes_client_to_sensor;
                 forwarded.bytes_sensor_to_client += stats.bytes_sensor_to_client;
@@ -590,7 +593,18 @@ impl Lifecycle {
             if let Ok(recorded) = tokio::task::spawn_blocking(move || handle.join()).await {
                 drops.recorder_taps = queue_drops.taps.load(Ordering::Relaxed);
                 drops.recorder_bytes = recorded.dropped_bytes + recorded.unwritten_bytes;
-                tracing::info!(?recorded, "recording stopped");
+                tracing::info!(
+                    packets = recorded.packets,
+                    bytes_written = recorded.bytes_written,
+                    dropped_bytes = recorded.dropped_bytes,
+                    unwritten_bytes = recorded.unwritten_bytes,
+                    files = recorded.files,
+                    write_errors = recorded.write_errors,
+                    annotations = recorded.annotations,
+                    annotations_dropped = recorded.annotations_dropped,
+                    capture_stopped = recorded.capture_stopped,
+                    "recording stopped"
+                );
             }
             if let Some(stop) = counters.stopped.get() {
                 output
@@ -613,7 +627,7 @@ impl Lifecycle {
         if let Some(incidents) = incident_task {
             let _ = incidents.await;
         }
-        tracing::info!(?stats, "forwarding stopped");
+        log_forward_stats(&stats, "forwarding stopped");
         let summary = output.finish(mode, drops, Some(forwarded));
         metrics_over.cancel();
         if let Some(metrics) = metrics_task {
@@ -703,7 +717,7 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
         .thread_name("icaptap-forward")
         .build()
         .map_err(ProxyError::Runtime)?;
-    let out = args.out.clone().unwrap_or_else(default_dir_name);
+    let out = out_dir(args.out.as_deref());
     let ops = args.ops.plan();
     let records_note = logs_note(&ops.logs, ops.ring);
     let routes = args.forward.route_configs()?;
@@ -721,8 +735,11 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
         record: args.record.options(),
         recorder_queue: args.recorder_queue,
         queue_bytes: args.queue_bytes,
-        status_every: (std::io::stderr().is_terminal() && !args.status_every.is_zero())
-            .then_some(args.status_every),
+        // The status line is for a person at a terminal, never in JSON.
+        status_every: (std::io::stderr().is_terminal()
+            && !json_notices()
+            && !args.status_every.is_zero())
+        .then_some(args.status_every),
         ops,
         routes,
         mode: "proxy",
@@ -732,22 +749,22 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
         let proxy = start(plan).await?;
         let signals = StopSignals::register();
         let listens: Vec<String> = proxy.listens.iter().map(ToString::to_string).collect();
-        eprintln!(
+        notice!(
             "icaptap: listening on {}, forwarding to the sensor; output in {}",
             listens.join(", "),
             proxy.out.display()
         );
         if let Some(hint) = &proxy.decode_as_hint {
-            eprintln!("icaptap: {hint}");
+            notice!("icaptap: {hint}");
         }
         for line in &tls_lines {
-            eprintln!("icaptap: {line}");
+            notice!("icaptap: {line}");
         }
         if let Some(addr) = proxy.metrics {
-            eprintln!("icaptap: metrics on http://{addr}/metrics (also /healthz, /status)");
+            notice!("icaptap: metrics on http://{addr}/metrics (also /healthz, /status)");
         }
         if let Some(note) = &records_note {
-            eprintln!("icaptap: {note}");
+            notice!("icaptap: {note}");
         }
         let stopped_by_itself = proxy.shutdown_token();
         let signal = tokio::select! {
@@ -756,32 +773,49 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
         };
         // After SIGHUP the terminal may be gone: what is said on it from
         // now on may fail to be written, and must not stop the run from
-        // writing its summary and closing its capture.
-        use std::io::Write;
+        // writing its summary and closing its capture (notices never fail).
         let why = proxy
             .stop_reason()
             .or(signal)
             .unwrap_or_else(|| "asked to".to_string());
-        let _ = writeln!(
-            std::io::stderr(),
-            "icaptap: stopping ({why}): no new connections; open ones may finish (drain)"
-        );
+        notice!("icaptap: stopping ({why}): no new connections; open ones may finish (drain)");
         let summary = proxy.stop().await?;
         // Every end of a run leaves its report beside the records (the
         // report reads the records and summary, never the capture).
         if let Err(e) = crate::evidence::write_report(&out) {
-            let _ = writeln!(
-                std::io::stderr(),
+            notice!(
+                Warn,
                 "icaptap: the report could not be written into {}: {e}; run `icaptap report {}` to try again",
                 out.display(),
                 out.display()
             );
         }
-        let _ = write!(std::io::stdout(), "{}", summary_table(&summary, &out));
+        say!("{}", summary_table(&summary, &out));
         // The last word of the run: why it ended, after the drain.
-        let _ = writeln!(std::io::stderr(), "icaptap: stopped ({why})");
+        notice!("icaptap: stopped ({why})");
         Ok(summary)
     })
+}
+
+/// Logs a listener's forwarding totals, one field per counter (so that
+/// `--log-format json` carries numbers, not a struct's debug text).
+fn log_forward_stats(stats: &ForwardStats, message: &str) {
+    tracing::info!(
+        connections_total = stats.connections_total,
+        connections_open = stats.connections_open,
+        connect_failures = stats.connect_failures,
+        bytes_client_to_sensor = stats.bytes_client_to_sensor,
+        bytes_sensor_to_client = stats.bytes_sensor_to_client,
+        undelivered_bytes = stats.undelivered_bytes,
+        resets = stats.resets,
+        cut_at_shutdown = stats.cut_at_shutdown,
+        idle_closed = stats.idle_closed,
+        client_gone_before_connect = stats.client_gone_before_connect,
+        fd_limit_hits = stats.fd_limit_hits,
+        accept_errors = stats.accept_errors,
+        end_taps_lost = stats.end_taps_lost,
+        "{message}"
+    );
 }
 
 /// The signals that end a run: SIGINT, SIGTERM, and SIGHUP (the terminal

@@ -24,12 +24,37 @@ use tokio_util::sync::CancellationToken;
 /// created.
 pub const DIRECTORY_CHECK_EVERY: Duration = Duration::from_secs(1);
 
-/// The default output directory name for a run starting now (local time).
-pub fn default_dir_name() -> PathBuf {
+/// The placeholder `--out` replaces with the start time
+/// (`--out /var/lib/icaptap/run-{time}`): a service restarted with the
+/// same command line gets a new directory each start.
+pub const TIME_PLACEHOLDER: &str = "{time}";
+
+/// The start time as directory names carry it: `YYYYMMDD-HHMMSS`, local
+/// time.
+fn start_stamp() -> String {
     let now = time::OffsetDateTime::now_local().unwrap_or_else(|_| time::OffsetDateTime::now_utc());
     let format = time::macros::format_description!("[year][month][day]-[hour][minute][second]");
-    let stamp = now.format(&format).unwrap_or_else(|_| "run".to_string());
-    PathBuf::from(format!("icaptap-{stamp}"))
+    now.format(&format).unwrap_or_else(|_| "run".to_string())
+}
+
+/// The default output directory name for a run starting now (local time).
+pub fn default_dir_name() -> PathBuf {
+    PathBuf::from(format!("icaptap-{}", start_stamp()))
+}
+
+/// The output directory of a run starting now: `out` with
+/// [`TIME_PLACEHOLDER`] replaced by the start time, or
+/// [`default_dir_name`] without `--out`.
+pub fn out_dir(out: Option<&Path>) -> PathBuf {
+    match out {
+        None => default_dir_name(),
+        Some(out) => match out.to_str() {
+            Some(text) if text.contains(TIME_PLACEHOLDER) => {
+                PathBuf::from(text.replace(TIME_PLACEHOLDER, &start_stamp()))
+            }
+            _ => out.to_path_buf(),
+        },
+    }
 }
 
 /// Whether `name` is something icaptap writes into a run directory: the

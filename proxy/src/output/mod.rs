@@ -14,6 +14,7 @@ pub mod logset;
 pub mod records;
 pub mod run;
 pub mod summary;
+pub mod terminal;
 pub mod writer;
 
 /// Version of the record schema; bumped on any incompatible change.

@@ -306,12 +306,20 @@ impl RunOutput {
         });
         if let Err(source) = written {
             // Never end a run without its totals.
-            let mut err = std::io::stderr().lock();
-            let _ = writeln!(err, "icaptap: summary.json of {}:", self.dir.display());
-            if let Ok(json) = &json {
-                let _ = err.write_all(json);
+            if super::terminal::json_notices() {
+                super::terminal::notice_with(
+                    super::terminal::NoticeLevel::Error,
+                    format_args!("icaptap: summary.json of {}", self.dir.display()),
+                    serde_json::json!({ "summary": serde_json::to_value(&summary).ok() }),
+                );
+            } else {
+                let mut err = std::io::stderr().lock();
+                let _ = writeln!(err, "icaptap: summary.json of {}:", self.dir.display());
+                if let Ok(json) = &json {
+                    let _ = err.write_all(json);
+                }
+                let _ = writeln!(err);
             }
-            let _ = writeln!(err);
             return Err(OutputError::SummaryOnStderr {
                 dir: self.dir.clone(),
                 source,

@@ -207,7 +207,9 @@ impl RecordSink for JsonlSink {
         let pushed = self.connections.push(record, &mut self.next_order);
         self.pushed(pushed);
         if let Some((_, connections)) = &mut self.ecs {
-            let lost = connections.push(&ecs::connection_event(record), &mut 0).lost;
+            let lost = connections
+                .push(&ecs::connection_event(record), &mut 0)
+                .lost;
             self.count(lost);
         }
     }

@@ -34,7 +34,8 @@ pub use runner::CheckEnv;
 pub use suite::{Case, Check, DownPolicy, Suite, SuiteError, DEFAULT_SUITE};
 
 use crate::jobs::proxy::ProxyError;
-use crate::output::directory::default_dir_name;
+use crate::output::directory::out_dir;
+use crate::output::terminal::{say, sayln};
 use crate::toolkit::sensor::SensorError;
 use crate::units::parse_duration;
 
@@ -49,6 +50,10 @@ pub struct CheckArgs {
     /// icaptap's ICAP address, overriding the suite's `sensor.listen`.
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// icaptap's ICAP port, keeping the address of `sensor.listen` (or
+    /// --listen): the port the vendor's ICAP service URLs name.
+    #[arg(long)]
+    pub port: Option<u16>,
     /// Write a JUnit XML report to this file.
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
@@ -101,6 +106,9 @@ pub enum CheckError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// The suite could not be printed (--print-suite).
+    #[error("cannot write the suite to standard output: {0}")]
+    Stdout(std::io::Error),
     /// The async runtime could not start.
     #[error("cannot start the async runtime for the check: {0}")]
     Runtime(std::io::Error),
@@ -122,7 +130,8 @@ impl From<ProxyError> for CheckError {
 /// Runs `icaptap check`; returns the run's status (its exit code).
 pub fn run(args: CheckArgs) -> Result<CheckStatus, CheckError> {
     if args.print_suite {
-        print!("{DEFAULT_SUITE}");
+        crate::output::terminal::print_output(DEFAULT_SUITE.as_bytes())
+            .map_err(CheckError::Stdout)?;
         return Ok(CheckStatus::Passed);
     }
     let mut suite = match &args.suite {
@@ -135,28 +144,31 @@ pub fn run(args: CheckArgs) -> Result<CheckStatus, CheckError> {
     if let Some(l) = args.listen {
         suite.sensor.listen = l;
     }
-    let out = args.out.clone().unwrap_or_else(default_dir_name);
+    if let Some(port) = args.port {
+        suite.sensor.listen.set_port(port);
+    }
+    let out = out_dir(args.out.as_deref());
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(CheckError::Runtime)?;
     let report = runtime.block_on(async {
         let env = CheckEnv::start(suite.clone(), &out).await?;
-        println!(
+        sayln!(
             "icaptap check: {} ({} cases)\n  {}",
             suite.name,
             suite.cases.len(),
             env.vendor_setup()
         );
         if let Some(limit) = args.wait_options {
-            println!("  waiting up to {limit:?} for the vendor's OPTIONS request...");
+            sayln!("  waiting up to {limit:?} for the vendor's OPTIONS request...");
             if !env.wait_for_options(limit).await {
-                println!("  no OPTIONS came; running anyway (is the vendor pointed at icaptap?)");
+                sayln!("  no OPTIONS came; running anyway (is the vendor pointed at icaptap?)");
             }
         }
         env.run(None).await
     })?;
-    print!("{report}");
+    say!("{report}");
     if let Some(path) = &args.junit {
         std::fs::write(path, junit_xml(&report)).map_err(|source| CheckError::Junit {
             path: path.clone(),

@@ -27,6 +27,7 @@ use load::{run_load, LoadConfig, LoadStop};
 
 pub use crate::observe::verdict::Verdict;
 use crate::observe::verdict::{block_reason, threat_names};
+use crate::output::terminal::{notice, say, sayln};
 
 use super::sample::Sample;
 use crate::units::parse_duration;
@@ -161,14 +162,14 @@ pub fn client_main(args: ClientArgs) -> ExitCode {
     let spec = match spec_from_args(&args) {
         Ok(s) => s,
         Err(e) => {
-            eprintln!("icaptap client: {e}");
+            notice!(Error, "icaptap client: {e}");
             return ExitCode::from(EXIT_NO_ANSWER);
         }
     };
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("icaptap client: cannot start the async runtime: {e}");
+            notice!(Error, "icaptap client: cannot start the async runtime: {e}");
             return ExitCode::from(EXIT_NO_ANSWER);
         }
     };
@@ -186,7 +187,7 @@ async fn load_mode(args: &ClientArgs, spec: &RequestSpec) -> ExitCode {
     let target = match resolve(&spec.target).await {
         Ok(a) => a,
         Err(e) => {
-            eprintln!("icaptap client: {e}");
+            notice!(Error, "icaptap client: {e}");
             return ExitCode::from(EXIT_NO_ANSWER);
         }
     };
@@ -203,7 +204,7 @@ async fn load_mode(args: &ClientArgs, spec: &RequestSpec) -> ExitCode {
         rate: args.rate,
         timeout: args.timeout,
     };
-    println!(
+    sayln!(
         "load: {} {} to {} ({} body bytes, preview {}), concurrency {}, {}{}",
         spec.method.as_str(),
         spec.url,
@@ -221,11 +222,11 @@ async fn load_mode(args: &ClientArgs, spec: &RequestSpec) -> ExitCode {
     let report = match run_load(config).await {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("icaptap client: {e}");
+            notice!(Error, "icaptap client: {e}");
             return ExitCode::from(EXIT_NO_ANSWER);
         }
     };
-    print!("{report}");
+    say!("{report}");
     if report.completed == 0 {
         ExitCode::from(EXIT_NO_ANSWER)
     } else if report.error_count() > 0 {
@@ -364,7 +365,7 @@ pub fn print_answer(out: &mut impl Write, answer: &Answer) -> std::io::Result<Ve
 
 async fn single(args: &ClientArgs, spec: &RequestSpec) -> ExitCode {
     let req = build_request(spec);
-    println!(
+    sayln!(
         "ICAP server: {}, service {}, method {}, body {} bytes{}{}",
         spec.target.authority(),
         spec.target.service,
@@ -384,7 +385,7 @@ async fn single(args: &ClientArgs, spec: &RequestSpec) -> ExitCode {
     let answer = match result {
         Ok(a) => a,
         Err(e) => {
-            println!(
+            sayln!(
                 "VERDICT: missing ({e}) after {:.1} ms",
                 started.elapsed().as_secs_f64() * 1000.0
             );
@@ -395,13 +396,17 @@ async fn single(args: &ClientArgs, spec: &RequestSpec) -> ExitCode {
     let verdict = match print_answer(&mut stdout, &answer) {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("icaptap client: cannot write to standard output: {e}");
+            notice!(
+                Error,
+                "icaptap client: cannot write to standard output: {e}"
+            );
             return ExitCode::from(EXIT_NO_ANSWER);
         }
     };
     if let Some(path) = &args.output {
         if let Err(e) = std::fs::write(path, &answer.body) {
-            eprintln!(
+            notice!(
+                Warn,
                 "icaptap client: cannot write --output {}: {e}",
                 path.display()
             );

@@ -11,12 +11,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::forward::ForwardConfig;
-use crate::jobs::proxy::{start, ProxyPlan};
+use crate::forward::{ForwardConfig, ForwardError};
+use crate::jobs::proxy::{start, ProxyError, ProxyPlan};
 use crate::observe::ObserverConfig;
 use crate::output::console::summary_table;
-use crate::output::directory::default_dir_name;
+use crate::output::directory::out_dir;
 use crate::output::records::ExchangeRecord;
+use crate::output::terminal::{notice, say, sayln};
 use crate::toolkit::client::{send_once, IcapMethod, IcapTarget, RequestSpec};
 use crate::toolkit::sample::{large_body, Sample};
 use crate::toolkit::scenario::Scenario;
@@ -36,6 +37,10 @@ pub struct DemoArgs {
     /// never written over (default: ./icaptap-YYYYMMDD-HHMMSS).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// The loopback port icaptap listens on (default: a free one), e.g.
+    /// to point another ICAP client at the demo.
+    #[arg(long)]
+    pub port: Option<u16>,
 }
 
 /// One request of the demo mix.
@@ -126,21 +131,21 @@ pub fn demo_main(args: DemoArgs) -> ExitCode {
     {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("icaptap demo: cannot start: {e}");
+            notice!(Error, "icaptap demo: cannot start: {e}");
             return ExitCode::from(2);
         }
     };
-    let out = args.out.unwrap_or_else(default_dir_name);
-    match runtime.block_on(run(out)) {
+    let out = out_dir(args.out.as_deref());
+    match runtime.block_on(run(out, args.port.unwrap_or(0))) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("icaptap demo: {e}");
+            notice!(Error, "icaptap demo: {e}");
             ExitCode::from(2)
         }
     }
 }
 
-async fn run(out: PathBuf) -> Result<(), String> {
+async fn run(out: PathBuf, port: u16) -> Result<(), String> {
     let scenario = Scenario::from_toml(DEMO_SCENARIO, "docs/toolkit-scenario.toml")
         .map_err(|e| e.to_string())?;
     let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
@@ -148,7 +153,8 @@ async fn run(out: PathBuf) -> Result<(), String> {
         .await
         .map_err(|e| e.to_string())?
         .spawn();
-    let mut forward = ForwardConfig::new(loopback, sensor.addr());
+    let listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    let mut forward = ForwardConfig::new(listen, sensor.addr());
     forward.drain = Duration::from_secs(2);
     let plan = ProxyPlan {
         // Short timers so a stuck exchange shows within the demo.
@@ -161,13 +167,18 @@ async fn run(out: PathBuf) -> Result<(), String> {
         mode: "demo",
         ..ProxyPlan::new(forward, out.clone())
     };
-    let proxy = start(plan).await.map_err(|e| e.to_string())?;
-    println!(
+    let proxy = start(plan).await.map_err(|e| match e {
+        ProxyError::Bind(ForwardError::AddrInUse { addr }) => format!(
+            "cannot listen on {addr}: the port is already in use; stop the other program on it or choose another --port"
+        ),
+        e => e.to_string(),
+    })?;
+    sayln!(
         "icaptap demo: mock sensor on {}, icaptap on {} forwarding to it",
         sensor.addr(),
         proxy.listen
     );
-    println!("sending a mix of requests through icaptap:\n");
+    sayln!("sending a mix of requests through icaptap:\n");
     for step in mix() {
         let target = IcapTarget {
             host: proxy.listen.ip().to_string(),
@@ -192,16 +203,16 @@ async fn run(out: PathBuf) -> Result<(), String> {
             ),
             Err(e) => format!("no answer ({e})"),
         };
-        println!("  {:<50} -> {answer}", step.what);
+        sayln!("  {:<50} -> {answer}", step.what);
     }
     let summary = proxy.stop().await.map_err(|e| e.to_string())?;
     sensor.shutdown().await;
     if let Err(e) = crate::evidence::write_report(&out) {
-        eprintln!("icaptap demo: the report could not be written: {e}");
+        notice!(Warn, "icaptap demo: the report could not be written: {e}");
     }
-    println!("\n{}", exchange_table(&out));
-    print!("{}", summary_table(&summary, &out));
-    println!(
+    sayln!("\n{}", exchange_table(&out));
+    say!("{}", summary_table(&summary, &out));
+    sayln!(
         "\nNext: open {}/report.html in a browser, {}/capture.pcapng in Wireshark\n\
          (filter `pkt_comment` for icaptap's notes), read {}/exchanges.jsonl (docs/log-schema.md),\n\
          and pack it all for a ticket with `icaptap bundle {} --redact`.",

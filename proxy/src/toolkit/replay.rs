@@ -16,6 +16,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::output::terminal::{say, sayln};
 use crate::progress::Progress;
 use crate::toolkit::client::{BuiltRequest, ClientError, IcapConnection, Verdict};
 use crate::units::parse_duration;
@@ -294,7 +295,7 @@ pub fn run(args: ReplayArgs) -> Result<ReplayReport, ReplayError> {
     if requests == 0 {
         return Err(ReplayError::Nothing(args.input.clone()));
     }
-    println!(
+    sayln!(
         "icaptap replay: {} requests on {} connections from {}",
         requests,
         connections.len(),
@@ -303,7 +304,7 @@ pub fn run(args: ReplayArgs) -> Result<ReplayReport, ReplayError> {
     let progress = Progress::items(true, "replay", requests as u64, "requests");
     let report = runtime.block_on(replay_shown(&connections, target, args.timeout, &progress));
     progress.finish();
-    print!("{report}");
+    say!("{report}");
     Ok(report)
 }
 

@@ -25,6 +25,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::scenario::{Scenario, ScenarioError, DEFAULT_SCENARIO};
+use crate::output::terminal::{notice, sayln};
 
 pub use answers::reason_phrase;
 
@@ -218,14 +219,20 @@ pub struct SensorArgs {
 /// Runs `icaptap sensor` until Ctrl-C.
 pub fn sensor_main(args: SensorArgs) -> ExitCode {
     if args.print_scenario {
-        print!("{DEFAULT_SCENARIO}");
-        return ExitCode::SUCCESS;
+        return match crate::output::terminal::print_output(DEFAULT_SCENARIO.as_bytes()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                notice!(Error, "icaptap sensor: cannot write the scenario: {e}");
+                ExitCode::from(2)
+            }
+        };
     }
     match run_standalone(args) {
         Ok(()) => ExitCode::SUCCESS,
+        // A sensor that cannot start is a start-up error, as for every job.
         Err(e) => {
-            eprintln!("icaptap sensor: {e}");
-            ExitCode::FAILURE
+            notice!(Error, "icaptap sensor: {e}");
+            ExitCode::from(2)
         }
     }
 }
@@ -246,7 +253,7 @@ fn run_standalone(args: SensorArgs) -> Result<(), SensorError> {
             .map(|p| p.display().to_string())
             .unwrap_or_else(|| "built-in".to_owned());
         let services: Vec<&str> = scenario_services.iter().map(String::as_str).collect();
-        println!(
+        sayln!(
             "icaptap sensor listening on icap://{addr}/ (services {}; scenario {origin}); Ctrl-C stops it",
             services.join(", ")
         );

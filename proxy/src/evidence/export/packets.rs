@@ -311,7 +311,7 @@ pub fn copy(
             None => {}
         }
         if let Some(w) = stats.truncated {
-            eprintln!("icaptap export: warning: {w}");
+            crate::output::terminal::notice!(Warn, "icaptap export: warning: {w}");
         }
         total.read += copy.copied.read;
         total.written += copy.copied.written;
