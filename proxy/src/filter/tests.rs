@@ -47,6 +47,8 @@ pub(crate) fn record(conn: u64, seq: u64) -> ExchangeRecord {
         timings: Default::default(),
         frames: None,
         decode_complete: true,
+        squid_outcome: None,
+        tls: None,
     }
 }
 
@@ -303,6 +305,7 @@ fn the_sink_passes_selected_exchanges_and_their_connections_only() {
         undelivered_client_to_server: 0,
         undelivered_server_to_client: 0,
         anomalies: Vec::new(),
+        tls: None,
     };
     for id in 1..=3 {
         sink.exchange(&record(id, 0));

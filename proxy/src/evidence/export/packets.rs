@@ -349,6 +349,7 @@ mod tests {
             undelivered_client_to_server: 0,
             undelivered_server_to_client: 0,
             anomalies: Vec::new(),
+            tls: None,
         }
     }
 
