@@ -275,13 +275,11 @@ fn listener_with_full_backlog() -> (SocketAddr, std::net::TcpListener, Vec<std::
     (addr, listener, filled)
 }
 
-/// The default suite against e2guardian as the vendor: its HTTP proxy
-/// sends every download to the check's sensor through its ICAP content
-/// scanner (`icapscan`, RESPMOD only). What it passes and fails is a fact
-/// about e2guardian 5.3 that docs/toolkit.md records; the test holds the
-/// check to those facts, so a change on either side is seen.
-#[test]
-fn the_default_suite_against_e2guardian() {
+/// Runs the default suite with e2guardian in front, its ICAP content
+/// scanner pointed at the check's RESPMOD service, its file-extension bans
+/// lifted when `no_extension_bans`; returns the report, the JUnit XML and
+/// e2guardian's access log.
+fn default_suite_through_e2guardian(no_extension_bans: bool) -> (CheckReport, String, Vec<String>) {
     peers::e2guardian::private_network();
     let tmp = tempfile::tempdir().unwrap();
     let mut suite = Suite::default_suite().unwrap();
@@ -295,21 +293,31 @@ fn the_default_suite_against_e2guardian() {
         &tmp.path().join("e2g"),
         &peers::e2guardian::E2gSetup {
             scanner_url: Some(format!("icap://{icap}{}", suite.sensor.respmod)),
-            // The suite's file names (.bin, .com) are banned by Debian's
-            // default list before any ICAP: a vendor set up for the check
-            // leaves scanning to the sensor.
-            no_extension_bans: true,
+            no_extension_bans,
             ..Default::default()
         },
     );
     let report = rt.block_on(env.run(Some(e2g.proxy))).unwrap();
-    eprintln!("e2guardian:\n{report}");
+    eprintln!("e2guardian (extension bans lifted: {no_extension_bans}):\n{report}");
     let access = e2g.access_log();
     for l in &access {
         eprintln!("e2guardian: {l}");
     }
     let xml = junit_xml(&report);
-    drop(e2g);
+    (report, xml, access)
+}
+
+/// The default suite against e2guardian as the vendor: its HTTP proxy
+/// sends every download to the check's sensor through its ICAP content
+/// scanner (`icapscan`, RESPMOD only). What it passes and fails is a fact
+/// about e2guardian 5.3 that docs/toolkit.md records; the test holds the
+/// check to those facts, so a change on either side is seen.
+#[test]
+fn the_default_suite_against_e2guardian() {
+    // The suite's file names (.bin, .com) are banned by Debian's default
+    // list before any ICAP: a vendor set up for the check leaves scanning
+    // to the sensor.
+    let (report, xml, access) = default_suite_through_e2guardian(true);
     // Every case was tested: e2guardian was reachable throughout.
     assert!(report.results.iter().all(|r| r.error.is_none()), "{report}");
     assert_eicar_blocked_on_the_verdict(&report);
@@ -348,25 +356,7 @@ fn the_default_suite_against_e2guardian() {
 /// the other cases say the sensor saw nothing.
 #[test]
 fn a_vendor_that_never_asks_the_sensor_leaves_sensor_down_untested() {
-    peers::e2guardian::private_network();
-    let tmp = tempfile::tempdir().unwrap();
-    let mut suite = Suite::default_suite().unwrap();
-    suite.sensor.listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let env = rt
-        .block_on(CheckEnv::start(suite.clone(), &tmp.path().join("run")))
-        .unwrap();
-    let icap = env.icap_listen();
-    let e2g = peers::e2guardian::E2guardian::start(
-        &tmp.path().join("e2g"),
-        &peers::e2guardian::E2gSetup {
-            scanner_url: Some(format!("icap://{icap}{}", suite.sensor.respmod)),
-            ..Default::default()
-        },
-    );
-    let report = rt.block_on(env.run(Some(e2g.proxy))).unwrap();
-    eprintln!("e2guardian with its extension bans:\n{report}");
-    drop(e2g);
+    let (report, _, _) = default_suite_through_e2guardian(false);
     let down = case(&report, "sensor-down");
     assert!(!down.passed, "{report}");
     assert!(

@@ -121,8 +121,19 @@ fn icaptap(
         .unwrap()
 }
 
+/// How c-icap-client speaks to icaptap.
+#[derive(Clone, Copy, PartialEq)]
+enum ClientTls {
+    Plain,
+    /// TLS, icaptap's generated certificate not checked (it is in no
+    /// store c-icap-client reads).
+    Unverified,
+    /// TLS, the certificate checked against the system store.
+    Verified,
+}
+
 /// c-icap-client sends an OPTIONS, or a RESPMOD of `file`, to `to`.
-fn c_icap_client(to: SocketAddr, tls: bool, file: Option<&Path>) -> std::process::Output {
+fn c_icap_client(to: SocketAddr, tls: ClientTls, file: Option<&Path>) -> std::process::Output {
     let mut cmd = Command::new("c-icap-client");
     cmd.args([
         "-i",
@@ -132,9 +143,14 @@ fn c_icap_client(to: SocketAddr, tls: bool, file: Option<&Path>) -> std::process
         "-s",
         "echo",
     ]);
-    if tls {
-        // icaptap's generated certificate is not in the system store.
-        cmd.args(["-tls", "-tls-no-verify"]);
+    match tls {
+        ClientTls::Plain => {}
+        ClientTls::Unverified => {
+            cmd.args(["-tls", "-tls-no-verify"]);
+        }
+        ClientTls::Verified => {
+            cmd.arg("-tls");
+        }
     }
     if let Some(f) = file {
         cmd.arg("-f").arg(f).arg("-o").arg(f.with_extension("out"));
@@ -316,7 +332,7 @@ fn mixed_modes_tls_client_to_plain_sensor_and_plain_client_to_tls_sensor() {
         },
         &out,
     );
-    let got = c_icap_client(proxy.listen, true, Some(&file));
+    let got = c_icap_client(proxy.listen, ClientTls::Unverified, Some(&file));
     assert!(got.status.success(), "{got:?}");
     rt.block_on(proxy.stop()).unwrap();
     let exchanges: Vec<ExchangeRecord> = read_jsonl(&out.join("exchanges.jsonl"));
@@ -346,7 +362,7 @@ fn mixed_modes_tls_client_to_plain_sensor_and_plain_client_to_tls_sensor() {
         &out,
     );
     let _ = std::fs::remove_file(file.with_extension("out"));
-    let got = c_icap_client(proxy.listen, false, Some(&file));
+    let got = c_icap_client(proxy.listen, ClientTls::Plain, Some(&file));
     assert!(got.status.success(), "{got:?}");
     rt.block_on(proxy.stop()).unwrap();
     let exchanges: Vec<ExchangeRecord> = read_jsonl(&out.join("exchanges.jsonl"));
@@ -359,24 +375,6 @@ fn mixed_modes_tls_client_to_plain_sensor_and_plain_client_to_tls_sensor() {
     assert!(tls.client.is_none(), "{tls:?}");
     assert_eq!(sensor.sni.as_deref(), Some("localhost"));
     assert!(sensor.verified);
-}
-
-/// c-icap-client sends an OPTIONS to `to`, over TLS (verifying the
-/// certificate against the system store) when `tls`.
-fn c_icap_client_verifying(to: SocketAddr, tls: bool) -> std::process::Output {
-    let mut cmd = Command::new("c-icap-client");
-    cmd.args([
-        "-i",
-        "127.0.0.1",
-        "-p",
-        &to.port().to_string(),
-        "-s",
-        "echo",
-    ]);
-    if tls {
-        cmd.arg("-tls");
-    }
-    cmd.output().expect("c-icap-client (c-icap package)")
 }
 
 /// A connection's anomaly codes.
@@ -396,7 +394,7 @@ fn tls_failures_are_recorded_with_their_codes() {
     let plain = CIcap::start(&tmp.path().join("c-icap-plain"), "");
     let (_expired, expired_tls) = cicap_tls(&tmp.path().join("c-icap-expired"), &pki.expired);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let cases: Vec<(&str, SocketAddr, TlsArgs, bool, &str)> = vec![
+    let cases: Vec<(&str, SocketAddr, TlsArgs, ClientTls, &str)> = vec![
         (
             "expired",
             expired_tls,
@@ -405,7 +403,7 @@ fn tls_failures_are_recorded_with_their_codes() {
                 upstream_tls_ca: Some(pki.ca.clone()),
                 ..TlsArgs::default()
             },
-            false,
+            ClientTls::Plain,
             "tls-certificate-expired",
         ),
         (
@@ -417,7 +415,7 @@ fn tls_failures_are_recorded_with_their_codes() {
                 upstream_tls_name: Some("sensor.wrong.example".into()),
                 ..TlsArgs::default()
             },
-            false,
+            ClientTls::Plain,
             "tls-certificate-name-mismatch",
         ),
         (
@@ -428,7 +426,7 @@ fn tls_failures_are_recorded_with_their_codes() {
                 upstream_tls: true,
                 ..TlsArgs::default()
             },
-            false,
+            ClientTls::Plain,
             "tls-certificate-untrusted",
         ),
         (
@@ -440,7 +438,7 @@ fn tls_failures_are_recorded_with_their_codes() {
                 tls: true,
                 ..TlsArgs::default()
             },
-            true,
+            ClientTls::Verified,
             "tls-client-handshake-failed",
         ),
         (
@@ -450,7 +448,7 @@ fn tls_failures_are_recorded_with_their_codes() {
                 tls: true,
                 ..TlsArgs::default()
             },
-            false,
+            ClientTls::Plain,
             "tls-plain-on-tls-port",
         ),
         (
@@ -461,7 +459,7 @@ fn tls_failures_are_recorded_with_their_codes() {
                 upstream_tls_insecure: true,
                 ..TlsArgs::default()
             },
-            false,
+            ClientTls::Plain,
             "tls-sensor-handshake-failed",
         ),
     ];
@@ -470,7 +468,7 @@ fn tls_failures_are_recorded_with_their_codes() {
         let proxy = icaptap(&rt, sensor, tls, &out);
         // An OPTIONS from c-icap-client: it gets no answer, the
         // connection is closed.
-        let _ = c_icap_client_verifying(proxy.listen, client_tls);
+        let _ = c_icap_client(proxy.listen, client_tls, None);
         rt.block_on(proxy.stop()).unwrap();
         let codes = connection_codes(&out);
         eprintln!("{name}: {codes:?}");
