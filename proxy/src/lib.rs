@@ -17,6 +17,7 @@
 //! - [`output`]: JSONL records and the run summary;
 //! - [`analyze`]: capture reading and TCP reassembly into taps;
 //! - [`evidence`]: the report and the support-ticket bundle;
+//! - [`filter`]: the filter expression language that selects exchanges;
 //! - [`toolkit`]: mock sensor, client, replay, vendor checks and the demo;
 //! - [`ops`]: watching a run: metrics endpoint, stop conditions, flight
 //!   recorder;
@@ -29,6 +30,7 @@ pub mod capture;
 pub mod cli;
 pub mod config;
 pub mod evidence;
+pub mod filter;
 pub mod forward;
 pub mod jobs;
 pub mod observe;
