@@ -11,12 +11,22 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::directory::{create_new_private_file, open_append_private_file};
+use icap_codec::Exchange;
+
 use super::records::{ConnectionRecord, ExchangeRecord};
 
 /// Receives every record the observer produces.
 pub trait RecordSink: Send {
     /// One exchange is over.
     fn exchange(&mut self, record: &ExchangeRecord);
+    /// One exchange is over, with the decoded exchange its record was
+    /// built from, for a sink that shows more than the record holds (the
+    /// ICAP and HTTP heads of `icaptap proxy -v`). Every other sink takes
+    /// the record alone.
+    fn exchange_seen(&mut self, record: &ExchangeRecord, exchange: &Exchange) {
+        let _ = exchange;
+        self.exchange(record);
+    }
     /// One connection is over.
     fn connection(&mut self, record: &ConnectionRecord);
     /// Push buffered records to their destination.
@@ -26,6 +36,10 @@ pub trait RecordSink: Send {
 impl RecordSink for Box<dyn RecordSink> {
     fn exchange(&mut self, record: &ExchangeRecord) {
         self.as_mut().exchange(record);
+    }
+
+    fn exchange_seen(&mut self, record: &ExchangeRecord, exchange: &Exchange) {
+        self.as_mut().exchange_seen(record, exchange);
     }
 
     fn connection(&mut self, record: &ConnectionRecord) {
@@ -298,6 +312,11 @@ impl<A: RecordSink, B: RecordSink> RecordSink for Tee<A, B> {
         self.1.exchange(record);
     }
 
+    fn exchange_seen(&mut self, record: &ExchangeRecord, exchange: &Exchange) {
+        self.0.exchange_seen(record, exchange);
+        self.1.exchange_seen(record, exchange);
+    }
+
     fn connection(&mut self, record: &ConnectionRecord) {
         self.0.connection(record);
         self.1.connection(record);
@@ -324,6 +343,12 @@ impl RecordSink for SinkFanout {
     fn exchange(&mut self, record: &ExchangeRecord) {
         for sink in &mut self.0 {
             sink.exchange(record);
+        }
+    }
+
+    fn exchange_seen(&mut self, record: &ExchangeRecord, exchange: &Exchange) {
+        for sink in &mut self.0 {
+            sink.exchange_seen(record, exchange);
         }
     }
 
