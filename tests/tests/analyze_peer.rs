@@ -58,6 +58,10 @@ fn analyze(client: &Path, peer: &Path, ports: Vec<u16>, out: &Path) -> PeerFile 
         out: Some(out.to_path_buf()),
         peer: Some(peer.to_path_buf()),
         no_progress: true,
+        live: icaptap::live::LiveArgs {
+            quiet: true,
+            ..Default::default()
+        },
     })
     .unwrap();
     serde_json::from_slice(&std::fs::read(out.join("peer.json")).unwrap()).unwrap()

@@ -10,6 +10,10 @@ fn demo_shows_the_promised_mix() {
     let out = tmp.path().join("demo");
     let code = demo_main(DemoArgs {
         out: Some(out.clone()),
+        live: icaptap::live::LiveArgs {
+            quiet: true,
+            ..Default::default()
+        },
     });
     assert_eq!(code, std::process::ExitCode::SUCCESS);
     let text = std::fs::read_to_string(out.join("exchanges.jsonl")).unwrap();

@@ -98,9 +98,13 @@ pub struct AnalyzeArgs {
     #[arg(long, value_name = "FILE")]
     pub peer: Option<PathBuf>,
     /// Do not show the progress bar (it is hidden anyway when stderr is
-    /// not a terminal).
+    /// not a terminal, and when the lines per exchange go to the same
+    /// terminal).
     #[arg(long)]
     pub no_progress: bool,
+    /// The line per exchange on standard output (-q, -v, --filter).
+    #[command(flatten)]
+    pub live: crate::live::LiveArgs,
 }
 
 impl AnalyzeArgs {

@@ -13,12 +13,13 @@ use crate::analyze::peer::{
 use crate::analyze::peer_file::{PeerCapture, PeerFile, PEER_FILE};
 use crate::analyze::reader::CaptureFile;
 use crate::analyze::{read_captures, AnalyzeArgs, AnalyzeError, AnalyzeOptions, CaptureStats};
+use crate::live::{LiveLines, Overflow};
 use crate::observe::{Observer, ObserverConfig, ObserverMode};
 use crate::output::console::summary_table;
 use crate::output::directory::{create_private_file, default_dir_name};
 use crate::output::run::{OutputError, RunOutput};
 use crate::output::summary::{Drops, Summary};
-use crate::output::writer::Tee;
+use crate::output::writer::{RecordSink, Tee};
 use crate::tap::side_path::{self, Inbox, NotStarted, SidePath};
 use crate::tap::{Micros, Tap, TapBatches};
 
@@ -62,10 +63,25 @@ pub fn analyze_into(
     config: ObserverConfig,
     out: &Path,
 ) -> Result<SideResult, OfflineError> {
+    analyze_showing(files, opts, config, out, None)
+}
+
+/// Analyses `files` into `out`, handing every record to `lines` too.
+fn analyze_showing(
+    files: &[PathBuf],
+    opts: &AnalyzeOptions,
+    config: ObserverConfig,
+    out: &Path,
+    lines: Option<LiveLines>,
+) -> Result<SideResult, OfflineError> {
     let mut output = RunOutput::create(out)?;
     let fingerprints = FingerprintSink::default();
-    let sink = Tee(output.take_sink(), fingerprints.clone());
-    let observer = Observer::new(ObserverMode::Capture, config, Box::new(sink));
+    let records = Tee(output.take_sink(), fingerprints.clone());
+    let sink: Box<dyn RecordSink> = match lines {
+        Some(lines) => Box::new(Tee(records, lines)),
+        None => Box::new(records),
+    };
+    let observer = Observer::new(ObserverMode::Capture, config, sink);
     let (capture, last_tap) =
         observe_on_own_thread(observer, |sink| read_captures(files, opts, sink));
     let capture = match capture {
@@ -152,10 +168,28 @@ pub fn run(args: AnalyzeArgs) -> Result<Summary, OfflineError> {
         CaptureFile::open(file)?;
     }
     RunOutput::check(&out)?;
+    // Every line is shown: an analysis goes at the console's pace.
+    let live = args.live.plan(Overflow::Wait, None);
+    // A progress bar redrawn among lines on the same terminal would be
+    // torn apart by them; the lines show the progress then.
+    let lines_on_terminal = live.is_some() && std::io::stdout().is_terminal();
     let opts = args
         .options()
-        .progress(!args.no_progress && std::io::stderr().is_terminal());
-    let main = analyze_into(&args.files, &opts, ObserverConfig::default(), &out)?;
+        .progress(!args.no_progress && !lines_on_terminal && std::io::stderr().is_terminal());
+    let (lines, printer) = match live.map(|plan| plan.start()).transpose() {
+        Ok(Some((lines, printer))) => (Some(lines), Some(printer)),
+        Ok(None) => (None, None),
+        // No thread for the lines: the analysis goes on without them.
+        Err(e) => {
+            eprintln!("icaptap analyze: warning: no lines per exchange ({e})");
+            (None, None)
+        }
+    };
+    let main = analyze_showing(&args.files, &opts, ObserverConfig::default(), &out, lines);
+    if let Some(printer) = printer {
+        printer.finish();
+    }
+    let main = main?;
     for w in &main.capture.warnings {
         eprintln!("icaptap analyze: warning: {w}");
     }

@@ -13,6 +13,7 @@ use bytes::Bytes;
 
 use crate::forward::ForwardConfig;
 use crate::jobs::proxy::{start, ProxyPlan};
+use crate::live::{LiveArgs, LivePlan, Overflow};
 use crate::observe::ObserverConfig;
 use crate::output::console::summary_table;
 use crate::output::directory::default_dir_name;
@@ -36,6 +37,9 @@ pub struct DemoArgs {
     /// never written over (default: ./icaptap-YYYYMMDD-HHMMSS).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
+    /// The line per exchange on standard output (-q, -v, --filter).
+    #[command(flatten)]
+    pub live: LiveArgs,
 }
 
 /// One request of the demo mix.
@@ -131,7 +135,10 @@ pub fn demo_main(args: DemoArgs) -> ExitCode {
         }
     };
     let out = args.out.unwrap_or_else(default_dir_name);
-    match runtime.block_on(run(out)) {
+    let live = args
+        .live
+        .plan(Overflow::Drop, Some(crate::tap::now_micros()));
+    match runtime.block_on(run(out, live)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("icaptap demo: {e}");
@@ -140,7 +147,8 @@ pub fn demo_main(args: DemoArgs) -> ExitCode {
     }
 }
 
-async fn run(out: PathBuf) -> Result<(), String> {
+async fn run(out: PathBuf, live: Option<LivePlan>) -> Result<(), String> {
+    let lines_shown = live.is_some();
     let scenario = Scenario::from_toml(DEMO_SCENARIO, "docs/toolkit-scenario.toml")
         .map_err(|e| e.to_string())?;
     let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
@@ -159,6 +167,7 @@ async fn run(out: PathBuf) -> Result<(), String> {
             max_pipeline: icap_codec::MAX_OPEN_EXCHANGES,
         },
         mode: "demo",
+        live,
         ..ProxyPlan::new(forward, out.clone())
     };
     let proxy = start(plan).await.map_err(|e| e.to_string())?;
@@ -199,7 +208,10 @@ async fn run(out: PathBuf) -> Result<(), String> {
     if let Err(e) = crate::evidence::write_report(&out) {
         eprintln!("icaptap demo: the report could not be written: {e}");
     }
-    println!("\n{}", exchange_table(&out));
+    // The lines showed each exchange as it ended; with -q the table does.
+    if !lines_shown {
+        println!("\n{}", exchange_table(&out));
+    }
     print!("{}", summary_table(&summary, &out));
     println!(
         "\nNext: open {}/report.html in a browser, {}/capture.pcapng in Wireshark\n\
