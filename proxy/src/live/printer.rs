@@ -14,13 +14,16 @@
 //!
 //! A console that went away (SIGHUP, a closed pipe) ends the printer
 //! quietly; the lines are then dropped without a word, since there is no
-//! one to tell.
+//! one to tell. A console that is there but takes nothing (a pipe whose
+//! reader stopped) holds a live run's end up for [`FINISH_WAIT`] at most,
+//! after summary.json is written.
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender, TryRecvError, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 use icap_codec::Exchange;
 
@@ -38,6 +41,10 @@ pub const LINE_QUEUE: usize = 4096;
 
 /// Bytes of lines the printer gathers into one write.
 const BATCH_BYTES: usize = 64 * 1024;
+
+/// Longest a finishing run waits for the console to take its last lines:
+/// a pipe whose reader stopped reading must not keep a run from ending.
+pub const FINISH_WAIT: Duration = Duration::from_secs(3);
 
 /// What a full queue does to the line that finds it so.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,6 +85,10 @@ impl std::fmt::Debug for LiveLines {
 pub struct LinePrinter {
     queue: SyncSender<Message>,
     thread: Option<JoinHandle<()>>,
+    /// Closed when the thread ends.
+    ended: Receiver<()>,
+    /// Whether lines were waited for all along (then the end is too).
+    overflow: Overflow,
 }
 
 /// Starts the printer writing to `out`, and the sink that feeds it.
@@ -89,9 +100,11 @@ pub fn start(
     let not_shown = Arc::new(AtomicU64::new(0));
     let counted = not_shown.clone();
     let nicer = plan.overflow == Overflow::Drop;
+    let (ending, ended) = sync_channel::<()>(0);
     let thread = std::thread::Builder::new()
         .name("icaptap-lines".into())
         .spawn(move || {
+            let _ending = ending;
             // Lines give way to forwarding and records, as the capture does.
             if nicer {
                 lower_thread_priority(RECORDER_NICENESS);
@@ -107,6 +120,8 @@ pub fn start(
     let printer = LinePrinter {
         queue: sender,
         thread: Some(thread),
+        ended,
+        overflow: lines.plan.overflow,
     };
     Ok((lines, printer))
 }
@@ -115,14 +130,52 @@ impl LinePrinter {
     /// Waits until every line queued so far is written (and the count of
     /// those that were not is said), then ends the thread. Call it once the
     /// records are over, before anything else is printed on standard
-    /// output.
-    pub fn finish(mut self) {
-        // A printer that ended early (the console went away) takes no
-        // message: joining it is all there is to do.
-        let _ = self.queue.send(Message::End);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
+    /// output. In a live run ([`Overflow::Drop`]) a console that takes
+    /// nothing for [`FINISH_WAIT`] (a pipe nobody reads) is left behind,
+    /// with a word on stderr; an analysis waits as it did for every line.
+    /// Returns whether every line queued got out.
+    pub fn finish(mut self) -> bool {
+        if self.overflow == Overflow::Wait {
+            let _ = self.queue.send(Message::End);
+            if let Some(thread) = self.thread.take() {
+                let _ = thread.join();
+            }
+            return true;
         }
+        let deadline = Instant::now() + FINISH_WAIT;
+        let mut end = Message::End;
+        loop {
+            match self.queue.try_send(end) {
+                // A printer that ended early (the console went away) takes
+                // no message: it is over already.
+                Ok(()) | Err(TrySendError::Disconnected(_)) => break,
+                Err(TrySendError::Full(again)) if Instant::now() < deadline => {
+                    end = again;
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(TrySendError::Full(_)) => return self.left_behind(),
+            }
+        }
+        let wait = deadline.saturating_duration_since(Instant::now());
+        match self.ended.recv_timeout(wait) {
+            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => self.left_behind(),
+            Ok(()) | Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                if let Some(thread) = self.thread.take() {
+                    let _ = thread.join();
+                }
+                true
+            }
+        }
+    }
+
+    fn left_behind(&mut self) -> bool {
+        // Its thread stays blocked in its write and ends with the process.
+        self.thread.take();
+        tracing::warn!(
+            "the console took no lines for {} s: the last lines per exchange are not shown (every exchange is in exchanges.jsonl)",
+            FINISH_WAIT.as_secs()
+        );
+        false
     }
 }
 
@@ -368,7 +421,7 @@ mod tests {
         }
         // The sink is still alive (the observer has not dropped it yet):
         // finishing does not wait for it.
-        printer.finish();
+        assert!(printer.finish());
         let text = String::from_utf8(shared.lock().unwrap().clone()).unwrap();
         assert_eq!(text.lines().count(), 100);
         assert!(text.ends_with("http://x.test/99\n"));
@@ -391,6 +444,33 @@ mod tests {
         for n in 0..LINE_QUEUE * 2 {
             lines.exchange(&url(n));
         }
-        printer.finish();
+        assert!(printer.finish());
+    }
+
+    #[test]
+    fn a_console_that_takes_nothing_does_not_keep_the_run_from_ending() {
+        let (stuck, release) = std::sync::mpsc::channel::<()>();
+        struct Stuck(std::sync::Mutex<std::sync::mpsc::Receiver<()>>);
+        impl Write for Stuck {
+            fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+                // Blocks until the test lets go: a pipe nobody reads.
+                let _ = self.0.lock().unwrap().recv();
+                Ok(buf.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let (mut lines, printer) = start(
+            plan(Overflow::Drop),
+            Box::new(Stuck(std::sync::Mutex::new(release))),
+        )
+        .unwrap();
+        for n in 0..LINE_QUEUE * 2 {
+            lines.exchange(&url(n));
+        }
+        assert!(lines.not_shown.load(Ordering::Relaxed) > 0);
+        assert!(!printer.finish());
+        drop(stuck);
     }
 }
