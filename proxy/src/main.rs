@@ -67,6 +67,12 @@ fn main() -> ExitCode {
             Ok(_) => ExitCode::SUCCESS,
             Err(e) => fail(&e),
         },
+        Command::Export(args) => match icaptap::evidence::export::run(args) {
+            // Nothing matched: said on stderr, nothing written.
+            Ok(outcome) if outcome.exchanges == 0 => ExitCode::from(1),
+            Ok(_) => ExitCode::SUCCESS,
+            Err(e) => fail(&e),
+        },
         Command::Completions(args) => manual::completions(&args),
         Command::Manpage(args) => match manual::manpage(&args) {
             Ok(pages) => {

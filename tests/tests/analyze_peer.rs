@@ -58,6 +58,7 @@ fn analyze(client: &Path, peer: &Path, ports: Vec<u16>, out: &Path) -> PeerFile 
         out: Some(out.to_path_buf()),
         peer: Some(peer.to_path_buf()),
         no_progress: true,
+        filter: None,
         live: icaptap::live::LiveArgs {
             quiet: true,
             ..Default::default()

@@ -14,6 +14,7 @@ fn demo_shows_the_promised_mix() {
             quiet: true,
             ..Default::default()
         },
+        lines_filter: Default::default(),
     });
     assert_eq!(code, std::process::ExitCode::SUCCESS);
     let text = std::fs::read_to_string(out.join("exchanges.jsonl")).unwrap();

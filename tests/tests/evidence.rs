@@ -566,6 +566,7 @@ async fn report_names_the_products_without_a_capture() {
     );
     let paths = evidence::report(evidence::ReportArgs {
         dir: out.dir.clone(),
+        filter: None,
     })
     .unwrap();
     let md = std::fs::read_to_string(&paths.markdown).unwrap();

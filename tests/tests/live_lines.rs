@@ -473,6 +473,26 @@ fn piped_the_lines_are_plain_on_stdout_and_the_logs_stay_on_stderr() {
         shown(&exchange_lines(&run.stdout)),
         "{analyzed}"
     );
+
+    // analyze --filter writes only what it selects, and shows just that.
+    let out = run.out.with_extension("filtered");
+    let o = Command::new(icaptap_binary())
+        .arg("analyze")
+        .arg(run.out.join("capture.pcapng"))
+        .arg("--out")
+        .arg(&out)
+        .args(["--filter", "verdict=infected"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let analyzed = String::from_utf8(o.stdout).unwrap();
+    let records: Vec<ExchangeRecord> = read_jsonl(&out.join("exchanges.jsonl"));
+    assert_eq!(records.len(), 1, "{records:#?}");
+    assert_eq!(
+        shown(&exchange_lines(&analyzed)),
+        expected(&records),
+        "{analyzed}"
+    );
 }
 
 #[test]

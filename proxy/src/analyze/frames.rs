@@ -53,6 +53,8 @@ pub enum StoredKind {
 /// Where the frame of a packet record is in its stored bytes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredPacket {
+    /// Packet timestamp, microseconds since the UNIX epoch.
+    pub at: Micros,
     /// LINKTYPE_ of the interface it was captured on.
     pub linktype: u32,
     /// The captured bytes, as a range of [`StoredRecord::bytes`].
@@ -179,9 +181,10 @@ impl<'s, 'e> FrameSink<'s, 'e> {
                 }
             }
             Deliver::Stored(each) => {
-                let packet = frame.map(|(_, linktype, data, _)| {
+                let packet = frame.map(|(at, linktype, data, _)| {
                     let start = data.as_ptr() as usize - stored.as_ptr() as usize;
                     StoredPacket {
+                        at,
                         linktype,
                         data: start..start + data.len(),
                     }

@@ -102,7 +102,13 @@ pub struct AnalyzeArgs {
     /// terminal).
     #[arg(long)]
     pub no_progress: bool,
-    /// The line per exchange on standard output (-q, -v, --filter).
+    /// Write only the exchanges this filter expression selects (and their
+    /// connections), e.g. `verdict=blocked or anomaly=any`; the summary
+    /// says which filter was applied (docs/evidence.md). The lines per
+    /// exchange show the same exchanges.
+    #[arg(long, value_name = "EXPR")]
+    pub filter: Option<crate::filter::Filter>,
+    /// The line per exchange on standard output (-q, -v).
     #[command(flatten)]
     pub live: crate::live::LiveArgs,
 }

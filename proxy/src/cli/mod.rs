@@ -1,5 +1,5 @@
 //! The command line: one subcommand per job (proxy, demo, analyze, report,
-//! bundle, sensor, client, replay, check). Each job's options live beside the
+//! bundle, export, sensor, client, replay, check). Each job's options live beside the
 //! code that uses them; this module only names the jobs and sets up logging.
 //! The `icaptap` binary (`main.rs`) runs the job named; [`manual`] renders
 //! completions and man pages from these definitions.
@@ -61,6 +61,10 @@ pub enum Command {
     Bundle(crate::evidence::BundleArgs),
     /// Remove the files a run wrote, when the ticket is done.
     Clean(crate::evidence::CleanArgs),
+    /// Write the packets (both legs, with their comments) and records of
+    /// the exchanges a filter selects to a capture of their own (exit
+    /// status 1 when nothing matches).
+    Export(crate::evidence::export::ExportArgs),
     /// Write shell completions to standard output (for packaging).
     Completions(CompletionsArgs),
     /// Write the man page(s) (for packaging).

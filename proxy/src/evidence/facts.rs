@@ -11,6 +11,7 @@ use std::collections::BTreeMap;
 
 use hdrhistogram::Histogram;
 
+use crate::filter::Filter;
 use crate::output::records::{AnomalyRecord, ConnectionRecord, ExchangeRecord, FramesRecord};
 use crate::output::summary::{Evidence, Summary, SummaryBuilder};
 use crate::output::writer::RecordSink;
@@ -243,8 +244,27 @@ fn severity_rank(s: &str) -> usize {
 impl Facts {
     /// Reads `dir` and gathers the facts from its records and summary.
     pub fn gather(dir: &std::path::Path) -> Result<Facts, EvidenceError> {
+        Facts::gather_filtered(dir, None)
+    }
+
+    /// [`Facts::gather`] over only the exchanges `filter` selects and the
+    /// connections they were on; the run's own facts (mode, times, drops,
+    /// evidence) stay those of the whole run.
+    pub fn gather_filtered(
+        dir: &std::path::Path,
+        filter: Option<&Filter>,
+    ) -> Result<Facts, EvidenceError> {
         let files = RunFiles::scan(dir)?;
         let summary_json = files.read_summary()?;
+        let filter = match filter {
+            Some(f) => Some(load::with_run_start(
+                &files,
+                summary_json.as_ref(),
+                f.clone(),
+            )?),
+            None => None,
+        };
+        let mut selected = std::collections::HashSet::new();
         let mut facts = Facts {
             summary: Summary::default(),
             summary_written: summary_json.is_some(),
@@ -268,10 +288,17 @@ impl Facts {
         let mut latency: BTreeMap<String, Histogram<u64>> = BTreeMap::new();
         let files = facts.files.clone();
         let mut bad = load::for_each_exchange(&files, &mut |x| {
+            if filter.as_ref().is_some_and(|f| !f.matches(&x)) {
+                return;
+            }
+            selected.insert(x.conn);
             rebuilt.exchange(&x);
             facts.exchange(x, &mut latency);
         })?;
         bad += load::for_each_connection(&files, &mut |c| {
+            if filter.is_some() && !selected.contains(&c.conn) {
+                return;
+            }
             rebuilt.connection(&c);
             facts.connection(&c);
         })?;
@@ -280,7 +307,13 @@ impl Facts {
             .into_iter()
             .map(|(key, histogram)| LatencyFacts { key, histogram })
             .collect();
-        facts.summary = summary_json.unwrap_or_else(|| rebuilt.snapshot());
+        facts.summary = match &filter {
+            None => summary_json.unwrap_or_else(|| rebuilt.snapshot()),
+            Some(f) => {
+                rebuilt.filtered(f.text());
+                super::filtered::restricted(summary_json, rebuilt.snapshot())
+            }
+        };
         Ok(facts)
     }
 

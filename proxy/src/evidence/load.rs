@@ -6,6 +6,7 @@ use std::fs::File;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 
+use crate::filter::Filter;
 use crate::output::directory::is_capture_name;
 use crate::output::records::{ConnectionRecord, ExchangeRecord};
 use crate::output::summary::Summary;
@@ -162,6 +163,49 @@ pub fn for_each_connection(
     each: &mut dyn FnMut(ConnectionRecord),
 ) -> Result<u64, EvidenceError> {
     for_each_record(files.connections.as_deref(), each)
+}
+
+/// When the run in `files` started, microseconds since the UNIX epoch:
+/// its summary's `started`, else its earliest record (`None` when it has
+/// none).
+pub fn run_start(
+    files: &RunFiles,
+    summary: Option<&Summary>,
+) -> Result<Option<u64>, EvidenceError> {
+    if let Some(t) = summary
+        .and_then(|s| s.started.as_deref())
+        .and_then(crate::output::parse_rfc3339)
+    {
+        return Ok(Some(t));
+    }
+    let mut first: Option<u64> = None;
+    let mut seen = |ts: &str, ts_us: u64| {
+        let t = if ts_us > 0 {
+            Some(ts_us)
+        } else {
+            crate::output::parse_rfc3339(ts)
+        };
+        if let Some(t) = t {
+            first = Some(first.map_or(t, |f| f.min(t)));
+        }
+    };
+    for_each_exchange(files, &mut |x| seen(&x.ts, x.ts_us))?;
+    for_each_connection(files, &mut |c| seen(&c.ts, c.ts_us))?;
+    Ok(first)
+}
+
+/// `filter` with the run's start given, when it counts from it.
+pub fn with_run_start(
+    files: &RunFiles,
+    summary: Option<&Summary>,
+    mut filter: Filter,
+) -> Result<Filter, EvidenceError> {
+    if filter.uses_run_start() && filter.run_start().is_none() {
+        if let Some(start) = run_start(files, summary)? {
+            filter.set_run_start(start);
+        }
+    }
+    Ok(filter)
 }
 
 /// Parses the RFC 3339 UTC times icaptap writes (`2026-11-28T09:57:01.402311Z`,

@@ -3,13 +3,15 @@
 //! (live proxy or offline analysis, docs/log-schema.md); `icaptap bundle
 //! DIR` packs the directory into a support-ticket archive with a manifest,
 //! host facts and a pre-filled ticket, optionally redacted; `icaptap clean
-//! DIR` removes a run's files when the ticket is done.
+//! DIR` removes a run's files when the ticket is done; `icaptap export DIR
+//! --filter EXPR -w FILE` takes the selected exchanges out of a run.
 //!
 //! - [`load`]: reading a run directory back;
 //! - [`facts`]: the numbers and examples reports state, in one pass (the
 //!   client and sensor products come from the records' summary, so a run
 //!   without a capture reports them too);
 //! - [`exchange_table`]: which request got which verdict, problems first;
+//! - [`filtered`]: the summary of a `--filter` view;
 //! - [`catalogue`]: docs/anomalies.md, compiled in;
 //! - [`report_html`], [`report_md`], [`svg`], [`timebins`]: the two
 //!   reports and their charts;
@@ -17,14 +19,18 @@
 //!   reports and the ticket;
 //! - [`bundle`], [`manifest`], [`hostinfo`], [`ticket`]: the archive;
 //! - [`redact`], [`redact_pcap`], [`pseudonym`]: what `--redact` removes;
-//! - [`clean`]: removing a run's files.
+//! - [`clean`]: removing a run's files;
+//! - [`export`]: `icaptap export`, the packets and records of the
+//!   exchanges a filter selects.
 
 pub mod bundle;
 pub mod catalogue;
 pub mod clean;
 pub mod escape;
 pub mod exchange_table;
+pub mod export;
 pub mod facts;
+pub mod filtered;
 pub mod hostinfo;
 pub mod load;
 pub mod manifest;
@@ -134,6 +140,11 @@ pub struct ReportArgs {
     /// `demo`).
     #[arg(value_name = "DIR")]
     pub dir: PathBuf,
+    /// Report only the exchanges this filter expression selects (and
+    /// their connections), e.g. `verdict=blocked and client=10.0.0.0/8`;
+    /// the reports say which filter was applied (docs/evidence.md).
+    #[arg(long, value_name = "EXPR")]
+    pub filter: Option<crate::filter::Filter>,
 }
 
 /// The time now, as reports print it.
@@ -161,7 +172,16 @@ pub fn write_report(dir: &Path) -> Result<ReportPaths, EvidenceError> {
 /// Like [`write_report`], reading the run in `dir` and writing the reports
 /// into `out` (the bundle writes them next to redacted logs).
 pub fn write_report_to(dir: &Path, out: &Path) -> Result<ReportPaths, EvidenceError> {
-    let facts = facts::Facts::gather(dir)?;
+    write_report_filtered(dir, out, None)
+}
+
+/// Like [`write_report_to`], over only the exchanges `filter` selects.
+pub fn write_report_filtered(
+    dir: &Path,
+    out: &Path,
+    filter: Option<&crate::filter::Filter>,
+) -> Result<ReportPaths, EvidenceError> {
+    let facts = facts::Facts::gather_filtered(dir, filter)?;
     let catalogue = catalogue::Catalogue::builtin();
     let generated = now_text();
     let paths = ReportPaths {
@@ -181,7 +201,13 @@ pub fn write_report_to(dir: &Path, out: &Path) -> Result<ReportPaths, EvidenceEr
 
 /// `icaptap report DIR`: writes both reports and says where.
 pub fn report(args: ReportArgs) -> Result<ReportPaths, EvidenceError> {
-    let paths = write_report(&args.dir)?;
+    let paths = write_report_filtered(&args.dir, &args.dir, args.filter.as_ref())?;
+    if let Some(f) = &args.filter {
+        println!(
+            "icaptap: report limited to the exchanges matching `{}`",
+            f.text()
+        );
+    }
     println!(
         "icaptap: report written: {} and {}",
         paths.html.display(),

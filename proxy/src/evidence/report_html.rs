@@ -15,6 +15,7 @@ use super::facts::{
     evidence_warning, is_problem_verdict, unobserved_headline, AnomalyExample, Facts,
     SEVERITY_ORDER, VERDICT_ORDER,
 };
+use super::filtered::filter_note;
 use super::readable;
 use super::svg;
 use crate::output::records::ExchangeRecord;
@@ -179,6 +180,13 @@ fn headline(page: &mut String, facts: &Facts) {
             page,
             "<div class=\"verdict-line bad\">{}</div>",
             esc(&warning)
+        );
+    }
+    if let Some(note) = filter_note(&facts.summary) {
+        let _ = write!(
+            page,
+            "<div class=\"verdict-line warn\">{}</div>",
+            esc(&note)
         );
     }
     let _ = write!(

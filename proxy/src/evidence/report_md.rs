@@ -8,6 +8,7 @@ use std::fmt::Write;
 use super::catalogue::Catalogue;
 use super::escape::{markdown as md, markdown_code as code};
 use super::facts::{evidence_warning, unobserved_headline, Facts, SEVERITY_ORDER, VERDICT_ORDER};
+use super::filtered::filter_note;
 use super::readable;
 
 /// Seconds listed in the "busiest seconds" table.
@@ -24,6 +25,9 @@ pub fn render(facts: &Facts, catalogue: &Catalogue, generated: &str) -> String {
     );
     if let Some(warning) = evidence_warning(s) {
         let _ = writeln!(out, "**{}**\n", md(&warning));
+    }
+    if let Some(note) = filter_note(s) {
+        let _ = writeln!(out, "**{}**\n", md(&note));
     }
     let _ = writeln!(out, "{}\n", md(&headline(facts)));
 

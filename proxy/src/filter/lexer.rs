@@ -115,7 +115,7 @@ pub(crate) fn tokens(text: &str) -> Result<Vec<Token>, FilterError> {
                             text,
                             at..at + 1,
                             "`!` alone is not an operator",
-                            "write `!=` or `!~` after a field, or `not` before a condition",
+                            "write `!=` or `!~` after a field, `not` before a condition, or quote a value that holds `!`",
                         ))
                     }
                 };

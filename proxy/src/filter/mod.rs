@@ -35,8 +35,8 @@
 
 pub mod condition;
 pub mod error;
-mod lexer;
-mod parser;
+pub mod lexer;
+pub mod parser;
 pub mod sink;
 
 pub use error::FilterError;
@@ -115,4 +115,4 @@ impl std::str::FromStr for Filter {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

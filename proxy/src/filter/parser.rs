@@ -54,6 +54,7 @@ pub(crate) fn parse(text: &str) -> Result<Expr, FilterError> {
                 "this `)` closes no `(`",
                 "remove it, or add the `(` it belongs to",
             ),
+            TokenKind::Op(op) => operator_in_value(text, t, op),
             _ => FilterError::at(
                 text,
                 t.span.clone(),
@@ -63,6 +64,17 @@ pub(crate) fn parse(text: &str) -> Result<Expr, FilterError> {
         });
     }
     Ok(expr)
+}
+
+/// An operator right after a whole condition: most likely part of a
+/// value that needed quotes (`url=http://x/?a=b`).
+fn operator_in_value(text: &str, t: &Token, op: super::lexer::Op) -> FilterError {
+    FilterError::at(
+        text,
+        t.span.clone(),
+        format!("`{}` after a whole condition", op.as_str()),
+        "quote a value that holds `=`, `!`, `~`, spaces or parentheses, e.g. url=\"http://example.com/?a=b\"",
+    )
 }
 
 fn keyword(t: &Token, word: &str) -> bool {
@@ -138,6 +150,12 @@ impl<'a> Parser<'a> {
                 let inner = self.or()?;
                 match self.next() {
                     Some(c) if c.kind == TokenKind::Close => Ok(inner),
+                    Some(
+                        other @ Token {
+                            kind: TokenKind::Op(op),
+                            ..
+                        },
+                    ) => Err(operator_in_value(self.text, other, *op)),
                     Some(other) => Err(FilterError::at(
                         self.text,
                         other.span.clone(),

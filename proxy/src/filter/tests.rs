@@ -7,7 +7,8 @@ use crate::output::writer::{RecordSink, SharedMemorySink};
 /// 2026-12-03T17:00:00Z.
 const T0: u64 = 1_796_317_200_000_000;
 
-fn record(conn: u64, seq: u64) -> ExchangeRecord {
+/// A blocked RESPMOD exchange with one anomaly, for tests here and elsewhere.
+pub(crate) fn record(conn: u64, seq: u64) -> ExchangeRecord {
     ExchangeRecord {
         schema: 1,
         ts: crate::output::rfc3339(T0),
@@ -335,4 +336,15 @@ fn the_sink_learns_the_run_start_when_it_appears() {
     late.ts_us = T0 + 2_000_000;
     sink.exchange(&late);
     assert_eq!(memory.lock().exchanges.len(), 1);
+}
+
+#[test]
+fn an_operator_inside_an_unquoted_value_asks_for_quotes() {
+    for (expr, column) in [("url=http://x/?a=b", 15), ("(url=http://x/?a=b)", 16)] {
+        let e = Filter::parse(expr).expect_err(expr);
+        assert_eq!(e.column, column, "{expr}: {e}");
+        assert!(e.what.contains("after a whole condition"), "{e}");
+        assert!(e.hint.contains("quote a value"), "{e}");
+    }
+    assert!(holds("url=\"http://example.com/setup.exe\"", &record(1, 0)));
 }

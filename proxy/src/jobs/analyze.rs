@@ -6,6 +6,8 @@
 
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 
 use crate::analyze::peer::{
     correlate, restrict_to_overlap, ExchangeFingerprint, FingerprintSink, PeerReport,
@@ -13,7 +15,8 @@ use crate::analyze::peer::{
 use crate::analyze::peer_file::{PeerCapture, PeerFile, PEER_FILE};
 use crate::analyze::reader::CaptureFile;
 use crate::analyze::{read_captures, AnalyzeArgs, AnalyzeError, AnalyzeOptions, CaptureStats};
-use crate::live::{LiveLines, Overflow};
+use crate::filter::{Filter, FilterSink};
+use crate::live::{LivePlan, Overflow};
 use crate::observe::{Observer, ObserverConfig, ObserverMode};
 use crate::output::console::summary_table;
 use crate::output::directory::{create_private_file, default_dir_name};
@@ -63,27 +66,83 @@ pub fn analyze_into(
     config: ObserverConfig,
     out: &Path,
 ) -> Result<SideResult, OfflineError> {
-    analyze_showing(files, opts, config, out, None)
+    analyze_filtered_into(files, opts, config, out, None)
 }
 
-/// Analyses `files` into `out`, handing every record to `lines` too.
+/// [`analyze_into`], writing only the exchanges `filter` selects and their
+/// connections (the fingerprints, for `--peer`, stay those of every
+/// exchange). Times relative to the run's start count from the first ICAP
+/// packet.
+pub fn analyze_filtered_into(
+    files: &[PathBuf],
+    opts: &AnalyzeOptions,
+    config: ObserverConfig,
+    out: &Path,
+    filter: Option<&Filter>,
+) -> Result<SideResult, OfflineError> {
+    analyze_showing(files, opts, config, out, filter, None)
+}
+
+/// [`analyze_filtered_into`], printing the line of every exchange written
+/// as `live` says.
 fn analyze_showing(
     files: &[PathBuf],
     opts: &AnalyzeOptions,
     config: ObserverConfig,
     out: &Path,
-    lines: Option<LiveLines>,
+    filter: Option<&Filter>,
+    live: Option<LivePlan>,
 ) -> Result<SideResult, OfflineError> {
     let mut output = RunOutput::create(out)?;
     let fingerprints = FingerprintSink::default();
-    let records = Tee(output.take_sink(), fingerprints.clone());
+    let first_tap = Arc::new(AtomicU64::new(0));
+    let records: Box<dyn RecordSink> = match filter {
+        Some(f) => {
+            output
+                .summary()
+                .0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .filtered(f.text());
+            Box::new(
+                FilterSink::new(f.clone(), output.take_sink()).run_start_from(first_tap.clone()),
+            )
+        }
+        None => output.take_sink(),
+    };
+    // The lines show what is written: the same filter, the same start.
+    let live = live.map(|plan| LivePlan {
+        filter: filter.cloned(),
+        ..plan
+    });
+    let (lines, printer) = match live.map(|p| p.run_start_from(first_tap.clone()).start()) {
+        Some(Ok((lines, printer))) => (Some(lines), Some(printer)),
+        None => (None, None),
+        // No thread for the lines: the analysis goes on without them.
+        Some(Err(e)) => {
+            eprintln!("icaptap analyze: warning: no lines per exchange ({e})");
+            (None, None)
+        }
+    };
+    let records = Tee(records, fingerprints.clone());
     let sink: Box<dyn RecordSink> = match lines {
         Some(lines) => Box::new(Tee(records, lines)),
         None => Box::new(records),
     };
     let observer = Observer::new(ObserverMode::Capture, config, sink);
-    let (capture, last_tap) =
-        observe_on_own_thread(observer, |sink| read_captures(files, opts, sink));
+    let (capture, last_tap) = observe_on_own_thread(observer, |sink| {
+        read_captures(files, opts, &mut |tap: Tap| {
+            // Before the tap is handed on: the observer sees it after.
+            if first_tap.load(Ordering::Relaxed) == 0 {
+                first_tap.store(tap.at.max(1), Ordering::Release);
+            }
+            sink(tap)
+        })
+    });
+    // Every line is out before anything else is said on stdout.
+    if let Some(printer) = printer {
+        printer.finish();
+    }
     let capture = match capture {
         Ok(capture) => capture,
         Err(e) => {
@@ -169,27 +228,22 @@ pub fn run(args: AnalyzeArgs) -> Result<Summary, OfflineError> {
     }
     RunOutput::check(&out)?;
     // Every line is shown: an analysis goes at the console's pace.
-    let live = args.live.plan(Overflow::Wait, None);
+    let live = args.live.plan(None, Overflow::Wait, None);
     // A progress bar redrawn among lines on the same terminal would be
     // torn apart by them; the lines show the progress then.
     let lines_on_terminal = live.is_some() && std::io::stdout().is_terminal();
     let opts = args
         .options()
         .progress(!args.no_progress && !lines_on_terminal && std::io::stderr().is_terminal());
-    let (lines, printer) = match live.map(|plan| plan.start()).transpose() {
-        Ok(Some((lines, printer))) => (Some(lines), Some(printer)),
-        Ok(None) => (None, None),
-        // No thread for the lines: the analysis goes on without them.
-        Err(e) => {
-            eprintln!("icaptap analyze: warning: no lines per exchange ({e})");
-            (None, None)
-        }
-    };
-    let main = analyze_showing(&args.files, &opts, ObserverConfig::default(), &out, lines);
-    if let Some(printer) = printer {
-        printer.finish();
-    }
-    let main = main?;
+    let filter = args.filter.as_ref();
+    let main = analyze_showing(
+        &args.files,
+        &opts,
+        ObserverConfig::default(),
+        &out,
+        filter,
+        live,
+    )?;
     for w in &main.capture.warnings {
         eprintln!("icaptap analyze: warning: {w}");
     }
@@ -202,12 +256,21 @@ pub fn run(args: AnalyzeArgs) -> Result<Summary, OfflineError> {
     for line in capture_notes(&main, &opts) {
         eprintln!("icaptap analyze: {line}");
     }
+    if let Some(f) = filter {
+        eprintln!(
+            "icaptap analyze: filter `{}`: {} exchanges written, of {} in the capture",
+            f.text(),
+            main.summary.exchanges,
+            main.fingerprints.len()
+        );
+    }
     if let Some(peer) = &args.peer {
-        let side = analyze_into(
+        let side = analyze_filtered_into(
             std::slice::from_ref(peer),
             &opts,
             ObserverConfig::default(),
             &out.join(PEER_DIR),
+            filter,
         )?;
         let mut report = correlate(&main.fingerprints, &side.fingerprints);
         restrict_to_overlap(
@@ -270,7 +333,8 @@ pub fn capture_notes(side: &SideResult, opts: &AnalyzeOptions) -> Vec<String> {
             list.join(", ")
         ));
     }
-    if side.summary.connections == 0 {
+    // Under a filter that kept nothing the capture still held ICAP.
+    if side.summary.connections == 0 && side.fingerprints.is_empty() {
         let given: Vec<String> = opts.ports.iter().map(u16::to_string).collect();
         let seen: Vec<String> = side
             .capture

@@ -23,7 +23,7 @@ use crate::capture::{
 use crate::forward::{
     self, CancellationToken, ForwardArgs, ForwardConfig, ForwardCounters, ForwardStats, RouteError,
 };
-use crate::live::{LinePrinter, LiveArgs, LivePlan, Overflow};
+use crate::live::{LinePrinter, LiveArgs, LiveFilterArg, LivePlan, Overflow};
 use crate::observe::{self, LiveObserver, ObserveArgs, Observer, ObserverConfig, ObserverMode};
 use crate::ops::endpoint::{self, MetricsError};
 use crate::ops::metrics::{IncidentCounters, LiveSources, RecordMetrics};
@@ -60,9 +60,12 @@ pub struct ProxyArgs {
     /// Metrics, stop conditions, flight recorder, transparent mode, routes.
     #[command(flatten)]
     pub ops: OpsArgs,
-    /// The line per exchange on standard output (-q, -v, --filter).
+    /// The line per exchange on standard output (-q, -v).
     #[command(flatten)]
     pub live: LiveArgs,
+    /// Which exchanges get a line (--filter).
+    #[command(flatten)]
+    pub lines_filter: LiveFilterArg,
     /// Options from a TOML file.
     #[command(flatten)]
     pub config: crate::config::ConfigFileArg,
@@ -619,9 +622,11 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
         ops,
         routes,
         mode: "proxy",
-        live: args
-            .live
-            .plan(Overflow::Drop, Some(crate::tap::now_micros())),
+        live: args.live.plan(
+            args.lines_filter.filter.as_ref(),
+            Overflow::Drop,
+            Some(crate::tap::now_micros()),
+        ),
     };
     let duration = args.duration;
     runtime.block_on(async move {

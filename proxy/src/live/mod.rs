@@ -31,6 +31,8 @@ pub mod printer;
 
 use std::ffi::OsString;
 use std::io::IsTerminal;
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
 
 pub use format::Style;
 pub use printer::{LinePrinter, LiveLines, Overflow};
@@ -47,6 +49,12 @@ pub struct LiveArgs {
     /// Print the ICAP and HTTP heads of each exchange under its line.
     #[arg(short, long)]
     pub verbose: bool,
+}
+
+/// `--filter` for the lines of a live run (`icaptap analyze --filter`
+/// selects what is written, and its lines follow).
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct LiveFilterArg {
     /// Print the lines of the exchanges this expression selects only,
     /// e.g. `verdict!=clean` (the filter language of docs/evidence.md);
     /// every exchange is recorded all the same.
@@ -55,15 +63,21 @@ pub struct LiveArgs {
 }
 
 impl LiveArgs {
-    /// What these options ask for, to be written as `overflow` says;
-    /// `None` for `-q`. Colour when standard output is a terminal and
-    /// `NO_COLOR` is not set. `run_start` is when a live run started
-    /// (what `after=+5m` counts from); an analysis leaves it `None`.
-    pub fn plan(&self, overflow: Overflow, run_start: Option<u64>) -> Option<LivePlan> {
+    /// What these options ask for, lines picked by `filter` and written as
+    /// `overflow` says; `None` for `-q`. Colour when standard output is a
+    /// terminal and `NO_COLOR` is not set. `run_start` is when a live run
+    /// started (what `after=+5m` counts from); an analysis leaves it
+    /// `None` and gives [`LivePlan::run_start_from`].
+    pub fn plan(
+        &self,
+        filter: Option<&Filter>,
+        overflow: Overflow,
+        run_start: Option<u64>,
+    ) -> Option<LivePlan> {
         if self.quiet {
             return None;
         }
-        let mut filter = self.filter.clone();
+        let mut filter = filter.cloned();
         if let (Some(filter), Some(start)) = (filter.as_mut(), run_start) {
             filter.set_run_start(start);
         }
@@ -78,6 +92,7 @@ impl LiveArgs {
             heads: self.verbose,
             filter,
             overflow,
+            run_start: None,
         })
     }
 }
@@ -93,9 +108,21 @@ pub struct LivePlan {
     pub filter: Option<Filter>,
     /// What a full queue does.
     pub overflow: Overflow,
+    /// Where the run's start appears once known (0 until then), for a
+    /// filter with relative times (`after=+5m`) whose start is not known
+    /// when the plan is made; without it the first exchange's time is
+    /// taken.
+    pub run_start: Option<Arc<AtomicU64>>,
 }
 
 impl LivePlan {
+    /// Takes the run's start from `start` (microseconds since the epoch, 0
+    /// while unknown), as the analysis learns it from its first packet.
+    pub fn run_start_from(mut self, start: Arc<AtomicU64>) -> LivePlan {
+        self.run_start = Some(start);
+        self
+    }
+
     /// Starts the printer on standard output, and the sink that feeds it.
     pub fn start(self) -> std::io::Result<(LiveLines, LinePrinter)> {
         printer::start(self, Box::new(std::io::stdout()))
@@ -175,16 +202,18 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         live: LiveArgs,
+        #[command(flatten)]
+        filter: LiveFilterArg,
     }
 
     #[test]
     fn quiet_prints_nothing_and_verbose_adds_heads() {
         let quiet = Cli::try_parse_from(["t", "-q"]).unwrap().live;
-        assert!(quiet.plan(Overflow::Drop, None).is_none());
+        assert!(quiet.plan(None, Overflow::Drop, None).is_none());
         let verbose = Cli::try_parse_from(["t", "-v"]).unwrap().live;
-        assert!(verbose.plan(Overflow::Drop, None).unwrap().heads);
+        assert!(verbose.plan(None, Overflow::Drop, None).unwrap().heads);
         let plain = Cli::try_parse_from(["t"]).unwrap().live;
-        assert!(!plain.plan(Overflow::Drop, None).unwrap().heads);
+        assert!(!plain.plan(None, Overflow::Drop, None).unwrap().heads);
         assert!(Cli::try_parse_from(["t", "-q", "-v"]).is_err());
     }
 
@@ -193,13 +222,16 @@ mod tests {
         let e = Cli::try_parse_from(["t", "--filter", "verdict=cleen"]).unwrap_err();
         assert!(e.to_string().contains("cleen"), "{e}");
         let ok = Cli::try_parse_from(["t", "--filter", "verdict=blocked"]).unwrap();
-        assert!(ok.live.filter.is_some());
+        assert!(ok.filter.filter.is_some());
     }
 
     #[test]
     fn a_live_run_counts_relative_times_from_its_start() {
         let cli = Cli::try_parse_from(["t", "--filter", "after=+1s"]).unwrap();
-        let plan = cli.live.plan(Overflow::Drop, Some(testing::T)).unwrap();
+        let plan = cli
+            .live
+            .plan(cli.filter.filter.as_ref(), Overflow::Drop, Some(testing::T))
+            .unwrap();
         let filter = plan.filter.unwrap();
         assert_eq!(filter.run_start(), Some(testing::T));
         let mut r = testing::record("clean");

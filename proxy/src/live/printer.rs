@@ -234,8 +234,13 @@ impl LiveLines {
         if let Some(filter) = self.plan.filter.as_mut() {
             if filter.uses_run_start() && filter.run_start().is_none() {
                 // An analysis learns when its run started from the
-                // capture: the first exchange shown is the closest.
-                filter.set_run_start(record.ts_us);
+                // capture; without that the first exchange is the closest.
+                let known = self
+                    .plan
+                    .run_start
+                    .as_ref()
+                    .map_or(0, |s| s.load(Ordering::Acquire));
+                filter.set_run_start(if known > 0 { known } else { record.ts_us });
             }
             if !filter.matches(record) {
                 return;
@@ -296,6 +301,7 @@ mod tests {
             heads: false,
             filter: None,
             overflow,
+            run_start: None,
         }
     }
 
@@ -399,6 +405,18 @@ mod tests {
         let text = printed(lines, &receiver);
         assert_eq!(text.lines().count(), 1, "{text}");
         assert!(text.contains(" blocked "), "{text}");
+    }
+
+    #[test]
+    fn a_relative_time_counts_from_the_run_start_given() {
+        let mut p = plan(Overflow::Wait);
+        p.filter = Some(Filter::parse("before=+1s").unwrap());
+        let p = p.run_start_from(Arc::new(AtomicU64::new(
+            crate::live::testing::T - 5_000_000,
+        )));
+        let (mut lines, receiver) = unprinted(8, p);
+        lines.exchange(&record("clean"));
+        assert_eq!(printed(lines, &receiver), "");
     }
 
     #[test]

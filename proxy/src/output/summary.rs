@@ -281,6 +281,10 @@ pub struct Summary {
     /// this field existed).
     #[serde(default)]
     pub products: Products,
+    /// The filter expression that limited the records to the exchanges it
+    /// selects (`--filter`; absent when every exchange was kept).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filter: Option<String>,
 }
 
 /// Builds a [`Summary`] from records as they are written.
@@ -339,6 +343,11 @@ impl SummaryBuilder {
             .map(|(k, h)| (k.clone(), percentiles(h)))
             .collect();
         s
+    }
+
+    /// Notes that only the exchanges `filter` selects are recorded.
+    pub fn filtered(&mut self, filter: &str) {
+        self.summary.filter = Some(filter.to_string());
     }
 
     /// Notes that the capture stopped to keep the records' disk space.

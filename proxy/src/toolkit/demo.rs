@@ -13,7 +13,7 @@ use bytes::Bytes;
 
 use crate::forward::ForwardConfig;
 use crate::jobs::proxy::{start, ProxyPlan};
-use crate::live::{LiveArgs, LivePlan, Overflow};
+use crate::live::{LiveArgs, LiveFilterArg, LivePlan, Overflow};
 use crate::observe::ObserverConfig;
 use crate::output::console::summary_table;
 use crate::output::directory::default_dir_name;
@@ -37,9 +37,12 @@ pub struct DemoArgs {
     /// never written over (default: ./icaptap-YYYYMMDD-HHMMSS).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
-    /// The line per exchange on standard output (-q, -v, --filter).
+    /// The line per exchange on standard output (-q, -v).
     #[command(flatten)]
     pub live: LiveArgs,
+    /// Which exchanges get a line (--filter).
+    #[command(flatten)]
+    pub lines_filter: LiveFilterArg,
 }
 
 /// One request of the demo mix.
@@ -135,9 +138,11 @@ pub fn demo_main(args: DemoArgs) -> ExitCode {
         }
     };
     let out = args.out.unwrap_or_else(default_dir_name);
-    let live = args
-        .live
-        .plan(Overflow::Drop, Some(crate::tap::now_micros()));
+    let live = args.live.plan(
+        args.lines_filter.filter.as_ref(),
+        Overflow::Drop,
+        Some(crate::tap::now_micros()),
+    );
     match runtime.block_on(run(out, live)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
