@@ -443,6 +443,9 @@ fn piped_the_lines_are_plain_on_stdout_and_the_logs_stay_on_stderr() {
     let run = run_proxy(&sensor, Console::Pipes, &[]);
     one_line_per_exchange(&sensor, &run);
     assert!(!run.stdout.contains('\x1b'), "{:?}", run.stdout);
+    // The log lines on a piped stderr are plain too.
+    assert!(run.stderr.contains(" INFO "), "{}", run.stderr);
+    assert!(!run.stderr.contains('\x1b'), "{:?}", run.stderr);
     assert!(exchange_lines(&run.stderr).is_empty(), "{}", run.stderr);
     assert!(
         run.stderr.contains("icaptap: stopped (SIGTERM received)"),

@@ -78,9 +78,17 @@ pub fn init_logging(format: LogFormat, default: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     // A log line stderr cannot take (the terminal went away with SIGHUP)
     // is lost, never a panic that would cost the run its summary.
+    // Colour on a terminal only, as the lines per exchange on stdout: a
+    // log file or pipe gets no escape codes.
+    let colour = crate::live::colour_wanted(
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        std::env::var_os("NO_COLOR"),
+        std::env::var_os("TERM"),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
+        .with_ansi(colour)
         .log_internal_errors(false);
     let _ = match format {
         LogFormat::Text => builder.try_init(),

@@ -221,7 +221,8 @@ pub struct ProxyPlan {
 
 impl ProxyPlan {
     /// A plan with the defaults of `icaptap proxy` (recording on, no status
-    /// line) forwarding as `forward` says and writing into `out`.
+    /// line, no lines per exchange: a proxy in process prints nothing)
+    /// forwarding as `forward` says and writing into `out`.
     pub fn new(forward: ForwardConfig, out: PathBuf) -> ProxyPlan {
         ProxyPlan {
             forward,

@@ -42,6 +42,12 @@ pub const LINE_QUEUE: usize = 4096;
 /// Bytes of lines the printer gathers into one write.
 const BATCH_BYTES: usize = 64 * 1024;
 
+/// How long the printer lets lines gather after a write before it looks
+/// again: while it sleeps, queueing a line wakes no one, so a busy run
+/// pays for a few wake-ups a second, not one per exchange. Lines show at
+/// most this much later.
+const GATHER: Duration = Duration::from_millis(50);
+
 /// Longest a finishing run waits for the console to take its last lines:
 /// a pipe whose reader stopped reading must not keep a run from ending.
 pub const FINISH_WAIT: Duration = Duration::from_secs(3);
@@ -224,6 +230,7 @@ fn print_lines(queue: &Receiver<Message>, not_shown: &AtomicU64, out: &mut dyn W
         if end {
             return;
         }
+        std::thread::sleep(GATHER);
     }
 }
 
