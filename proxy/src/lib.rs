@@ -18,6 +18,7 @@
 //! - [`analyze`]: capture reading and TCP reassembly into taps;
 //! - [`evidence`]: the report and the support-ticket bundle;
 //! - [`filter`]: the filter expression language that selects exchanges;
+//! - [`live`]: one line per exchange on the console while a run goes on;
 //! - [`toolkit`]: mock sensor, client, replay, vendor checks and the demo;
 //! - [`ops`]: watching a run: metrics endpoint, stop conditions, flight
 //!   recorder;
@@ -34,6 +35,7 @@ pub mod evidence;
 pub mod filter;
 pub mod forward;
 pub mod jobs;
+pub mod live;
 pub mod observe;
 pub mod ops;
 pub mod output;

@@ -20,6 +20,11 @@ pub fn set_quiet(quiet: bool) {
     QUIET.store(quiet, Ordering::Relaxed);
 }
 
+/// Whether `-q` was given (no progress line, no line per exchange).
+pub fn quiet() -> bool {
+    QUIET.load(Ordering::Relaxed)
+}
+
 /// One phase's progress line, or nothing.
 #[derive(Debug, Clone, Default)]
 pub struct Progress {

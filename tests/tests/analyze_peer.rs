@@ -60,6 +60,10 @@ fn analyze(client: &Path, peer: &Path, ports: Vec<u16>, out: &Path) -> PeerFile 
         no_progress: true,
         log_schema: Default::default(),
         filter: None,
+        live: icaptap::live::LiveArgs {
+            quiet: true,
+            ..Default::default()
+        },
     })
     .unwrap();
     serde_json::from_slice(&std::fs::read(out.join("peer.json")).unwrap()).unwrap()

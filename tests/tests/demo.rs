@@ -11,6 +11,11 @@ fn demo_shows_the_promised_mix() {
     let code = demo_main(DemoArgs {
         out: Some(out.clone()),
         port: None,
+        live: icaptap::live::LiveArgs {
+            quiet: true,
+            ..Default::default()
+        },
+        lines_filter: Default::default(),
     });
     assert_eq!(code, std::process::ExitCode::SUCCESS);
     let text = std::fs::read_to_string(out.join("exchanges.jsonl")).unwrap();

@@ -103,7 +103,8 @@ pub struct AnalyzeArgs {
     #[arg(long, value_name = "FILE")]
     pub peer: Option<PathBuf>,
     /// Do not show the progress bar (it is hidden anyway when stderr is
-    /// not a terminal).
+    /// not a terminal, and when the lines per exchange go to the same
+    /// terminal).
     #[arg(long)]
     pub no_progress: bool,
     /// Record shapes to write: `icaptap` (the native records) or `ecs`
@@ -113,9 +114,13 @@ pub struct AnalyzeArgs {
     pub log_schema: LogSchema,
     /// Write only the exchanges this filter expression selects (and their
     /// connections), e.g. `verdict=blocked or anomaly=any`; the summary
-    /// says which filter was applied (docs/evidence.md).
+    /// says which filter was applied (docs/evidence.md). The lines per
+    /// exchange show the same exchanges.
     #[arg(long, value_name = "EXPR")]
     pub filter: Option<crate::filter::Filter>,
+    /// The line per exchange on standard output (-q, -v).
+    #[command(flatten)]
+    pub live: crate::live::LiveArgs,
 }
 
 impl AnalyzeArgs {

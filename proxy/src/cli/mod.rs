@@ -20,9 +20,11 @@ pub struct Cli {
     /// Format of operational logs on stderr (RUST_LOG sets the level).
     #[arg(long, global = true, env = "ICAPTAP_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
-    /// Show no progress line (long jobs draw one on stderr only when it is
+    /// Print no line per exchange on standard output (everything is
+    /// recorded all the same; a service's journal needs no second copy)
+    /// and no progress line (long jobs draw one on stderr only when it is
     /// a terminal).
-    #[arg(short = 'q', long, global = true)]
+    #[arg(short = 'q', long, global = true, env = "ICAPTAP_QUIET")]
     pub quiet: bool,
     /// What to do.
     #[command(subcommand)]
@@ -86,12 +88,17 @@ pub fn init_logging(format: LogFormat, default: &str) {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(default));
     // A log line stderr cannot take (the terminal went away with SIGHUP)
     // is lost, never a panic that would cost the run its summary.
-    // Colours only for a person at a terminal: a file, a pipe or the
-    // journal gets plain text.
+    // Colour on a terminal only, as the lines per exchange on stdout: a
+    // log file or pipe gets no escape codes.
+    let colour = crate::live::colour_wanted(
+        std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        std::env::var_os("NO_COLOR"),
+        std::env::var_os("TERM"),
+    );
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(colour)
         .log_internal_errors(false);
     crate::output::terminal::set_json_notices(format == LogFormat::Json);
     let _ = match format {

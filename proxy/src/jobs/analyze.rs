@@ -16,6 +16,7 @@ use crate::analyze::peer_file::{PeerCapture, PeerFile, PEER_FILE};
 use crate::analyze::reader::{is_stdin, CaptureFile};
 use crate::analyze::{read_captures, AnalyzeArgs, AnalyzeError, AnalyzeOptions, CaptureStats};
 use crate::filter::{Filter, FilterSink};
+use crate::live::{LivePlan, Overflow};
 use crate::observe::{Observer, ObserverConfig, ObserverMode};
 use crate::output::console::summary_table;
 use crate::output::directory::{create_private_file, out_dir};
@@ -80,6 +81,19 @@ pub fn analyze_filtered_into(
     out: &Path,
     filter: Option<&Filter>,
 ) -> Result<SideResult, OfflineError> {
+    analyze_showing(files, opts, config, out, filter, None)
+}
+
+/// [`analyze_filtered_into`], printing the line of every exchange written
+/// as `live` says.
+fn analyze_showing(
+    files: &[PathBuf],
+    opts: &AnalyzeOptions,
+    config: ObserverConfig,
+    out: &Path,
+    filter: Option<&Filter>,
+    live: Option<LivePlan>,
+) -> Result<SideResult, OfflineError> {
     let mut output = RunOutput::create_with(out, Default::default(), opts.log_schema)?;
     let fingerprints = FingerprintSink::default();
     let first_tap = Arc::new(AtomicU64::new(0));
@@ -97,8 +111,26 @@ pub fn analyze_filtered_into(
         }
         None => output.take_sink(),
     };
-    let sink = Tee(records, fingerprints.clone());
-    let observer = Observer::new(ObserverMode::Capture, config, Box::new(sink));
+    // The lines show what is written: the same filter, the same start.
+    let live = live.map(|plan| LivePlan {
+        filter: filter.cloned(),
+        ..plan
+    });
+    let (lines, printer) = match live.map(|p| p.run_start_from(first_tap.clone()).start()) {
+        Some(Ok((lines, printer))) => (Some(lines), Some(printer)),
+        None => (None, None),
+        // No thread for the lines: the analysis goes on without them.
+        Some(Err(e)) => {
+            eprintln!("icaptap analyze: warning: no lines per exchange ({e})");
+            (None, None)
+        }
+    };
+    let records = Tee(records, fingerprints.clone());
+    let sink: Box<dyn RecordSink> = match lines {
+        Some(lines) => Box::new(Tee(records, lines)),
+        None => Box::new(records),
+    };
+    let observer = Observer::new(ObserverMode::Capture, config, sink);
     let (capture, last_tap) = observe_on_own_thread(observer, |sink| {
         read_captures(files, opts, &mut |tap: Tap| {
             // Before the tap is handed on: the observer sees it after.
@@ -108,6 +140,10 @@ pub fn analyze_filtered_into(
             sink(tap)
         })
     });
+    // Every line is out before anything else is said on stdout.
+    if let Some(printer) = printer {
+        printer.finish();
+    }
     let capture = match capture {
         Ok(capture) => capture,
         Err(e) => {
@@ -199,11 +235,26 @@ pub fn run(args: AnalyzeArgs) -> Result<Summary, OfflineError> {
         }
     }
     RunOutput::check(&out)?;
-    let opts = args
-        .options()
-        .progress(!args.no_progress && std::io::stderr().is_terminal() && !json_notices());
+    // Every line is shown: an analysis goes at the console's pace.
+    let live = args.live.plan(None, Overflow::Wait, None);
+    // A progress bar redrawn among lines on the same terminal would be
+    // torn apart by them; the lines show the progress then.
+    let lines_on_terminal = live.is_some() && std::io::stdout().is_terminal();
+    let opts = args.options().progress(
+        !args.no_progress
+            && !lines_on_terminal
+            && std::io::stderr().is_terminal()
+            && !json_notices(),
+    );
     let filter = args.filter.as_ref();
-    let main = analyze_filtered_into(&args.files, &opts, ObserverConfig::default(), &out, filter)?;
+    let main = analyze_showing(
+        &args.files,
+        &opts,
+        ObserverConfig::default(),
+        &out,
+        filter,
+        live,
+    )?;
     for w in &main.capture.warnings {
         notice!(Warn, "icaptap analyze: warning: {w}");
     }

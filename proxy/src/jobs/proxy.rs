@@ -1,7 +1,8 @@
 //! `icaptap proxy`: the main job. Wires the forwarding path to its side
 //! paths (observer, recorder) and the run's output directory, handles
-//! SIGINT/SIGTERM/SIGHUP (stop accepting, drain, flush, write summary.json), and
-//! shows a status line on a terminal.
+//! SIGINT/SIGTERM/SIGHUP (stop accepting, drain, flush, write summary.json),
+//! prints a line per exchange on standard output (`live/`), and shows a
+//! status line on a terminal (standard error).
 //!
 //! Start-up checks happen before anything listens: every option's value is
 //! usable, the output directory holds no earlier run, the sensor's name
@@ -22,6 +23,7 @@ use crate::capture::{
 use crate::forward::{
     self, CancellationToken, ForwardArgs, ForwardConfig, ForwardCounters, ForwardStats, RouteError,
 };
+use crate::live::{LinePrinter, LiveArgs, LiveFilterArg, LivePlan, Overflow};
 use crate::observe::{self, LiveObserver, ObserveArgs, Observer, ObserverConfig, ObserverMode};
 use crate::ops::endpoint::{self, MetricsError};
 use crate::ops::metrics::{IncidentCounters, ListenerCounters, LiveSources, RecordMetrics};
@@ -63,6 +65,12 @@ pub struct ProxyArgs {
     /// Metrics, stop conditions, flight recorder, transparent mode, routes.
     #[command(flatten)]
     pub ops: OpsArgs,
+    /// The line per exchange on standard output (-q, -v).
+    #[command(flatten)]
+    pub live: LiveArgs,
+    /// Which exchanges get a line (--filter).
+    #[command(flatten)]
+    pub lines_filter: LiveFilterArg,
     /// Options from a TOML file.
     #[command(flatten)]
     pub config: crate::config::ConfigFileArg,
@@ -235,11 +243,15 @@ pub struct ProxyPlan {
     /// What the run is called in summary.json and the report (`proxy`, or
     /// `demo` for the demo).
     pub mode: &'static str,
+    /// The line per exchange on standard output, unless `None` (`-q`, and
+    /// the default of a proxy run in process).
+    pub live: Option<LivePlan>,
 }
 
 impl ProxyPlan {
     /// A plan with the defaults of `icaptap proxy` (recording on, no status
-    /// line) forwarding as `forward` says and writing into `out`.
+    /// line, no lines per exchange: a proxy in process prints nothing)
+    /// forwarding as `forward` says and writing into `out`.
     pub fn new(forward: ForwardConfig, out: PathBuf) -> ProxyPlan {
         ProxyPlan {
             forward,
@@ -254,6 +266,7 @@ impl ProxyPlan {
             ops: OpsPlan::default(),
             routes: Vec::new(),
             mode: "proxy",
+            live: None,
         }
     }
 }
@@ -317,6 +330,18 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
     let incidents = Arc::new(IncidentCounters::default());
     let mut sinks_of_records: Vec<Box<dyn RecordSink>> =
         vec![output.take_sink(), Box::new(record_metrics.clone())];
+    // The lines are written where the records are, never on the way of a
+    // forwarded byte.
+    let lines = match plan.live.clone().map(LivePlan::start).transpose() {
+        Ok(lines) => lines.map(|(sink, printer)| {
+            sinks_of_records.push(Box::new(sink));
+            printer
+        }),
+        Err(e) => {
+            output.discard();
+            return Err(ProxyError::Runtime(e));
+        }
+    };
     if plan.ops.stop.any() {
         sinks_of_records.push(Box::new(StopWatch::new(
             plan.ops.stop.clone(),
@@ -457,6 +482,7 @@ pub async fn start(plan: ProxyPlan) -> Result<RunningProxy, ProxyError> {
         incidents: (run_over, incident_task),
         output,
         mode: plan.mode,
+        lines,
         metrics: (metrics_over, metrics),
     };
     let out = plan.out.clone();
@@ -521,6 +547,8 @@ struct Lifecycle {
     output: RunOutput,
     /// What the run is called in summary.json.
     mode: &'static str,
+    /// The printer of the lines per exchange.
+    lines: Option<LinePrinter>,
     /// Ends the metrics endpoint, and that endpoint.
     metrics: (CancellationToken, Option<JoinHandle<()>>),
 }
@@ -537,7 +565,9 @@ impl Lifecycle {
     /// 3. the flight recorder writes an incident still in its window, from
     ///    the whole capture;
     /// 4. summary.json is written, with the drop counts of both side paths;
-    /// 5. the metrics endpoint, which serves until the summary is final,
+    /// 5. the last lines per exchange are printed (after summary.json: a
+    ///    console that does not read cannot keep the run from its summary);
+    /// 6. the metrics endpoint, which serves until the summary is final,
     ///    stops.
     async fn close(self) -> Result<Summary, ProxyError> {
         let Lifecycle {
@@ -549,6 +579,7 @@ impl Lifecycle {
             incidents: (run_over, incident_task),
             output,
             mode,
+            lines,
             metrics: (metrics_over, metrics_task),
         } = self;
         let stats = match forwarding.await {
@@ -629,6 +660,9 @@ impl Lifecycle {
         }
         log_forward_stats(&stats, "forwarding stopped");
         let summary = output.finish(mode, drops, Some(forwarded));
+        if let Some(lines) = lines {
+            let _ = tokio::task::spawn_blocking(move || lines.finish()).await;
+        }
         metrics_over.cancel();
         if let Some(metrics) = metrics_task {
             let _ = metrics.await;
@@ -743,6 +777,11 @@ pub fn run(args: ProxyArgs) -> Result<Summary, ProxyError> {
         ops,
         routes,
         mode: "proxy",
+        live: args.live.plan(
+            args.lines_filter.filter.as_ref(),
+            Overflow::Drop,
+            Some(crate::tap::now_micros()),
+        ),
     };
     let duration = args.duration;
     runtime.block_on(async move {

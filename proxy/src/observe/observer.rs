@@ -351,7 +351,7 @@ impl Observer {
                 annotate(annotation);
             }
         }
-        self.sink.exchange(&record);
+        self.sink.exchange_seen(&record, x);
     }
 
     fn finish_connection(&mut self, id: ConnId, now: Micros) {

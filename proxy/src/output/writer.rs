@@ -14,11 +14,20 @@ use super::log_rotation::{LogRotation, RecordsPruned, Retention};
 use super::log_writer::{LogWriter, Pushed};
 use super::logset::Log;
 use super::records::{ConnectionRecord, ExchangeRecord};
+use icap_codec::Exchange;
 
 /// Receives every record the observer produces.
 pub trait RecordSink: Send {
     /// One exchange is over.
     fn exchange(&mut self, record: &ExchangeRecord);
+    /// One exchange is over, with the decoded exchange its record was
+    /// built from, for a sink that shows more than the record holds (the
+    /// ICAP and HTTP heads of `icaptap proxy -v`). Every other sink takes
+    /// the record alone.
+    fn exchange_seen(&mut self, record: &ExchangeRecord, exchange: &Exchange) {
+        let _ = exchange;
+        self.exchange(record);
+    }
     /// One connection is over.
     fn connection(&mut self, record: &ConnectionRecord);
     /// Push buffered records to their destination.
@@ -28,6 +37,10 @@ pub trait RecordSink: Send {
 impl RecordSink for Box<dyn RecordSink> {
     fn exchange(&mut self, record: &ExchangeRecord) {
         self.as_mut().exchange(record);
+    }
+
+    fn exchange_seen(&mut self, record: &ExchangeRecord, exchange: &Exchange) {
+        self.as_mut().exchange_seen(record, exchange);
     }
 
     fn connection(&mut self, record: &ConnectionRecord) {
@@ -284,6 +297,11 @@ impl<A: RecordSink, B: RecordSink> RecordSink for Tee<A, B> {
         self.1.exchange(record);
     }
 
+    fn exchange_seen(&mut self, record: &ExchangeRecord, exchange: &Exchange) {
+        self.0.exchange_seen(record, exchange);
+        self.1.exchange_seen(record, exchange);
+    }
+
     fn connection(&mut self, record: &ConnectionRecord) {
         self.0.connection(record);
         self.1.connection(record);
@@ -310,6 +328,12 @@ impl RecordSink for SinkFanout {
     fn exchange(&mut self, record: &ExchangeRecord) {
         for sink in &mut self.0 {
             sink.exchange(record);
+        }
+    }
+
+    fn exchange_seen(&mut self, record: &ExchangeRecord, exchange: &Exchange) {
+        for sink in &mut self.0 {
+            sink.exchange_seen(record, exchange);
         }
     }
 

@@ -13,6 +13,7 @@ use bytes::Bytes;
 
 use crate::forward::{ForwardConfig, ForwardError};
 use crate::jobs::proxy::{start, ProxyError, ProxyPlan};
+use crate::live::{LiveArgs, LiveFilterArg, LivePlan, Overflow};
 use crate::observe::ObserverConfig;
 use crate::output::console::summary_table;
 use crate::output::directory::out_dir;
@@ -41,6 +42,12 @@ pub struct DemoArgs {
     /// to point another ICAP client at the demo.
     #[arg(long)]
     pub port: Option<u16>,
+    /// The line per exchange on standard output (-q, -v).
+    #[command(flatten)]
+    pub live: LiveArgs,
+    /// Which exchanges get a line (--filter).
+    #[command(flatten)]
+    pub lines_filter: LiveFilterArg,
 }
 
 /// One request of the demo mix.
@@ -136,7 +143,12 @@ pub fn demo_main(args: DemoArgs) -> ExitCode {
         }
     };
     let out = out_dir(args.out.as_deref());
-    match runtime.block_on(run(out, args.port.unwrap_or(0))) {
+    let live = args.live.plan(
+        args.lines_filter.filter.as_ref(),
+        Overflow::Drop,
+        Some(crate::tap::now_micros()),
+    );
+    match runtime.block_on(run(out, args.port.unwrap_or(0), live)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             notice!(Error, "icaptap demo: {e}");
@@ -145,7 +157,8 @@ pub fn demo_main(args: DemoArgs) -> ExitCode {
     }
 }
 
-async fn run(out: PathBuf, port: u16) -> Result<(), String> {
+async fn run(out: PathBuf, port: u16, live: Option<LivePlan>) -> Result<(), String> {
+    let lines_shown = live.is_some();
     let scenario = Scenario::from_toml(DEMO_SCENARIO, "docs/toolkit-scenario.toml")
         .map_err(|e| e.to_string())?;
     let loopback = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
@@ -165,6 +178,7 @@ async fn run(out: PathBuf, port: u16) -> Result<(), String> {
             max_pipeline: icap_codec::MAX_OPEN_EXCHANGES,
         },
         mode: "demo",
+        live,
         ..ProxyPlan::new(forward, out.clone())
     };
     let proxy = start(plan).await.map_err(|e| match e {
@@ -210,7 +224,10 @@ async fn run(out: PathBuf, port: u16) -> Result<(), String> {
     if let Err(e) = crate::evidence::write_report(&out) {
         notice!(Warn, "icaptap demo: the report could not be written: {e}");
     }
-    sayln!("\n{}", exchange_table(&out));
+    // The lines showed each exchange as it ended; with -q the table does.
+    if !lines_shown {
+        sayln!("\n{}", exchange_table(&out));
+    }
     say!("{}", summary_table(&summary, &out));
     sayln!(
         "\nNext: open {}/report.html in a browser, {}/capture.pcapng in Wireshark\n\
