@@ -150,7 +150,10 @@ impl Session {
         let mut tls = TlsFacts::default();
         let client = match &cfg.tls.listen {
             None => LegStream::Plain(client),
-            Some(listen_tls) => match listen_tls.accept(client, cfg.connect_timeout).await {
+            Some(listen_tls) => match listen_tls
+                .accept(nodelay(client), cfg.connect_timeout)
+                .await
+            {
                 Ok((leg, facts)) => {
                     tls.client = Some(facts);
                     leg
@@ -257,7 +260,10 @@ impl Session {
         };
         let server = match &cfg.tls.upstream {
             None => LegStream::Plain(server),
-            Some(upstream_tls) => match upstream_tls.connect(server, cfg.connect_timeout).await {
+            Some(upstream_tls) => match upstream_tls
+                .connect(nodelay(server), cfg.connect_timeout)
+                .await
+            {
                 Ok((leg, facts)) => {
                     tls.sensor = Some(facts);
                     leg
@@ -346,6 +352,13 @@ fn upstream_name(cfg: &ForwardConfig, upstream: SocketAddr) -> &str {
     } else {
         "original destination"
     }
+}
+
+/// `stream` with Nagle's algorithm off: a TLS handshake's small flights
+/// must not wait for it either.
+fn nodelay(stream: TcpStream) -> TcpStream {
+    let _ = stream.set_nodelay(true);
+    stream
 }
 
 /// Reports a connection whose sensor leg never came up.
