@@ -10,6 +10,8 @@
 //!   exchanges as records;
 //! - the mixed modes: a TLS client to a plain sensor, a plain client to a
 //!   TLS sensor;
+//! - `--tls-keylog`: tshark decrypts a tcpdump capture of the encrypted
+//!   leg with the key log and finds the ICAP icaptap recorded;
 //! - the failures, each with its code: an expired sensor certificate, a
 //!   name mismatch, an untrusted one, a plain sensor port, a client that
 //!   does not trust icaptap's certificate, plain ICAP sent to the TLS port.
@@ -487,4 +489,81 @@ fn tls_failures_are_recorded_with_their_codes() {
             "{name}: nothing forwarded"
         );
     }
+}
+
+/// `--tls-keylog`: a tcpdump capture of the real, encrypted client leg is
+/// decrypted by tshark with the key log icaptap wrote, and shows the same
+/// ICAP requests icaptap recorded.
+#[test]
+fn the_key_log_decrypts_a_tcpdump_capture_of_the_encrypted_leg() {
+    require("c-icap", "c-icap");
+    require("tcpdump", "tcpdump");
+    require("tshark", "tshark");
+    let tmp = tempfile::tempdir().unwrap();
+    let cicap = CIcap::start(&tmp.path().join("c-icap"), "");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let keys = tmp.path().join("keys.log");
+    let out = tmp.path().join("run");
+    let proxy = icaptap(
+        &rt,
+        cicap.addr,
+        TlsArgs {
+            tls: true,
+            tls_keylog: Some(keys.clone()),
+            ..TlsArgs::default()
+        },
+        &out,
+    );
+    let port = proxy.listen.port();
+    let dump = Tcpdump::start(
+        "lo",
+        &format!("tcp port {port}"),
+        &tmp.path().join("lo.pcap"),
+    );
+    for i in 0..2 {
+        // c-icap-client writes the answer beside its input, never over a file.
+        let file = tmp.path().join(format!("body{i}.txt"));
+        std::fs::write(&file, b"encrypted on the wire\n".repeat(50)).unwrap();
+        let got = c_icap_client(proxy.listen, ClientTls::Unverified, Some(&file));
+        assert!(got.status.success(), "{got:?}");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let pcap = dump.stop();
+    rt.block_on(proxy.stop()).unwrap();
+    let recorded = read_jsonl::<ExchangeRecord>(&out.join("exchanges.jsonl"))
+        .iter()
+        .filter(|x| x.method.as_deref() == Some("RESPMOD"))
+        .count();
+    assert_eq!(recorded, 2);
+    let key_log = std::fs::read_to_string(&keys).unwrap();
+    assert!(
+        key_log.contains("CLIENT_TRAFFIC_SECRET_0") || key_log.contains("CLIENT_RANDOM"),
+        "{key_log}"
+    );
+    let requests = |with_keys: bool| {
+        let mut args = vec![
+            "-r".to_string(),
+            pcap.display().to_string(),
+            "-d".into(),
+            format!("tcp.port=={port},tls"),
+            "-d".into(),
+            format!("tls.port=={port},icap"),
+        ];
+        if with_keys {
+            args.extend(["-o".into(), format!("tls.keylog_file:{}", keys.display())]);
+        }
+        args.extend([
+            "-Y".into(),
+            "icap.respmod".into(),
+            "-T".into(),
+            "fields".into(),
+            "-e".into(),
+            "frame.number".into(),
+        ]);
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        record_common::tshark(&refs).lines().count()
+    };
+    // Without the keys the wire shows no ICAP; with them, every request.
+    assert_eq!(requests(false), 0);
+    assert_eq!(requests(true), recorded);
 }
