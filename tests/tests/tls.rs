@@ -1,5 +1,5 @@
-//! ICAP over TLS through icaptap, against real peers: Squid 5.7 (GnuTLS)
-//! with `icaps://` services, c-icap 0.5.10 (OpenSSL) with a `TlsPort`,
+//! ICAP over TLS through icaptap, against real peers: Squid 5.7 (Debian's
+//! OpenSSL build, squid-openssl) with `icaps://` services, c-icap 0.5.10 with a `TlsPort`,
 //! c-icap-client with and without `-tls`. The test makes its own CA and
 //! certificates (one valid, one expired) with rcgen.
 //!
