@@ -285,6 +285,9 @@ pub fn start_icaptap_with(
         &out.display().to_string(),
         "--status-every",
         "0s",
+        // As a service runs it (ICAPTAP_QUIET in the systemd unit): no
+        // line per exchange on a console nobody reads.
+        "-q",
     ]
     .iter()
     .map(|s| (*s).to_owned())
