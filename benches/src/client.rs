@@ -6,13 +6,23 @@
 //! It is leaner than `icaptap client` (it keeps no body, builds no report)
 //! because on a 2-core machine the client's CPU is taken from the proxy
 //! under test; every configuration pays the same client cost.
+//!
+//! An [`Endpoint`] with [`TlsDial`] makes the same connection over TLS
+//! (ICAPS, rustls): the handshake happens at connect, before any round
+//! trip is timed, and the connection is then kept alive like a plain one.
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use icap_codec::{Decoder, Direction, Event};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rustls::ClientConfig;
+use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
@@ -37,6 +47,14 @@ pub enum BenchClientError {
         /// Where to.
         addr: SocketAddr,
         /// What the system said.
+        source: std::io::Error,
+    },
+    /// The TLS handshake failed.
+    #[error("bench client: the TLS handshake with {addr} failed: {source}; does it speak TLS with the bench certificate?")]
+    Handshake {
+        /// Where to.
+        addr: SocketAddr,
+        /// What rustls or the system said.
         source: std::io::Error,
     },
     /// Writing the request failed.
@@ -86,25 +104,135 @@ pub struct RoundTrip {
     pub intact: bool,
 }
 
+/// How to speak TLS to an endpoint: the client configuration (what it
+/// trusts) and the name to ask for and verify.
+#[derive(Clone, Debug)]
+pub struct TlsDial {
+    /// rustls's client configuration.
+    pub config: Arc<ClientConfig>,
+    /// SNI and the name the certificate must be valid for.
+    pub name: ServerName<'static>,
+}
+
+/// Where the bench client connects: an address, in plain ICAP or over TLS.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    /// The server or proxy.
+    pub addr: SocketAddr,
+    /// TLS, or plain ICAP when `None`.
+    pub tls: Option<TlsDial>,
+}
+
+impl From<SocketAddr> for Endpoint {
+    fn from(addr: SocketAddr) -> Endpoint {
+        Endpoint { addr, tls: None }
+    }
+}
+
+type ClientTls = tokio_rustls::client::TlsStream<TcpStream>;
+
+/// The reading half of a plain or TLS connection.
+#[derive(Debug)]
+enum ReadSide {
+    Plain(OwnedReadHalf),
+    Tls(tokio::io::ReadHalf<ClientTls>),
+}
+
+/// The writing half of a plain or TLS connection.
+#[derive(Debug)]
+enum WriteSide {
+    Plain(OwnedWriteHalf),
+    Tls(tokio::io::WriteHalf<ClientTls>),
+}
+
+impl AsyncRead for ReadSide {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            ReadSide::Plain(r) => Pin::new(r).poll_read(cx, buf),
+            ReadSide::Tls(r) => Pin::new(r).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for WriteSide {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            WriteSide::Plain(w) => Pin::new(w).poll_write(cx, buf),
+            WriteSide::Tls(w) => Pin::new(w).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteSide::Plain(w) => Pin::new(w).poll_flush(cx),
+            WriteSide::Tls(w) => Pin::new(w).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            WriteSide::Plain(w) => Pin::new(w).poll_shutdown(cx),
+            WriteSide::Tls(w) => Pin::new(w).poll_shutdown(cx),
+        }
+    }
+}
+
 /// One keep-alive connection.
 #[derive(Debug)]
 pub struct BenchConnection {
-    read: OwnedReadHalf,
-    write: OwnedWriteHalf,
+    read: ReadSide,
+    write: WriteSide,
     decoder: Decoder,
     buf: BytesMut,
     events: Vec<Event>,
     received: u64,
+    tls: Option<String>,
 }
 
 impl BenchConnection {
     /// Connects to `addr` with Nagle off (requests are written whole).
     pub async fn connect(addr: SocketAddr) -> Result<BenchConnection, BenchClientError> {
+        BenchConnection::open(&Endpoint::from(addr)).await
+    }
+
+    /// Connects to `to`, with Nagle off, and completes the TLS handshake
+    /// when `to` says TLS.
+    pub async fn open(to: &Endpoint) -> Result<BenchConnection, BenchClientError> {
+        let addr = to.addr;
         let stream = TcpStream::connect(addr)
             .await
             .map_err(|source| BenchClientError::Connect { addr, source })?;
         let _ = stream.set_nodelay(true);
-        let (read, write) = stream.into_split();
+        let (read, write, tls) = match &to.tls {
+            None => {
+                let (read, write) = stream.into_split();
+                (ReadSide::Plain(read), WriteSide::Plain(write), None)
+            }
+            Some(dial) => {
+                let stream = tokio_rustls::TlsConnector::from(dial.config.clone())
+                    .connect(dial.name.clone(), stream)
+                    .await
+                    .map_err(|source| BenchClientError::Handshake { addr, source })?;
+                let (_, session) = stream.get_ref();
+                let tls = match (
+                    session.protocol_version(),
+                    session.negotiated_cipher_suite(),
+                ) {
+                    (Some(version), Some(suite)) => format!("{version:?} {:?}", suite.suite()),
+                    _ => "TLS (version not known)".to_owned(),
+                };
+                let (read, write) = tokio::io::split(stream);
+                (ReadSide::Tls(read), WriteSide::Tls(write), Some(tls))
+            }
+        };
         Ok(BenchConnection {
             read,
             write,
@@ -112,7 +240,13 @@ impl BenchConnection {
             buf: BytesMut::new(),
             events: Vec::new(),
             received: 0,
+            tls,
         })
+    }
+
+    /// The TLS version and cipher suite negotiated, for a TLS connection.
+    pub fn tls(&self) -> Option<&str> {
+        self.tls.as_deref()
     }
 
     /// Sends `request` and reads its final answer to the end.
@@ -138,6 +272,7 @@ impl BenchConnection {
             buf,
             events,
             received,
+            tls: _,
         } = self;
         let writing = async {
             let mut offset = 0u64;
@@ -148,6 +283,12 @@ impl BenchConnection {
                     .map_err(|source| BenchClientError::Write { offset, source })?;
                 offset += part.len() as u64;
             }
+            // TLS may hold back the last record until flushed; a plain
+            // socket's flush does nothing.
+            write
+                .flush()
+                .await
+                .map_err(|source| BenchClientError::Write { offset, source })?;
             Ok::<(), BenchClientError>(())
         };
         let reading = read_answer(read, decoder, buf, events, received, expected);
@@ -162,7 +303,7 @@ impl BenchConnection {
 }
 
 async fn read_answer(
-    read: &mut OwnedReadHalf,
+    read: &mut ReadSide,
     decoder: &mut Decoder,
     buf: &mut BytesMut,
     events: &mut Vec<Event>,

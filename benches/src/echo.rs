@@ -9,14 +9,19 @@
 //! between are copied from the read straight into the answer, read by read.
 //! A request with a preview gets `204` at the end of its preview (section
 //! 4.5); the benches send none.
+//!
+//! [`run_echo_server_tls`] serves the same echo over TLS (rustls), for the
+//! harness's TLS section.
 
 use std::io;
 use std::net::SocketAddr;
+use std::path::Path;
 
 use bytes::{Bytes, BytesMut};
 use icap_codec::{Decoder, Direction, EntityKind, Event, Method, RequestHead};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
+use tokio_rustls::TlsAcceptor;
 
 /// Bytes read per `read` call: large enough that a 1 MiB body costs few
 /// system calls, small enough that 1,000 idle connections stay cheap
@@ -52,8 +57,22 @@ pub async fn serve_echo(listener: TcpListener) -> io::Result<()> {
     loop {
         let (stream, _) = listener.accept().await?;
         tokio::spawn(async move {
+            stream.set_nodelay(true)?;
             // A peer that resets is normal in a load test: nothing to report.
-            let _ = echo_connection(stream).await;
+            echo_connection(stream).await
+        });
+    }
+}
+
+/// [`serve_echo`] over TLS: each connection's handshake, then the echo.
+pub async fn serve_echo_tls(listener: TcpListener, acceptor: TlsAcceptor) -> io::Result<()> {
+    loop {
+        let (stream, _) = listener.accept().await?;
+        let acceptor = acceptor.clone();
+        tokio::spawn(async move {
+            stream.set_nodelay(true)?;
+            let stream = acceptor.accept(stream).await?;
+            echo_connection(stream).await
         });
     }
 }
@@ -70,9 +89,20 @@ pub fn run_echo_server(addr: SocketAddr) -> io::Result<()> {
     })
 }
 
+/// [`run_echo_server`] over TLS, presenting `cert` (PEM chain) with `key`.
+pub fn run_echo_server_tls(addr: SocketAddr, cert: &Path, key: &Path) -> io::Result<()> {
+    let config = crate::tls::server_config(cert, key).map_err(io::Error::other)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let listener = TcpListener::bind(addr).await?;
+        serve_echo_tls(listener, TlsAcceptor::from(config)).await
+    })
+}
+
 /// Serves one connection: requests in, answers out, until EOF.
-async fn echo_connection(mut stream: TcpStream) -> io::Result<()> {
-    stream.set_nodelay(true)?;
+async fn echo_connection<S: AsyncRead + AsyncWrite + Unpin>(mut stream: S) -> io::Result<()> {
     let mut decoder = Decoder::new(Direction::Request);
     let mut events = Vec::new();
     let mut buf = BytesMut::new();
@@ -126,6 +156,9 @@ async fn echo_connection(mut stream: TcpStream) -> io::Result<()> {
         }
         if !out.is_empty() {
             stream.write_all(&out).await?;
+            // TLS may hold back the last record until flushed; a plain
+            // socket's flush does nothing.
+            stream.flush().await?;
             out.clear();
         }
     }
@@ -243,6 +276,47 @@ mod tests {
             anomalies(Direction::Response, options_answer().as_bytes()),
             Vec::<String>::new()
         );
+    }
+
+    #[tokio::test]
+    async fn echoes_over_tls_to_a_client_that_trusts_only_the_bench_ca() {
+        let dir = tempfile::tempdir().unwrap();
+        let pki = crate::tls::BenchPki::make(dir.path()).unwrap();
+        let config = crate::tls::server_config(&pki.cert, &pki.key).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(serve_echo_tls(listener, TlsAcceptor::from(config)));
+        let to = crate::client::Endpoint {
+            addr,
+            tls: Some(pki.client().unwrap()),
+        };
+        let mut conn = crate::client::BenchConnection::open(&to).await.unwrap();
+        assert!(
+            conn.tls().is_some_and(|t| t.contains("TLS")),
+            "{:?}",
+            conn.tls()
+        );
+        let options = conn.round_trip(&options_request(addr)).await.unwrap();
+        assert_eq!(options.status, 200);
+        for size in [0usize, 4096, 1 << 20] {
+            let expected = crate::client::respmod_plain_body(size);
+            let parts = [
+                crate::client::respmod_head(addr, size, crate::client::DEFAULT_HTTP_URL),
+                crate::client::respmod_chunked_body(size),
+            ];
+            let answer = conn
+                .round_trip_parts(&parts, Some(&expected))
+                .await
+                .unwrap();
+            assert_eq!(answer.status, 200, "size {size}");
+            assert!(
+                answer.intact,
+                "size {size}: the echo over TLS changed the body"
+            );
+        }
+        // A plain client on the TLS port gets no ICAP answer.
+        let mut plain = BenchConnection::connect(addr).await.unwrap();
+        assert!(plain.round_trip(&options_request(addr)).await.is_err());
     }
 
     #[test]

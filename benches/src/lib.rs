@@ -3,7 +3,9 @@
 //! HAProxy and socat: its bench client, its ICAP echo server, the processes
 //! it starts, what it measures and how it reports; and the overload bench
 //! (`src/bin/overload.rs`): open-loop load, tcpdump as the reference
-//! capture, records judged against what the client saw.
+//! capture, records judged against what the client saw. The harness's TLS
+//! section (`--tls`) adds the certificates and rustls configurations of
+//! `tls`.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 #![cfg_attr(test, allow(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
@@ -17,3 +19,4 @@ pub mod peers;
 pub mod procstat;
 pub mod report;
 pub mod tcpdump;
+pub mod tls;

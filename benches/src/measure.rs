@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use hdrhistogram::Histogram;
 
-use crate::client::{options_request, BenchClientError, BenchConnection};
+use crate::client::{options_request, BenchClientError, BenchConnection, Endpoint};
 use crate::procstat;
 
 /// Round trips at the start of each latency run that are not recorded:
@@ -78,15 +78,17 @@ fn check(
 /// Sends `count` requests one after another on one keep-alive connection
 /// (reconnecting only if the server closes) and records each round trip,
 /// in microseconds, into `hist`. Returns how many answers were a server's
-/// `400` refusal (see [`MAX_REFUSED`]).
+/// `400` refusal (see [`MAX_REFUSED`]). `to` is an address, or an
+/// [`Endpoint`] that says TLS (its handshake is not timed).
 pub async fn latency(
-    addr: SocketAddr,
+    to: impl Into<Endpoint>,
     request: &Bytes,
     body: u64,
     count: usize,
     hist: &mut Histogram<u64>,
 ) -> Result<u64, MeasureError> {
-    let mut conn = BenchConnection::connect(addr).await?;
+    let to = to.into();
+    let mut conn = BenchConnection::open(&to).await?;
     let mut refused = 0u64;
     for i in 0..LATENCY_WARM_UP + count {
         let trip = conn.round_trip(request).await?;
@@ -95,7 +97,7 @@ pub async fn latency(
         // counted, not timed, and the run goes on on a new connection.
         if trip.status == 400 && refused < MAX_REFUSED {
             refused += 1;
-            conn = BenchConnection::connect(addr).await?;
+            conn = BenchConnection::open(&to).await?;
             continue;
         }
         check("latency", &trip, body)?;
@@ -104,7 +106,7 @@ pub async fn latency(
             hist.saturating_record(us.max(1));
         }
         if trip.closing {
-            conn = BenchConnection::connect(addr).await?;
+            conn = BenchConnection::open(&to).await?;
         }
     }
     Ok(refused)
@@ -149,18 +151,20 @@ fn cpu(pid: Option<u32>) -> Result<Option<f64>, MeasureError> {
 }
 
 /// Runs `connections` clients sending `request` back to back for
-/// `duration`, and reads the proxy's CPU time around the run.
+/// `duration`, and reads the proxy's CPU time around the run (TLS
+/// handshakes, if `to` says TLS, happen before it).
 pub async fn throughput(
-    addr: SocketAddr,
+    to: impl Into<Endpoint>,
     request: &Bytes,
     body: u64,
     connections: usize,
     duration: Duration,
     proxy: Option<u32>,
 ) -> Result<ThroughputRun, MeasureError> {
+    let to = to.into();
     let mut conns = Vec::with_capacity(connections);
     for _ in 0..connections {
-        conns.push(BenchConnection::connect(addr).await?);
+        conns.push(BenchConnection::open(&to).await?);
     }
     let cpu_before = cpu(proxy)?;
     let start = Instant::now();

@@ -1,8 +1,10 @@
 //! The processes the side-by-side harness compares, each started as its own
 //! process on 127.0.0.1: the two ICAP servers (c-icap's `echo` service and
 //! the bench echo server) and the proxies in front of them (icaptap with and
-//! without recording, HAProxy in `mode tcp`, socat). Every process is
-//! killed when its [`Peer`] is dropped.
+//! without recording, HAProxy in `mode tcp`, socat), and their ICAP over
+//! TLS forms (c-icap's `TlsPort`, the echo server behind rustls, HAProxy
+//! terminating and re-originating TLS, icaptap with `--tls` and
+//! `--upstream-tls`). Every process is killed when its [`Peer`] is dropped.
 
 use std::fs;
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -10,6 +12,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::thread::sleep;
 use std::time::{Duration, Instant};
+
+use crate::tls::BenchPki;
 
 /// How long a started process may take to accept connections.
 pub const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -179,13 +183,54 @@ pub fn start_bench_echo(dir: &Path) -> Result<Peer, PeerError> {
     spawn("bench-echo", &exe, &args, addr, dir)
 }
 
-/// c-icap with its built-in `echo` service, keep-alive without limit, run
-/// as the current user, files in `dir`.
-pub fn start_cicap(dir: &Path) -> Result<Peer, PeerError> {
+/// [`start_bench_echo`] over TLS, presenting the run's certificate.
+pub fn start_bench_echo_tls(dir: &Path, pki: &BenchPki) -> Result<Peer, PeerError> {
     let addr = free_port().map_err(|source| PeerError::Spawn {
         program: "bind".into(),
         source,
     })?;
+    let exe = std::env::current_exe().map_err(|source| PeerError::Spawn {
+        program: "sidebyside (own path)".into(),
+        source,
+    })?;
+    let args = vec![
+        "echo-server".to_owned(),
+        addr.to_string(),
+        "--tls-cert".to_owned(),
+        pki.cert.display().to_string(),
+        "--tls-key".to_owned(),
+        pki.key.display().to_string(),
+    ];
+    spawn("bench-echo", &exe, &args, addr, dir)
+}
+
+/// c-icap with its built-in `echo` service, keep-alive without limit, run
+/// as the current user, files in `dir`.
+pub fn start_cicap(dir: &Path) -> Result<Peer, PeerError> {
+    start_cicap_with(dir, None)
+}
+
+/// [`start_cicap`] with a `TlsPort` presenting the run's certificate: the
+/// [`Peer`]'s address is the TLS one.
+pub fn start_cicap_tls(dir: &Path, pki: &BenchPki) -> Result<Peer, PeerError> {
+    start_cicap_with(dir, Some(pki))
+}
+
+fn start_cicap_with(dir: &Path, tls: Option<&BenchPki>) -> Result<Peer, PeerError> {
+    let addr = free_port().map_err(|source| PeerError::Spawn {
+        program: "bind".into(),
+        source,
+    })?;
+    let tls_port = match tls {
+        Some(pki) => {
+            let at = free_port().map_err(|source| PeerError::Spawn {
+                program: "bind".into(),
+                source,
+            })?;
+            Some((at, pki))
+        }
+        None => None,
+    };
     let base =
         fs::read_to_string("/etc/c-icap/c-icap.conf").map_err(|source| PeerError::Spawn {
             program: "c-icap (/etc/c-icap/c-icap.conf)".into(),
@@ -211,6 +256,13 @@ pub fn start_cicap(dir: &Path) -> Result<Peer, PeerError> {
         conf.push_str(&replaced);
         conf.push('\n');
     }
+    if let Some((at, pki)) = tls_port {
+        conf.push_str(&format!(
+            "TlsPort {at} cert={} key={}\n",
+            pki.cert.display(),
+            pki.key.display()
+        ));
+    }
     let path = dir.join("c-icap.conf");
     write_file(&path, &conf)?;
     let args = vec![
@@ -219,7 +271,8 @@ pub fn start_cicap(dir: &Path) -> Result<Peer, PeerError> {
         "-N".to_owned(),
         "-D".to_owned(),
     ];
-    spawn("c-icap", Path::new("c-icap"), &args, addr, dir)
+    let listen = tls_port.map_or(addr, |(at, _)| at);
+    spawn("c-icap", Path::new("c-icap"), &args, listen, dir)
 }
 
 /// `icaptap proxy` (the release binary) in front of `upstream`; with
@@ -305,6 +358,71 @@ pub fn start_haproxy(upstream: SocketAddr, dir: &Path) -> Result<Peer, PeerError
     })?;
     let conf = format!(
         "global\n    maxconn 8000\n\ndefaults\n    mode tcp\n    timeout connect 5s\n    timeout client 10m\n    timeout server 10m\n\nfrontend icap\n    bind {addr}\n    default_backend sensor\n\nbackend sensor\n    server sensor {upstream}\n"
+    );
+    let path = dir.join("haproxy.cfg");
+    write_file(&path, &conf)?;
+    let args = vec![
+        "-db".to_owned(),
+        "-f".to_owned(),
+        path.display().to_string(),
+    ];
+    spawn("haproxy", Path::new("haproxy"), &args, addr, dir)
+}
+
+/// icaptap over TLS on both legs in front of the TLS `upstream`: `--tls`
+/// with the run's certificate for the client, `--upstream-tls` trusting the
+/// run's CA; with `record` off it runs with `--no-pcap`, as
+/// [`start_icaptap`] does.
+pub fn start_icaptap_tls(
+    icaptap: &Path,
+    upstream: SocketAddr,
+    record: bool,
+    pki: &BenchPki,
+    dir: &Path,
+) -> Result<Peer, PeerError> {
+    let name = if record {
+        "icaptap-full"
+    } else {
+        "icaptap-no-pcap"
+    };
+    let out: PathBuf = dir.join(format!("{name}-out"));
+    let mut extra: Vec<String> = if record {
+        ["--rotate-size", "256M", "--keep", "2"]
+            .map(str::to_owned)
+            .to_vec()
+    } else {
+        vec!["--no-pcap".to_owned()]
+    };
+    extra.extend([
+        "--tls".to_owned(),
+        "--tls-cert".to_owned(),
+        pki.cert.display().to_string(),
+        "--tls-key".to_owned(),
+        pki.key.display().to_string(),
+        "--upstream-tls".to_owned(),
+        "--upstream-tls-ca".to_owned(),
+        pki.ca.display().to_string(),
+    ]);
+    start_icaptap_with(name, icaptap, upstream, &out, &extra, dir)
+}
+
+/// HAProxy in `mode tcp` terminating TLS from the client (`bind ... ssl
+/// crt`) and re-originating it to the TLS `upstream` (`server ... ssl`),
+/// verifying the upstream's certificate against the run's CA as icaptap
+/// does; otherwise as [`start_haproxy`].
+pub fn start_haproxy_tls(
+    upstream: SocketAddr,
+    pki: &BenchPki,
+    dir: &Path,
+) -> Result<Peer, PeerError> {
+    let addr = free_port().map_err(|source| PeerError::Spawn {
+        program: "bind".into(),
+        source,
+    })?;
+    let conf = format!(
+        "global\n    maxconn 8000\n\ndefaults\n    mode tcp\n    timeout connect 5s\n    timeout client 10m\n    timeout server 10m\n\nfrontend icap\n    bind {addr} ssl crt {}\n    default_backend sensor\n\nbackend sensor\n    server sensor {upstream} ssl verify required ca-file {}\n",
+        pki.bundle.display(),
+        pki.ca.display()
     );
     let path = dir.join("haproxy.cfg");
     write_file(&path, &conf)?;

@@ -284,7 +284,11 @@ impl ServerResults {
             ),
             (
                 "RESPMOD 1 MiB x 8 conns, bytes/s",
-                |c| Some(c.throughput.bytes_per_second),
+                // Left out when not measured (c-icap over TLS).
+                |c| {
+                    (!c.throughput.rounds_bytes_per_second.is_empty())
+                        .then_some(c.throughput.bytes_per_second)
+                },
                 rate,
             ),
             (
@@ -524,6 +528,10 @@ impl Results {
                 "Server refusals (`400` + `Connection: close`, not timed, connection renewed): {}.\n",
                 refusals.join(", ")
             );
+        }
+        // The TLS section checks no targets (issue 9's are for plain ICAP).
+        if self.targets.is_empty() && self.settings.contains_key("mode") {
+            return t;
         }
         let _ = writeln!(
             t,

@@ -6,11 +6,20 @@
 //! configuration (A B C A B C ...), so that drift of a shared, noisy machine
 //! falls on all of them alike. Results: `target/sidebyside/results.{json,md}`.
 //!
+//! With `--tls` it measures ICAP over TLS instead: the same servers behind
+//! TLS (c-icap's `TlsPort`, the echo server behind rustls), the bench client
+//! speaking TLS on keep-alive connections, and as the paths direct TLS,
+//! icaptap with `--tls` and `--upstream-tls` (full recording and
+//! `--no-pcap`), and HAProxy terminating and re-originating TLS (`bind ...
+//! ssl crt`, `server ... ssl`), with certificates the run makes. Results:
+//! `target/sidebyside/tls/results.{json,md}`.
+//!
 //! Run: `cargo run --release -p icaptap-benches --bin sidebyside` (see
 //! docs/performance.md). `sidebyside echo-server ADDR` is the echo server
 //! process the harness starts.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -18,7 +27,9 @@ use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use hdrhistogram::Histogram;
-use icaptap_benches::client::{options_request, respmod_request};
+use icaptap_benches::client::{
+    options_request, respmod_request, BenchConnection, Endpoint, TlsDial,
+};
 use icaptap_benches::host::{self, load_average, machine, target_dir, utc_now, workspace_root};
 use icaptap_benches::measure::{self, MeasureError, ThroughputRun};
 use icaptap_benches::peers::{self, Peer, PeerError};
@@ -26,6 +37,7 @@ use icaptap_benches::report::{
     self, ConfigResults, LatencyFigures, MemoryFigures, Results, ServerResults, StretchFigure,
     ThroughputFigures,
 };
+use icaptap_benches::tls::BenchPki;
 
 /// Body of the latency RESPMOD.
 const SMALL_BODY: usize = 4 * 1024;
@@ -83,9 +95,20 @@ struct Args {
     /// full recording next to the current one, as `icaptap-full-before`.
     #[arg(long)]
     before: Option<PathBuf>,
-    /// Where results go (default: target/sidebyside).
+    /// Where results go (default: target/sidebyside, with --tls
+    /// target/sidebyside/tls).
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Measure ICAP over TLS instead: direct TLS, icaptap with --tls and
+    /// --upstream-tls, HAProxy terminating and re-originating TLS (no
+    /// socat, memory or c-icap-stretch figures).
+    #[arg(long)]
+    tls: bool,
+    /// With --tls: keep the run's files (certificates, configurations, the
+    /// peers' logs, icaptap's run directories) in DIR instead of a
+    /// temporary directory.
+    #[arg(long, value_name = "DIR", requires = "tls")]
+    keep_files: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -112,6 +135,12 @@ enum Mode {
     EchoServer {
         /// Listen address.
         addr: SocketAddr,
+        /// Serve over TLS with this certificate chain (PEM).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// The private key of --tls-cert (PEM).
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
     },
 }
 
@@ -133,8 +162,18 @@ enum HarnessError {
 
 fn main() -> ExitCode {
     let args = Args::parse();
-    if let Some(Mode::EchoServer { addr }) = args.mode {
-        return match icaptap_benches::echo::run_echo_server(addr) {
+    if let Some(Mode::EchoServer {
+        addr,
+        tls_cert,
+        tls_key,
+    }) = &args.mode
+    {
+        let addr = *addr;
+        let served = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => icaptap_benches::echo::run_echo_server_tls(addr, cert, key),
+            _ => icaptap_benches::echo::run_echo_server(addr),
+        };
+        return match served {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("bench echo server on {addr}: {e}");
@@ -225,7 +264,19 @@ fn icaptap_binary(args: &Args) -> Result<PathBuf, HarnessError> {
 struct Route {
     name: String,
     addr: SocketAddr,
+    /// How the client speaks TLS to `addr`, in the TLS section.
+    tls: Option<TlsDial>,
     proxy: Option<Peer>,
+}
+
+impl Route {
+    /// Where the bench client connects.
+    fn endpoint(&self) -> Endpoint {
+        Endpoint {
+            addr: self.addr,
+            tls: self.tls.clone(),
+        }
+    }
 }
 
 fn start_paths(
@@ -238,6 +289,7 @@ fn start_paths(
     let mut paths = vec![Route {
         name: report::DIRECT.to_owned(),
         addr: up,
+        tls: None,
         proxy: None,
     }];
     for proxy in [
@@ -255,6 +307,7 @@ fn start_paths(
         paths.push(Route {
             name: proxy.name.clone(),
             addr: proxy.addr,
+            tls: None,
             proxy: Some(proxy),
         });
     }
@@ -264,6 +317,9 @@ fn start_paths(
 fn run(args: &Args) -> Result<(), HarnessError> {
     ensure_tools(!args.no_install)?;
     let icaptap = icaptap_binary(args)?;
+    if args.tls {
+        return run_tls(args, &icaptap);
+    }
     let out = args
         .out
         .clone()
@@ -315,7 +371,7 @@ fn run(args: &Args) -> Result<(), HarnessError> {
         };
         eprintln!("sidebyside: server {name} on {}", server.addr);
         let paths = start_paths(&icaptap, args.before.as_deref(), &server, &dir)?;
-        let mut table = match runtime.block_on(compare(args, name, &server, &paths)) {
+        let mut table = match runtime.block_on(compare(args, name, &server, &paths, true)) {
             Ok(table) => table,
             Err(e) => {
                 // One server failing must not lose the other's figures.
@@ -355,6 +411,130 @@ fn run(args: &Args) -> Result<(), HarnessError> {
         results.write(&out).map_err(HarnessError::Write)?;
     }
     results.criterion = report::read_criterion(&target_dir().join("criterion"));
+    results.machine.load_after = load_average();
+    results.write(&out).map_err(HarnessError::Write)?;
+    println!("{}", results.markdown());
+    eprintln!("sidebyside: results in {}", out.display());
+    Ok(())
+}
+
+/// The TLS section: every server behind TLS, each TLS path in front of it,
+/// the same latency and throughput figures as the plain section.
+fn run_tls(args: &Args, icaptap: &Path) -> Result<(), HarnessError> {
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| target_dir().join("sidebyside").join("tls"));
+    let temporary;
+    let work: &Path = match &args.keep_files {
+        Some(dir) => dir,
+        None => {
+            temporary = tempfile::tempdir()
+                .map_err(|e| HarnessError::Setup(format!("temporary directory: {e}")))?;
+            temporary.path()
+        }
+    };
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| HarnessError::Setup(format!("tokio runtime: {e}")))?;
+    let pki = BenchPki::make(&work.join("pki")).map_err(|e| HarnessError::Setup(e.to_string()))?;
+    let dial = pki
+        .client()
+        .map_err(|e| HarnessError::Setup(e.to_string()))?;
+    let mut results = Results {
+        date: utc_now(),
+        machine: machine(),
+        ..Results::default()
+    };
+    for (k, v) in [
+        ("mode", "ICAP over TLS".to_owned()),
+        ("rounds", args.rounds.to_string()),
+        (
+            "latency_requests_per_round",
+            args.latency_requests.to_string(),
+        ),
+        (
+            "throughput_seconds_per_round",
+            args.throughput_seconds.to_string(),
+        ),
+        ("throughput_connections", THROUGHPUT_CONNECTIONS.to_string()),
+    ] {
+        results.settings.insert(k.to_owned(), v);
+    }
+    let mut servers: Vec<&str> = Vec::new();
+    if !args.no_bench_echo {
+        servers.push("bench-echo");
+    }
+    if !args.no_cicap {
+        servers.push("c-icap");
+    }
+    for name in servers {
+        let label = format!("{name} over TLS");
+        let dir = work.join(name);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| HarnessError::Setup(format!("{}: {e}", dir.display())))?;
+        let server = if name == "c-icap" {
+            peers::start_cicap_tls(&dir, &pki)?
+        } else {
+            peers::start_bench_echo_tls(&dir, &pki)?
+        };
+        eprintln!("sidebyside: server {label} on {}", server.addr);
+        let up = server.addr;
+        let mut paths = vec![Route {
+            name: report::DIRECT.to_owned(),
+            addr: up,
+            tls: Some(dial.clone()),
+            proxy: None,
+        }];
+        for proxy in [
+            peers::start_icaptap_tls(icaptap, up, true, &pki, &dir)?,
+            peers::start_icaptap_tls(icaptap, up, false, &pki, &dir)?,
+            peers::start_haproxy_tls(up, &pki, &dir)?,
+        ] {
+            paths.push(Route {
+                name: proxy.name.clone(),
+                addr: proxy.addr,
+                tls: Some(dial.clone()),
+                proxy: Some(proxy),
+            });
+        }
+        // What the client leg negotiates on each path, for the report.
+        let mut negotiated: BTreeMap<String, Vec<&str>> = BTreeMap::new();
+        for path in &paths {
+            let tls = runtime
+                .block_on(BenchConnection::open(&path.endpoint()))
+                .map(|c| c.tls().unwrap_or("plain").to_owned())
+                .map_err(|e| HarnessError::Setup(format!("{label} via {}: {e}", path.name)))?;
+            negotiated.entry(tls).or_default().push(&path.name);
+        }
+        let seen: Vec<String> = negotiated
+            .iter()
+            .map(|(tls, paths)| format!("{tls} ({})", paths.join(" ")))
+            .collect();
+        results
+            .settings
+            .insert(format!("client_tls_{name}"), seen.join("; "));
+        // c-icap 0.5.10's TlsPort closes connections in the middle of 1 MiB
+        // answers under the throughput load (direct as well as through every
+        // proxy): the throughput figure is the bench echo server's only.
+        let with_throughput = name != "c-icap";
+        if !with_throughput {
+            results.settings.insert(
+                "throughput_c-icap".to_owned(),
+                "not measured (c-icap's TlsPort closes connections mid-answer under 8 x 1 MiB)"
+                    .to_owned(),
+            );
+        }
+        match runtime.block_on(compare(args, &label, &server, &paths, with_throughput)) {
+            Ok(table) => results.servers.push(table),
+            Err(e) => {
+                eprintln!("sidebyside: {label} left out: {e}");
+                results.failures.push(format!("{label}: {e}"));
+            }
+        }
+        results.write(&out).map_err(HarnessError::Write)?;
+    }
     results.machine.load_after = load_average();
     results.write(&out).map_err(HarnessError::Write)?;
     println!("{}", results.markdown());
@@ -406,12 +586,14 @@ fn pin(pids: &[u32], cpus: &str) -> Result<(), HarnessError> {
     Ok(())
 }
 
-/// Latency and throughput of every path, alternating paths in each round.
+/// Latency and throughput (unless `with_throughput` is off) of every path,
+/// alternating paths in each round.
 async fn compare(
     args: &Args,
     server_name: &str,
     server_peer: &Peer,
     paths: &[Route],
+    with_throughput: bool,
 ) -> Result<ServerResults, HarnessError> {
     let server = server_peer.addr;
     // Every process of the measurement: this client, the server, the proxies.
@@ -459,9 +641,15 @@ async fn compare(
     // Warm-up: connections, caches, c-icap's threads.
     for path in paths {
         let mut scratch = new_hist()?;
-        measure::latency(path.addr, &small, SMALL_BODY as u64, 200, &mut scratch)
-            .await
-            .map_err(fail(path))?;
+        measure::latency(
+            path.endpoint(),
+            &small,
+            SMALL_BODY as u64,
+            200,
+            &mut scratch,
+        )
+        .await
+        .map_err(fail(path))?;
     }
     let seconds = Duration::from_secs_f64(args.throughput_seconds);
     // Rotating the order each round: no path always runs right after the
@@ -491,7 +679,7 @@ async fn compare(
             for (figure, request, body) in [(OPTIONS, &options, 0), (SMALL, &small, SMALL_BODY)] {
                 for &i in &order {
                     refused[i][figure] += measure::latency(
-                        paths[i].addr,
+                        paths[i].endpoint(),
                         request,
                         body as u64,
                         args.latency_requests,
@@ -510,12 +698,13 @@ async fn compare(
             started.elapsed().as_secs_f64()
         );
     }
-    for round in 0..args.rounds {
+    let throughput_rounds = if with_throughput { args.rounds } else { 0 };
+    for round in 0..throughput_rounds {
         let started = Instant::now();
         for i in order_of(round) {
             let pid = paths[i].proxy.as_ref().map(Peer::pid);
             let run = measure::throughput(
-                paths[i].addr,
+                paths[i].endpoint(),
                 &large,
                 LARGE_BODY as u64,
                 THROUGHPUT_CONNECTIONS,
@@ -615,16 +804,19 @@ fn paths_for_stretch(
         Route {
             name: report::DIRECT.to_owned(),
             addr: server.addr,
+            tls: None,
             proxy: None,
         },
         Route {
             name: full.name.clone(),
             addr: full.addr,
+            tls: None,
             proxy: Some(full),
         },
         Route {
             name: haproxy.name.clone(),
             addr: haproxy.addr,
+            tls: None,
             proxy: Some(haproxy),
         },
     ])
