@@ -1,6 +1,8 @@
 //! The TLS flags of `icaptap proxy` and the [`TlsSetup`] they make: files
 //! read and checked at start-up, so that a wrong path or a key that does
-//! not match its certificate stops icaptap before it listens.
+//! not match its certificate stops icaptap before it listens. The two
+//! configurations themselves ([`tls_server`], [`tls_client`]) are shared
+//! with the toolkit's mock sensor, client and check.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
