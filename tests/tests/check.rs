@@ -6,7 +6,9 @@
 //! cannot be reached (refused, or not accepting) makes every case an error,
 //! exit status 2, never a pass or a fail. The same suite against
 //! e2guardian (its ICAP content scanner as the vendor) gives the results
-//! docs/toolkit.md records.
+//! docs/toolkit.md records. With `[sensor] tls = true` the same suite
+//! passes against Squid's `icaps://` services trusting the certificate the
+//! check generated.
 
 use std::net::SocketAddr;
 use std::process::Command;
@@ -24,16 +26,26 @@ fn default_suite_through_squid(bypass: bool) -> Option<(CheckReport, String)> {
 }
 
 /// Runs `suite` with Squid in front; returns the report and the JUnit XML.
-fn suite_through_squid(mut suite: Suite, bypass: bool) -> Option<(CheckReport, String)> {
+fn suite_through_squid(suite: Suite, bypass: bool) -> Option<(CheckReport, String)> {
+    suite_through_squid_at(suite, bypass, None).map(|(report, xml, _)| (report, xml))
+}
+
+/// [`suite_through_squid`], keeping the check's output in `keep` when
+/// given; also returns the output directory.
+fn suite_through_squid_at(
+    mut suite: Suite,
+    bypass: bool,
+    keep: Option<&std::path::Path>,
+) -> Option<(CheckReport, String, std::path::PathBuf)> {
     if !have("squid") {
         eprintln!("squid is not installed (.ci/run installs it); skipping");
         return None;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let root = if std::env::var_os("ICAPTAP_KEEP").is_some() {
-        tmp.keep()
-    } else {
-        tmp.path().to_path_buf()
+    let root = match keep {
+        Some(dir) => dir.to_path_buf(),
+        None if std::env::var_os("ICAPTAP_KEEP").is_some() => tmp.keep(),
+        None => tmp.path().to_path_buf(),
     };
     suite.sensor.listen = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let rt = tokio::runtime::Runtime::new().unwrap();
@@ -42,21 +54,29 @@ fn suite_through_squid(mut suite: Suite, bypass: bool) -> Option<(CheckReport, S
         .unwrap();
     // Squid probes its services with OPTIONS at start-up: the check's
     // sensor is already listening.
-    let squid = Squid::start(
-        &root.join("squid"),
-        &SquidIcap {
-            icap: env.icap_listen(),
-            reqmod_service: suite.sensor.reqmod.clone(),
-            respmod_service: suite.sensor.respmod.clone(),
-            bypass,
-            preview_size: 1024,
-        },
-    );
+    let icap = SquidIcap {
+        icap: env.icap_listen(),
+        reqmod_service: suite.sensor.reqmod.clone(),
+        respmod_service: suite.sensor.respmod.clone(),
+        bypass,
+        preview_size: 1024,
+    };
+    let squid_dir = root.join("squid");
+    let squid = match env.tls_certificate() {
+        // Squid trusts the certificate the check wrote, as the check says.
+        Some((cert, _)) => {
+            std::fs::create_dir_all(&squid_dir).unwrap();
+            let cafile = squid_dir.join("icaptap-check-ca.pem");
+            std::fs::copy(&cert, &cafile).unwrap();
+            Squid::start_icaps(&squid_dir, &icap, &cafile)
+        }
+        None => Squid::start(&squid_dir, &icap),
+    };
     let report = rt.block_on(env.run(Some(squid.addr))).unwrap();
     eprintln!("bypass={bypass}:\n{report}");
     let xml = junit_xml(&report);
     drop(squid);
-    Some((report, xml))
+    Some((report, xml, root.join("run")))
 }
 
 fn case<'a>(report: &'a CheckReport, id: &str) -> &'a icaptap::toolkit::check::CaseResult {
@@ -91,6 +111,45 @@ fn squid_without_bypass_blocks_eicar_and_fails_closed() {
     assert!(case(&report, "preview-honoured").passed, "{report}");
     assert!(report.passed(), "{report}");
     assert!(xml.contains("name=\"infected download blocked\""), "{xml}");
+}
+
+#[test]
+fn squid_icaps_passes_the_default_suite_over_tls() {
+    let mut suite = Suite::default_suite().unwrap();
+    suite.sensor.tls = true;
+    let tmp = tempfile::tempdir().unwrap();
+    let Some((report, _, out)) = suite_through_squid_at(suite, false, Some(tmp.path())) else {
+        return;
+    };
+    assert_eicar_blocked_on_the_verdict(&report);
+    let down = case(&report, "sensor-down");
+    assert!(down.detail.contains("fail-closed as expected"), "{report}");
+    assert!(report.passed(), "{report}");
+    // The check told how to configure and trust it.
+    let setup = &report.vendor_setup;
+    assert!(setup.contains("RESPMOD icaps://"), "{setup}");
+    assert!(setup.contains("icaptap-tls-cert.pem"), "{setup}");
+    assert!(setup.contains("tls-cafile="), "{setup}");
+    // Every exchange came over TLS, before and after the sensor-down
+    // restart (the same certificate throughout: Squid trusted only it).
+    // (max-connections passes on the peak alone: its downloads must have
+    // come through the restarted icaptap, too.)
+    let most = case(&report, "max-connections");
+    assert!(
+        most.detail.contains("24 of 24 downloads intact"),
+        "{report}"
+    );
+    for dir in [out.clone(), out.join("after-sensor-down-1")] {
+        let text = std::fs::read_to_string(dir.join("exchanges.jsonl")).unwrap();
+        let mut respmod = 0;
+        for line in text.lines() {
+            let x: icaptap::output::records::ExchangeRecord = serde_json::from_str(line).unwrap();
+            let tls = x.tls.as_ref().expect("a check exchange over TLS says so");
+            assert!(tls.client.is_some() && tls.sensor.is_none(), "{tls:?}");
+            respmod += usize::from(x.method.as_deref() == Some("RESPMOD"));
+        }
+        assert!(respmod > 0, "{}: no RESPMOD over TLS", dir.display());
+    }
 }
 
 #[test]

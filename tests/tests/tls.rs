@@ -18,9 +18,10 @@
 
 mod peers;
 mod record_common;
+mod tls_support;
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -29,6 +30,7 @@ use icaptap::forward::ForwardConfig;
 use icaptap::jobs::proxy::{start, ProxyPlan};
 use icaptap::output::records::{ConnectionRecord, ExchangeRecord};
 use peers::*;
+use tls_support::{cicap_tls, Pki};
 
 fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Vec<T> {
     std::fs::read_to_string(path)
@@ -37,74 +39,6 @@ fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Vec<T> {
         .filter(|l| !l.trim().is_empty())
         .map(|l| serde_json::from_str(l).unwrap())
         .collect()
-}
-
-/// The test's PKI: a CA, and sensor certificates it signed.
-struct Pki {
-    ca: PathBuf,
-    /// Valid for `localhost` and `127.0.0.1`.
-    good: (PathBuf, PathBuf),
-    /// The same names, expired a day ago.
-    expired: (PathBuf, PathBuf),
-}
-
-impl Pki {
-    fn make(dir: &Path) -> Pki {
-        std::fs::create_dir_all(dir).unwrap();
-        let ca_key = rcgen::KeyPair::generate().unwrap();
-        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-        ca.distinguished_name
-            .push(rcgen::DnType::CommonName, "icaptap test CA");
-        let ca_cert = ca.self_signed(&ca_key).unwrap();
-        let write = |name: &str, text: String| {
-            let p = dir.join(name);
-            std::fs::write(&p, text).unwrap();
-            p
-        };
-        let leaf = |name: &str, expired: bool| {
-            let key = rcgen::KeyPair::generate().unwrap();
-            let mut p = rcgen::CertificateParams::new(vec![
-                "localhost".to_string(),
-                "127.0.0.1".to_string(),
-            ])
-            .unwrap();
-            p.distinguished_name.push(
-                rcgen::DnType::CommonName,
-                format!("c-icap test sensor {name}"),
-            );
-            let now = time::OffsetDateTime::now_utc();
-            if expired {
-                p.not_before = now - time::Duration::days(30);
-                p.not_after = now - time::Duration::days(1);
-            }
-            let cert = p.signed_by(&key, &ca_cert, &ca_key).unwrap();
-            (
-                write(&format!("{name}.pem"), cert.pem()),
-                write(&format!("{name}.key"), key.serialize_pem()),
-            )
-        };
-        Pki {
-            ca: write("ca.pem", ca_cert.pem()),
-            good: leaf("good", false),
-            expired: leaf("expired", true),
-        }
-    }
-}
-
-/// c-icap with its echo service on a plain port and on a TLS port with
-/// `cert`; returns it and the TLS address.
-fn cicap_tls(dir: &Path, cert: &(PathBuf, PathBuf)) -> (CIcap, SocketAddr) {
-    let port = free_port();
-    let extra = format!(
-        "TlsPort 127.0.0.1:{port} cert={} key={}\n",
-        cert.0.display(),
-        cert.1.display()
-    );
-    let cicap = CIcap::start(dir, &extra);
-    let tls: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    wait_listening(tls, "c-icap's TlsPort");
-    (cicap, tls)
 }
 
 /// A running icaptap with `tls` flags, recording into `out`.

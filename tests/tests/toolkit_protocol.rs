@@ -113,6 +113,7 @@ async fn keep_alive_load_reuses_connections_and_counts_statuses() {
         stop: LoadStop::Count(300),
         rate: None,
         timeout: TIMEOUT,
+        tls: None,
     })
     .await
     .unwrap();
@@ -137,6 +138,7 @@ async fn keep_alive_load_reuses_connections_and_counts_statuses() {
         stop: LoadStop::Count(10),
         rate: None,
         timeout: TIMEOUT,
+        tls: None,
     })
     .await
     .unwrap();
@@ -149,6 +151,7 @@ async fn keep_alive_load_reuses_connections_and_counts_statuses() {
         stop: LoadStop::Count(4),
         rate: None,
         timeout: TIMEOUT,
+        tls: None,
     })
     .await
     .unwrap();
@@ -168,6 +171,7 @@ async fn rate_limited_load_spreads_requests_over_time() {
         stop: LoadStop::Count(10),
         rate: Some(50.0),
         timeout: TIMEOUT,
+        tls: None,
     })
     .await
     .unwrap();
@@ -237,6 +241,7 @@ async fn load_latency_includes_the_sensors_delay() {
         stop: LoadStop::Count(2),
         rate: None,
         timeout: TIMEOUT,
+        tls: None,
     })
     .await
     .unwrap();

@@ -112,6 +112,9 @@ pub enum CheckError {
     /// The async runtime could not start.
     #[error("cannot start the async runtime for the check: {0}")]
     Runtime(std::io::Error),
+    /// The suite's TLS (`sensor.tls`) cannot be set up.
+    #[error("the check's TLS (sensor.tls): {0}")]
+    Tls(Box<crate::forward::tls::TlsSetupError>),
 }
 
 impl From<SuiteError> for CheckError {

@@ -5,7 +5,8 @@
 //! requests over keep-alive connections (see [`load`]). The verdict
 //! is the observer's (`observe::verdict::classify` on the correlated
 //! exchange), so the client and the proxy never disagree on what an answer
-//! means.
+//! means. With `--tls` it speaks ICAP over TLS, verifying the sensor's
+//! certificate with the proxy's own TLS client (`forward::tls`).
 
 mod exchange;
 pub mod load;
@@ -15,12 +16,13 @@ use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use icap_codec::{EntityKind, Headers, ResponseHead, Severity, Side};
 
-pub use exchange::{Answer, ClientError, IcapConnection, MAX_KEPT_BODY};
+pub use exchange::{tls_code, Answer, ClientError, IcapConnection, MAX_KEPT_BODY};
 pub use request::{build_request, BuiltRequest, IcapMethod, IcapTarget, RequestSpec, ICAP_PORT};
 
 use load::{run_load, LoadConfig, LoadStop};
@@ -30,6 +32,8 @@ use crate::observe::verdict::{block_reason, threat_names};
 use crate::output::terminal::{notice, say, sayln};
 
 use super::sample::Sample;
+use crate::forward::tls::{tls_client, ClientFlags, TlsClientOptions, TlsUpstream};
+use crate::tap::TlsLeg;
 use crate::units::parse_duration;
 
 /// Exit status when the sensor answered with an ICAP error.
@@ -41,7 +45,8 @@ pub const EXIT_NO_ANSWER: u8 = 2;
 /// `icaptap client`: one request, or load mode.
 #[derive(Debug, clap::Args)]
 pub struct ClientArgs {
-    /// The service, e.g. icap://127.0.0.1:1344/av/respmod.
+    /// The service, e.g. icap://127.0.0.1:1344/av/respmod (icaps://HOST/...:
+    /// ICAP over TLS, as --tls, port 11344 unless given).
     pub uri: String,
     /// The ICAP method.
     #[arg(long, value_enum, default_value_t = IcapMethod::Respmod)]
@@ -88,6 +93,91 @@ pub struct ClientArgs {
     /// fast as answers come).
     #[arg(long)]
     pub rate: Option<f64>,
+    /// ICAP over TLS (ICAPS, usually port 11344): the sensor's certificate
+    /// is verified against --tls-ca, or the system's trust store.
+    #[command(flatten)]
+    pub tls: ClientTlsArgs,
+}
+
+/// The TLS options of `icaptap client`.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct ClientTlsArgs {
+    /// Speak ICAP over TLS to the sensor.
+    #[arg(long)]
+    pub tls: bool,
+    /// CA certificates (PEM) the sensor's certificate must chain to
+    /// (default: the system's trust store); for a certificate icaptap
+    /// generated, its PEM file.
+    #[arg(long, value_name = "FILE")]
+    pub tls_ca: Option<PathBuf>,
+    /// The name to ask the sensor for (SNI) and to verify its certificate
+    /// against (default: the host of the URI).
+    #[arg(long, value_name = "NAME")]
+    pub tls_name: Option<String>,
+    /// Do not verify the sensor's certificate (a lab sensor); said on the
+    /// console.
+    #[arg(long)]
+    pub tls_insecure: bool,
+}
+
+/// The client's flags, named in TLS errors.
+pub const CLIENT_TLS_FLAGS: ClientFlags = ClientFlags {
+    ca: "--tls-ca",
+    name: "--tls-name",
+    insecure: "--tls-insecure",
+    identity: ("--tls-cert", "--tls-key"),
+};
+
+impl ClientTlsArgs {
+    /// The TLS client for `host` (the URI's), or `None` for plain ICAP; an
+    /// error names the flag to change.
+    pub fn connector(&self, host: &str) -> Result<Option<Arc<TlsUpstream>>, String> {
+        if !self.tls {
+            for (given, flag) in [
+                (self.tls_ca.is_some(), "--tls-ca"),
+                (self.tls_name.is_some(), "--tls-name"),
+                (self.tls_insecure, "--tls-insecure"),
+            ] {
+                if given {
+                    return Err(format!(
+                        "{flag} is given but --tls is not: add --tls, or leave {flag} out"
+                    ));
+                }
+            }
+            return Ok(None);
+        }
+        let options = TlsClientOptions {
+            ca: self.tls_ca.as_deref(),
+            name: self.tls_name.clone().unwrap_or_else(|| host.to_owned()),
+            insecure: self.tls_insecure,
+            identity: None,
+            keylog: None,
+            flags: CLIENT_TLS_FLAGS,
+        };
+        tls_client(options)
+            .map(|c| Some(Arc::new(c)))
+            .map_err(|e| e.to_string())
+    }
+}
+
+/// A TLS leg in one line: version, cipher, and the sensor's certificate.
+pub fn tls_line(leg: &TlsLeg) -> String {
+    let mut s = format!("TLS: {} {}", leg.version, leg.cipher);
+    if let Some(subject) = &leg.peer_subject {
+        s.push_str(&format!(", certificate {subject}"));
+    }
+    if let Some(issuer) = &leg.peer_issuer {
+        s.push_str(&format!(" issued by {issuer}"));
+    }
+    if let Some(until) = &leg.peer_not_after {
+        s.push_str(&format!(" until {until}"));
+    }
+    s.push_str(if leg.verified {
+        ", verified"
+    } else {
+        ", NOT verified (--tls-insecure)"
+    });
+    s
 }
 
 /// Resolves the target to a socket address.
@@ -114,9 +204,10 @@ pub async fn send_once(spec: &RequestSpec, timeout: Duration) -> Result<Answer, 
 }
 
 fn spec_from_args(args: &ClientArgs) -> Result<RequestSpec, String> {
-    let target = IcapTarget::parse(&args.uri).ok_or_else(|| {
+    let target = parse_target(&args.uri).ok_or_else(|| {
         format!(
-            "{:?} is not an ICAP URI like icap://127.0.0.1:1344/av/respmod",
+            "{:?} is not an ICAP URI like icap://127.0.0.1:1344/av/respmod \
+             (or icaps://127.0.0.1:11344/av/respmod for ICAP over TLS)",
             args.uri
         )
     })?;
@@ -157,6 +248,27 @@ fn spec_from_args(args: &ClientArgs) -> Result<RequestSpec, String> {
     })
 }
 
+/// The default port of ICAP over TLS (`icaps://` without a port).
+pub const ICAPS_PORT: u16 = 11344;
+
+/// `icap://...`, or `icaps://...` (ICAP over TLS, port 11344 unless given).
+fn parse_target(uri: &str) -> Option<IcapTarget> {
+    let Some(rest) = uri.strip_prefix("icaps://") else {
+        return IcapTarget::parse(uri);
+    };
+    let mut target = IcapTarget::parse(&format!("icap://{rest}"))?;
+    let authority = rest.split('/').next().unwrap_or(rest);
+    let has_port = if authority.starts_with('[') {
+        authority.contains("]:")
+    } else {
+        authority.contains(':')
+    };
+    if !has_port {
+        target.port = ICAPS_PORT;
+    }
+    Some(target)
+}
+
 /// Runs `icaptap client`.
 pub fn client_main(args: ClientArgs) -> ExitCode {
     let spec = match spec_from_args(&args) {
@@ -173,17 +285,37 @@ pub fn client_main(args: ClientArgs) -> ExitCode {
             return ExitCode::from(EXIT_NO_ANSWER);
         }
     };
+    let mut tls_args = args.tls.clone();
+    // An icaps:// URI is ICAP over TLS without saying --tls.
+    tls_args.tls |= args.uri.starts_with("icaps://");
+    let tls = match tls_args.connector(&spec.target.host) {
+        Ok(t) => t,
+        Err(e) => {
+            notice!(Error, "icaptap client: {e}");
+            return ExitCode::from(EXIT_NO_ANSWER);
+        }
+    };
+    if tls.as_ref().is_some_and(|t| !t.verify) {
+        notice!(
+            Warn,
+            "icaptap client: the sensor's TLS certificate is NOT verified (--tls-insecure)"
+        );
+    }
     let load = args.concurrency.is_some() || args.count.is_some() || args.duration.is_some();
     runtime.block_on(async {
         if load {
-            load_mode(&args, &spec).await
+            load_mode(&args, &spec, tls).await
         } else {
-            single(&args, &spec).await
+            single(&args, &spec, tls.as_deref()).await
         }
     })
 }
 
-async fn load_mode(args: &ClientArgs, spec: &RequestSpec) -> ExitCode {
+async fn load_mode(
+    args: &ClientArgs,
+    spec: &RequestSpec,
+    tls: Option<Arc<TlsUpstream>>,
+) -> ExitCode {
     let target = match resolve(&spec.target).await {
         Ok(a) => a,
         Err(e) => {
@@ -203,12 +335,18 @@ async fn load_mode(args: &ClientArgs, spec: &RequestSpec) -> ExitCode {
         stop,
         rate: args.rate,
         timeout: args.timeout,
+        tls,
     };
     sayln!(
-        "load: {} {} to {} ({} body bytes, preview {}), concurrency {}, {}{}",
+        "load: {} {} to {}{} ({} body bytes, preview {}), concurrency {}, {}{}",
         spec.method.as_str(),
         spec.url,
         spec.target.uri(),
+        if config.tls.is_some() {
+            " over TLS"
+        } else {
+            ""
+        },
         config.request.body_len,
         spec.preview.map_or("none".to_owned(), |n| n.to_string()),
         config.concurrency,
@@ -363,11 +501,12 @@ pub fn print_answer(out: &mut impl Write, answer: &Answer) -> std::io::Result<Ve
     Ok(verdict)
 }
 
-async fn single(args: &ClientArgs, spec: &RequestSpec) -> ExitCode {
+async fn single(args: &ClientArgs, spec: &RequestSpec, tls: Option<&TlsUpstream>) -> ExitCode {
     let req = build_request(spec);
     sayln!(
-        "ICAP server: {}, service {}, method {}, body {} bytes{}{}",
+        "ICAP server: {}{}, service {}, method {}, body {} bytes{}{}",
         spec.target.authority(),
+        if tls.is_some() { " (TLS)" } else { "" },
         spec.target.service,
         spec.method.as_str(),
         req.body_len,
@@ -378,7 +517,10 @@ async fn single(args: &ClientArgs, spec: &RequestSpec) -> ExitCode {
     let started = std::time::Instant::now();
     let result = async {
         let addr = resolve(&spec.target).await?;
-        let mut conn = IcapConnection::connect(addr, args.timeout).await?;
+        let mut conn = IcapConnection::connect_over(addr, tls, args.timeout).await?;
+        if let Some(leg) = conn.tls() {
+            sayln!("{}", tls_line(leg));
+        }
         conn.send(&req, args.timeout).await
     }
     .await;

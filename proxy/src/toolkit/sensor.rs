@@ -7,6 +7,10 @@
 //! served at once, a cancellation token stops the accept loop and every
 //! handler, and `run` waits for handlers to drain. Parsing is
 //! `icap_codec::Decoder`'s; this module only decides and answers.
+//!
+//! With `--tls` it serves ICAP over TLS through the proxy's own TLS server
+//! (`forward::tls`): a certificate given, or one it generates, prints the
+//! SHA-256 of and writes to a PEM file for the client to trust.
 
 mod answers;
 mod connection;
@@ -25,6 +29,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::scenario::{Scenario, ScenarioError, DEFAULT_SCENARIO};
+use crate::forward::tls::{tls_server, LegStream, TlsListen, TlsSetupError};
 use crate::output::terminal::{notice, sayln};
 
 pub use answers::reason_phrase;
@@ -35,6 +40,13 @@ const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Pause after a failed `accept` (e.g. out of file descriptors) so the loop
 /// does not spin while the condition lasts.
 const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
+
+/// Time a client has for its TLS handshake.
+const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where `icaptap sensor --tls` writes the certificate it generated, in
+/// the current directory, unless `--tls-cert-out` says otherwise.
+pub const SENSOR_CERT_FILE: &str = "icaptap-sensor-tls-cert.pem";
 
 /// Why the sensor could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -56,6 +68,17 @@ pub enum SensorError {
     /// The async runtime could not start.
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
+    /// The TLS options cannot be used.
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+    /// The generated certificate could not be written.
+    #[error("cannot write the sensor's generated TLS certificate to {path}: {source}; give another file with --tls-cert-out")]
+    TlsCertificate {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
 }
 
 /// Counters of what the sensor did, readable while it runs.
@@ -87,6 +110,7 @@ pub struct Sensor {
     addr: SocketAddr,
     scenario: Arc<Scenario>,
     stats: Arc<SensorStats>,
+    tls: Option<Arc<TlsListen>>,
 }
 
 impl Sensor {
@@ -101,7 +125,14 @@ impl Sensor {
             addr,
             scenario: Arc::new(scenario),
             stats: Arc::new(SensorStats::default()),
+            tls: None,
         })
+    }
+
+    /// Serves ICAP over TLS with `tls` (see `forward::tls::tls_server`).
+    pub fn with_tls(mut self, tls: Arc<TlsListen>) -> Sensor {
+        self.tls = Some(tls);
+        self
     }
 
     /// The address the sensor listens on.
@@ -143,7 +174,18 @@ impl Sensor {
             let scenario = Arc::clone(&self.scenario);
             let stats = Arc::clone(&self.stats);
             let token = shutdown.child_token();
+            let tls = self.tls.clone();
             handlers.spawn(async move {
+                let stream = match tls {
+                    None => LegStream::Plain(stream),
+                    Some(tls) => match tls.accept(stream, TLS_HANDSHAKE_TIMEOUT).await {
+                        Ok((stream, _)) => stream,
+                        Err(failed) => {
+                            tracing::warn!(%peer, error = %failed.error, "sensor: no TLS");
+                            return;
+                        }
+                    },
+                };
                 connection::serve(stream, peer, scenario, stats, token).await;
                 drop(permit);
             });
@@ -214,6 +256,59 @@ pub struct SensorArgs {
     /// Print the built-in scenario and exit.
     #[arg(long)]
     pub print_scenario: bool,
+    /// ICAP over TLS.
+    #[command(flatten)]
+    pub tls: SensorTlsArgs,
+}
+
+/// The TLS options of `icaptap sensor`: those of `icaptap proxy`'s client
+/// leg, and where a generated certificate goes.
+#[derive(Clone, Debug, Default, clap::Args)]
+pub struct SensorTlsArgs {
+    /// Serve ICAP over TLS (ICAPS), with --tls-cert/--tls-key or with a
+    /// certificate the sensor generates, prints the SHA-256 of, and writes
+    /// to --tls-cert-out for clients to trust.
+    #[arg(long)]
+    pub tls: bool,
+    /// The sensor's certificate chain (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of --tls-cert (PEM: PKCS#8, PKCS#1 or SEC1).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Names and addresses the generated certificate is valid for (repeat;
+    /// default: localhost, 127.0.0.1, ::1 and the --listen address).
+    #[arg(long = "tls-name", value_name = "NAME", value_delimiter = ',')]
+    pub tls_names: Vec<String>,
+    /// Where the generated certificate is written (PEM; the key stays in
+    /// memory).
+    #[arg(long, value_name = "FILE", default_value = SENSOR_CERT_FILE)]
+    pub tls_cert_out: PathBuf,
+}
+
+impl SensorTlsArgs {
+    /// The TLS server for a sensor on `listen`, or `None` for plain ICAP.
+    pub fn setup(&self, listen: std::net::IpAddr) -> Result<Option<TlsListen>, TlsSetupError> {
+        if !self.tls {
+            for (given, flag) in [
+                (self.tls_cert.is_some(), "--tls-cert"),
+                (!self.tls_names.is_empty(), "--tls-name"),
+            ] {
+                if given {
+                    return Err(TlsSetupError::NeedsFlag {
+                        flag,
+                        needs: "--tls",
+                    });
+                }
+            }
+            return Ok(None);
+        }
+        let identity = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+            _ => None,
+        };
+        tls_server(identity, self.tls_names.clone(), listen, None).map(Some)
+    }
 }
 
 /// Runs `icaptap sensor` until Ctrl-C.
@@ -243,9 +338,32 @@ fn run_standalone(args: SensorArgs) -> Result<(), SensorError> {
         None => Scenario::default_scenario()?,
     };
     let scenario_services: Vec<String> = scenario.services.iter().map(|s| s.path.clone()).collect();
+    let tls = args.tls.setup(args.listen.ip())?;
+    if let Some(cert) = tls.as_ref().and_then(|t| t.generated.as_ref()) {
+        let path = &args.tls.tls_cert_out;
+        std::fs::write(path, &cert.pem).map_err(|source| SensorError::TlsCertificate {
+            path: path.clone(),
+            source,
+        })?;
+    }
     let runtime = tokio::runtime::Runtime::new().map_err(SensorError::Runtime)?;
     runtime.block_on(async {
-        let sensor = Sensor::bind(args.listen, scenario).await?;
+        let mut sensor = Sensor::bind(args.listen, scenario).await?;
+        let scheme = if tls.is_some() { "icaps" } else { "icap" };
+        if let Some(tls) = tls {
+            match &tls.generated {
+                Some(cert) => sayln!(
+                    "TLS with a certificate the sensor generated for {} (SHA-256 {}), written to {}: \
+                     make the client trust it (icaptap client --tls --tls-ca FILE; icaptap proxy \
+                     --upstream-tls --upstream-tls-ca FILE; Squid: tls-cafile=FILE)",
+                    cert.names.join(", "),
+                    cert.sha256,
+                    args.tls.tls_cert_out.display()
+                ),
+                None => sayln!("TLS with --tls-cert"),
+            }
+            sensor = sensor.with_tls(Arc::new(tls));
+        }
         let addr = sensor.local_addr();
         let origin = args
             .scenario
@@ -254,7 +372,7 @@ fn run_standalone(args: SensorArgs) -> Result<(), SensorError> {
             .unwrap_or_else(|| "built-in".to_owned());
         let services: Vec<&str> = scenario_services.iter().map(String::as_str).collect();
         sayln!(
-            "icaptap sensor listening on icap://{addr}/ (services {}; scenario {origin}); Ctrl-C stops it",
+            "icaptap sensor listening on {scheme}://{addr}/ (services {}; scenario {origin}); Ctrl-C stops it",
             services.join(", ")
         );
         let token = CancellationToken::new();

@@ -1,6 +1,8 @@
 //! The TLS flags of `icaptap proxy` and the [`TlsSetup`] they make: files
 //! read and checked at start-up, so that a wrong path or a key that does
-//! not match its certificate stops icaptap before it listens.
+//! not match its certificate stops icaptap before it listens. The two
+//! configurations themselves ([`tls_server`], [`tls_client`]) are shared
+//! with the toolkit's mock sensor, client and check.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -126,15 +128,25 @@ pub enum TlsSetupError {
         /// The flag it needs.
         needs: &'static str,
     },
-    /// The sensor name is not a DNS name or an IP address.
-    #[error("--upstream-tls-name {0:?} is not a DNS name or an IP address")]
-    BadName(String),
+    /// The peer's name is not a DNS name or an IP address.
+    #[error("{flag} {name:?} is not a DNS name or an IP address")]
+    BadName {
+        /// The flag that gave it (or whose default it is).
+        flag: &'static str,
+        /// The name.
+        name: String,
+    },
     /// The certificate could not be generated.
     #[error("cannot generate icaptap's TLS certificate: {0}")]
     Generate(#[from] rcgen::Error),
     /// The system's trust store has no certificate.
-    #[error("the system's TLS trust store is empty or unreadable ({0}); give the sensor's CA with --upstream-tls-ca")]
-    NoSystemRoots(String),
+    #[error("the system's TLS trust store is empty or unreadable ({why}); give the sensor's CA with {flag}")]
+    NoSystemRoots {
+        /// The flag that gives a CA file instead.
+        flag: &'static str,
+        /// What loading the store said.
+        why: String,
+    },
     /// The key log file cannot be opened.
     #[error("--tls-keylog {path}: {source}")]
     KeyLog {
@@ -248,45 +260,11 @@ impl TlsArgs {
         listen: IpAddr,
         keylog: Option<Arc<dyn rustls::KeyLog>>,
     ) -> Result<TlsListen, TlsSetupError> {
-        let (certs, key, generated) = match (&self.tls_cert, &self.tls_key) {
-            (Some(cert), Some(key)) => (
-                read_certs("--tls-cert", cert)?,
-                read_key("--tls-key", key)?,
-                None,
-            ),
-            _ => {
-                let mut names = self.tls_names.clone();
-                if names.is_empty() {
-                    names = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
-                    if !listen.is_unspecified() && !names.contains(&listen.to_string()) {
-                        names.push(listen.to_string());
-                    }
-                }
-                let made = self_signed::generate(names)?;
-                let certs = vec![CertificateDer::from(made.der.clone())];
-                let key = PrivateKeyDer::Pkcs8(made.key_der.clone().into());
-                (certs, key, Some(made))
-            }
+        let identity = match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+            _ => None,
         };
-        let mut config = ServerConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|source| TlsSetupError::Rustls {
-                what: "TLS for the ICAP client",
-                source,
-            })?
-            .with_no_client_auth()
-            .with_single_cert(certs, key)
-            .map_err(|source| TlsSetupError::Rustls {
-                what: "--tls-cert and --tls-key",
-                source,
-            })?;
-        if let Some(keylog) = keylog {
-            config.key_log = keylog;
-        }
-        Ok(TlsListen {
-            acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
-            generated: generated.map(|g: GeneratedCert| g),
-        })
+        tls_server(identity, self.tls_names.clone(), listen, keylog)
     }
 
     fn upstream_side(
@@ -300,65 +278,203 @@ impl TlsArgs {
                 .trim_end_matches(']')
                 .to_owned()
         });
-        let server_name =
-            ServerName::try_from(name.clone()).map_err(|_| TlsSetupError::BadName(name.clone()))?;
-        let builder = ClientConfig::builder_with_provider(provider())
-            .with_safe_default_protocol_versions()
-            .map_err(|source| TlsSetupError::Rustls {
-                what: "TLS to the sensor",
-                source,
-            })?;
-        let verify = !self.upstream_tls_insecure;
-        let builder = if verify {
-            let mut roots = RootCertStore::empty();
-            match &self.upstream_tls_ca {
-                Some(path) => {
-                    for cert in read_certs("--upstream-tls-ca", path)? {
-                        roots.add(cert).map_err(|source| TlsSetupError::Rustls {
-                            what: "--upstream-tls-ca",
-                            source,
-                        })?;
-                    }
-                }
-                None => {
-                    let found = rustls_native_certs::load_native_certs();
-                    let (added, _) = roots.add_parsable_certificates(found.certs);
-                    if added == 0 {
-                        let why = found
-                            .errors
-                            .first()
-                            .map_or_else(|| "no certificates".to_owned(), ToString::to_string);
-                        return Err(TlsSetupError::NoSystemRoots(why));
-                    }
-                }
-            }
-            builder.with_root_certificates(roots)
-        } else {
-            builder
-                .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
+        let identity = match (&self.upstream_tls_cert, &self.upstream_tls_key) {
+            (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+            _ => None,
         };
-        let mut config = match (&self.upstream_tls_cert, &self.upstream_tls_key) {
-            (Some(cert), Some(key)) => builder
-                .with_client_auth_cert(
-                    read_certs("--upstream-tls-cert", cert)?,
-                    read_key("--upstream-tls-key", key)?,
-                )
-                .map_err(|source| TlsSetupError::Rustls {
-                    what: "--upstream-tls-cert and --upstream-tls-key",
-                    source,
-                })?,
-            _ => builder.with_no_client_auth(),
-        };
-        if let Some(keylog) = keylog {
-            config.key_log = keylog;
-        }
-        Ok(TlsUpstream {
-            connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
-            server_name,
-            verify,
+        tls_client(TlsClientOptions {
+            ca: self.upstream_tls_ca.as_deref(),
+            name,
+            insecure: self.upstream_tls_insecure,
+            identity,
+            keylog,
+            flags: UPSTREAM_FLAGS,
         })
     }
+}
+
+/// The flags of a TLS client's options, named in the errors that say what
+/// to do: the proxy's `--upstream-tls-*`, the client's `--tls-*`.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientFlags {
+    /// The CA file flag.
+    pub ca: &'static str,
+    /// The server name flag.
+    pub name: &'static str,
+    /// The flag that skips verification.
+    pub insecure: &'static str,
+    /// The client certificate and key flags.
+    pub identity: (&'static str, &'static str),
+}
+
+/// `icaptap proxy`'s flags for its sensor leg.
+pub const UPSTREAM_FLAGS: ClientFlags = ClientFlags {
+    ca: "--upstream-tls-ca",
+    name: "--upstream-tls-name",
+    insecure: "--upstream-tls-insecure",
+    identity: ("--upstream-tls-cert", "--upstream-tls-key"),
+};
+
+/// What a TLS client (icaptap to a sensor) is made of.
+#[derive(Default)]
+pub struct TlsClientOptions<'a> {
+    /// CA certificates the server's must chain to; the system's store
+    /// when `None`.
+    pub ca: Option<&'a Path>,
+    /// The server name asked for (SNI) and verified against.
+    pub name: String,
+    /// Accept any certificate.
+    pub insecure: bool,
+    /// A client certificate and its key.
+    pub identity: Option<(&'a Path, &'a Path)>,
+    /// Where TLS secrets are logged.
+    pub keylog: Option<Arc<dyn rustls::KeyLog>>,
+    /// The flags named in errors.
+    pub flags: ClientFlags,
+}
+
+impl Default for ClientFlags {
+    fn default() -> Self {
+        UPSTREAM_FLAGS
+    }
+}
+
+impl std::fmt::Debug for TlsClientOptions<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TlsClientOptions")
+            .field("ca", &self.ca)
+            .field("name", &self.name)
+            .field("insecure", &self.insecure)
+            .finish_non_exhaustive()
+    }
+}
+
+/// icaptap as a TLS server (the proxy's client leg, the mock sensor):
+/// with `identity` (certificate chain and key files), or with a
+/// certificate generated for `names` (default: localhost, 127.0.0.1, ::1
+/// and `listen` when it is a specific address).
+pub fn tls_server(
+    identity: Option<(&Path, &Path)>,
+    names: Vec<String>,
+    listen: IpAddr,
+    keylog: Option<Arc<dyn rustls::KeyLog>>,
+) -> Result<TlsListen, TlsSetupError> {
+    let (certs, key, generated) = match identity {
+        Some((cert, key)) => (
+            read_certs("--tls-cert", cert)?,
+            read_key("--tls-key", key)?,
+            None,
+        ),
+        None => {
+            let mut names = names;
+            if names.is_empty() {
+                names = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
+                if !listen.is_unspecified() && !names.contains(&listen.to_string()) {
+                    names.push(listen.to_string());
+                }
+            }
+            let made = self_signed::generate(names)?;
+            let certs = vec![CertificateDer::from(made.der.clone())];
+            let key = PrivateKeyDer::Pkcs8(made.key_der.clone().into());
+            (certs, key, Some(made))
+        }
+    };
+    let mut config = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|source| TlsSetupError::Rustls {
+            what: "TLS for the ICAP client",
+            source,
+        })?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|source| TlsSetupError::Rustls {
+            what: "--tls-cert and --tls-key",
+            source,
+        })?;
+    if let Some(keylog) = keylog {
+        config.key_log = keylog;
+    }
+    Ok(TlsListen {
+        acceptor: tokio_rustls::TlsAcceptor::from(Arc::new(config)),
+        generated: generated.map(|g: GeneratedCert| g),
+    })
+}
+
+/// icaptap as a TLS client of a sensor (the proxy's sensor leg, `icaptap
+/// client --tls`).
+pub fn tls_client(options: TlsClientOptions<'_>) -> Result<TlsUpstream, TlsSetupError> {
+    let TlsClientOptions {
+        ca,
+        name,
+        insecure,
+        identity,
+        keylog,
+        flags,
+    } = options;
+    let server_name = ServerName::try_from(name.clone()).map_err(|_| TlsSetupError::BadName {
+        flag: flags.name,
+        name: name.clone(),
+    })?;
+    let builder = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|source| TlsSetupError::Rustls {
+            what: "TLS to the sensor",
+            source,
+        })?;
+    let verify = !insecure;
+    let builder = if verify {
+        let mut roots = RootCertStore::empty();
+        match ca {
+            Some(path) => {
+                for cert in read_certs(flags.ca, path)? {
+                    roots.add(cert).map_err(|source| TlsSetupError::Rustls {
+                        what: flags.ca,
+                        source,
+                    })?;
+                }
+            }
+            None => {
+                let found = rustls_native_certs::load_native_certs();
+                let (added, _) = roots.add_parsable_certificates(found.certs);
+                if added == 0 {
+                    let why = found
+                        .errors
+                        .first()
+                        .map_or_else(|| "no certificates".to_owned(), ToString::to_string);
+                    return Err(TlsSetupError::NoSystemRoots {
+                        flag: flags.ca,
+                        why,
+                    });
+                }
+            }
+        }
+        builder.with_root_certificates(roots)
+    } else {
+        builder
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(NoVerification(provider())))
+    };
+    let mut config = match identity {
+        Some((cert, key)) => builder
+            .with_client_auth_cert(
+                read_certs(flags.identity.0, cert)?,
+                read_key(flags.identity.1, key)?,
+            )
+            .map_err(|source| TlsSetupError::Rustls {
+                what: "the client certificate and its key",
+                source,
+            })?,
+        None => builder.with_no_client_auth(),
+    };
+    if let Some(keylog) = keylog {
+        config.key_log = keylog;
+    }
+    Ok(TlsUpstream {
+        connector: tokio_rustls::TlsConnector::from(Arc::new(config)),
+        server_name,
+        verify,
+        flags,
+    })
 }
 
 /// `--upstream-tls-insecure`: every certificate is accepted; signatures

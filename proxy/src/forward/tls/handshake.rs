@@ -117,12 +117,14 @@ impl TlsUpstream {
                         reason(&e)
                     ),
                     TlsFailure::CertificateUntrusted => format!(
-                        "the sensor's TLS certificate is not trusted: {}; give its CA with --upstream-tls-ca",
-                        reason(&e)
+                        "the sensor's TLS certificate is not trusted: {}; give its CA with {}",
+                        reason(&e),
+                        self.flags.ca
                     ),
                     TlsFailure::CertificateNameMismatch => format!(
-                        "the sensor's TLS certificate is not valid for {name:?}: {}; give the name it is issued for with --upstream-tls-name",
-                        reason(&e)
+                        "the sensor's TLS certificate is not valid for {name:?}: {}; give the name it is issued for with {}",
+                        reason(&e),
+                        self.flags.name
                     ),
                     _ => format!("TLS handshake with the sensor failed: {}", reason(&e)),
                 };

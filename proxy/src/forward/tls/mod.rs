@@ -7,7 +7,9 @@
 //! sessions, so decoding, records and capture are those of plain ICAP; what
 //! each handshake settled travels as [`crate::tap::TlsFacts`].
 //!
-//! - [`args`]: the command-line flags, turned into a [`TlsSetup`];
+//! - [`args`]: the command-line flags, turned into a [`TlsSetup`]; the
+//!   same server and client configurations for the toolkit's mock sensor
+//!   (`icaptap sensor --tls`) and client (`icaptap client --tls`);
 //! - [`stream`]: [`LegStream`], a leg that is plain TCP or TLS over it;
 //! - [`handshake`]: accepting and connecting, with the facts and the
 //!   failure classes (`tls-*` anomalies);
@@ -27,7 +29,7 @@ pub mod stream;
 
 use std::sync::Arc;
 
-pub use args::{TlsArgs, TlsSetupError};
+pub use args::{tls_client, tls_server, ClientFlags, TlsArgs, TlsClientOptions, TlsSetupError};
 pub use self_signed::GeneratedCert;
 pub use stream::LegStream;
 
@@ -121,4 +123,6 @@ pub struct TlsUpstream {
     pub server_name: rustls_pki_types::ServerName<'static>,
     /// Whether the sensor's certificate is verified.
     pub verify: bool,
+    /// The flags a failed handshake's error tells the user to change.
+    flags: ClientFlags,
 }

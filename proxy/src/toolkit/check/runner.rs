@@ -18,6 +18,7 @@ use super::origin::{clean_path, file_for, Origin};
 use super::report::{CaseResult, CheckReport};
 use super::suite::{case_dir, Check, DownPolicy, Suite, URL_PREFIX};
 use super::CheckError;
+use crate::forward::tls::{self_signed::CERT_FILE, tls_server, TlsSetup};
 use crate::forward::ForwardConfig;
 use crate::jobs::proxy::{start, ProxyPlan, RunningProxy};
 use crate::output::records::{ConnectionRecord, ExchangeRecord};
@@ -64,6 +65,9 @@ pub struct CheckEnv {
     parts: Vec<PathBuf>,
     origin: Origin,
     out: PathBuf,
+    /// The TLS of icaptap's listener (`sensor.tls`): one certificate for
+    /// the whole run, kept over the restarts after `sensor-down`.
+    tls: TlsSetup,
 }
 
 impl CheckEnv {
@@ -72,9 +76,23 @@ impl CheckEnv {
     /// origin.
     pub async fn start(suite: Suite, out: &Path) -> Result<CheckEnv, CheckError> {
         let scenario = suite.scenario()?;
+        let tls = if suite.sensor.tls {
+            let identity = match (&suite.sensor.tls_cert, &suite.sensor.tls_key) {
+                (Some(cert), Some(key)) => Some((cert.as_path(), key.as_path())),
+                _ => None,
+            };
+            let listen = tls_server(identity, Vec::new(), suite.sensor.listen.ip(), None)
+                .map_err(|e| CheckError::Tls(Box::new(e)))?;
+            TlsSetup {
+                listen: Some(std::sync::Arc::new(listen)),
+                upstream: None,
+            }
+        } else {
+            TlsSetup::default()
+        };
         let loopback = SocketAddr::from(([127, 0, 0, 1], 0));
         let sensor = Sensor::bind(loopback, scenario.clone()).await?.spawn();
-        let proxy = start_icaptap(suite.sensor.listen, sensor.addr(), out).await?;
+        let proxy = start_icaptap(suite.sensor.listen, sensor.addr(), out, &tls).await?;
         let listen = proxy.listen;
         let origin =
             Origin::start(suite.origin.listen)
@@ -92,7 +110,17 @@ impl CheckEnv {
             parts: vec![out.to_path_buf()],
             origin,
             out: out.to_path_buf(),
+            tls,
         })
+    }
+
+    /// The certificate icaptap generated for its TLS listener (the file in
+    /// the output directory the vendor must trust, and its SHA-256), when
+    /// the suite asks for TLS without a certificate of its own.
+    pub fn tls_certificate(&self) -> Option<(PathBuf, String)> {
+        let listen = self.tls.listen.as_ref()?;
+        let cert = listen.generated.as_ref()?;
+        Some((self.out.join(CERT_FILE), cert.sha256.clone()))
     }
 
     /// Where the vendor's ICAP client must connect.
@@ -124,7 +152,12 @@ impl CheckEnv {
 
     /// The vendor configuration the suite expects, in words.
     pub fn vendor_setup(&self) -> String {
-        vendor_setup(&self.suite, self.icap_listen(), self.suite.proxy)
+        vendor_setup(
+            &self.suite,
+            self.icap_listen(),
+            self.suite.proxy,
+            self.tls_certificate(),
+        )
     }
 
     /// Runs every case through the vendor proxy at `proxy` (the suite's
@@ -141,7 +174,12 @@ impl CheckEnv {
             let s = self.drive(&case.check, &dir, proxy_addr, timeout).await?;
             seen.push((s, t0.elapsed()));
         }
-        let vendor_setup = vendor_setup(&self.suite, self.icap_listen(), proxy_addr);
+        let vendor_setup = vendor_setup(
+            &self.suite,
+            self.icap_listen(),
+            proxy_addr,
+            self.tls_certificate(),
+        );
         if let Some(proxy) = self.proxy.take() {
             proxy.stop().await?;
         }
@@ -255,7 +293,8 @@ impl CheckEnv {
                 let part = self
                     .out
                     .join(format!("after-sensor-down-{}", self.parts.len()));
-                self.proxy = Some(start_icaptap(self.listen, sensor.addr(), &part).await?);
+                self.proxy =
+                    Some(start_icaptap(self.listen, sensor.addr(), &part, &self.tls).await?);
                 self.sensor = Some(sensor);
                 self.parts.push(part);
                 Seen::Down {
@@ -273,9 +312,12 @@ async fn start_icaptap(
     listen: SocketAddr,
     sensor: SocketAddr,
     out: &Path,
+    tls: &TlsSetup,
 ) -> Result<RunningProxy, CheckError> {
     let mut forward = ForwardConfig::new(listen, sensor);
     forward.drain = Duration::from_secs(2);
+    // The proxy writes a generated certificate into `out`.
+    forward.tls = tls.clone();
     Ok(start(ProxyPlan::new(forward, out.to_path_buf())).await?)
 }
 
@@ -408,13 +450,34 @@ fn url_path(url: &str) -> &str {
         .unwrap_or(url)
 }
 
-/// The vendor configuration a suite expects, in words.
-pub fn vendor_setup(suite: &Suite, icap: SocketAddr, proxy: SocketAddr) -> String {
-    format!(
-        "configure the vendor with REQMOD icap://{icap}{} and RESPMOD icap://{icap}{}, \
+/// The vendor configuration a suite expects, in words; `generated` is the
+/// certificate icaptap made for its TLS listener (file, SHA-256).
+pub fn vendor_setup(
+    suite: &Suite,
+    icap: SocketAddr,
+    proxy: SocketAddr,
+    generated: Option<(PathBuf, String)>,
+) -> String {
+    let scheme = suite.sensor.scheme();
+    let mut s = format!(
+        "configure the vendor with REQMOD {scheme}://{icap}{} and RESPMOD {scheme}://{icap}{}, \
          preview on, X-Client-IP sent; downloads go through its HTTP proxy at {}",
         suite.sensor.reqmod, suite.sensor.respmod, proxy
-    )
+    );
+    match (suite.sensor.tls, generated, &suite.sensor.tls_cert) {
+        (true, Some((file, sha256)), _) => s.push_str(&format!(
+            "; ICAP over TLS with a certificate icaptap generated (SHA-256 {sha256}), written to \
+             {}: make the vendor trust it (Squid: tls-cafile={} on both icaps:// services)",
+            file.display(),
+            file.display()
+        )),
+        (true, None, Some(cert)) => s.push_str(&format!(
+            "; ICAP over TLS with the certificate {} (sensor.tls_cert): the vendor must trust its CA",
+            cert.display()
+        )),
+        _ => {}
+    }
+    s
 }
 
 fn read_jsonl<T: serde::de::DeserializeOwned>(path: &Path) -> Result<Vec<T>, CheckError> {

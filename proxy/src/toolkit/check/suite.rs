@@ -97,6 +97,27 @@ pub struct SensorSpec {
     /// `ISTag` (without quotes).
     #[serde(default = "default_istag")]
     pub istag: String,
+    /// ICAP over TLS (`icaps://`): icaptap's listener speaks TLS with a
+    /// certificate it generates into the check's output directory, which
+    /// the vendor must trust.
+    #[serde(default)]
+    pub tls: bool,
+    /// With `tls`: icaptap's certificate chain (PEM) instead of a generated
+    /// one (one the vendor already trusts); with `tls_key`.
+    pub tls_cert: Option<PathBuf>,
+    /// The private key of `tls_cert` (PEM).
+    pub tls_key: Option<PathBuf>,
+}
+
+impl SensorSpec {
+    /// `icaps` over TLS, else `icap`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls {
+            "icaps"
+        } else {
+            "icap"
+        }
+    }
 }
 
 /// The origin the test downloads come from.
@@ -280,6 +301,16 @@ impl Suite {
                 return Err(invalid(format!("service path {path:?} must start with /")));
             }
         }
+        if self.sensor.tls_cert.is_some() != self.sensor.tls_key.is_some() {
+            return Err(invalid(
+                "sensor.tls_cert and sensor.tls_key go together: give both, or neither".to_owned(),
+            ));
+        }
+        if self.sensor.tls_cert.is_some() && !self.sensor.tls {
+            return Err(invalid(
+                "sensor.tls_cert is given but sensor.tls is not true".to_owned(),
+            ));
+        }
         if self.sensor.max_connections == 0 {
             return Err(invalid(
                 "sensor.max_connections must be at least 1".to_owned(),
@@ -301,9 +332,10 @@ impl Suite {
     /// The ICAP service URLs the vendor must be configured with.
     pub fn service_urls(&self) -> (String, String) {
         let at = self.sensor.listen;
+        let scheme = self.sensor.scheme();
         (
-            format!("icap://{at}{}", self.sensor.reqmod),
-            format!("icap://{at}{}", self.sensor.respmod),
+            format!("{scheme}://{at}{}", self.sensor.reqmod),
+            format!("{scheme}://{at}{}", self.sensor.respmod),
         )
     }
 
@@ -485,5 +517,25 @@ mod tests {
         let ok = format!("{base}[[case]]\ncheck = \"sensor-down\"\nexpect = \"fail-open\"\n");
         let suite = Suite::from_toml(&ok, "x.toml").unwrap();
         assert_eq!(suite.cases[0].title(), "sensor down (fail-open)");
+        assert!(!suite.sensor.tls);
+        assert!(suite.service_urls().0.starts_with("icap://"));
+    }
+
+    #[test]
+    fn sensor_tls_makes_the_service_urls_icaps() {
+        let text =
+            "name = \"t\"\nproxy = \"127.0.0.1:3128\"\n[sensor]\nlisten = \"127.0.0.1:11344\"\n\
+                    tls = true\n[[case]]\ncheck = \"clean-intact\"\n";
+        let suite = Suite::from_toml(text, "x.toml").unwrap();
+        assert!(suite.sensor.tls);
+        assert_eq!(
+            suite.service_urls(),
+            (
+                "icaps://127.0.0.1:11344/av/reqmod".to_owned(),
+                "icaps://127.0.0.1:11344/av/respmod".to_owned()
+            )
+        );
+        // The shipped suite says how to turn it on.
+        assert!(DEFAULT_SUITE.contains("tls = false"), "{DEFAULT_SUITE}");
     }
 }

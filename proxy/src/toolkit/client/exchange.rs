@@ -6,6 +6,10 @@
 //! `icap_codec::Correlator`, so every answer carries the same [`Exchange`]
 //! the observer builds from the wire, and the client reads its verdict with
 //! the observer's classifier instead of a second one of its own.
+//!
+//! Over TLS (`icaptap client --tls`) the connection is the proxy's own TLS
+//! client leg (`forward::tls`), so a failed handshake falls in the same
+//! classes, with the same codes, as the proxy's sensor leg.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
@@ -18,8 +22,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use super::request::BuiltRequest;
+use crate::forward::tls::{LegStream, TlsUpstream};
 use crate::observe::verdict::{classify, Verdict};
 use crate::tap::now_micros;
+use crate::tap::{TlsFailure, TlsLeg};
 
 /// Bytes read from the socket at a time.
 const READ_CHUNK: usize = 64 * 1024;
@@ -79,6 +85,16 @@ pub enum ClientError {
         /// What the client was waiting for.
         stage: &'static str,
     },
+    /// The TLS handshake with the sensor failed.
+    #[error("TLS with the sensor at {addr} failed ({}): {error}{}", tls_code(*.failure), tls_hint(*.failure, .addr))]
+    Tls {
+        /// The address tried.
+        addr: String,
+        /// The class of the failure.
+        failure: TlsFailure,
+        /// What happened, and what to do.
+        error: String,
+    },
     /// No final answer in time.
     #[error("no answer from the sensor within {after:?} ({stage}); it went silent")]
     Timeout {
@@ -100,7 +116,31 @@ impl ClientError {
             ClientError::Read { .. } => "read",
             ClientError::Closed { .. } => "closed",
             ClientError::Timeout { .. } => "timeout",
+            ClientError::Tls { failure, .. } => tls_code(*failure),
         }
+    }
+}
+
+/// The code of a failed TLS handshake with the sensor: the proxy's
+/// anomaly code for the same failure on its sensor leg.
+pub fn tls_code(failure: TlsFailure) -> &'static str {
+    match failure {
+        TlsFailure::CertificateExpired => "tls-certificate-expired",
+        TlsFailure::CertificateUntrusted => "tls-certificate-untrusted",
+        TlsFailure::CertificateNameMismatch => "tls-certificate-name-mismatch",
+        TlsFailure::PlainOnTlsPort => "tls-plain-on-tls-port",
+        TlsFailure::Handshake => "tls-sensor-handshake-failed",
+    }
+}
+
+/// What to try after a handshake failure whose error has no advice.
+fn tls_hint(failure: TlsFailure, addr: &str) -> String {
+    match failure {
+        TlsFailure::Handshake => format!(
+            "; is {addr} an ICAP over TLS port? (plain ICAP: leave out --tls; a lab sensor \
+             with a certificate nobody signed: --tls-insecure)"
+        ),
+        _ => String::new(),
     }
 }
 
@@ -254,7 +294,8 @@ impl Waiting {
 /// A keep-alive connection to a sensor.
 #[derive(Debug)]
 pub struct IcapConnection {
-    stream: TcpStream,
+    stream: LegStream,
+    tls: Option<TlsLeg>,
     decoder: Decoder,
     buf: BytesMut,
     received: u64,
@@ -265,6 +306,16 @@ impl IcapConnection {
     /// Connects to `addr` within `timeout`.
     pub async fn connect(
         addr: SocketAddr,
+        timeout: Duration,
+    ) -> Result<IcapConnection, ClientError> {
+        IcapConnection::connect_over(addr, None, timeout).await
+    }
+
+    /// Connects to `addr` within `timeout`, then speaks TLS with `tls`
+    /// (its handshake within `timeout` too).
+    pub async fn connect_over(
+        addr: SocketAddr,
+        tls: Option<&TlsUpstream>,
         timeout: Duration,
     ) -> Result<IcapConnection, ClientError> {
         let stream = match tokio::time::timeout(timeout, TcpStream::connect(addr)).await {
@@ -284,13 +335,32 @@ impl IcapConnection {
         };
         // Requests are written whole; the preview must not wait for Nagle.
         let _ = stream.set_nodelay(true);
+        let (stream, tls) = match tls {
+            None => (LegStream::Plain(stream), None),
+            Some(tls) => match tls.connect(stream, timeout).await {
+                Ok((stream, leg)) => (stream, Some(leg)),
+                Err(failed) => {
+                    return Err(ClientError::Tls {
+                        addr: addr.to_string(),
+                        failure: failed.failure,
+                        error: failed.error,
+                    })
+                }
+            },
+        };
         Ok(IcapConnection {
             stream,
+            tls,
             decoder: Decoder::new(Direction::Response),
             buf: BytesMut::with_capacity(READ_CHUNK),
             received: 0,
             reusable: true,
         })
+    }
+
+    /// What the TLS handshake settled, when the connection speaks TLS.
+    pub fn tls(&self) -> Option<&TlsLeg> {
+        self.tls.as_ref()
     }
 
     /// Whether another request may be sent on this connection.
@@ -301,6 +371,14 @@ impl IcapConnection {
     async fn write(&mut self, bytes: &[u8], sent: &mut u64) -> Result<(), ClientError> {
         self.stream
             .write_all(bytes)
+            .await
+            .map_err(|source| ClientError::Write {
+                offset: *sent,
+                source,
+            })?;
+        // TLS holds what is written until flushed; plain TCP has nothing to flush.
+        self.stream
+            .flush()
             .await
             .map_err(|source| ClientError::Write {
                 offset: *sent,

@@ -14,6 +14,7 @@ use tokio::time::Instant;
 
 use super::exchange::IcapConnection;
 use super::request::BuiltRequest;
+use crate::forward::tls::TlsUpstream;
 
 /// Pause after a failed connect, so a dead sensor is not hammered in a
 /// tight loop (each failure is still counted).
@@ -48,6 +49,8 @@ pub struct LoadConfig {
     pub rate: Option<f64>,
     /// Time allowed for each connect and each answer.
     pub timeout: Duration,
+    /// ICAP over TLS: every connection's handshake (`None`: plain ICAP).
+    pub tls: Option<Arc<TlsUpstream>>,
 }
 
 /// What a load run measured.
@@ -194,7 +197,9 @@ async fn worker(
     while let Some(due) = schedule.take() {
         tokio::time::sleep_until(due).await;
         if conn.as_ref().is_none_or(|c| !c.is_reusable()) {
-            match IcapConnection::connect(config.target, config.timeout).await {
+            match IcapConnection::connect_over(config.target, config.tls.as_deref(), config.timeout)
+                .await
+            {
                 Ok(c) => {
                     tally.connections += 1;
                     conn = Some(c);

@@ -18,12 +18,12 @@ use icap_codec::{
 };
 use sha2::{Digest, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 
 use super::answers::{self, After, Original};
 use super::malformed;
 use super::SensorStats;
+use crate::forward::tls::LegStream;
 use crate::toolkit::scenario::{Action, Decision, RequestFacts, Scenario};
 
 /// Bytes read from the socket at a time.
@@ -131,7 +131,7 @@ fn breaks_framing(code: AnomalyCode) -> bool {
 }
 
 struct Connection {
-    stream: TcpStream,
+    stream: LegStream,
     peer: SocketAddr,
     scenario: Arc<Scenario>,
     stats: Arc<SensorStats>,
@@ -146,14 +146,14 @@ struct Connection {
 /// Serves one connection until the client leaves, an action closes it, or
 /// the sensor shuts down. Errors end the connection and are logged.
 pub(super) async fn serve(
-    stream: TcpStream,
+    stream: LegStream,
     peer: SocketAddr,
     scenario: Arc<Scenario>,
     stats: Arc<SensorStats>,
     shutdown: CancellationToken,
 ) {
     // Answers are small and written whole: no Nagle delay for them.
-    let _ = stream.set_nodelay(true);
+    let _ = stream.tcp().set_nodelay(true);
     let mut conn = Connection {
         stream,
         peer,
@@ -222,7 +222,7 @@ impl Connection {
                 }
                 Flow::Reset => {
                     // SO_LINGER 0 makes close() send RST instead of FIN.
-                    socket2::SockRef::from(&self.stream).set_linger(Some(Duration::ZERO))?;
+                    socket2::SockRef::from(self.stream.tcp()).set_linger(Some(Duration::ZERO))?;
                     return Ok(());
                 }
                 Flow::Silence => return self.stay_silent().await,
@@ -270,7 +270,10 @@ impl Connection {
     }
 
     async fn write(&mut self, bytes: &[u8]) -> std::io::Result<()> {
-        self.stream.write_all(bytes).await
+        self.stream.write_all(bytes).await?;
+        // Over TLS an answer waits in the session until flushed (a delay
+        // or silence after it must not hold it back).
+        self.stream.flush().await
     }
 
     async fn handle(&mut self, event: Event) -> std::io::Result<Flow> {
