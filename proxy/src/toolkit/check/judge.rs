@@ -357,6 +357,18 @@ pub fn max_connections(
             format!("{facts}; {unscanned} reached the user unscanned (the vendor bypassed a busy sensor)"),
         );
     }
+    // A limit is respected by a vendor that queues: one that delivers
+    // nothing respects it trivially and has not been tested.
+    if intact < n {
+        return (
+            false,
+            format!(
+                "{facts}; {} did not arrive intact: a vendor that respects Max-Connections queues the \
+                 downloads and still delivers them",
+                n - intact
+            ),
+        );
+    }
     (true, facts)
 }
 
@@ -413,6 +425,28 @@ mod tests {
             "unobserved_bytes": 0, "anomalies": []
         }))
         .unwrap()
+    }
+
+    #[test]
+    fn max_connections_needs_the_downloads_delivered() {
+        let want = Bytes::from_static(b"file");
+        let download = |body: &'static [u8]| Download {
+            url: "http://origin/icaptap-check/7-max-connections/f".into(),
+            started: std::time::Instant::now(),
+            elapsed: std::time::Duration::ZERO,
+            result: Ok((200, Bytes::from_static(body))),
+            proxy_error: None,
+            unreachable: None,
+        };
+        let delivered = vec![(download(b"file"), want.clone()); 3];
+        let (passed, detail) = max_connections(&delivered, 8, ("/av/respmod".into(), 3), 0);
+        assert!(passed, "{detail}");
+        // The vendor's own block page for every download: nothing reached
+        // the sensor, the limit was never tried.
+        let blocked = vec![(download(b"<html>denied</html>"), want); 3];
+        let (passed, detail) = max_connections(&blocked, 8, ("/av/respmod".into(), 0), 0);
+        assert!(!passed, "{detail}");
+        assert!(detail.contains("3 did not arrive intact"), "{detail}");
     }
 
     #[test]
