@@ -121,16 +121,19 @@ impl Session {
         // The address this client asked for: one of icaptap's own sensor
         // legs asks for the address icaptap dialled.
         let asked = original.unwrap_or(listen);
-        let meta_unconnected = || {
+        // The connection as its records name it: the sensor leg's local
+        // address once it is connected, the sensor's as reached.
+        let meta_with = |upstream_local: Option<SocketAddr>, server: SocketAddr| {
             Arc::new(ConnMeta {
                 id,
                 client: client_addr,
                 listen,
-                upstream_local: None,
-                server: upstream,
+                upstream_local,
+                server,
                 opened,
             })
         };
+        let meta_unconnected = || meta_with(None, upstream);
         let accepted = match loops::accepted(client_addr, asked) {
             Ok(registered) => registered,
             Err(found) => {
@@ -246,15 +249,14 @@ impl Session {
             Some(Ok(registered)) => Some(registered),
             None => None,
             Some(Err(found)) => {
-                let meta = Arc::new(ConnMeta {
-                    id,
-                    client: client_addr,
-                    listen,
-                    upstream_local: local,
-                    server: upstream,
-                    opened,
-                });
-                looped(&shared, meta, client, Some(server), &found).await;
+                looped(
+                    &shared,
+                    meta_with(local, upstream),
+                    client,
+                    Some(server),
+                    &found,
+                )
+                .await;
                 return;
             }
         };
@@ -272,16 +274,8 @@ impl Session {
                     // As a sensor that refused: the client sees a reset.
                     let _ = client.tcp().set_zero_linger();
                     drop(client);
-                    let meta = Arc::new(ConnMeta {
-                        id,
-                        client: client_addr,
-                        listen,
-                        upstream_local: local,
-                        server: upstream,
-                        opened,
-                    });
                     let cause = ConnectFailure::Tls(TlsSide::Sensor, failed.failure);
-                    connect_failed(&shared, meta, failed.error, cause).await;
+                    connect_failed(&shared, meta_with(local, upstream), failed.error, cause).await;
                     return;
                 }
             },
@@ -291,14 +285,7 @@ impl Session {
         // for Nagle's algorithm: icaptap adds no latency of its own.
         let _ = client.tcp().set_nodelay(true);
         let _ = server.tcp().set_nodelay(true);
-        let meta = Arc::new(ConnMeta {
-            id,
-            client: client_addr,
-            listen,
-            upstream_local: local,
-            server: server.tcp().peer_addr().unwrap_or(upstream),
-            opened,
-        });
+        let meta = meta_with(local, server.tcp().peer_addr().unwrap_or(upstream));
         debug!(conn = id, client = %client_addr, sensor = %meta.server, "connection open");
         shared.sinks.offer(Tap {
             conn: meta.clone(),
