@@ -13,10 +13,9 @@ mod faults_support;
 use std::collections::BTreeSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{Command, Output, Stdio};
 
-use faults_support::icaptap_binary;
+use faults_support::{icaptap_binary, ProxyProcess};
 use icaptap::output::records::{ConnectionRecord, ExchangeRecord};
 use icaptap::toolkit::scenario::Scenario;
 use icaptap::toolkit::{Sensor, SensorHandle};
@@ -30,54 +29,12 @@ async fn sensor() -> SensorHandle {
         .spawn()
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
 /// `icaptap proxy` recording into `out` with 1 MiB capture files (and
 /// `extra` options); returns once it listens.
-fn proxy(sensor: SocketAddr, out: &Path, extra: &[&str]) -> (Child, SocketAddr) {
-    use std::io::{BufRead, BufReader};
-    let listen: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().unwrap();
-    let mut child = Command::new(icaptap_binary())
-        .args(["proxy", "--listen", &listen.to_string()])
-        .args(["--upstream", &sensor.to_string(), "--rotate-size", "1M"])
-        .arg("--out")
-        .arg(out)
-        .args(extra)
-        .env("RUST_LOG", "warn")
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let pipe = child.stderr.take().unwrap();
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-            if line.starts_with("icaptap: listening on") {
-                let _ = tx.send(());
-            }
-        }
-    });
-    rx.recv_timeout(Duration::from_secs(60))
-        .expect("icaptap did not start listening");
-    (child, listen)
-}
-
-fn stop(mut child: Child) {
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while child.try_wait().unwrap().is_none() {
-        assert!(Instant::now() < deadline, "icaptap did not stop");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn proxy(sensor: SocketAddr, out: &Path, extra: &[&str]) -> ProxyProcess {
+    let mut args = vec!["--rotate-size", "1M"];
+    args.extend_from_slice(extra);
+    ProxyProcess::start(sensor, out, &args, None)
 }
 
 fn icaptap(args: &[&str]) -> Output {
@@ -203,8 +160,8 @@ async fn export_holds_exactly_the_selected_exchanges_packets_and_records() {
     let sensor_addr = sensor.addr();
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    let (child, listen) = proxy(sensor_addr, &run, &[]);
-    let service = format!("icap://{listen}/av/respmod");
+    let running = proxy(sensor_addr, &run, &[]);
+    let service = format!("icap://{}/av/respmod", running.listen);
     let traffic = tokio::task::spawn_blocking(move || {
         for (url, sample) in [
             ("http://t.test/clean/big-1.bin", "large"),
@@ -230,7 +187,7 @@ async fn export_holds_exactly_the_selected_exchanges_packets_and_records() {
         );
     });
     traffic.await.unwrap();
-    stop(child);
+    running.stop();
     sensor.shutdown().await;
 
     let originals = captures(&run);
@@ -449,8 +406,8 @@ async fn a_ring_export_keeps_what_is_left_and_names_what_is_gone() {
     let sensor_addr = sensor.addr();
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
-    let (child, listen) = proxy(sensor_addr, &run, &["--keep", "2"]);
-    let service = format!("icap://{listen}/av/respmod");
+    let running = proxy(sensor_addr, &run, &["--keep", "2"]);
+    let service = format!("icap://{}/av/respmod", running.listen);
     tokio::task::spawn_blocking(move || {
         client(
             &service,
@@ -477,7 +434,7 @@ async fn a_ring_export_keeps_what_is_left_and_names_what_is_gone() {
     })
     .await
     .unwrap();
-    stop(child);
+    running.stop();
     sensor.shutdown().await;
 
     let originals = captures(&run);
