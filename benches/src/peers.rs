@@ -171,36 +171,32 @@ fn spawn(
 
 /// The bench echo server: this harness's own binary in `echo-server` mode.
 pub fn start_bench_echo(dir: &Path) -> Result<Peer, PeerError> {
-    let addr = free_port().map_err(|source| PeerError::Spawn {
-        program: "bind".into(),
-        source,
-    })?;
-    let exe = std::env::current_exe().map_err(|source| PeerError::Spawn {
-        program: "sidebyside (own path)".into(),
-        source,
-    })?;
-    let args = vec!["echo-server".to_owned(), addr.to_string()];
-    spawn("bench-echo", &exe, &args, addr, dir)
+    start_bench_echo_with(dir, &[])
 }
 
 /// [`start_bench_echo`] over TLS, presenting the run's certificate.
 pub fn start_bench_echo_tls(dir: &Path, pki: &BenchPki) -> Result<Peer, PeerError> {
-    let addr = free_port().map_err(|source| PeerError::Spawn {
-        program: "bind".into(),
-        source,
-    })?;
-    let exe = std::env::current_exe().map_err(|source| PeerError::Spawn {
-        program: "sidebyside (own path)".into(),
-        source,
-    })?;
-    let args = vec![
-        "echo-server".to_owned(),
-        addr.to_string(),
+    let tls = [
         "--tls-cert".to_owned(),
         pki.cert.display().to_string(),
         "--tls-key".to_owned(),
         pki.key.display().to_string(),
     ];
+    start_bench_echo_with(dir, &tls)
+}
+
+/// The bench echo server on a free port, with `extra` options.
+fn start_bench_echo_with(dir: &Path, extra: &[String]) -> Result<Peer, PeerError> {
+    let addr = free_port().map_err(|source| PeerError::Spawn {
+        program: "bind".into(),
+        source,
+    })?;
+    let exe = std::env::current_exe().map_err(|source| PeerError::Spawn {
+        program: "sidebyside (own path)".into(),
+        source,
+    })?;
+    let mut args = vec!["echo-server".to_owned(), addr.to_string()];
+    args.extend_from_slice(extra);
     spawn("bench-echo", &exe, &args, addr, dir)
 }
 
