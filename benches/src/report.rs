@@ -10,6 +10,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::measure::ThroughputRun;
+use crate::procstat::Scheduling;
 
 /// The configuration every ratio is taken against: no proxy at all.
 pub const DIRECT: &str = "direct";
@@ -34,6 +35,61 @@ pub struct LatencyFigures {
     pub p999_us: f64,
     /// Answers that were the server's `400` refusal (not timed).
     pub refused: u64,
+    /// How often the proxy's threads were switched out and moved per round
+    /// trip (none for `direct`).
+    pub per_round_trip: Option<PerRoundTrip>,
+}
+
+/// The proxy's scheduling per round trip of one latency figure: where the
+/// time it adds beyond its own work goes on a machine whose wake-ups cost
+/// more than the work (docs/performance.md, "Side by side").
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct PerRoundTrip {
+    /// Context switches of every thread, voluntary and preempted.
+    pub switches: f64,
+    /// Voluntary switches: each is a sleep that some event ended, a
+    /// wake-up.
+    pub wakeups: f64,
+    /// Moves of a thread to another CPU.
+    pub migrations: f64,
+    /// Wake-ups of threads that do not forward (icaptap's side paths):
+    /// zero for a proxy without any.
+    pub side_path_wakeups: f64,
+    /// Switches of each thread name.
+    pub by_thread: BTreeMap<String, f64>,
+}
+
+/// Threads of icaptap that forward (the runtime's workers); every other
+/// named thread of it is a side path or a helper.
+pub const FORWARDING_THREAD: &str = "icaptap-forward";
+
+impl PerRoundTrip {
+    /// `sched` spread over `trips` round trips.
+    pub fn of(sched: &Scheduling, trips: u64) -> Option<PerRoundTrip> {
+        if trips == 0 {
+            return None;
+        }
+        let n = trips as f64;
+        let total = sched.total();
+        let side_path_wakeups: u64 = sched
+            .by_thread
+            .iter()
+            .filter(|(name, _)| name.starts_with("icaptap-") && name.as_str() != FORWARDING_THREAD)
+            .map(|(_, s)| s.voluntary)
+            .sum();
+        Some(PerRoundTrip {
+            switches: (total.voluntary + total.involuntary) as f64 / n,
+            wakeups: total.voluntary as f64 / n,
+            migrations: total.migrations as f64 / n,
+            side_path_wakeups: side_path_wakeups as f64 / n,
+            by_thread: sched
+                .by_thread
+                .iter()
+                .filter(|(_, s)| s.voluntary + s.involuntary > 0)
+                .map(|(name, s)| (name.clone(), (s.voluntary + s.involuntary) as f64 / n))
+                .collect(),
+        })
+    }
 }
 
 impl LatencyFigures {
@@ -45,6 +101,7 @@ impl LatencyFigures {
             p99_us: hist.value_at_quantile(0.99) as f64,
             p999_us: hist.value_at_quantile(0.999) as f64,
             refused: 0,
+            per_round_trip: None,
         }
     }
 }
@@ -379,6 +436,57 @@ impl ServerResults {
             }
             t.push('\n');
         }
+        t.push_str(&self.scheduling_markdown());
+        t
+    }
+
+    /// The proxies' scheduling per round trip: a row per configuration, a
+    /// column per latency figure, cells `switches (side-path wake-ups) /
+    /// migrations`. Empty when nothing was counted.
+    pub fn scheduling_markdown(&self) -> String {
+        type Pick = fn(&ConfigResults) -> Option<&LatencyFigures>;
+        let columns: [(&str, Pick); 4] = [
+            ("OPTIONS", |c| Some(&c.options)),
+            ("RESPMOD 4 KiB", |c| Some(&c.respmod_4k)),
+            ("OPTIONS, one CPU", |c| c.options_one_cpu.as_ref()),
+            ("RESPMOD 4 KiB, one CPU", |c| c.respmod_4k_one_cpu.as_ref()),
+        ];
+        let counted = |c: &ConfigResults| {
+            columns
+                .iter()
+                .any(|(_, pick)| pick(c).is_some_and(|l| l.per_round_trip.is_some()))
+        };
+        if !self.configs.iter().any(counted) {
+            return String::new();
+        }
+        let mut t = String::from(
+            "\nPer round trip, the proxy's threads: context switches (of them, side-path \
+             wake-ups) / moves to another CPU.\n\n| configuration |",
+        );
+        for (label, _) in &columns {
+            let _ = write!(t, " {label} |");
+        }
+        t.push_str("\n|---|");
+        for _ in &columns {
+            t.push_str("---|");
+        }
+        t.push('\n');
+        for c in self.configs.iter().filter(|c| counted(c)) {
+            let _ = write!(t, "| {} |", c.name);
+            for (_, pick) in &columns {
+                match pick(c).and_then(|l| l.per_round_trip.as_ref()) {
+                    Some(p) => {
+                        let _ = write!(
+                            t,
+                            " {:.2} ({:.2}) / {:.2} |",
+                            p.switches, p.side_path_wakeups, p.migrations
+                        );
+                    }
+                    None => t.push_str(" – |"),
+                }
+            }
+            t.push('\n');
+        }
         t
     }
 
@@ -603,4 +711,79 @@ fn read_one(dir: &Path) -> Option<CriterionFigure> {
         per_second: per_iter / (ns / 1e9),
         unit: unit.to_owned(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::procstat::Switches;
+
+    fn counts(voluntary: u64, involuntary: u64, migrations: u64) -> Switches {
+        Switches {
+            voluntary,
+            involuntary,
+            migrations,
+        }
+    }
+
+    #[test]
+    fn switches_are_spread_over_round_trips_and_side_paths_told_apart() {
+        let mut sched = Scheduling::default();
+        sched
+            .by_thread
+            .insert(FORWARDING_THREAD.into(), counts(400, 20, 100));
+        sched
+            .by_thread
+            .insert("icaptap-recorder".into(), counts(150, 10, 30));
+        sched
+            .by_thread
+            .insert("icaptap-observer".into(), counts(50, 0, 10));
+        sched
+            .by_thread
+            .insert("icaptap-lines".into(), counts(0, 0, 0));
+        let p = PerRoundTrip::of(&sched, 100).unwrap();
+        assert_eq!(p.switches, 6.3);
+        assert_eq!(p.wakeups, 6.0);
+        assert_eq!(p.migrations, 1.4);
+        assert_eq!(p.side_path_wakeups, 2.0);
+        assert_eq!(p.by_thread["icaptap-recorder"], 1.6);
+        assert!(!p.by_thread.contains_key("icaptap-lines"));
+        assert!(PerRoundTrip::of(&sched, 0).is_none());
+    }
+
+    #[test]
+    fn the_scheduling_table_has_a_row_per_counted_proxy_only() {
+        let mut sched = Scheduling::default();
+        sched.by_thread.insert("haproxy".into(), counts(300, 0, 50));
+        let counted = LatencyFigures {
+            per_round_trip: PerRoundTrip::of(&sched, 100),
+            ..LatencyFigures::default()
+        };
+        let server = ServerResults {
+            server: "bench-echo".into(),
+            configs: vec![
+                ConfigResults {
+                    name: DIRECT.into(),
+                    ..ConfigResults::default()
+                },
+                ConfigResults {
+                    name: HAPROXY.into(),
+                    options: counted.clone(),
+                    options_one_cpu: Some(counted),
+                    ..ConfigResults::default()
+                },
+            ],
+        };
+        let table = server.scheduling_markdown();
+        assert!(
+            table.contains("| haproxy | 3.00 (0.00) / 0.50 | – | 3.00 (0.00) / 0.50 | – |"),
+            "{table}"
+        );
+        assert!(!table.contains("| direct |"), "{table}");
+        let none = ServerResults {
+            configs: vec![ConfigResults::default()],
+            ..ServerResults::default()
+        };
+        assert_eq!(none.scheduling_markdown(), "");
+    }
 }

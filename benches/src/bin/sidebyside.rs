@@ -33,9 +33,10 @@ use icaptap_benches::client::{
 use icaptap_benches::host::{self, load_average, machine, target_dir, utc_now, workspace_root};
 use icaptap_benches::measure::{self, MeasureError, ThroughputRun};
 use icaptap_benches::peers::{self, Peer, PeerError};
+use icaptap_benches::procstat::{self, Scheduling};
 use icaptap_benches::report::{
-    self, ConfigResults, LatencyFigures, MemoryFigures, Results, ServerResults, StretchFigure,
-    ThroughputFigures,
+    self, ConfigResults, LatencyFigures, MemoryFigures, PerRoundTrip, Results, ServerResults,
+    StretchFigure, ThroughputFigures,
 };
 use icaptap_benches::tls::BenchPki;
 
@@ -627,6 +628,10 @@ async fn compare(
         }
         latency.push(figures);
     }
+    // The proxy's thread switches over each figure's runs, and the round
+    // trips they were spread over (warm-up and refusals included: the
+    // proxy switched for those too).
+    let mut switches = vec![vec![vec![(Scheduling::default(), 0u64); paths.len()]; 2]; 2];
     let mut runs: Vec<Vec<ThroughputRun>> = paths.iter().map(|_| Vec::new()).collect();
     let mut refused = vec![[0u64; 2]; paths.len()];
     let fail = |path: &Route| {
@@ -678,7 +683,9 @@ async fn compare(
             }
             for (figure, request, body) in [(OPTIONS, &options, 0), (SMALL, &small, SMALL_BODY)] {
                 for &i in &order {
-                    refused[i][figure] += measure::latency(
+                    let proxy = paths[i].proxy.as_ref().map(Peer::pid);
+                    let before = proxy.and_then(|pid| procstat::scheduling(pid).ok());
+                    let refusals = measure::latency(
                         paths[i].endpoint(),
                         request,
                         body as u64,
@@ -687,6 +694,14 @@ async fn compare(
                     )
                     .await
                     .map_err(fail(&paths[i]))?;
+                    refused[i][figure] += refusals;
+                    let after = proxy.and_then(|pid| procstat::scheduling(pid).ok());
+                    if let (Some(before), Some(after)) = (before, after) {
+                        let (sum, trips) = &mut switches[placement][figure][i];
+                        sum.add(&after.since(&before));
+                        *trips +=
+                            (measure::LATENCY_WARM_UP + args.latency_requests) as u64 + refusals;
+                    }
                 }
             }
         }
@@ -725,20 +740,30 @@ async fn compare(
     let configs = paths
         .iter()
         .enumerate()
-        .map(|(i, path)| ConfigResults {
-            name: path.name.clone(),
-            options: LatencyFigures {
-                refused: refused[i][OPTIONS],
-                ..LatencyFigures::of(&latency[FREE][OPTIONS][i])
-            },
-            respmod_4k: LatencyFigures {
-                refused: refused[i][SMALL],
-                ..LatencyFigures::of(&latency[FREE][SMALL][i])
-            },
-            options_one_cpu: Some(LatencyFigures::of(&latency[ONE_CPU][OPTIONS][i])),
-            respmod_4k_one_cpu: Some(LatencyFigures::of(&latency[ONE_CPU][SMALL][i])),
-            throughput: ThroughputFigures::of(&runs[i]),
-            memory: None,
+        .map(|(i, path)| {
+            let figures = |placement: usize, figure: usize| {
+                let (sum, trips) = &switches[placement][figure][i];
+                LatencyFigures {
+                    refused: refused[i][figure],
+                    per_round_trip: PerRoundTrip::of(sum, *trips),
+                    ..LatencyFigures::of(&latency[placement][figure][i])
+                }
+            };
+            ConfigResults {
+                name: path.name.clone(),
+                options: figures(FREE, OPTIONS),
+                respmod_4k: figures(FREE, SMALL),
+                options_one_cpu: Some(LatencyFigures {
+                    refused: 0,
+                    ..figures(ONE_CPU, OPTIONS)
+                }),
+                respmod_4k_one_cpu: Some(LatencyFigures {
+                    refused: 0,
+                    ..figures(ONE_CPU, SMALL)
+                }),
+                throughput: ThroughputFigures::of(&runs[i]),
+                memory: None,
+            }
         })
         .collect();
     Ok(ServerResults {
