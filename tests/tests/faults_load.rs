@@ -170,7 +170,12 @@ async fn eight_thousand_concurrent_connections_in_separate_processes() {
         "{CONCURRENT} connections: proxy holds {fds} descriptors, RSS {rss_idle} -> {rss_busy} KiB"
     );
     drop(held);
+    let stopping = std::time::Instant::now();
     let (ok, stderr) = proxy.stop();
+    eprintln!(
+        "stopped {:.1} s after SIGTERM with {CONCURRENT} connections just closed",
+        stopping.elapsed().as_secs_f64()
+    );
     assert!(ok, "{stderr}");
     let records = Records::read(&out);
     assert_eq!(records.connections.len(), CONCURRENT);
