@@ -36,7 +36,8 @@ pub struct LatencyFigures {
     /// Answers that were the server's `400` refusal (not timed).
     pub refused: u64,
     /// How often the proxy's threads were switched out and moved per round
-    /// trip (none for `direct`).
+    /// trip (none for `direct`; a child process that ended before the run
+    /// did, socat's per connection, is not counted).
     pub per_round_trip: Option<PerRoundTrip>,
 }
 
@@ -176,6 +177,50 @@ pub struct ConfigResults {
     /// Proxies only, bench echo server only.
     pub memory: Option<MemoryFigures>,
 }
+
+/// One latency run of a configuration: its request, where the processes
+/// ran, and where its figures are kept.
+#[derive(Clone, Copy)]
+struct LatencyRun {
+    figure: &'static str,
+    one_cpu: bool,
+    pick: fn(&ConfigResults) -> Option<&LatencyFigures>,
+}
+
+impl LatencyRun {
+    /// `OPTIONS`, or `OPTIONS, one CPU` followed by `after` when pinned.
+    fn label(&self, after: &str) -> String {
+        if self.one_cpu {
+            format!("{}, one CPU{after}", self.figure)
+        } else {
+            self.figure.to_owned()
+        }
+    }
+}
+
+/// Every latency run, in the order tables show them.
+const LATENCY_RUNS: [LatencyRun; 4] = [
+    LatencyRun {
+        figure: "OPTIONS",
+        one_cpu: false,
+        pick: |c| Some(&c.options),
+    },
+    LatencyRun {
+        figure: "RESPMOD 4 KiB",
+        one_cpu: false,
+        pick: |c| Some(&c.respmod_4k),
+    },
+    LatencyRun {
+        figure: "OPTIONS",
+        one_cpu: true,
+        pick: |c| c.options_one_cpu.as_ref(),
+    },
+    LatencyRun {
+        figure: "RESPMOD 4 KiB",
+        one_cpu: true,
+        pick: |c| c.respmod_4k_one_cpu.as_ref(),
+    },
+];
 
 /// One server's table.
 #[derive(Clone, Debug, Default, Serialize)]
@@ -444,37 +489,31 @@ impl ServerResults {
     /// column per latency figure, cells `switches (side-path wake-ups) /
     /// migrations`. Empty when nothing was counted.
     pub fn scheduling_markdown(&self) -> String {
-        type Pick = fn(&ConfigResults) -> Option<&LatencyFigures>;
-        let columns: [(&str, Pick); 4] = [
-            ("OPTIONS", |c| Some(&c.options)),
-            ("RESPMOD 4 KiB", |c| Some(&c.respmod_4k)),
-            ("OPTIONS, one CPU", |c| c.options_one_cpu.as_ref()),
-            ("RESPMOD 4 KiB, one CPU", |c| c.respmod_4k_one_cpu.as_ref()),
-        ];
         let counted = |c: &ConfigResults| {
-            columns
+            LATENCY_RUNS
                 .iter()
-                .any(|(_, pick)| pick(c).is_some_and(|l| l.per_round_trip.is_some()))
+                .any(|run| (run.pick)(c).is_some_and(|l| l.per_round_trip.is_some()))
         };
         if !self.configs.iter().any(counted) {
             return String::new();
         }
         let mut t = String::from(
             "\nPer round trip, the proxy's threads: context switches (of them, side-path \
-             wake-ups) / moves to another CPU.\n\n| configuration |",
+             wake-ups) / moves to another CPU. A child process that ended before the run \
+             did (socat's, one per connection) is not counted.\n\n| configuration |",
         );
-        for (label, _) in &columns {
-            let _ = write!(t, " {label} |");
+        for run in &LATENCY_RUNS {
+            let _ = write!(t, " {} |", run.label(""));
         }
         t.push_str("\n|---|");
-        for _ in &columns {
+        for _ in &LATENCY_RUNS {
             t.push_str("---|");
         }
         t.push('\n');
         for c in self.configs.iter().filter(|c| counted(c)) {
             let _ = write!(t, "| {} |", c.name);
-            for (_, pick) in &columns {
-                match pick(c).and_then(|l| l.per_round_trip.as_ref()) {
+            for run in &LATENCY_RUNS {
+                match (run.pick)(c).and_then(|l| l.per_round_trip.as_ref()) {
                     Some(p) => {
                         let _ = write!(
                             t,
@@ -501,14 +540,9 @@ impl ServerResults {
             return out;
         };
         let s = &self.server;
-        type Latency = fn(&ConfigResults) -> Option<&LatencyFigures>;
-        let latencies: [(&str, Latency); 4] = [
-            ("OPTIONS", |c| Some(&c.options)),
-            ("RESPMOD 4 KiB", |c| Some(&c.respmod_4k)),
-            ("OPTIONS, one CPU,", |c| c.options_one_cpu.as_ref()),
-            ("RESPMOD 4 KiB, one CPU,", |c| c.respmod_4k_one_cpu.as_ref()),
-        ];
-        for (what, get) in latencies {
+        for run in LATENCY_RUNS {
+            let what = run.label(",");
+            let get = run.pick;
             let (Some(lf), Some(lh), Some(ld)) = (get(f), get(h), get(d)) else {
                 continue;
             };
