@@ -438,50 +438,76 @@ fn out_takes_a_time_placeholder() {
         .exists());
 }
 
-/// The nice level of each thread of `pid`, by thread name.
-fn thread_nice(pid: u32) -> Vec<(String, i64)> {
+/// The nice level and scheduling policy (5 is `SCHED_IDLE`) of each thread
+/// of `pid`, by thread name.
+fn thread_nice(pid: u32) -> Vec<(String, i64, i64)> {
     let mut found = Vec::new();
     for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
         let task = task.unwrap().path();
         let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
         let stat = std::fs::read_to_string(task.join("stat")).unwrap_or_default();
-        // Fields after the parenthesised name: state is field 3, nice 19.
+        // Fields after the parenthesised name: state is field 3, nice 19,
+        // policy 41.
         let Some((_, rest)) = stat.rsplit_once(')') else {
             continue;
         };
-        let nice = rest.split_whitespace().nth(16).and_then(|n| n.parse().ok());
-        if let Some(nice) = nice {
-            found.push((comm.trim().to_string(), nice));
+        let field = |n: usize| rest.split_whitespace().nth(n).and_then(|n| n.parse().ok());
+        if let (Some(nice), Some(policy)) = (field(16), field(38)) {
+            found.push((comm.trim().to_string(), nice, policy));
         }
     }
     found
 }
+
+/// Whether this process has `CAP_SYS_NICE` (bit 23 of `CapEff`).
+fn has_cap_sys_nice() -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("CapEff:"))
+        .and_then(|hex| u64::from_str_radix(hex.trim(), 16).ok())
+        .is_some_and(|caps| caps & (1 << 23) != 0)
+}
+
+/// `SCHED_IDLE` as /proc reports it.
+const SCHED_IDLE: i64 = 5;
 
 #[test]
 fn the_side_path_threads_run_at_their_nice_levels() {
     let dir = tempfile::tempdir().unwrap();
     let sensor: SocketAddr = "127.0.0.1:9".parse().unwrap();
     let proxy = ProxyProcess::start(sensor, &dir.path().join("run"), &[], None);
-    let nice_of = |threads: &[(String, i64)], prefix: &str| {
+    let of = |threads: &[(String, i64, i64)], prefix: &str| {
         threads
             .iter()
-            .find(|(name, _)| name.starts_with(prefix))
-            .map(|(_, nice)| *nice)
+            .find(|(name, _, _)| name.starts_with(prefix))
+            .map(|(_, nice, policy)| (*nice, *policy))
     };
+    // An idle side path waits at SCHED_IDLE when the thread may come back
+    // from it (tap/priority.rs), else at its nice level's normal policy.
+    let policy = if has_cap_sys_nice() { SCHED_IDLE } else { 0 };
     // Each thread lowers its priority as it starts, which may be just
     // after "listening on": wait for it (or fail after PATIENCE).
     let deadline = std::time::Instant::now() + PATIENCE;
     let threads = loop {
         let threads = thread_nice(proxy.pid());
-        let lowered = nice_of(&threads, "icaptap-observ") == Some(5)
-            && nice_of(&threads, "icaptap-record") == Some(10);
+        let lowered = of(&threads, "icaptap-observ") == Some((5, policy))
+            && of(&threads, "icaptap-record") == Some((10, policy));
         if lowered || std::time::Instant::now() > deadline {
             break threads;
         }
         std::thread::sleep(std::time::Duration::from_millis(20));
     };
-    assert_eq!(nice_of(&threads, "icaptap-observ"), Some(5), "{threads:?}");
-    assert_eq!(nice_of(&threads, "icaptap-record"), Some(10), "{threads:?}");
+    assert_eq!(
+        of(&threads, "icaptap-observ"),
+        Some((5, policy)),
+        "{threads:?}"
+    );
+    assert_eq!(
+        of(&threads, "icaptap-record"),
+        Some((10, policy)),
+        "{threads:?}"
+    );
     let (ok, err) = proxy.stop();
     assert!(ok, "{err}");
 }

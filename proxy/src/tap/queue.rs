@@ -10,7 +10,7 @@
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio::sync::mpsc;
 
@@ -78,9 +78,19 @@ pub struct Backlog {
     pub filled: f64,
 }
 
-/// How long a side path sleeps between looks at its queue while taps keep
-/// coming (see [`TapReceiver::take_while_busy`]).
+/// How long a side path at a nice level sleeps between looks at its queue
+/// while taps keep coming (see [`TapReceiver::take_while_busy`]).
 pub const BUSY_POLL: Duration = Duration::from_micros(50);
+
+/// The same for a side path whose thread is `SCHED_IDLE`: any thread that
+/// wakes preempts it, so its bursts of work delay no one and it can look
+/// twenty times less often.
+pub const IDLE_POLL: Duration = Duration::from_millis(1);
+
+/// How long a side path keeps looking at its queue after a look found
+/// nothing, before it waits on the queue (see
+/// [`TapReceiver::take_while_busy`]).
+pub const LINGER: Duration = Duration::from_millis(5);
 
 /// How long a lossless sender (tests, benches) sleeps before looking for
 /// room again.
@@ -109,16 +119,26 @@ fn payload(tap: &Tap) -> Option<u64> {
 }
 
 impl TapReceiver {
-    /// Takes taps while they keep coming, looking every [`BUSY_POLL`]
-    /// rather than waiting on the queue: a waiting receiver is woken (a
-    /// futex wake and a context switch) for every tap, which on a busy
-    /// machine costs the forwarding path more than the side path's work on
-    /// the tap. Hands `each` how full the queue is at the start of every
-    /// look ([`Busy::Backlog`]), every tap and, after every look that found
-    /// some, [`Busy::Looked`]. Returns as soon as a look finds nothing, so
-    /// that an idle side path waits on the queue and costs nothing; false
-    /// when the queue is closed and empty.
-    pub fn take_while_busy(&mut self, mut each: impl FnMut(Busy)) -> bool {
+    /// Takes taps while they keep coming, looking every `pause()` (one of
+    /// [`BUSY_POLL`] and [`IDLE_POLL`]) rather than waiting on the queue:
+    /// a waiting receiver is woken (a futex wake and a context switch) for
+    /// every tap, which on a busy machine costs the forwarding path more
+    /// than the side path's work on the tap. Hands `each` how full the
+    /// queue is at the start of every look ([`Busy::Backlog`]), every tap
+    /// and, after every look that found some, [`Busy::Looked`].
+    ///
+    /// After a look that finds nothing it lingers: it keeps looking for
+    /// [`LINGER`] before it returns. A keep-alive client's next request
+    /// comes well within that, so the forwarding path's send between two
+    /// round trips finds the side path looking, not waiting, and wakes no
+    /// thread. An idle side path then waits on the queue and costs
+    /// nothing. Returns false when the queue is closed and empty.
+    pub fn take_while_busy(
+        &mut self,
+        pause: impl Fn() -> Duration,
+        mut each: impl FnMut(Busy),
+    ) -> bool {
+        let mut empty_since: Option<Instant> = None;
         loop {
             let mut got = false;
             each(Busy::Backlog(self.backlog()));
@@ -132,11 +152,13 @@ impl TapReceiver {
                     Err(mpsc::error::TryRecvError::Disconnected) => return false,
                 }
             }
-            if !got {
+            if got {
+                each(Busy::Looked);
+                empty_since = None;
+            } else if empty_since.get_or_insert_with(Instant::now).elapsed() >= LINGER {
                 return true;
             }
-            each(Busy::Looked);
-            std::thread::sleep(BUSY_POLL);
+            std::thread::sleep(pause());
         }
     }
 
@@ -390,7 +412,7 @@ mod tests {
     }
 
     #[test]
-    fn taking_while_busy_takes_what_keeps_coming_and_stops_at_the_first_empty_look() {
+    fn taking_while_busy_takes_what_keeps_coming_and_lingers_before_it_returns() {
         let conn = conn();
         let (queue, mut rx) = TapQueue::with_budget(1000, 100_000);
         for i in 0..3 {
@@ -409,21 +431,59 @@ mod tests {
         let mut looks = 0;
         let mut open = true;
         while offsets.len() < 6 && open {
-            open = rx.take_while_busy(|busy| match busy {
-                Busy::Tap(tap) => match tap.event {
-                    TapEvent::Data { offset, .. } => offsets.push(offset),
-                    _ => panic!("only data was offered"),
+            open = rx.take_while_busy(
+                || BUSY_POLL,
+                |busy| match busy {
+                    Busy::Tap(tap) => match tap.event {
+                        TapEvent::Data { offset, .. } => offsets.push(offset),
+                        _ => panic!("only data was offered"),
+                    },
+                    Busy::Looked => looks += 1,
+                    Busy::Backlog(_) => {}
                 },
-                Busy::Looked => looks += 1,
-                Busy::Backlog(_) => {}
-            });
+            );
         }
         assert!(open, "the queue is still open");
         assert_eq!(offsets, vec![0, 10, 20, 30, 40, 50]);
         assert!(looks >= 1);
         // The queue closes: the first empty look says so.
         drop(late.join().unwrap());
-        assert!(!rx.take_while_busy(|_| {}));
+        assert!(!rx.take_while_busy(|| BUSY_POLL, |_| {}));
+    }
+
+    #[test]
+    fn a_tap_offered_while_the_receiver_lingers_is_taken_without_waking_it() {
+        let conn = conn();
+        let (queue, mut rx) = TapQueue::with_budget(1000, 100_000);
+        assert!(queue.offer(data(&conn, 0, 10)));
+        let mut offsets = Vec::new();
+        let mut looks = 0;
+        let started = Instant::now();
+        let open = rx.take_while_busy(
+            || BUSY_POLL,
+            |busy| match busy {
+                Busy::Backlog(_) => {
+                    looks += 1;
+                    // The third look comes after one that found nothing: the
+                    // receiver is lingering, and takes what comes then.
+                    if looks == 3 {
+                        assert!(queue.offer(data(&conn, 10, 10)));
+                    }
+                }
+                Busy::Tap(tap) => match tap.event {
+                    TapEvent::Data { offset, .. } => offsets.push(offset),
+                    _ => panic!("only data was offered"),
+                },
+                Busy::Looked => {}
+            },
+        );
+        assert!(open);
+        assert_eq!(offsets, vec![0, 10], "both taps were taken in one call");
+        assert!(looks > 3, "it kept looking after the second tap");
+        assert!(
+            started.elapsed() >= LINGER,
+            "it returned only after lingering with nothing to take"
+        );
     }
 
     #[test]

@@ -5,22 +5,30 @@
 //! closes.
 //!
 //! While taps keep coming from a live queue the engine looks at the queue
-//! every [`BUSY_POLL`](super::queue::BUSY_POLL) instead of being woken for
-//! each tap (see [`TapReceiver::take_while_busy`]); when idle it waits on the
-//! queue and costs nothing. Polling the queue every millisecond instead
-//! was tried and made the side paths run in bursts that delayed forwarding
-//! (docs/performance.md). Ticks come every tick interval while idle and
+//! every [`BUSY_POLL`] instead of being woken for each tap, and keeps
+//! looking for [`LINGER`](super::queue::LINGER) after the queue runs dry,
+//! so that a keep-alive client's next round trip finds it looking (see
+//! [`TapReceiver::take_while_busy`]); when idle longer it waits on the
+//! queue and costs nothing. A live side path's thread is `SCHED_IDLE` while
+//! it keeps up and takes its nice level's share once it falls behind
+//! ([`Standing`]); while it is `SCHED_IDLE` it looks only every
+//! [`IDLE_POLL`] (1 ms), since any thread that wakes takes the CPU from it
+//! at once. At a nice level, looking every millisecond made the side paths
+//! run in bursts that delayed forwarding, and looking every 50 µs woke a
+//! side-path thread about once per round trip (docs/performance.md).
+//! Ticks come every tick interval while idle and
 //! at most once per interval while busy, so a steady stream of taps never
 //! starves the clock and never pays for it per tap.
 
+use std::cell::Cell;
 use std::sync::mpsc::{sync_channel, SendError};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use super::batches::BatchReceiver;
 use super::event::Tap;
-use super::priority::lower_thread_priority;
-use super::queue::{Backlog, Busy, TapReceiver};
+use super::priority::{lower_thread_priority, Standing};
+use super::queue::{Backlog, Busy, TapReceiver, BUSY_POLL, IDLE_POLL};
 
 /// A consumer of taps on its own thread.
 pub trait SidePath: Send + 'static {
@@ -118,14 +126,17 @@ pub fn spawn<P: SidePath>(
         .name(name.to_string())
         .spawn(move || {
             let mut path = take.recv().ok()?;
-            if let Some(niceness) = niceness {
-                lower_thread_priority(niceness);
-            }
             match inbox {
                 Driven::Live(mut taps, runtime) => {
-                    runtime.block_on(run_live(&mut path, &mut taps, tick));
+                    let mut standing = niceness.map(Standing::begin);
+                    runtime.block_on(run_live(&mut path, &mut taps, tick, &mut standing));
                 }
-                Driven::Batches(batches) => run_batches(&mut path, &batches, tick),
+                Driven::Batches(batches) => {
+                    if let Some(niceness) = niceness {
+                        lower_thread_priority(niceness);
+                    }
+                    run_batches(&mut path, &batches, tick);
+                }
             }
             path.finish();
             Some(path)
@@ -154,7 +165,22 @@ async fn next_tick(ticker: &mut Option<tokio::time::Interval>) {
 }
 
 /// The live loop: waits on the queue when idle, takes taps while busy.
-async fn run_live<P: SidePath>(path: &mut P, taps: &mut TapReceiver, every: Option<Duration>) {
+async fn run_live<P: SidePath>(
+    path: &mut P,
+    taps: &mut TapReceiver,
+    every: Option<Duration>,
+    standing: &mut Option<Standing>,
+) {
+    // Whether the thread is SCHED_IDLE now, for how often to look.
+    let idle = Cell::new(standing.as_ref().is_some_and(Standing::is_idle));
+    let pause = || if idle.get() { IDLE_POLL } else { BUSY_POLL };
+    let mut backlog = |path: &mut P, backlog: Backlog| {
+        if let Some(standing) = standing.as_mut() {
+            standing.follow(backlog);
+            idle.set(standing.is_idle());
+        }
+        path.backlog(backlog);
+    };
     let mut ticker = every.map(|every| {
         let mut ticker = tokio::time::interval(every);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -168,12 +194,12 @@ async fn run_live<P: SidePath>(path: &mut P, taps: &mut TapReceiver, every: Opti
             _ = next_tick(&mut ticker) => path.tick(),
             tap = taps.recv() => match tap {
                 Some(tap) => {
-                    path.backlog(taps.backlog());
+                    backlog(path, taps.backlog());
                     path.on_tap(tap);
                     let mut last_tick = Instant::now();
-                    let open = taps.take_while_busy(|busy| match busy {
+                    let open = taps.take_while_busy(pause, |busy| match busy {
                         Busy::Tap(tap) => path.on_tap(tap),
-                        Busy::Backlog(backlog) => path.backlog(backlog),
+                        Busy::Backlog(filled) => backlog(path, filled),
                         Busy::Looked => {
                             if let (Some(every), Some(ticker)) = (every, ticker.as_mut()) {
                                 if last_tick.elapsed() >= every {
