@@ -65,9 +65,11 @@ impl Standing {
             idle: false,
             can_idle: may_leave_idle(niceness),
         };
-        lower_thread_priority(niceness);
         if standing.can_idle {
+            // Sets the nice level too.
             standing.go_idle();
+        } else {
+            lower_thread_priority(niceness);
         }
         standing
     }
