@@ -438,27 +438,6 @@ fn out_takes_a_time_placeholder() {
         .exists());
 }
 
-/// The nice level and scheduling policy (5 is `SCHED_IDLE`) of each thread
-/// of `pid`, by thread name.
-fn thread_nice(pid: u32) -> Vec<(String, i64, i64)> {
-    let mut found = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let task = task.unwrap().path();
-        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
-        let stat = std::fs::read_to_string(task.join("stat")).unwrap_or_default();
-        // Fields after the parenthesised name: state is field 3, nice 19,
-        // policy 41.
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        let field = |n: usize| rest.split_whitespace().nth(n).and_then(|n| n.parse().ok());
-        if let (Some(nice), Some(policy)) = (field(16), field(38)) {
-            found.push((comm.trim().to_string(), nice, policy));
-        }
-    }
-    found
-}
-
 /// Whether this process has `CAP_SYS_NICE` (bit 23 of `CapEff`).
 fn has_cap_sys_nice() -> bool {
     let status = std::fs::read_to_string("/proc/self/status").unwrap();
@@ -490,7 +469,7 @@ fn the_side_path_threads_run_at_their_nice_levels() {
     // after "listening on": wait for it (or fail after PATIENCE).
     let deadline = std::time::Instant::now() + PATIENCE;
     let threads = loop {
-        let threads = thread_nice(proxy.pid());
+        let threads = faults_support::thread_nice(proxy.pid());
         let lowered = of(&threads, "icaptap-observ") == Some((5, policy))
             && of(&threads, "icaptap-record") == Some((10, policy));
         if lowered || std::time::Instant::now() > deadline {

@@ -447,24 +447,6 @@ f.load()
 os.execv(sys.argv[2], sys.argv[2:])
 "#;
 
-/// The nice level of each thread of `pid`, by thread name.
-fn thread_nice(pid: u32) -> Vec<(String, i64)> {
-    let mut found = Vec::new();
-    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
-        let task = task.unwrap().path();
-        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
-        let stat = std::fs::read_to_string(task.join("stat")).unwrap_or_default();
-        // After the parenthesised name, nice is the 17th field.
-        let Some((_, rest)) = stat.rsplit_once(')') else {
-            continue;
-        };
-        if let Some(nice) = rest.split_whitespace().nth(16).and_then(|n| n.parse().ok()) {
-            found.push((comm.trim().to_string(), nice));
-        }
-    }
-    found
-}
-
 /// Runs `icaptap proxy` under the system-call filter of `unit`; returns
 /// the nice levels of its observer and recorder threads once both have
 /// tried to lower their priority: when `denied`, once both said (at debug
@@ -507,14 +489,14 @@ fn side_path_nice_under(unit: &str, dir: &Path, denied: bool) -> (Option<i64>, O
     let mut said = String::new();
     let mut listening = false;
     let mut kept = 0;
-    let nice = |threads: &[(String, i64)], prefix: &str| {
+    let nice = |threads: &[(String, i64, i64)], prefix: &str| {
         threads
             .iter()
-            .find(|(name, _)| name.starts_with(prefix))
-            .map(|(_, nice)| *nice)
+            .find(|(name, _, _)| name.starts_with(prefix))
+            .map(|(_, nice, _)| *nice)
     };
     let threads = loop {
-        let threads = thread_nice(child.id());
+        let threads = faults_support::thread_nice(child.id());
         let lowered = nice(&threads, "icaptap-observ") == Some(5)
             && nice(&threads, "icaptap-record") == Some(10);
         if listening && ((denied && kept >= 2) || (!denied && lowered)) {

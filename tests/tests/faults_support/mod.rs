@@ -620,3 +620,24 @@ impl InProcess {
         (Records::read(&self.dir), summary, self.tmp)
     }
 }
+
+/// The nice level and scheduling policy (as /proc reports it: 0 normal, 5
+/// `SCHED_IDLE`) of each thread of `pid`, by thread name.
+pub fn thread_nice(pid: u32) -> Vec<(String, i64, i64)> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let comm = std::fs::read_to_string(task.join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(task.join("stat")).unwrap_or_default();
+        // Fields after the parenthesised name: state is field 3, nice 19,
+        // policy 41.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let field = |n: usize| rest.split_whitespace().nth(n).and_then(|n| n.parse().ok());
+        if let (Some(nice), Some(policy)) = (field(16), field(38)) {
+            found.push((comm.trim().to_string(), nice, policy));
+        }
+    }
+    found
+}
